@@ -1,0 +1,273 @@
+//! Folds events into counters keyed by raw stacks, histograms and STW spans.
+//!
+//! Nothing here symbolizes: hashing a few return addresses per event is cheap,
+//! and each distinct stack is symbolized once, when a report is built.
+use std::collections::HashMap;
+
+use hdrhistogram::Histogram;
+
+use crate::{
+    events::Event,
+    plan::{GrowsliceAbi, ProbeKind, ProbePlan, STW_REASONS},
+};
+
+/// Distinct stacks kept per probe kind; beyond this, hits are counted as overflow
+/// so memory stays bounded on a pathological target.
+const MAX_STACKS: usize = 200_000;
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StackStat {
+    pub count: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct GrowStat {
+    pub count: u64,
+    /// Sum of the requested new lengths, for the typical final length.
+    pub new_len_sum: u64,
+    pub max_new_len: u64,
+    /// `*_type` of the element, as a target address (named later, issue 4).
+    pub elem_type: u64,
+}
+
+/// Why the world stopped: the runtime's reason code (Go 1.21+), or the caller's
+/// return address, which names the reason on older runtimes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StwCause {
+    Code(u8),
+    Caller(u64),
+}
+
+impl StwCause {
+    pub fn code_name(code: u8) -> String {
+        STW_REASONS.get(code as usize).map(|s| (*s).to_owned()).unwrap_or_else(|| format!("reason {code}"))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StwSpan {
+    pub start_ktime: u64,
+    pub duration_ns: u64,
+    pub cause: StwCause,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct EventCounts {
+    pub mallocgc: u64,
+    pub growslice: u64,
+    pub gc_start: u64,
+    pub stw: u64,
+    pub assist: u64,
+    /// Records the agent could not decode.
+    pub undecodable: u64,
+    /// Events from a PID other than the target (should be zero; filtered in-kernel).
+    pub foreign: u64,
+    /// Stack-table overflow (see MAX_STACKS).
+    pub overflow: u64,
+    /// startTheWorld without a matching stopTheWorld (attach mid-pause).
+    pub unpaired_stw: u64,
+}
+
+pub struct Aggregator {
+    pid: u32,
+    growslice_abi: GrowsliceAbi,
+    stw_reason_arg: bool,
+    pub counts: EventCounts,
+    pub alloc_bytes: u64,
+    /// Allocation stacks without frame 0 (which allocator entry was hit does
+    /// not matter to the callsite).
+    pub alloc_stacks: HashMap<Box<[u64]>, StackStat>,
+    pub grow_stacks: HashMap<Box<[u64]>, GrowStat>,
+    pub alloc_sizes: Histogram<u64>,
+    pub stw_open: Option<(u64, StwCause)>,
+    pub stws: Vec<StwSpan>,
+    pub stw_hist: Histogram<u64>,
+    pub gc_starts: Vec<u64>,
+    pub assists_by_tid: HashMap<u32, u64>,
+    pub first_ktime: Option<u64>,
+    pub last_ktime: u64,
+}
+
+impl Aggregator {
+    pub fn new(pid: u32, plan: &ProbePlan) -> Self {
+        Self {
+            pid,
+            growslice_abi: plan.growslice_abi,
+            stw_reason_arg: plan.stw_reason_arg,
+            counts: EventCounts::default(),
+            alloc_bytes: 0,
+            alloc_stacks: HashMap::new(),
+            grow_stacks: HashMap::new(),
+            // 1 byte .. 64 GiB, 3 significant digits.
+            alloc_sizes: Histogram::new_with_bounds(1, 1 << 36, 3).expect("static bounds"),
+            stw_open: None,
+            stws: Vec::new(),
+            // 1 ns .. 1000 s.
+            stw_hist: Histogram::new_with_bounds(1, 1_000_000_000_000, 3).expect("static bounds"),
+            gc_starts: Vec::new(),
+            assists_by_tid: HashMap::new(),
+            first_ktime: None,
+            last_ktime: 0,
+        }
+    }
+
+    pub fn add_undecodable(&mut self) {
+        self.counts.undecodable += 1;
+    }
+
+    pub fn add(&mut self, ev: &Event) {
+        if ev.tgid != self.pid {
+            self.counts.foreign += 1;
+            return;
+        }
+        self.first_ktime.get_or_insert(ev.ktime_ns);
+        self.last_ktime = self.last_ktime.max(ev.ktime_ns);
+        match ev.kind {
+            ProbeKind::Malloc => {
+                self.counts.mallocgc += 1;
+                let size = ev.args[0];
+                self.alloc_bytes += size;
+                if size > 0 {
+                    self.alloc_sizes.saturating_record(size);
+                }
+                let key = ev.frames.get(1..).unwrap_or(&[]);
+                if let Some(s) = entry(&mut self.alloc_stacks, key, &mut self.counts.overflow) {
+                    s.count += 1;
+                    s.bytes += size;
+                }
+            }
+            ProbeKind::Growslice => {
+                self.counts.growslice += 1;
+                let a = self.growslice_abi.decode(&ev.args);
+                let key = ev.frames.get(1..).unwrap_or(&[]);
+                if let Some(s) = entry(&mut self.grow_stacks, key, &mut self.counts.overflow) {
+                    s.count += 1;
+                    s.new_len_sum += a.new_len;
+                    s.max_new_len = s.max_new_len.max(a.new_len);
+                    s.elem_type = a.elem_type;
+                }
+            }
+            ProbeKind::GcStart => {
+                self.counts.gc_start += 1;
+                self.gc_starts.push(ev.ktime_ns);
+            }
+            ProbeKind::StwStop => {
+                let cause = if self.stw_reason_arg {
+                    StwCause::Code(ev.args[0] as u8)
+                } else {
+                    StwCause::Caller(ev.frames.get(1).copied().unwrap_or(0))
+                };
+                self.stw_open = Some((ev.ktime_ns, cause));
+            }
+            ProbeKind::StwStart => match self.stw_open.take() {
+                Some((start, cause)) if ev.ktime_ns >= start => {
+                    let duration_ns = ev.ktime_ns - start;
+                    self.counts.stw += 1;
+                    self.stw_hist.saturating_record(duration_ns.max(1));
+                    self.stws.push(StwSpan { start_ktime: start, duration_ns, cause });
+                }
+                _ => self.counts.unpaired_stw += 1,
+            },
+            ProbeKind::Assist => {
+                self.counts.assist += 1;
+                *self.assists_by_tid.entry(ev.tid).or_default() += 1;
+            }
+        }
+    }
+}
+
+fn entry<'a, V: Default>(map: &'a mut HashMap<Box<[u64]>, V>, key: &[u64], overflow: &mut u64) -> Option<&'a mut V> {
+    if !map.contains_key(key) && map.len() >= MAX_STACKS {
+        *overflow += 1;
+        return None;
+    }
+    if !map.contains_key(key) {
+        map.insert(key.into(), V::default());
+    }
+    map.get_mut(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{buildinfo::GoVersion, events};
+    use gcprobe_common::kind;
+
+    fn plan(go: GoVersion) -> ProbePlan {
+        ProbePlan {
+            go,
+            probes: vec![],
+            skipped: vec![],
+            growslice_abi: GrowsliceAbi::for_version(go),
+            stw_reason_arg: go >= GoVersion::new(1, 21, 0),
+            nested_range: None,
+            warnings: vec![],
+        }
+    }
+
+    fn ev(k: u32, t: u64, args: [u64; 5], frames: &[u64]) -> Event {
+        Event::decode(&events::encode(k, 0, t, args, frames)).unwrap()
+    }
+
+    #[test]
+    fn folds_allocations_by_stack() {
+        let mut a = Aggregator::new(42, &plan(GoVersion::new(1, 24, 0)));
+        a.add(&ev(kind::MALLOC, 1, [64, 0, 1, 0, 0], &[0xa0, 0x100, 0x200]));
+        // Same callers, different allocator entry: same stack.
+        a.add(&ev(kind::MALLOC, 2, [32, 0, 1, 0, 0], &[0xb0, 0x100, 0x200]));
+        a.add(&ev(kind::MALLOC, 3, [16, 0, 1, 0, 0], &[0xa0, 0x300]));
+        assert_eq!(a.counts.mallocgc, 3);
+        assert_eq!(a.alloc_bytes, 112);
+        assert_eq!(a.alloc_stacks[&[0x100u64, 0x200][..]], StackStat { count: 2, bytes: 96 });
+        assert_eq!(a.alloc_sizes.len(), 3);
+        assert_eq!(a.alloc_sizes.max(), 64);
+    }
+
+    #[test]
+    fn decodes_growslice_per_version() {
+        let mut a = Aggregator::new(42, &plan(GoVersion::new(1, 22, 0)));
+        // Go 1.20+: oldPtr, newLen, oldCap, num, et
+        a.add(&ev(kind::GROWSLICE, 1, [0, 9, 8, 1, 0xe7], &[0xc0, 0x100]));
+        let g = a.grow_stacks[&[0x100u64][..]];
+        assert_eq!((g.count, g.new_len_sum, g.elem_type), (1, 9, 0xe7));
+
+        let mut a = Aggregator::new(42, &plan(GoVersion::new(1, 19, 8)));
+        // Go 1.19: et, old.ptr, old.len, old.cap, cap
+        a.add(&ev(kind::GROWSLICE, 1, [0xe7, 0, 8, 8, 9], &[0xc0, 0x100]));
+        let g = a.grow_stacks[&[0x100u64][..]];
+        assert_eq!((g.count, g.new_len_sum, g.elem_type), (1, 9, 0xe7));
+    }
+
+    #[test]
+    fn pairs_stop_and_start_the_world() {
+        let mut a = Aggregator::new(42, &plan(GoVersion::new(1, 24, 0)));
+        a.add(&ev(kind::STW_START, 5, [0; 5], &[1, 2])); // attached mid-pause
+        a.add(&ev(kind::STW_STOP, 100, [2, 0, 0, 0, 0], &[1, 2]));
+        a.add(&ev(kind::STW_START, 350, [0; 5], &[1, 2]));
+        a.add(&ev(kind::STW_STOP, 1000, [1, 0, 0, 0, 0], &[1, 2]));
+        a.add(&ev(kind::STW_START, 1100, [0; 5], &[1, 2]));
+        assert_eq!(a.counts.stw, 2);
+        assert_eq!(a.counts.unpaired_stw, 1);
+        assert_eq!(a.stws[0], StwSpan { start_ktime: 100, duration_ns: 250, cause: StwCause::Code(2) });
+        assert_eq!(StwCause::code_name(2), "GC sweep termination");
+        assert_eq!(StwCause::code_name(200), "reason 200");
+        assert_eq!(a.stw_hist.max(), 250);
+    }
+
+    #[test]
+    fn old_runtimes_name_stw_by_caller() {
+        let mut a = Aggregator::new(42, &plan(GoVersion::new(1, 19, 8)));
+        a.add(&ev(kind::STW_STOP, 100, [7, 0, 0, 0, 0], &[1, 0xcafe]));
+        a.add(&ev(kind::STW_START, 200, [0; 5], &[1, 2]));
+        assert_eq!(a.stws[0].cause, StwCause::Caller(0xcafe));
+    }
+
+    #[test]
+    fn ignores_other_processes() {
+        let mut a = Aggregator::new(7, &plan(GoVersion::new(1, 24, 0)));
+        a.add(&ev(kind::MALLOC, 1, [64, 0, 1, 0, 0], &[0xa0, 0x100]));
+        assert_eq!(a.counts.mallocgc, 0);
+        assert_eq!(a.counts.foreign, 1);
+    }
+}

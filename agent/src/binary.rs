@@ -1,0 +1,251 @@
+//! The target's ELF file: architecture, symbols, segments, sections.
+//!
+//! Parsed once into owned tables; the mapping stays alive so the section bytes
+//! (buildinfo, later pclntab) can be read without copying.
+use std::{collections::HashMap, fs::File, io, path::{Path, PathBuf}, sync::Arc};
+
+use memmap2::Mmap;
+use object::{
+    elf, Object as _, ObjectSection as _, ObjectSegment as _, ObjectSymbol as _, SegmentFlags,
+};
+
+use crate::process::Mapping;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BinaryError {
+    #[error("opening {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} is not a readable ELF file")]
+    NotElf {
+        path: PathBuf,
+        #[source]
+        source: object::Error,
+    },
+    #[error("{path}: unsupported architecture (machine {machine}); gcprobe supports x86_64 and arm64")]
+    UnsupportedArch { path: PathBuf, machine: u16 },
+    #[error("{path}: no executable mapping in the target's address space matches the file's segments")]
+    NoBias { path: PathBuf },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    X86_64,
+    Aarch64,
+}
+
+impl Arch {
+    pub fn go_name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "amd64",
+            Arch::Aarch64 => "arm64",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Symbol {
+    pub name: String,
+    pub addr: u64,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Segment {
+    pub vaddr: u64,
+    pub memsz: u64,
+    pub offset: u64,
+    pub filesz: u64,
+    pub executable: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Section {
+    pub name: String,
+    pub addr: u64,
+    pub offset: u64,
+    pub size: u64,
+}
+
+pub struct Binary {
+    pub path: PathBuf,
+    pub arch: Arch,
+    pub is_pie: bool,
+    data: Arc<Mmap>,
+    symbols: HashMap<String, Symbol>,
+    pub segments: Vec<Segment>,
+    pub sections: Vec<Section>,
+    pub has_dwarf: bool,
+    /// Hex of the GNU build-id note, or Go's build id when that is all there is.
+    pub build_id: Option<String>,
+}
+
+impl std::fmt::Debug for Binary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Binary").field("path", &self.path).field("arch", &self.arch).finish_non_exhaustive()
+    }
+}
+
+impl Binary {
+    pub fn open(path: &Path) -> Result<Self, BinaryError> {
+        let file = File::open(path).map_err(|source| BinaryError::Open { path: path.into(), source })?;
+        // SAFETY: read-only private mapping; a binary rewritten under a running
+        // process is already undefined behaviour for that process.
+        let data = unsafe { Mmap::map(&file) }.map_err(|source| BinaryError::Open { path: path.into(), source })?;
+        Self::parse(path, Arc::new(data))
+    }
+
+    fn parse(path: &Path, data: Arc<Mmap>) -> Result<Self, BinaryError> {
+        let obj = object::File::parse(&data[..]).map_err(|source| BinaryError::NotElf { path: path.into(), source })?;
+        let (arch, machine) = match obj.architecture() {
+            object::Architecture::X86_64 => (Arch::X86_64, elf::EM_X86_64),
+            object::Architecture::Aarch64 => (Arch::Aarch64, elf::EM_AARCH64),
+            _ => {
+                let machine = if data.len() > 20 { u16::from_le_bytes([data[18], data[19]]) } else { 0 };
+                return Err(BinaryError::UnsupportedArch { path: path.into(), machine });
+            }
+        };
+        let _ = machine;
+        let is_pie = matches!(obj.kind(), object::ObjectKind::Dynamic);
+
+        let mut symbols = HashMap::new();
+        for sym in obj.symbols() {
+            if sym.address() == 0 {
+                continue;
+            }
+            if let Ok(name) = sym.name() {
+                symbols.entry(name.to_owned()).or_insert_with(|| Symbol { name: name.to_owned(), addr: sym.address(), size: sym.size() });
+            }
+        }
+
+        let segments = obj
+            .segments()
+            .map(|s| {
+                let (offset, filesz) = s.file_range();
+                let executable = match s.flags() {
+                    SegmentFlags::Elf { p_flags, .. } => p_flags.0 & elf::PF_X.0 != 0,
+                    _ => false,
+                };
+                Segment { vaddr: s.address(), memsz: s.size(), offset, filesz, executable }
+            })
+            .collect();
+
+        let sections = obj
+            .sections()
+            .filter_map(|s| {
+                let (offset, size) = s.file_range()?;
+                Some(Section { name: s.name().ok()?.to_owned(), addr: s.address(), offset, size })
+            })
+            .collect::<Vec<_>>();
+        let has_dwarf = sections.iter().any(|s| s.name == ".debug_info" || s.name == ".zdebug_info");
+
+        let build_id = match obj.build_id() {
+            Ok(Some(id)) => Some(id.iter().map(|b| format!("{b:02x}")).collect()),
+            _ => go_build_id(&obj),
+        };
+
+        Ok(Self { path: path.into(), arch, is_pie, data, symbols, segments, sections, has_dwarf, build_id })
+    }
+
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    pub fn symbol(&self, name: &str) -> Option<&Symbol> {
+        self.symbols.get(name)
+    }
+
+    pub fn symbols(&self) -> impl Iterator<Item = &Symbol> {
+        self.symbols.values()
+    }
+
+    pub fn section(&self, name: &str) -> Option<&Section> {
+        self.sections.iter().find(|s| s.name == name)
+    }
+
+    pub fn section_data(&self, name: &str) -> Option<&[u8]> {
+        let s = self.section(name)?;
+        self.data.get(s.offset as usize..(s.offset + s.size) as usize)
+    }
+
+    /// File offset of a virtual address, through the PT_LOAD that holds it.
+    /// This is what the uprobe PMU wants, and it differs from the address in
+    /// PIE binaries and wherever a segment's vaddr and offset are not equal.
+    pub fn file_offset(&self, vaddr: u64) -> Option<u64> {
+        self.segments
+            .iter()
+            .find(|s| vaddr >= s.vaddr && vaddr < s.vaddr + s.filesz)
+            .map(|s| vaddr - s.vaddr + s.offset)
+    }
+
+    /// Load bias: runtime address minus link-time virtual address. Zero for a
+    /// classic static Go binary, the ASLR base for PIE.
+    pub fn load_bias(&self, exe_maps: &[Mapping]) -> Result<u64, BinaryError> {
+        for seg in self.segments.iter().filter(|s| s.executable) {
+            if let Some(m) = exe_maps
+                .iter()
+                .find(|m| m.executable && seg.offset >= m.offset && seg.offset < m.offset + (m.end - m.start))
+            {
+                let runtime = m.start + (seg.offset - m.offset);
+                return Ok(runtime.wrapping_sub(seg.vaddr));
+            }
+        }
+        Err(BinaryError::NoBias { path: self.path.clone() })
+    }
+}
+
+/// Go writes its own build id into `.note.go.buildid`: name "Go", type 4.
+fn go_build_id(obj: &object::File<'_>) -> Option<String> {
+    let sec = obj.section_by_name(".note.go.buildid")?;
+    let data = sec.data().ok()?;
+    // Elf note: namesz, descsz, type, name (padded to 4), desc.
+    let descsz = u32::from_le_bytes(data.get(4..8)?.try_into().ok()?) as usize;
+    let desc = data.get(16..16 + descsz)?;
+    Some(String::from_utf8_lossy(desc).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_itself() {
+        let exe = std::env::current_exe().unwrap();
+        let bin = Binary::open(&exe).unwrap();
+        assert!(!bin.segments.is_empty());
+        let text = bin.section(".text").expect(".text");
+        // Every address in .text maps back to its own file offset.
+        assert_eq!(bin.file_offset(text.addr), Some(text.offset));
+    }
+
+    #[test]
+    fn rejects_non_elf() {
+        let dir = std::env::temp_dir().join(format!("gcprobe-notelf-{}", std::process::id()));
+        std::fs::write(&dir, b"#!/bin/sh\necho hi\n").unwrap();
+        let err = Binary::open(&dir).unwrap_err();
+        std::fs::remove_file(&dir).unwrap();
+        assert!(matches!(err, BinaryError::NotElf { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn bias_of_pie_mapping() {
+        let exe = std::env::current_exe().unwrap();
+        let bin = Binary::open(&exe).unwrap();
+        let seg = *bin.segments.iter().find(|s| s.executable).unwrap();
+        let page = seg.offset & !0xfff;
+        let maps = vec![Mapping {
+            start: 0x5555_0000_0000 + (seg.vaddr & !0xfff),
+            end: 0x5555_0000_0000 + (seg.vaddr & !0xfff) + 0x10_0000_0000,
+            offset: page,
+            executable: true,
+            dev_major: 0,
+            dev_minor: 0,
+            inode: 1,
+            path: String::new(),
+        }];
+        assert_eq!(bin.load_bias(&maps).unwrap(), 0x5555_0000_0000);
+    }
+}

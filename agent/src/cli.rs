@@ -1,0 +1,87 @@
+//! Command line (clap derive). `main.rs` parses this and hands off.
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Parser, Subcommand};
+
+use crate::session::Format;
+
+#[derive(Debug, Parser)]
+#[command(name = "gcprobe", version, about = "Live eBPF probe for Go programs: which loop fills the heap, and how long GC stops the world")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Attach to a running Go process and report allocation callsites, culprits and GC pauses.
+    Attach(AttachArgs),
+    /// Print the probe plan for a Go binary or process without attaching (no root needed).
+    Plan(PlanArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AttachArgs {
+    /// Process ID of the Go program, as this host sees it.
+    #[arg(long, short)]
+    pub pid: u32,
+    /// Stop after this long (e.g. 10s, 1m30s); default: until Ctrl-C or the target exits.
+    #[arg(long, short, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Report format.
+    #[arg(long, short, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Write the report here instead of stdout.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Interval of the live summary on stderr.
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    pub interval: Duration,
+    /// No live summary or progress on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Benchmark baseline: attach an empty program at the same points.
+    #[arg(long, hide = true)]
+    pub empty_probes: bool,
+}
+
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct PlanArgs {
+    /// A running process.
+    #[arg(long, short)]
+    pub pid: Option<u32>,
+    /// A Go executable on disk.
+    #[arg(long)]
+    pub exe: Option<PathBuf>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (try 10s, 500ms or 2m)"))?;
+    if d.is_zero() {
+        return Err("must be longer than zero".into());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_attach() {
+        let c = Cli::try_parse_from(["gcprobe", "attach", "--pid", "12", "--duration", "8s", "--format", "json"]).unwrap();
+        let Command::Attach(a) = c.command else { panic!() };
+        assert_eq!((a.pid, a.duration, a.format), (12, Some(Duration::from_secs(8)), Format::Json));
+        assert!(Cli::try_parse_from(["gcprobe", "attach", "--pid", "x"]).is_err());
+        assert!(Cli::try_parse_from(["gcprobe", "attach", "--pid", "1", "--duration", "0s"]).is_err());
+        assert!(Cli::try_parse_from(["gcprobe", "attach", "--pid", "1", "--duration", "soon"]).is_err());
+        assert!(Cli::try_parse_from(["gcprobe", "plan"]).is_err());
+    }
+}

@@ -1,0 +1,141 @@
+//! Which callsites are culprits, what they cost, and what to change.
+//!
+//! Rules of thumb (the published thresholds): growslice above 30% of
+//! allocated bytes means slices grow without preallocation; a stop-the-world
+//! longer than 5 ms is a pause users notice.
+use crate::report::{Callsite, Culprit};
+
+pub const GROWSLICE_SHARE_WARN: f64 = 0.30;
+pub const STW_WARN_NS: u64 = 5_000_000;
+/// A callsite must carry at least this share of bytes to be named a culprit...
+const MIN_SHARE: f64 = 0.05;
+/// ...and have grown a slice at least this many times, so one-off growth of a
+/// long-lived slice is not blamed.
+const MIN_GROWTHS: u64 = 20;
+
+pub fn rank(callsites: &[Callsite], duration_s: f64) -> Vec<Culprit> {
+    let mut out: Vec<Culprit> = callsites
+        .iter()
+        .filter(|c| c.probe == "growslice" && c.share_of_bytes >= MIN_SHARE && c.count >= MIN_GROWTHS)
+        .map(|c| {
+            let per_s = c.count as f64 / duration_s.max(1e-9);
+            let mean_len = c.mean_new_len.map(|l| format!(", growing to {l:.0} elements on average")).unwrap_or_default();
+            Culprit {
+                rank: 0,
+                function: c.function.clone(),
+                file: c.file.clone(),
+                line: c.line,
+                kind: "append-growth".into(),
+                share_of_bytes: c.share_of_bytes,
+                share_of_allocs: c.share_of_allocs,
+                evidence: format!(
+                    "append called runtime.growslice {} times ({}/s){mean_len}; the reallocations took {} ({:.1}% of all bytes allocated)",
+                    c.count,
+                    si(per_s),
+                    bytes(c.bytes),
+                    c.share_of_bytes * 100.0
+                ),
+                suggestion: "preallocate before the loop: make([]T, 0, n) with n the expected length (len(m) when ranging over a map or slice), or reuse one buffer across calls".into(),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| b.share_of_bytes.total_cmp(&a.share_of_bytes));
+    for (i, c) in out.iter_mut().enumerate() {
+        c.rank = i as u32 + 1;
+    }
+    out
+}
+
+/// `stws` is every pause as (duration ns, reason).
+pub fn rules_of_thumb(callsites: &[Callsite], stws: &[(u64, String)]) -> Vec<String> {
+    let mut w = Vec::new();
+    let long_stws: Vec<_> = stws.iter().filter(|(d, _)| *d > STW_WARN_NS).collect();
+    let grow: f64 = callsites.iter().filter(|c| c.probe == "growslice").map(|c| c.share_of_bytes).sum();
+    if grow > GROWSLICE_SHARE_WARN {
+        w.push(format!(
+            "growslice accounts for {:.0}% of allocated bytes (rule of thumb: above 30%, slices are growing without preallocation)",
+            grow * 100.0
+        ));
+    }
+    if let Some((max, reason)) = long_stws.iter().max_by_key(|(d, _)| *d) {
+        w.push(format!(
+            "{} stop-the-world pause(s) exceeded 5 ms; the longest was {:.1} ms ({reason})",
+            long_stws.len(),
+            *max as f64 / 1e6
+        ));
+    }
+    w
+}
+
+pub fn si(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.1}M", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1}k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+pub fn bytes(b: u64) -> String {
+    let b = b as f64;
+    if b >= (1u64 << 30) as f64 {
+        format!("{:.1} GiB", b / (1u64 << 30) as f64)
+    } else if b >= (1 << 20) as f64 {
+        format!("{:.1} MiB", b / (1 << 20) as f64)
+    } else if b >= 1024.0 {
+        format!("{:.1} KiB", b / 1024.0)
+    } else {
+        format!("{b:.0} B")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cs(probe: &str, line: u32, count: u64, share: f64) -> Callsite {
+        Callsite {
+            probe: probe.into(),
+            function: format!("main.f{line}"),
+            file: Some("main.go".into()),
+            line: Some(line),
+            frames: vec![],
+            count,
+            allocs: count,
+            bytes: (share * 1000.0) as u64,
+            per_s: 0.0,
+            bytes_per_s: 0.0,
+            share_of_bytes: share,
+            share_of_allocs: share,
+            mean_new_len: Some(100.0),
+        }
+    }
+
+    #[test]
+    fn ranks_append_growth_by_share() {
+        let c = rank(&[cs("growslice", 10, 500, 0.2), cs("mallocgc", 20, 9000, 0.6), cs("growslice", 30, 900, 0.7), cs("growslice", 40, 5, 0.5), cs("growslice", 50, 900, 0.01)], 2.0);
+        let lines: Vec<_> = c.iter().map(|c| (c.rank, c.line.unwrap())).collect();
+        // Plain allocations, rare growth and tiny shares are not culprits.
+        assert_eq!(lines, [(1, 30), (2, 10)]);
+        assert!(c[0].evidence.contains("900 times (450/s)"), "{}", c[0].evidence);
+        assert_eq!(c[0].kind, "append-growth");
+    }
+
+    #[test]
+    fn warns_by_rule_of_thumb() {
+        let w = rules_of_thumb(&[cs("growslice", 1, 100, 0.2), cs("growslice", 2, 100, 0.15)], &[(6_000_000, "GC mark termination".into()), (7_500_000, "GOMAXPROCS".into())]);
+        assert_eq!(w.len(), 2);
+        assert!(w[0].contains("35%"), "{}", w[0]);
+        assert!(w[1].contains("2 stop-the-world") && w[1].contains("7.5 ms (GOMAXPROCS)"), "{}", w[1]);
+        assert!(rules_of_thumb(&[cs("growslice", 1, 100, 0.29)], &[(5_000_000, "x".into())]).is_empty());
+    }
+
+    #[test]
+    fn formats_units() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(3 << 20), "3.0 MiB");
+        assert_eq!(si(1500.0), "1.5k");
+        assert_eq!(si(2_500_000.0), "2.5M");
+    }
+}

@@ -1,0 +1,14 @@
+//! gcprobe: attach to running Go programs with uprobes, find the loop that fills
+//! the heap and measure how long the garbage collector stops the world.
+pub mod aggregate;
+pub mod binary;
+pub mod buildinfo;
+pub mod cli;
+pub mod culprits;
+pub mod events;
+pub mod plan;
+pub mod probes;
+pub mod process;
+pub mod report;
+pub mod session;
+pub mod symbolize;

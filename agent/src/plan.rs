@@ -1,0 +1,303 @@
+//! The probe plan: which runtime functions to probe in this binary, where, and
+//! how to read their arguments for its Go version.
+//!
+//! Built from the binary alone, so it can be printed, recorded and checked
+//! before anything touches the kernel.
+use gcprobe_common::{cookie, kind};
+
+use crate::{binary::Binary, buildinfo::GoVersion};
+
+/// Oldest toolchain whose runtime layout gcprobe has checked: register ABI on
+/// amd64 (1.17) and arm64 (1.18), inline buildinfo (1.18).
+pub const MIN_GO: GoVersion = GoVersion::new(1, 19, 0);
+/// Newest toolchain checked; newer ones are probed as this one, with a warning.
+pub const MAX_GO: GoVersion = GoVersion::new(1, 27, u32::MAX);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("{binary}: {version} is older than Go 1.19, which gcprobe needs (register ABI and inline build info)")]
+    TooOld { binary: String, version: GoVersion },
+    #[error("{binary}: required symbol {symbol} not found{hint}")]
+    MissingSymbol { binary: String, symbol: &'static str, hint: &'static str },
+}
+
+/// What a probe measures. Travels through the kernel as `gcprobe_common::kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProbeKind {
+    Malloc,
+    Growslice,
+    GcStart,
+    StwStop,
+    StwStart,
+    Assist,
+}
+
+impl ProbeKind {
+    pub const fn raw(self) -> u32 {
+        match self {
+            ProbeKind::Malloc => kind::MALLOC,
+            ProbeKind::Growslice => kind::GROWSLICE,
+            ProbeKind::GcStart => kind::GC_START,
+            ProbeKind::StwStop => kind::STW_STOP,
+            ProbeKind::StwStart => kind::STW_START,
+            ProbeKind::Assist => kind::ASSIST,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown probe kind {0}")]
+pub struct UnknownKind(pub u32);
+
+impl TryFrom<u32> for ProbeKind {
+    type Error = UnknownKind;
+    fn try_from(v: u32) -> Result<Self, Self::Error> {
+        Ok(match v {
+            kind::MALLOC => ProbeKind::Malloc,
+            kind::GROWSLICE => ProbeKind::Growslice,
+            kind::GC_START => ProbeKind::GcStart,
+            kind::STW_STOP => ProbeKind::StwStop,
+            kind::STW_START => ProbeKind::StwStart,
+            kind::ASSIST => ProbeKind::Assist,
+            other => return Err(UnknownKind(other)),
+        })
+    }
+}
+
+/// Argument layout of `runtime.growslice`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrowsliceAbi {
+    /// Go 1.19: `growslice(et *_type, old slice, cap int) slice`
+    /// (go1.19/src/runtime/slice.go) — RAX=et, RBX/RCX/RDI=old, RSI=cap.
+    Go119,
+    /// Go 1.20+: `growslice(oldPtr unsafe.Pointer, newLen, oldCap, num int, et *_type) slice`
+    /// (go1.20/src/runtime/slice.go).
+    Go120,
+}
+
+/// Decoded growslice arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrowArgs {
+    pub elem_type: u64,
+    pub old_cap: u64,
+    pub new_len: u64,
+}
+
+impl GrowsliceAbi {
+    pub fn for_version(v: GoVersion) -> Self {
+        if v < GoVersion::new(1, 20, 0) { GrowsliceAbi::Go119 } else { GrowsliceAbi::Go120 }
+    }
+
+    pub fn decode(self, a: &[u64; gcprobe_common::MAX_ARGS]) -> GrowArgs {
+        match self {
+            GrowsliceAbi::Go119 => GrowArgs { elem_type: a[0], old_cap: a[3], new_len: a[4] },
+            GrowsliceAbi::Go120 => GrowArgs { elem_type: a[4], old_cap: a[2], new_len: a[1] },
+        }
+    }
+}
+
+/// `stwReason` names, from runtime/proc.go `stwReasonStrings` (identical 1.21–1.27).
+/// Before Go 1.21 `stopTheWorldWithSema` takes no reason; the caller names it.
+pub const STW_REASONS: &[&str] = &[
+    "unknown",
+    "GC mark termination",
+    "GC sweep termination",
+    "write heap dump",
+    "goroutine profile",
+    "goroutine profile cleanup",
+    "all goroutines stack trace",
+    "read mem stats",
+    "AllThreadsSyscall",
+    "GOMAXPROCS",
+    "start trace",
+    "stop trace",
+    "CountPagesInUse (test)",
+    "ReadMetricsSlow (test)",
+    "ReadMemStatsSlow (test)",
+    "PageCachePagesLeaked (test)",
+    "ResetDebugLog (test)",
+];
+pub const STW_REASON_SWEEP_TERM: &str = "GC sweep termination";
+pub const STW_REASON_MARK_TERM: &str = "GC mark termination";
+
+#[derive(Debug, Clone)]
+pub struct PlannedProbe {
+    pub id: u32,
+    /// Short name for reports: `mallocgc`, `growslice`, ...
+    pub name: String,
+    pub symbol: String,
+    pub kind: ProbeKind,
+    /// Link-time virtual address of the function entry.
+    pub vaddr: u64,
+    /// Offset in the ELF file, for the uprobe PMU.
+    pub file_offset: u64,
+    pub size: u64,
+    pub flags: u64,
+    /// The session fails if this probe cannot be attached.
+    pub required: bool,
+}
+
+impl PlannedProbe {
+    pub fn cookie(&self) -> u64 {
+        cookie::encode(self.id, self.kind.raw(), self.flags)
+    }
+}
+
+/// A probe the plan wanted but could not place, and why.
+#[derive(Debug, Clone)]
+pub struct SkippedProbe {
+    pub name: String,
+    pub symbol: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProbePlan {
+    pub go: GoVersion,
+    pub probes: Vec<PlannedProbe>,
+    pub skipped: Vec<SkippedProbe>,
+    pub growslice_abi: GrowsliceAbi,
+    /// `stopTheWorldWithSema` takes a `stwReason` (Go 1.21+).
+    pub stw_reason_arg: bool,
+    /// Link-time range of `runtime.mallocgc`, for the nested-allocation check.
+    pub nested_range: Option<(u64, u64)>,
+    pub warnings: Vec<String>,
+}
+
+impl ProbePlan {
+    pub fn probe(&self, id: u32) -> Option<&PlannedProbe> {
+        self.probes.get(id as usize).filter(|p| p.id == id)
+    }
+
+    pub fn build(bin: &Binary, go: GoVersion) -> Result<Self, PlanError> {
+        let name = bin.path.display().to_string();
+        if go < MIN_GO {
+            return Err(PlanError::TooOld { binary: name, version: go });
+        }
+        let mut warnings = Vec::new();
+        if go > MAX_GO {
+            warnings.push(format!("{go} is newer than the newest runtime gcprobe has checked (go1.27); probing it as go1.27"));
+        }
+        let hint = if bin.symbols().next().is_none() {
+            " (the binary has no symbol table; stripped binaries are not supported yet)"
+        } else {
+            ""
+        };
+
+        let mut plan = ProbePlan {
+            go,
+            probes: Vec::new(),
+            skipped: Vec::new(),
+            growslice_abi: GrowsliceAbi::for_version(go),
+            stw_reason_arg: go >= GoVersion::new(1, 21, 0),
+            nested_range: None,
+            warnings,
+        };
+
+        let walk = cookie::FLAG_WALK_STACK;
+        // Required: without these there is no allocation or STW story to tell.
+        for (short, symbol, kind, flags) in [
+            ("mallocgc", "runtime.mallocgc", ProbeKind::Malloc, walk),
+            ("growslice", "runtime.growslice", ProbeKind::Growslice, walk),
+            ("stopTheWorld", "runtime.stopTheWorldWithSema", ProbeKind::StwStop, 0),
+            ("startTheWorld", "runtime.startTheWorldWithSema", ProbeKind::StwStart, 0),
+        ] {
+            if !plan.add(bin, short, symbol, kind, flags, true) {
+                return Err(PlanError::MissingSymbol { binary: name, symbol, hint });
+            }
+        }
+        if let Some(m) = bin.symbol("runtime.mallocgc") {
+            plan.nested_range = Some((m.addr, m.addr + m.size.max(1)));
+        }
+
+        // Optional: the report degrades without them, and says so.
+        for (short, symbol, kind) in [
+            ("gcStart", "runtime.gcStart", ProbeKind::GcStart),
+            ("gcAssistAlloc", "runtime.gcAssistAlloc", ProbeKind::Assist),
+        ] {
+            if !plan.add(bin, short, symbol, kind, 0, false) {
+                plan.skipped.push(SkippedProbe { name: short.into(), symbol: symbol.into(), reason: "symbol not in binary".into() });
+                plan.warnings.push(format!("{symbol} not found: {short} events will be missing"));
+            }
+        }
+
+        // Go 1.26+ (GOEXPERIMENT sizespecializedmalloc, default in 1.27): compiled
+        // code calls size-class-specialized allocators directly, bypassing
+        // mallocgc (cmd/compile/internal/ssagen/ssa.go, runtime/malloc_generated.go).
+        // mallocgc also dispatches into them, hence FLAG_SKIP_NESTED.
+        let mut specialized: Vec<_> = bin
+            .symbols()
+            .filter(|s| is_size_specialized_malloc(&s.name))
+            .map(|s| s.name.clone())
+            .collect();
+        specialized.sort_by(|a, b| natural_key(a).cmp(&natural_key(b)));
+        for symbol in specialized {
+            let short = symbol.trim_start_matches("runtime.").to_owned();
+            plan.add(bin, &short, &symbol, ProbeKind::Malloc, walk | cookie::FLAG_SKIP_NESTED, false);
+        }
+        Ok(plan)
+    }
+
+    fn add(&mut self, bin: &Binary, short: &str, symbol: &str, kind: ProbeKind, flags: u64, required: bool) -> bool {
+        let Some(sym) = bin.symbol(symbol) else { return false };
+        let Some(file_offset) = bin.file_offset(sym.addr) else {
+            self.skipped.push(SkippedProbe { name: short.into(), symbol: symbol.into(), reason: format!("address {:#x} is in no loadable segment", sym.addr) });
+            return false;
+        };
+        let id = self.probes.len() as u32;
+        self.probes.push(PlannedProbe { id, name: short.into(), symbol: symbol.into(), kind, vaddr: sym.addr, file_offset, size: sym.size, flags, required });
+        true
+    }
+}
+
+fn is_size_specialized_malloc(name: &str) -> bool {
+    let Some(rest) = name
+        .strip_prefix("runtime.mallocgcSmallNoScanSC")
+        .or_else(|| name.strip_prefix("runtime.mallocgcSmallScanNoHeaderSC"))
+        .or_else(|| name.strip_prefix("runtime.mallocgcTinySC"))
+    else {
+        return false;
+    };
+    !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn natural_key(s: &str) -> (String, u32) {
+    let digits = s.len() - s.bytes().rev().take_while(u8::is_ascii_digit).count();
+    (s[..digits].to_owned(), s[digits..].parse().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip() {
+        for k in [ProbeKind::Malloc, ProbeKind::Growslice, ProbeKind::GcStart, ProbeKind::StwStop, ProbeKind::StwStart, ProbeKind::Assist] {
+            assert_eq!(ProbeKind::try_from(k.raw()).unwrap(), k);
+        }
+        assert!(ProbeKind::try_from(0).is_err());
+        assert!(ProbeKind::try_from(99).is_err());
+    }
+
+    #[test]
+    fn growslice_layouts() {
+        assert_eq!(GrowsliceAbi::for_version(GoVersion::new(1, 19, 8)), GrowsliceAbi::Go119);
+        assert_eq!(GrowsliceAbi::for_version(GoVersion::new(1, 20, 0)), GrowsliceAbi::Go120);
+        let a = [0x10, 0x20, 0x30, 0x40, 0x50];
+        assert_eq!(GrowsliceAbi::Go119.decode(&a), GrowArgs { elem_type: 0x10, old_cap: 0x40, new_len: 0x50 });
+        assert_eq!(GrowsliceAbi::Go120.decode(&a), GrowArgs { elem_type: 0x50, old_cap: 0x30, new_len: 0x20 });
+    }
+
+    #[test]
+    fn recognises_specialized_mallocs() {
+        assert!(is_size_specialized_malloc("runtime.mallocgcSmallNoScanSC7"));
+        assert!(is_size_specialized_malloc("runtime.mallocgcSmallScanNoHeaderSC12"));
+        assert!(is_size_specialized_malloc("runtime.mallocgcTinySC2"));
+        assert!(!is_size_specialized_malloc("runtime.mallocgcTinySlowPath"));
+        assert!(!is_size_specialized_malloc("runtime.mallocgcSmallNoscan"));
+        assert!(!is_size_specialized_malloc("runtime.mallocgcSmallNoScanSC"));
+        let mut v = vec!["runtime.mallocgcTinySC10", "runtime.mallocgcTinySC2"];
+        v.sort_by(|a, b| natural_key(a).cmp(&natural_key(b)));
+        assert_eq!(v, ["runtime.mallocgcTinySC2", "runtime.mallocgcTinySC10"]);
+    }
+}

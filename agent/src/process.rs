@@ -1,0 +1,180 @@
+//! The target process as /proc shows it: existence, executable, mappings.
+//!
+//! The executable is always opened through `/proc/PID/exe`, never by the path it
+//! names: that path may live in another mount namespace (containers) or may have
+//! been deleted since the process started, and the magic link still reaches the
+//! inode either way.
+use std::{
+    fs,
+    io,
+    os::unix::fs::MetadataExt as _,
+    path::PathBuf,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("no process with PID {pid}")]
+    NoSuchPid { pid: u32 },
+    #[error("process {pid} exited before gcprobe could attach")]
+    Exited { pid: u32 },
+    #[error("reading {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("malformed line in /proc/{pid}/maps: {line:?}")]
+    BadMaps { pid: u32, line: String },
+}
+
+/// One line of /proc/PID/maps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    pub start: u64,
+    pub end: u64,
+    pub offset: u64,
+    pub executable: bool,
+    pub dev_major: u32,
+    pub dev_minor: u32,
+    pub inode: u64,
+    pub path: String,
+}
+
+#[derive(Debug)]
+pub struct Process {
+    pub pid: u32,
+    /// What the exe link names, for display; may be `... (deleted)` or a path
+    /// inside the target's mount namespace.
+    pub exe_display: String,
+    /// The path gcprobe opens and attaches to: `/proc/PID/exe`.
+    pub exe_path: PathBuf,
+    /// Device and inode of the executable, to pick its mappings out of maps.
+    pub exe_dev: u64,
+    pub exe_ino: u64,
+}
+
+impl Process {
+    pub fn open(pid: u32) -> Result<Self, ProcessError> {
+        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        if pid == 0 || !proc_dir.exists() {
+            return Err(ProcessError::NoSuchPid { pid });
+        }
+        let exe_path = proc_dir.join("exe");
+        // A zombie (exited, not yet reaped) still has /proc/PID but no exe.
+        let exe_display = match fs::read_link(&exe_path) {
+            Ok(p) => p.to_string_lossy().into_owned(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(ProcessError::Exited { pid })
+            }
+            Err(source) => return Err(ProcessError::Read { path: exe_path, source }),
+        };
+        let meta = fs::metadata(&exe_path).map_err(|source| exited_or(pid, &exe_path, source))?;
+        Ok(Self { pid, exe_display, exe_path, exe_dev: meta.dev(), exe_ino: meta.ino() })
+    }
+
+    /// True while the process exists and is not a zombie.
+    pub fn alive(&self) -> bool {
+        fs::read_link(&self.exe_path).is_ok()
+    }
+
+    pub fn maps(&self) -> Result<Vec<Mapping>, ProcessError> {
+        let path = PathBuf::from(format!("/proc/{}/maps", self.pid));
+        let text = fs::read_to_string(&path).map_err(|source| exited_or(self.pid, &path, source))?;
+        parse_maps(self.pid, &text)
+    }
+
+    /// The mappings backed by the target's own executable.
+    pub fn exe_mappings(&self) -> Result<Vec<Mapping>, ProcessError> {
+        let major = libc::major(self.exe_dev);
+        let minor = libc::minor(self.exe_dev);
+        Ok(self
+            .maps()?
+            .into_iter()
+            .filter(|m| m.inode == self.exe_ino && m.dev_major == major && m.dev_minor == minor)
+            .collect())
+    }
+}
+
+fn exited_or(pid: u32, path: &std::path::Path, source: io::Error) -> ProcessError {
+    if source.kind() == io::ErrorKind::NotFound || source.raw_os_error() == Some(libc::ESRCH) {
+        ProcessError::Exited { pid }
+    } else {
+        ProcessError::Read { path: path.to_owned(), source }
+    }
+}
+
+pub fn parse_maps(pid: u32, text: &str) -> Result<Vec<Mapping>, ProcessError> {
+    text.lines().filter(|l| !l.is_empty()).map(|line| parse_maps_line(line).ok_or_else(|| ProcessError::BadMaps { pid, line: line.to_owned() })).collect()
+}
+
+fn parse_maps_line(line: &str) -> Option<Mapping> {
+    // 00400000-00452000 r-xp 00000000 08:02 173521      /usr/bin/dbus-daemon
+    let mut it = line.splitn(6, ' ');
+    let (range, perms, offset, dev, inode) = (it.next()?, it.next()?, it.next()?, it.next()?, it.next()?);
+    let path = it.next().unwrap_or("").trim_start().to_owned();
+    let (start, end) = range.split_once('-')?;
+    let (maj, min) = dev.split_once(':')?;
+    Some(Mapping {
+        start: u64::from_str_radix(start, 16).ok()?,
+        end: u64::from_str_radix(end, 16).ok()?,
+        offset: u64::from_str_radix(offset, 16).ok()?,
+        executable: perms.as_bytes().get(2) == Some(&b'x'),
+        dev_major: u32::from_str_radix(maj, 16).ok()?,
+        dev_minor: u32::from_str_radix(min, 16).ok()?,
+        inode: inode.parse().ok()?,
+        path,
+    })
+}
+
+/// Whether this process may load BPF and attach uprobes: root, or CAP_BPF with
+/// CAP_PERFMON, or CAP_SYS_ADMIN. Read from CapEff so a clear message comes
+/// before any syscall fails with a bare EPERM.
+pub fn has_bpf_privileges() -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let Ok(status) = fs::read_to_string("/proc/self/status") else { return false };
+    let Some(cap) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    else {
+        return false;
+    };
+    let has = |c: u32| cap & (1 << c) != 0;
+    has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_maps_lines() {
+        let text = "00400000-0048a000 r-xp 00000000 fd:00 1234   /usr/bin/app\n\
+                    7f00-7f10 rw-p 00001000 00:00 0 \n\
+                    55d0c0000000-55d0c0001000 r--p 0008a000 fd:00 1234 /tmp/app (deleted)\n";
+        let maps = parse_maps(1, text).unwrap();
+        assert_eq!(maps.len(), 3);
+        assert_eq!(maps[0].start, 0x400000);
+        assert!(maps[0].executable);
+        assert_eq!(maps[0].inode, 1234);
+        assert_eq!(maps[0].path, "/usr/bin/app");
+        assert_eq!(maps[1].path, "");
+        assert!(!maps[1].executable);
+        assert_eq!(maps[2].offset, 0x8a000);
+        assert_eq!(maps[2].dev_major, 0xfd);
+        assert_eq!(maps[2].path, "/tmp/app (deleted)");
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(matches!(parse_maps(7, "nonsense\n"), Err(ProcessError::BadMaps { pid: 7, .. })));
+    }
+
+    #[test]
+    fn missing_pid_is_reported() {
+        // PIDs above pid_max (4194304 at most) never exist.
+        assert!(matches!(Process::open(99_999_999), Err(ProcessError::NoSuchPid { .. })));
+    }
+}

@@ -1,0 +1,244 @@
+//! Aggregates + symbols → [`Report`].
+use std::collections::{BTreeMap, HashMap};
+
+use super::*;
+use crate::{
+    aggregate::{Aggregator, StwCause},
+    plan::{ProbePlan, STW_REASON_MARK_TERM, STW_REASON_SWEEP_TERM},
+    culprits,
+    probes::KernelStats,
+    symbolize::Symbolizer,
+};
+
+/// Everything a report is made from.
+pub struct Inputs<'a> {
+    pub target: Target,
+    pub plan: &'a ProbePlan,
+    pub attached: &'a [u32],
+    pub attach_notes: &'a HashMap<u32, String>,
+    pub agg: &'a Aggregator,
+    pub kernel: KernelStats,
+    pub start_unix_ns: u64,
+    pub duration_s: f64,
+    pub ended_by: String,
+}
+
+#[derive(Default)]
+struct Acc {
+    count: u64,
+    allocs: u64,
+    bytes: u64,
+    grow_len_sum: u64,
+    frames: Vec<Frame>,
+    heaviest: u64,
+}
+
+pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
+    let agg = inp.agg;
+    let dur = inp.duration_s.max(1e-9);
+
+    let mut probes: Vec<ProbeReport> = inp
+        .plan
+        .probes
+        .iter()
+        .map(|p| ProbeReport {
+            name: p.name.clone(),
+            symbol: p.symbol.clone(),
+            address: p.vaddr,
+            attached: inp.attached.contains(&p.id),
+            note: inp.attach_notes.get(&p.id).cloned(),
+        })
+        .collect();
+    probes.extend(inp.plan.skipped.iter().map(|s| ProbeReport {
+        name: s.name.clone(),
+        symbol: s.symbol.clone(),
+        address: 0,
+        attached: false,
+        note: Some(s.reason.clone()),
+    }));
+
+    // Callsites: the first frame outside the runtime, per probe class.
+    let mut acc: HashMap<(String, String, Option<String>, Option<u32>), Acc> = HashMap::new();
+    for (stack, st) in &agg.alloc_stacks {
+        let frames = return_frames(sym, stack);
+        let (idx, via_grow) = callsite_index(&frames);
+        let f = &frames[idx.min(frames.len().saturating_sub(1))];
+        let probe = if via_grow { "growslice" } else { "mallocgc" };
+        let a = acc.entry((probe.into(), f.function.clone(), f.file.clone(), f.line)).or_default();
+        a.allocs += st.count;
+        a.bytes += st.bytes;
+        if !via_grow {
+            a.count += st.count;
+        }
+        if st.bytes >= a.heaviest {
+            a.heaviest = st.bytes;
+            a.frames = frames[idx..].to_vec();
+        }
+    }
+    for (stack, g) in &agg.grow_stacks {
+        let frames = return_frames(sym, stack);
+        let (idx, _) = callsite_index(&frames);
+        let f = &frames[idx.min(frames.len().saturating_sub(1))];
+        let a = acc.entry(("growslice".into(), f.function.clone(), f.file.clone(), f.line)).or_default();
+        a.count += g.count;
+        a.grow_len_sum += g.new_len_sum;
+        if a.frames.is_empty() {
+            a.frames = frames[idx..].to_vec();
+        }
+    }
+    let total_bytes = agg.alloc_bytes.max(1) as f64;
+    let total_allocs = agg.counts.mallocgc.max(1) as f64;
+    let mut callsites: Vec<Callsite> = acc
+        .into_iter()
+        .map(|((probe, function, file, line), a)| Callsite {
+            mean_new_len: (probe == "growslice" && a.count > 0).then(|| a.grow_len_sum as f64 / a.count as f64),
+            probe,
+            function,
+            file,
+            line,
+            frames: a.frames,
+            count: a.count,
+            allocs: a.allocs,
+            bytes: a.bytes,
+            per_s: a.count as f64 / dur,
+            bytes_per_s: a.bytes as f64 / dur,
+            share_of_bytes: a.bytes as f64 / total_bytes,
+            share_of_allocs: a.allocs as f64 / total_allocs,
+        })
+        .collect();
+    callsites.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(b.count.cmp(&a.count)).then(a.function.cmp(&b.function)));
+
+    // Stop-the-world.
+    let mut stw = Stw {
+        count: agg.counts.stw,
+        total_ms: agg.stws.iter().map(|s| s.duration_ns).sum::<u64>() as f64 / 1e6,
+        ..Stw::default()
+    };
+    if stw.count > 0 {
+        stw.p50_us = agg.stw_hist.value_at_quantile(0.5) as f64 / 1e3;
+        stw.p99_us = agg.stw_hist.value_at_quantile(0.99) as f64 / 1e3;
+        stw.max_us = agg.stw_hist.max() as f64 / 1e3;
+    }
+    let mut cycles = 0;
+    let mut reasons: BTreeMap<String, ReasonStat> = BTreeMap::new();
+    let mut spans = Vec::with_capacity(agg.stws.len());
+    for s in &agg.stws {
+        let reason = cause_name(sym, s.cause);
+        if reason == STW_REASON_SWEEP_TERM {
+            cycles += 1;
+        }
+        let r = reasons.entry(reason.clone()).or_default();
+        r.count += 1;
+        r.total_ms += s.duration_ns as f64 / 1e6;
+        r.max_us = r.max_us.max(s.duration_ns as f64 / 1e3);
+        spans.push((s.duration_ns, reason));
+    }
+    stw.by_reason = reasons;
+
+    let mut assists: Vec<(u32, u64)> = agg.assists_by_tid.iter().map(|(k, v)| (*k, *v)).collect();
+    assists.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+
+    let lost = inp.kernel.ringbuf_full + agg.counts.undecodable;
+    let culprits = culprits::rank(&callsites, dur);
+    let mut warnings = inp.plan.warnings.clone();
+    warnings.extend(culprits::rules_of_thumb(&callsites, &spans));
+    if lost > 0 {
+        warnings.push(format!("{lost} events were lost (ring buffer full or undecodable): counts and rates are lower bounds"));
+    }
+    if !sym.has_dwarf() {
+        warnings.push("the binary has no DWARF: frames are named from the symbol table, without file:line or inlined frames".into());
+    }
+    if sym.unresolved > 0 {
+        warnings.push(format!("{} return addresses could not be symbolized", sym.unresolved));
+    }
+    if agg.counts.overflow > 0 {
+        warnings.push(format!("{} events exceeded the distinct-stack limit and were counted without a stack", agg.counts.overflow));
+    }
+
+    Report {
+        schema: SCHEMA,
+        target: inp.target.clone(),
+        window: Window { start_unix_ns: inp.start_unix_ns, duration_s: inp.duration_s, ended_by: inp.ended_by.clone() },
+        probes,
+        events: Events {
+            mallocgc: agg.counts.mallocgc,
+            growslice: agg.counts.growslice,
+            gc_start: agg.counts.gc_start,
+            stw: agg.counts.stw,
+            assist: agg.counts.assist,
+            lost,
+            nested_skipped: inp.kernel.nested,
+        },
+        gc: Gc { cycles, stw, assists_by_thread: assists },
+        callsites,
+        culprits,
+        warnings,
+    }
+}
+
+/// Symbolizes a stack of return addresses.
+fn return_frames(sym: &mut Symbolizer, stack: &[u64]) -> Vec<Frame> {
+    let mut out = Vec::new();
+    for &pc in stack {
+        out.extend(sym.frames(pc, true).iter().cloned());
+    }
+    if out.is_empty() {
+        out.push(Frame { function: "(no stack)".into(), file: None, line: None, inlined: false });
+    }
+    out
+}
+
+/// Index of the first non-runtime frame, and whether a growslice frame sits
+/// below it (the bytes come from growing a slice there). Falls back to the
+/// immediate caller for allocations made by the runtime itself.
+pub(super) fn callsite_index(frames: &[Frame]) -> (usize, bool) {
+    let mut via_grow = false;
+    for (i, f) in frames.iter().enumerate() {
+        if !f.is_runtime() {
+            return (i, via_grow);
+        }
+        if f.function.starts_with("runtime.growslice") {
+            via_grow = true;
+        }
+    }
+    (0, via_grow)
+}
+
+fn cause_name(sym: &mut Symbolizer, cause: StwCause) -> String {
+    match cause {
+        StwCause::Code(c) => StwCause::code_name(c),
+        StwCause::Caller(pc) => {
+            // Before Go 1.21 the reason is not an argument; who calls names it.
+            let frames = sym.frames(pc, true);
+            let outer = frames.last().map(|f| f.function.as_str()).unwrap_or("");
+            if outer.starts_with("runtime.gcStart") {
+                STW_REASON_SWEEP_TERM.into()
+            } else if outer.starts_with("runtime.gcMarkDone") || outer.starts_with("runtime.gcMarkTermination") {
+                STW_REASON_MARK_TERM.into()
+            } else {
+                format!("stopTheWorld from {outer}")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(name: &str) -> Frame {
+        Frame { function: name.into(), file: Some("x.go".into()), line: Some(1), inlined: false }
+    }
+
+    #[test]
+    fn callsite_skips_runtime_frames() {
+        let frames = [f("runtime.growslice"), f("main.(*Index).add"), f("main.main")];
+        assert_eq!(callsite_index(&frames), (1, true));
+        let frames = [f("runtime.makeslice"), f("main.build")];
+        assert_eq!(callsite_index(&frames), (1, false));
+        let frames = [f("runtime.newproc1"), f("runtime.systemstack")];
+        assert_eq!(callsite_index(&frames), (0, false));
+        let frames = [f("internal/runtime/maps.newarray"), f("runtime.mapassign"), f("main.fill")];
+        assert_eq!(callsite_index(&frames), (2, false));
+    }
+}

@@ -1,0 +1,132 @@
+//! The report: what gcprobe tells its user, as data (`gcprobe.report/v1`).
+//!
+//! Built once from the aggregator and the symbolizer; rendered as text for
+//! people (`text`) or JSON for tools. Fields may be added, never removed.
+mod build;
+pub mod text;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+pub use build::{build, Inputs};
+
+use crate::symbolize::Frame;
+
+pub const SCHEMA: &str = "gcprobe.report/v1";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub schema: &'static str,
+    pub target: Target,
+    pub window: Window,
+    pub probes: Vec<ProbeReport>,
+    pub events: Events,
+    pub gc: Gc,
+    pub callsites: Vec<Callsite>,
+    pub culprits: Vec<Culprit>,
+    /// Rules of thumb that fired, and anything that limits the report's accuracy.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    pub pid: u32,
+    pub exe: String,
+    pub go_version: String,
+    pub arch: String,
+    pub build_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Window {
+    pub start_unix_ns: u64,
+    pub duration_s: f64,
+    /// Why the session ended: duration, signal, target-exited.
+    pub ended_by: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeReport {
+    pub name: String,
+    pub symbol: String,
+    /// Link-time address of the function entry (0 when the symbol is absent).
+    pub address: u64,
+    pub attached: bool,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Events {
+    pub mallocgc: u64,
+    pub growslice: u64,
+    pub gc_start: u64,
+    pub stw: u64,
+    pub assist: u64,
+    /// Dropped in the kernel (ring buffer full) or undecodable in the agent.
+    pub lost: u64,
+    /// Nested allocator entries counted once, by their outer call.
+    pub nested_skipped: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Gc {
+    /// Completed sweep-termination pauses: one per GC cycle that started.
+    pub cycles: u64,
+    pub stw: Stw,
+    /// gcAssistAlloc calls per thread id, busiest first.
+    pub assists_by_thread: Vec<(u32, u64)>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stw {
+    pub count: u64,
+    pub total_ms: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub max_us: f64,
+    pub by_reason: BTreeMap<String, ReasonStat>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReasonStat {
+    pub count: u64,
+    pub total_ms: f64,
+    pub max_us: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Callsite {
+    /// `growslice` when the bytes come from growing a slice at this line,
+    /// `mallocgc` for every other allocation.
+    pub probe: String,
+    pub function: String,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    /// The heaviest full stack through this callsite, innermost first.
+    pub frames: Vec<Frame>,
+    /// growslice calls (probe `growslice`) or allocations (probe `mallocgc`).
+    pub count: u64,
+    /// Allocations made at this callsite (through growslice or directly).
+    pub allocs: u64,
+    pub bytes: u64,
+    pub per_s: f64,
+    pub bytes_per_s: f64,
+    pub share_of_bytes: f64,
+    pub share_of_allocs: f64,
+    /// Mean length requested per growth (growslice callsites).
+    pub mean_new_len: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Culprit {
+    pub rank: u32,
+    pub function: String,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    pub kind: String,
+    pub share_of_bytes: f64,
+    pub share_of_allocs: f64,
+    pub evidence: String,
+    pub suggestion: String,
+}

@@ -1,0 +1,87 @@
+//! The human report: culprits first, then where the bytes go, then the GC.
+use std::fmt::Write as _;
+
+use super::Report;
+use crate::culprits::{bytes, si};
+
+const TOP: usize = 10;
+
+fn loc(file: &Option<String>, line: Option<u32>) -> String {
+    match (file, line) {
+        (Some(f), Some(l)) => format!("{f}:{l}"),
+        (Some(f), None) => f.clone(),
+        _ => "?".into(),
+    }
+}
+
+pub fn render(r: &Report) -> String {
+    let mut o = String::new();
+    let t = &r.target;
+    let _ = writeln!(o, "gcprobe report: pid {} {} ({} {})", t.pid, t.exe, t.go_version, t.arch);
+    let _ = writeln!(
+        o,
+        "window {:.1}s (ended by {}); events: {} mallocgc, {} growslice, {} gc_start, {} stw, {} assist, {} lost",
+        r.window.duration_s, r.window.ended_by, r.events.mallocgc, r.events.growslice, r.events.gc_start, r.events.stw, r.events.assist, r.events.lost
+    );
+
+    let _ = writeln!(o, "\nCULPRITS");
+    if r.culprits.is_empty() {
+        let _ = writeln!(o, "  none: no append keeps growing a slice at a significant share of allocated bytes");
+    }
+    for c in &r.culprits {
+        let _ = writeln!(o, "  #{} {} at {} ({})", c.rank, c.function, loc(&c.file, c.line), c.kind);
+        let _ = writeln!(o, "     {:.1}% of bytes, {:.1}% of allocations", c.share_of_bytes * 100.0, c.share_of_allocs * 100.0);
+        let _ = writeln!(o, "     evidence: {}", c.evidence);
+        let _ = writeln!(o, "     fix: {}", c.suggestion);
+    }
+
+    let _ = writeln!(o, "\nTOP CALLSITES (by bytes)");
+    let _ = writeln!(o, "  {:>6} {:>10} {:>10} {:>10}  {:<9} {}", "share", "bytes", "bytes/s", "count/s", "probe", "callsite");
+    for c in r.callsites.iter().take(TOP) {
+        let _ = writeln!(
+            o,
+            "  {:>5.1}% {:>10} {:>10} {:>10}  {:<9} {} {}",
+            c.share_of_bytes * 100.0,
+            bytes(c.bytes),
+            bytes(c.bytes_per_s as u64),
+            si(c.per_s),
+            c.probe,
+            c.function,
+            loc(&c.file, c.line)
+        );
+        // The inline chain and the next caller, so a culprit inside a helper shows who calls it.
+        for f in c.frames.iter().skip(1).take(3) {
+            let _ = writeln!(o, "  {:>51} <- {}{} {}", "", if f.inlined { "(inlined) " } else { "" }, f.function, loc(&f.file, f.line));
+        }
+    }
+    if r.callsites.len() > TOP {
+        let _ = writeln!(o, "  ... {} more callsites (use --format json for all)", r.callsites.len() - TOP);
+    }
+
+    let s = &r.gc.stw;
+    let _ = writeln!(o, "\nGC");
+    let _ = writeln!(o, "  cycles {}   gcStart calls {}   assists {}", r.gc.cycles, r.events.gc_start, r.events.assist);
+    let _ = writeln!(
+        o,
+        "  stop-the-world: {} pauses, total {:.3} ms, p50 {:.0} us, p99 {:.0} us, max {:.0} us",
+        s.count, s.total_ms, s.p50_us, s.p99_us, s.max_us
+    );
+    for (reason, st) in &s.by_reason {
+        let _ = writeln!(o, "    {:<28} {:>6} pauses  total {:>9.3} ms  max {:>8.0} us", reason, st.count, st.total_ms, st.max_us);
+    }
+
+    let missing: Vec<_> = r.probes.iter().filter(|p| !p.attached).collect();
+    if !missing.is_empty() {
+        let _ = writeln!(o, "\nPROBES NOT PLACED");
+        for p in missing {
+            let _ = writeln!(o, "  {} ({}): {}", p.name, p.symbol, p.note.as_deref().unwrap_or("not attached"));
+        }
+    }
+    if !r.warnings.is_empty() {
+        let _ = writeln!(o, "\nWARNINGS");
+        for w in &r.warnings {
+            let _ = writeln!(o, "  ! {w}");
+        }
+    }
+    o
+}

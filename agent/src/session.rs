@@ -1,0 +1,350 @@
+//! One attach session: inspect the target, plan, attach, stream, report.
+//!
+//! The event loop is a single-threaded tokio runtime: the ring buffer and a
+//! pidfd are both `AsyncFd`s (no sleep-polling), and the session ends on
+//! `--duration`, Ctrl-C, SIGTERM, or the target's exit. The report is printed
+//! in every case.
+use std::{
+    collections::HashMap,
+    io,
+    os::fd::{FromRawFd as _, OwnedFd},
+    path::{Path, PathBuf},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    io::{unix::AsyncFd, Interest},
+    signal::unix::{signal, SignalKind},
+};
+
+use crate::{
+    aggregate::Aggregator,
+    binary::{Binary, BinaryError},
+    buildinfo::{self, BuildInfoError},
+    culprits::{bytes, si},
+    events::Event,
+    plan::{PlanError, ProbePlan},
+    probes::{Attached, ProbeError, Program},
+    process::{self, Process, ProcessError},
+    report::{self, Report},
+    symbolize::{dwarf::DwarfError, Symbolizer},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("gcprobe needs root, or CAP_BPF with CAP_PERFMON, to load BPF programs and attach uprobes")]
+    Privileges,
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    #[error("{path}: not a Go binary")]
+    NotGo {
+        path: String,
+        #[source]
+        source: NotGoReason,
+    },
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    #[error(transparent)]
+    Binary(BinaryError),
+    #[error(transparent)]
+    Dwarf(#[from] DwarfError),
+    #[error("required probe {symbol} could not be attached")]
+    RequiredProbe {
+        symbol: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("event loop I/O")]
+    Io(#[source] io::Error),
+    #[error("writing the report to {path}")]
+    Output {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotGoReason {
+    #[error(transparent)]
+    Elf(BinaryError),
+    #[error(transparent)]
+    BuildInfo(BuildInfoError),
+}
+
+impl From<BinaryError> for SessionError {
+    fn from(e: BinaryError) -> Self {
+        match e {
+            BinaryError::NotElf { ref path, .. } | BinaryError::UnsupportedArch { ref path, .. } => {
+                SessionError::NotGo { path: path.display().to_string(), source: NotGoReason::Elf(e) }
+            }
+            other => SessionError::Binary(other),
+        }
+    }
+}
+
+impl SessionError {
+    /// Distinct exit codes for scripts; 2 is clap's usage error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            SessionError::Privileges | SessionError::Probe(ProbeError::PermissionDenied { .. }) => 3,
+            SessionError::Process(ProcessError::NoSuchPid { .. }) => 4,
+            SessionError::Process(ProcessError::Exited { .. }) | SessionError::Probe(ProbeError::TargetGone { .. }) => 5,
+            SessionError::NotGo { .. } | SessionError::Plan(PlanError::TooOld { .. }) => 6,
+            SessionError::Plan(PlanError::MissingSymbol { .. }) => 7,
+            _ => 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct AttachOptions {
+    pub pid: u32,
+    pub duration: Option<Duration>,
+    pub format: Format,
+    pub output: Option<PathBuf>,
+    pub interval: Duration,
+    pub quiet: bool,
+    pub program: Program,
+}
+
+/// Everything learned about the target before touching the kernel.
+pub struct Inspected {
+    pub process: Process,
+    pub binary: Binary,
+    pub build: buildinfo::BuildInfo,
+    pub plan: ProbePlan,
+}
+
+pub fn inspect(pid: u32) -> Result<Inspected, SessionError> {
+    let process = Process::open(pid)?;
+    let (binary, build, plan) = inspect_exe(&process.exe_path, &process.exe_display).map_err(|e| match e {
+        SessionError::Binary(BinaryError::Open { ref source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            SessionError::Process(ProcessError::Exited { pid })
+        }
+        other => other,
+    })?;
+    Ok(Inspected { process, binary, build, plan })
+}
+
+/// ELF, build info and probe plan of an executable; `display` names it in errors.
+pub fn inspect_exe(path: &Path, display: &str) -> Result<(Binary, buildinfo::BuildInfo, ProbePlan), SessionError> {
+    let binary = Binary::open(path)?;
+    let build = buildinfo::parse(binary.section_data(".go.buildinfo"), binary.data())
+        .map_err(|source| SessionError::NotGo { path: display.to_owned(), source: NotGoReason::BuildInfo(source) })?;
+    let plan = ProbePlan::build(&binary, build.version)?;
+    Ok((binary, build, plan))
+}
+
+/// `gcprobe plan`: what would be probed, and where.
+pub fn print_plan(pid: Option<u32>, exe: Option<PathBuf>) -> Result<(), SessionError> {
+    let (binary, build, plan) = match (pid, exe) {
+        (Some(pid), _) => {
+            let i = inspect(pid)?;
+            (i.binary, i.build, i.plan)
+        }
+        (None, Some(exe)) => inspect_exe(&exe, &exe.display().to_string())?,
+        (None, None) => unreachable!("clap requires --pid or --exe"),
+    };
+    println!("{} {} {} pie={} dwarf={}", binary.path.display(), build.version_raw, binary.arch.go_name(), binary.is_pie, binary.has_dwarf);
+    if let Some((m, v)) = &build.main_module {
+        println!("main module {m} {v}");
+    }
+    println!("growslice ABI {:?}; stopTheWorld reason argument: {}", plan.growslice_abi, plan.stw_reason_arg);
+    for p in &plan.probes {
+        println!("  probe {:<32} {:<14} vaddr {:#x} file offset {:#x}{}", p.symbol, format!("{:?}", p.kind), p.vaddr, p.file_offset, if p.required { "" } else { " (optional)" });
+    }
+    for s in &plan.skipped {
+        println!("  skip  {:<32} {}", s.symbol, s.reason);
+    }
+    for w in &plan.warnings {
+        println!("  warning: {w}");
+    }
+    Ok(())
+}
+
+pub fn attach(opts: AttachOptions) -> Result<Report, SessionError> {
+    if !process::has_bpf_privileges() {
+        return Err(SessionError::Privileges);
+    }
+    let Inspected { process, binary, build, plan } = inspect(opts.pid)?;
+    for w in &plan.warnings {
+        eprintln!("gcprobe: warning: {w}");
+    }
+    let bias = binary.load_bias(&process.exe_mappings()?)?;
+    let mut sym = Symbolizer::new(&binary, bias)?;
+
+    let (mut attached, ring, failures) = Attached::attach(&plan, &process.exe_path, opts.pid, bias, opts.program)?;
+    let mut notes = HashMap::new();
+    for (id, err) in failures {
+        let p = plan.probe(id).expect("failure ids come from the plan");
+        if p.required {
+            return Err(SessionError::RequiredProbe { symbol: p.symbol.clone(), source: err });
+        }
+        eprintln!("gcprobe: warning: {} not attached: {err}", p.symbol);
+        notes.insert(id, format!("attach failed: {err}"));
+    }
+    if !process.alive() {
+        return Err(ProcessError::Exited { pid: opts.pid }.into());
+    }
+    let attached_ids: Vec<u32> = attached.attached_ids().collect();
+    if !opts.quiet {
+        eprintln!(
+            "gcprobe: attached {} probes to pid {} ({}, {}){}",
+            attached_ids.len(),
+            opts.pid,
+            process.exe_display,
+            build.version_raw,
+            opts.duration.map(|d| format!(" for {}", humantime::format_duration(d))).unwrap_or_else(|| "; Ctrl-C to stop".into())
+        );
+    }
+
+    let start_unix_ns = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let started = Instant::now();
+    let mut agg = Aggregator::new(opts.pid, &plan);
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(SessionError::Io)?;
+    let (ring, ended_by) = rt.block_on(stream(ring, &opts, &mut agg, &attached, started)).map_err(SessionError::Io)?;
+    let duration_s = started.elapsed().as_secs_f64();
+
+    // Detach first, then drain what the kernel already queued: nothing is lost
+    // between the last read and the end of the window.
+    let kernel = attached.stats();
+    attached.detach();
+    drain(ring, &mut agg);
+
+    let target = report::Target {
+        pid: opts.pid,
+        exe: process.exe_display.clone(),
+        go_version: build.version_raw.clone(),
+        arch: binary.arch.go_name().into(),
+        build_id: binary.build_id.clone(),
+    };
+    let report = report::build(
+        &report::Inputs {
+            target,
+            plan: &plan,
+            attached: &attached_ids,
+            attach_notes: &notes,
+            agg: &agg,
+            kernel,
+            start_unix_ns,
+            duration_s,
+            ended_by: ended_by.into(),
+        },
+        &mut sym,
+    );
+    Ok(report)
+}
+
+fn drain(mut ring: RingBuf<MapData>, agg: &mut Aggregator) -> RingBuf<MapData> {
+    while let Some(item) = ring.next() {
+        match Event::decode(&item) {
+            Ok(ev) => agg.add(&ev),
+            Err(_) => agg.add_undecodable(),
+        }
+    }
+    ring
+}
+
+async fn stream(
+    ring: RingBuf<MapData>,
+    opts: &AttachOptions,
+    agg: &mut Aggregator,
+    attached: &Attached,
+    started: Instant,
+) -> io::Result<(RingBuf<MapData>, &'static str)> {
+    // SAFETY: the RingBuf and the OwnedFd own their descriptors and keep them
+    // open, unchanged, for as long as the AsyncFd holds them.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }?;
+    let pidfd = unsafe { AsyncFd::register_with_interest(pidfd_open(opts.pid)?, Interest::READABLE) }?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut tick = tokio::time::interval(opts.interval);
+    tick.tick().await;
+    let deadline = async {
+        match opts.duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+    let mut last = (0u64, 0u64, 0u64);
+
+    let ended_by = loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                let rb = guard.get_inner_mut();
+                while let Some(item) = rb.next() {
+                    match Event::decode(&item) {
+                        Ok(ev) => agg.add(&ev),
+                        Err(_) => agg.add_undecodable(),
+                    }
+                }
+                guard.clear_ready();
+            }
+            _ = tick.tick(), if !opts.quiet => {
+                let c = &agg.counts;
+                let dt = opts.interval.as_secs_f64();
+                let stats = attached.stats();
+                eprintln!(
+                    "[gcprobe {:>6.1}s] allocs {:>7}/s {:>10}/s  growslice {:>7}/s  gc {:>4}  stw p99 {:>6.0}us max {:>6.0}us  lost {}",
+                    started.elapsed().as_secs_f64(),
+                    si((c.mallocgc - last.0) as f64 / dt),
+                    bytes(((agg.alloc_bytes - last.1) as f64 / dt) as u64),
+                    si((c.growslice - last.2) as f64 / dt),
+                    c.gc_start,
+                    agg.stw_hist.value_at_quantile(0.99) as f64 / 1e3,
+                    agg.stw_hist.max() as f64 / 1e3,
+                    stats.ringbuf_full + c.undecodable,
+                );
+                last = (c.mallocgc, agg.alloc_bytes, c.growslice);
+            }
+            _ = &mut deadline => break "duration",
+            _ = sigint.recv() => break "signal",
+            _ = sigterm.recv() => break "signal",
+            _ = pidfd.readable() => break "target-exited",
+        }
+    };
+    Ok((ring.into_inner(), ended_by))
+}
+
+/// A pidfd becomes readable when the process exits (Linux 5.3+), for any
+/// process, not just our children: exit detection without polling /proc.
+fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall; on success the fd is ours.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+pub fn write_report(report: &Report, format: Format, output: Option<&PathBuf>) -> Result<(), SessionError> {
+    let text = match format {
+        Format::Text => report::text::render(report),
+        Format::Json => {
+            let mut s = serde_json::to_string_pretty(report).expect("report serializes");
+            s.push('\n');
+            s
+        }
+    };
+    match output {
+        Some(path) => std::fs::write(path, text).map_err(|source| SessionError::Output { path: path.clone(), source }),
+        None => {
+            use std::io::Write as _;
+            let mut out = io::stdout().lock();
+            out.write_all(text.as_bytes()).map_err(|source| SessionError::Output { path: "<stdout>".into(), source })
+        }
+    }
+}

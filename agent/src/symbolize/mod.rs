@@ -1,0 +1,132 @@
+//! Runtime PCs to source frames, inlined frames included.
+//!
+//! One folder per format: `dwarf` today, `.gopclntab` for stripped binaries next.
+//! A PC that no format knows is not an error: it becomes a frame named by its
+//! address, and the report says how many there were.
+pub mod dwarf;
+
+use std::{collections::HashMap, rc::Rc};
+
+use crate::binary::Binary;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Frame {
+    pub function: String,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    /// Inlined into the frame after it in the same physical call.
+    pub inlined: bool,
+}
+
+impl Frame {
+    /// Runtime-internal frames are skipped when naming the user's callsite.
+    pub fn is_runtime(&self) -> bool {
+        self.function.starts_with("runtime.") || self.function.starts_with("internal/runtime/")
+    }
+}
+
+/// ELF symbol table as a sorted interval list: the fallback for function names.
+struct SymTab(Vec<(u64, u64, String)>);
+
+impl SymTab {
+    fn new(bin: &Binary) -> Self {
+        let mut v: Vec<_> = bin.symbols().filter(|s| s.size > 0).map(|s| (s.addr, s.size, s.name.clone())).collect();
+        v.sort_unstable();
+        Self(v)
+    }
+    fn lookup(&self, vaddr: u64) -> Option<&str> {
+        let i = self.0.partition_point(|(a, _, _)| *a <= vaddr).checked_sub(1)?;
+        let (a, s, n) = &self.0[i];
+        (vaddr < a + s).then_some(n.as_str())
+    }
+}
+
+pub struct Symbolizer {
+    dwarf: Option<dwarf::Dwarf>,
+    symtab: SymTab,
+    bias: u64,
+    cache: HashMap<u64, Rc<[Frame]>>,
+    pub unresolved: u64,
+    pub dwarf_errors: u64,
+}
+
+impl Symbolizer {
+    /// `bias` is the load bias: runtime address minus link-time address.
+    pub fn new(bin: &Binary, bias: u64) -> Result<Self, dwarf::DwarfError> {
+        let dwarf = if bin.has_dwarf { Some(dwarf::Dwarf::open(&bin.path)?) } else { None };
+        Ok(Self { dwarf, symtab: SymTab::new(bin), bias, cache: HashMap::new(), unresolved: 0, dwarf_errors: 0 })
+    }
+
+    pub fn has_dwarf(&self) -> bool {
+        self.dwarf.is_some()
+    }
+
+    /// Frames for one runtime PC, innermost (inlined) first. Return addresses
+    /// point after the CALL, so they are looked up one byte earlier to land on
+    /// the call's own line; `frames[0]` of an event is a function entry and is not.
+    pub fn frames(&mut self, runtime_pc: u64, is_return_address: bool) -> Rc<[Frame]> {
+        let key = runtime_pc << 1 | u64::from(is_return_address);
+        if let Some(f) = self.cache.get(&key) {
+            return f.clone();
+        }
+        let vaddr = runtime_pc.wrapping_sub(self.bias).wrapping_sub(u64::from(is_return_address));
+        let frames: Rc<[Frame]> = self.lookup(vaddr).into();
+        self.cache.insert(key, frames.clone());
+        frames
+    }
+
+    fn lookup(&mut self, vaddr: u64) -> Vec<Frame> {
+        if let Some(d) = &self.dwarf {
+            match d.frames(vaddr) {
+                Ok(Some(frames)) => return frames,
+                Ok(None) => {}
+                Err(_) => self.dwarf_errors += 1,
+            }
+        }
+        match self.symtab.lookup(vaddr) {
+            Some(name) => vec![Frame { function: name.to_owned(), file: None, line: None, inlined: false }],
+            None => {
+                self.unresolved += 1;
+                vec![Frame { function: format!("{vaddr:#x}"), file: None, line: None, inlined: false }]
+            }
+        }
+    }
+
+    /// Expands a whole event stack: frame 0 is the probed entry PC, the rest are
+    /// return addresses.
+    pub fn stack(&mut self, pcs: &[u64]) -> Vec<Frame> {
+        let mut out = Vec::new();
+        for (i, &pc) in pcs.iter().enumerate() {
+            out.extend(self.frames(pc, i > 0).iter().cloned());
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_frames_are_recognised() {
+        let f = |n: &str| Frame { function: n.into(), file: None, line: None, inlined: false };
+        assert!(f("runtime.growslice").is_runtime());
+        assert!(f("internal/runtime/maps.(*Map).Put").is_runtime());
+        assert!(!f("runtime/pprof.StartCPUProfile").is_runtime());
+        assert!(!f("main.main").is_runtime());
+    }
+
+    #[test]
+    fn symbolizes_own_functions() {
+        // The test binary itself carries DWARF and a symbol table.
+        let exe = std::env::current_exe().unwrap();
+        let bin = Binary::open(&exe).unwrap();
+        let mut s = Symbolizer::new(&bin, 0).unwrap();
+        let sym = bin.symbols().find(|s| s.name.contains("symbolizes_own_functions") && s.size > 0).expect("own symbol");
+        let frames = s.frames(sym.addr, false);
+        assert!(frames.last().unwrap().function.contains("symbolizes_own_functions"), "{frames:?}");
+        let unknown = s.frames(0xffff_ffff_0000_0000, false);
+        assert!(unknown[0].function.starts_with("0x"), "{unknown:?}");
+        assert_eq!(s.unresolved, 1);
+    }
+}

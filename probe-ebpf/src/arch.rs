@@ -1,0 +1,80 @@
+//! Per-architecture register access: the only place that knows register names.
+//!
+//! Go's register ABI (Go 1.17+) is not the C ABI, so `ProbeContext::arg` is
+//! wrong for Go code. See go/src/cmd/compile/abi-internal.md:
+//! amd64 integer args RAX, RBX, RCX, RDI, RSI, R8..R11; arm64 R0..R15.
+use aya_ebpf::programs::ProbeContext;
+use gcprobe_common::MAX_ARGS;
+
+#[cfg(bpf_target_arch = "x86_64")]
+mod imp {
+    use super::*;
+    use aya_ebpf::{bindings::pt_regs, helpers::bpf_probe_read_user};
+
+    #[inline(always)]
+    fn regs(ctx: &ProbeContext) -> &pt_regs {
+        // SAFETY: for uprobes the context is the trapped task's pt_regs.
+        unsafe { &*ctx.regs }
+    }
+
+    #[inline(always)]
+    pub fn go_args(ctx: &ProbeContext) -> [u64; MAX_ARGS] {
+        let r = regs(ctx);
+        [r.rax, r.rbx, r.rcx, r.rdi, r.rsi]
+    }
+
+    #[inline(always)]
+    pub fn pc(ctx: &ProbeContext) -> u64 {
+        regs(ctx).rip
+    }
+
+    #[inline(always)]
+    pub fn frame_pointer(ctx: &ProbeContext) -> u64 {
+        regs(ctx).rbp
+    }
+
+    /// At function entry the CALL has pushed the return address and the
+    /// prologue has not run yet, so the caller lives at [rsp] and is not in any
+    /// frame-pointer record (the kernel's stack helper misses it too).
+    #[inline(always)]
+    pub fn entry_return_address(ctx: &ProbeContext) -> Result<u64, i64> {
+        let sp = regs(ctx).rsp;
+        unsafe { bpf_probe_read_user(sp as *const u64) }.map_err(|e| e as i64)
+    }
+}
+
+#[cfg(bpf_target_arch = "aarch64")]
+mod imp {
+    use super::*;
+    use aya_ebpf::bindings::user_pt_regs;
+
+    #[inline(always)]
+    fn regs(ctx: &ProbeContext) -> &user_pt_regs {
+        // SAFETY: on arm64 struct pt_regs begins with user_pt_regs.
+        unsafe { &*(ctx.regs as *const user_pt_regs) }
+    }
+
+    #[inline(always)]
+    pub fn go_args(ctx: &ProbeContext) -> [u64; MAX_ARGS] {
+        let r = &regs(ctx).regs;
+        [r[0], r[1], r[2], r[3], r[4]]
+    }
+
+    #[inline(always)]
+    pub fn pc(ctx: &ProbeContext) -> u64 {
+        regs(ctx).pc
+    }
+
+    #[inline(always)]
+    pub fn frame_pointer(ctx: &ProbeContext) -> u64 {
+        regs(ctx).regs[29]
+    }
+
+    /// BL leaves the return address in LR (X30); at entry nothing has saved it yet.
+    #[inline(always)]
+    pub fn entry_return_address(ctx: &ProbeContext) -> Result<u64, i64> {
+        Ok(regs(ctx).regs[30])
+    }
+}
+
+pub use imp::*;
