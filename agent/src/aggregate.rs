@@ -2,7 +2,7 @@
 //!
 //! Nothing here symbolizes: hashing a few return addresses per event is cheap,
 //! and each distinct stack is symbolized once, when a report is built.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use hdrhistogram::Histogram;
 
@@ -87,6 +87,10 @@ pub struct Aggregator {
     pub assists_by_tid: HashMap<u32, u64>,
     pub first_ktime: Option<u64>,
     pub last_ktime: u64,
+    /// Before Go 1.21 (no reason argument): threads inside gcStart, and
+    /// whether a cycle's sweep termination awaits its mark termination.
+    in_gc_start: HashSet<u32>,
+    cycle_open: bool,
 }
 
 impl Aggregator {
@@ -109,6 +113,8 @@ impl Aggregator {
             assists_by_tid: HashMap::new(),
             first_ktime: None,
             last_ktime: 0,
+            in_gc_start: HashSet::new(),
+            cycle_open: false,
         }
     }
 
@@ -151,12 +157,13 @@ impl Aggregator {
             ProbeKind::GcStart => {
                 self.counts.gc_start += 1;
                 self.gc_starts.push(ev.ktime_ns);
+                self.in_gc_start.insert(ev.tid);
             }
             ProbeKind::StwStop => {
                 let cause = if self.stw_reason_arg {
                     StwCause::Code(ev.args[0] as u8)
                 } else {
-                    StwCause::Caller(ev.frames.get(1).copied().unwrap_or(0))
+                    self.infer_cause(ev)
                 };
                 self.stw_open = Some((ev.ktime_ns, cause));
             }
@@ -173,6 +180,28 @@ impl Aggregator {
                 self.counts.assist += 1;
                 *self.assists_by_tid.entry(ev.tid).or_default() += 1;
             }
+        }
+    }
+}
+
+impl Aggregator {
+    /// Go 1.19/1.20 call `systemstack(stopTheWorldWithSema)` with no reason,
+    /// and the direct caller is just `systemstack` (go1.19 runtime/mgc.go). The
+    /// GC's shape names it instead: gcStart stops the world on its own thread
+    /// (sweep termination), and the cycle's next stop is mark termination.
+    fn infer_cause(&mut self, ev: &Event) -> StwCause {
+        const MARK_TERM: u8 = 1;
+        const SWEEP_TERM: u8 = 2;
+        if self.in_gc_start.remove(&ev.tid) {
+            // Other gcStart callers that lost the race return without stopping.
+            self.in_gc_start.clear();
+            self.cycle_open = true;
+            StwCause::Code(SWEEP_TERM)
+        } else if self.cycle_open {
+            self.cycle_open = false;
+            StwCause::Code(MARK_TERM)
+        } else {
+            StwCause::Caller(ev.frames.get(1).copied().unwrap_or(0))
         }
     }
 }
@@ -256,11 +285,19 @@ mod tests {
     }
 
     #[test]
-    fn old_runtimes_name_stw_by_caller() {
+    fn old_runtimes_name_stw_by_gc_sequence() {
         let mut a = Aggregator::new(42, &plan(GoVersion::new(1, 19, 8)));
+        // A stop outside any GC cycle is named by its caller.
         a.add(&ev(kind::STW_STOP, 100, [7, 0, 0, 0, 0], &[1, 0xcafe]));
         a.add(&ev(kind::STW_START, 200, [0; 5], &[1, 2]));
-        assert_eq!(a.stws[0].cause, StwCause::Caller(0xcafe));
+        // gcStart on thread 43 (the test encoder's tid), then its stop, then mark termination.
+        a.add(&ev(kind::GC_START, 300, [0; 5], &[1, 2]));
+        a.add(&ev(kind::STW_STOP, 310, [0; 5], &[1, 2]));
+        a.add(&ev(kind::STW_START, 320, [0; 5], &[1, 2]));
+        a.add(&ev(kind::STW_STOP, 400, [0; 5], &[1, 2]));
+        a.add(&ev(kind::STW_START, 450, [0; 5], &[1, 2]));
+        let causes: Vec<_> = a.stws.iter().map(|s| s.cause).collect();
+        assert_eq!(causes, [StwCause::Caller(0xcafe), StwCause::Code(2), StwCause::Code(1)]);
     }
 
     #[test]

@@ -20,8 +20,18 @@ pub struct Frame {
 
 impl Frame {
     /// Runtime-internal frames are skipped when naming the user's callsite.
+    /// That includes runtime code linknamed into other packages, such as
+    /// `internal/bytealg.MakeNoZero`, defined in GOROOT/src/runtime/slice.go.
     pub fn is_runtime(&self) -> bool {
-        self.function.starts_with("runtime.") || self.function.starts_with("internal/runtime/")
+        if self.function.starts_with("runtime.") || self.function.starts_with("internal/runtime/") {
+            return true;
+        }
+        let in_runtime_dir = self
+            .file
+            .as_deref()
+            .and_then(|f| f.rsplit_once('/'))
+            .is_some_and(|(dir, _)| dir.ends_with("/src/runtime"));
+        in_runtime_dir && self.function.starts_with("internal/")
     }
 }
 
@@ -114,6 +124,10 @@ mod tests {
         assert!(f("internal/runtime/maps.(*Map).Put").is_runtime());
         assert!(!f("runtime/pprof.StartCPUProfile").is_runtime());
         assert!(!f("main.main").is_runtime());
+        let linknamed = Frame { function: "internal/bytealg.MakeNoZero".into(), file: Some("/usr/lib/go/src/runtime/slice.go".into()), line: Some(400), inlined: false };
+        assert!(linknamed.is_runtime());
+        let pprof = Frame { function: "runtime/pprof.writeHeap".into(), file: Some("/usr/lib/go/src/runtime/pprof/pprof.go".into()), line: Some(1), inlined: false };
+        assert!(!pprof.is_runtime());
     }
 
     #[test]
