@@ -240,20 +240,35 @@ pub fn attach(opts: AttachOptions) -> Result<Report, SessionError> {
             start_unix_ns,
             duration_s,
             ended_by: ended_by.into(),
+            agent: self_usage(),
         },
         &mut sym,
     );
     Ok(report)
 }
 
-fn drain(mut ring: RingBuf<MapData>, agg: &mut Aggregator) -> RingBuf<MapData> {
+/// CPU and peak memory of this process (getrusage(RUSAGE_SELF)).
+fn self_usage() -> report::AgentReport {
+    // SAFETY: getrusage fills the struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    report::AgentReport { cpu_s: secs(ru.ru_utime) + secs(ru.ru_stime), max_rss_kib: ru.ru_maxrss as u64 }
+}
+
+const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+
+fn drain(mut ring: RingBuf<MapData>, agg: &mut Aggregator) {
+    drain_into(&mut ring, agg);
+}
+
+fn drain_into(ring: &mut RingBuf<MapData>, agg: &mut Aggregator) {
     while let Some(item) = ring.next() {
         match Event::decode(&item) {
             Ok(ev) => agg.add(&ev),
             Err(_) => agg.add_undecodable(),
         }
     }
-    ring
 }
 
 async fn stream(
@@ -271,6 +286,10 @@ async fn stream(
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut tick = tokio::time::interval(opts.interval);
     tick.tick().await;
+    // The kernel batches wakeups (see WAKEUP_BYTES in probe-ebpf); this bounds
+    // how long a trickle of events can sit unread.
+    let mut flush = tokio::time::interval(FLUSH_INTERVAL);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let deadline = async {
         match opts.duration {
             Some(d) => tokio::time::sleep(d).await,
@@ -284,15 +303,10 @@ async fn stream(
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                let rb = guard.get_inner_mut();
-                while let Some(item) = rb.next() {
-                    match Event::decode(&item) {
-                        Ok(ev) => agg.add(&ev),
-                        Err(_) => agg.add_undecodable(),
-                    }
-                }
+                drain_into(guard.get_inner_mut(), agg);
                 guard.clear_ready();
             }
+            _ = flush.tick() => drain_into(ring.get_mut(), agg),
             _ = tick.tick(), if !opts.quiet => {
                 let c = &agg.counts;
                 let dt = opts.interval.as_secs_f64();

@@ -11,7 +11,7 @@
 mod arch;
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
+    bindings::{BPF_F_NO_PREALLOC, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated::bpf_get_attach_cookie},
     macros::{map, uprobe},
     maps::{HashMap, PerCpuArray, RingBuf},
@@ -28,6 +28,11 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
 
 /// Host tgids being probed. Uprobes attach per binary (inode), so another
 /// process running the same executable must be filtered out here.
+/// Wake the agent only once this much is queued (or for a rare GC event):
+/// a wakeup per allocation would cost a context switch per hit. The agent
+/// also drains on a short timer, so a quiet target's events are not stuck.
+const WAKEUP_BYTES: u64 = 256 << 10;
+
 #[map]
 static TARGETS: HashMap<u32, TargetConfig> = HashMap::with_max_entries(1024, BPF_F_NO_PREALLOC);
 
@@ -96,7 +101,13 @@ fn try_go_entry(ctx: &ProbeContext) -> Result<(), i64> {
         }
         addr_of_mut!((*ev).nframes).write(n as u32);
     }
-    entry.submit(0);
+    let kind = cookie::kind(ck);
+    let rare = kind != gcprobe_common::kind::MALLOC && kind != gcprobe_common::kind::GROWSLICE;
+    if rare || EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES {
+        entry.submit(BPF_RB_FORCE_WAKEUP as u64);
+    } else {
+        entry.submit(BPF_RB_NO_WAKEUP as u64);
+    }
     Ok(())
 }
 

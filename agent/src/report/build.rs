@@ -21,6 +21,7 @@ pub struct Inputs<'a> {
     pub start_unix_ns: u64,
     pub duration_s: f64,
     pub ended_by: String,
+    pub agent: AgentReport,
 }
 
 #[derive(Default)]
@@ -173,6 +174,13 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
         callsites,
         culprits,
         warnings,
+        kernel: KernelReport {
+            hits: inp.kernel.hits,
+            ringbuf_full: inp.kernel.ringbuf_full,
+            stack_faults: inp.kernel.stack_faults,
+            empty_hits: inp.kernel.empty_hits,
+        },
+        agent: inp.agent.clone(),
     }
 }
 

@@ -27,6 +27,27 @@ pub struct Report {
     pub culprits: Vec<Culprit>,
     /// Rules of thumb that fired, and anything that limits the report's accuracy.
     pub warnings: Vec<String>,
+    /// What the probes cost: kernel-side counters.
+    pub kernel: KernelReport,
+    /// What gcprobe itself used.
+    pub agent: AgentReport,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KernelReport {
+    /// Probe hits in the target that reached our program.
+    pub hits: u64,
+    pub ringbuf_full: u64,
+    pub stack_faults: u64,
+    /// Hits on the empty baseline program (benchmarks only).
+    pub empty_hits: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentReport {
+    /// User plus system CPU seconds of the gcprobe process for the whole session.
+    pub cpu_s: f64,
+    pub max_rss_kib: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -1,0 +1,87 @@
+//! Building the Go fixtures in tests/fixtures with a chosen toolchain.
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::SystemTime,
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::{tools, workspace_root};
+
+/// How a fixture is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// `go build`, CGO_ENABLED=0: static, with DWARF and symbols.
+    Default,
+    /// `-ldflags="-s -w"`: no symbol table, no DWARF.
+    Stripped,
+    /// `-buildmode=pie`.
+    Pie,
+}
+
+impl Flavor {
+    pub fn name(self) -> &'static str {
+        match self {
+            Flavor::Default => "default",
+            Flavor::Stripped => "stripped",
+            Flavor::Pie => "pie",
+        }
+    }
+}
+
+pub fn source_dir(name: &str) -> PathBuf {
+    workspace_root().join("tests/fixtures").join(name)
+}
+
+/// Builds (or reuses) fixture `name` with Go `version`; returns the executable.
+pub fn build(name: &str, version: &str, flavor: Flavor) -> Result<PathBuf> {
+    let go = tools::ensure_go(version)?;
+    let src = source_dir(name);
+    let out = workspace_root().join("target/fixtures").join(version).join(format!("{name}-{}", flavor.name()));
+    if out.exists() && newest_mtime(&src)? <= mtime(&out)? {
+        return Ok(out);
+    }
+    std::fs::create_dir_all(out.parent().expect("has parent"))?;
+    let mut cmd = Command::new(&go);
+    cmd.current_dir(&src).arg("build").arg("-o").arg(&out);
+    match flavor {
+        Flavor::Default => {}
+        Flavor::Stripped => {
+            cmd.arg("-ldflags=-s -w");
+        }
+        Flavor::Pie => {
+            cmd.arg("-buildmode=pie");
+        }
+    }
+    cmd.arg(".")
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "-mod=mod")
+        .env("CGO_ENABLED", "0")
+        .env("GOCACHE", tools::tools_dir().join("go-build-cache"))
+        .env("GOPATH", tools::tools_dir().join("gopath"));
+    let st = cmd.status().with_context(|| format!("spawning {cmd:?}"))?;
+    if !st.success() {
+        bail!("building fixture {name} with Go {version} failed: {st}");
+    }
+    Ok(out)
+}
+
+fn mtime(p: &Path) -> Result<SystemTime> {
+    Ok(std::fs::metadata(p)?.modified()?)
+}
+
+fn newest_mtime(dir: &Path) -> Result<SystemTime> {
+    let mut newest = SystemTime::UNIX_EPOCH;
+    for e in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        newest = newest.max(mtime(&e?.path())?);
+    }
+    Ok(newest)
+}
+
+/// 1-based line of the first source line containing `marker`.
+pub fn marker_line(name: &str, marker: &str) -> u32 {
+    let path = source_dir(name).join("main.go");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    text.lines().position(|l| l.contains(marker)).unwrap_or_else(|| panic!("no {marker} in {}", path.display())) as u32 + 1
+}

