@@ -1,0 +1,170 @@
+//! Attach to real Go programs and check what gcprobe reports (root).
+use std::{io::BufRead as _, time::Duration};
+
+use gcprobe_tests::*;
+
+#[test]
+fn culprit_is_the_append_in_a_range_over_a_map() {
+    if !privileged("culprit_is_the_append_in_a_range_over_a_map") {
+        return;
+    }
+    let exe = fixture("appendloop");
+    let t = Target::start(&exe, &["-mode=grow"], &[]);
+    let r = attach_json(t.pid(), "4s");
+    let line = fixtures::marker_line("appendloop", "gcprobe:culprit");
+    let c = &culprits(&r)[0];
+    assert_eq!(str_of(c, "function"), "main.(*Index).Names", "{c:#}");
+    assert!(str_of(c, "file").ends_with("tests/fixtures/appendloop/main.go"), "{c:#}");
+    assert!(str_of(c, "file").starts_with('/'), "file is the full recorded path: {c:#}");
+    assert_eq!(c["line"], line, "{c:#}");
+    assert_eq!(str_of(c, "kind"), "append-growth");
+    assert!(c["share_of_bytes"].as_f64().unwrap() > 0.5, "{c:#}");
+
+    // The callsite keeps its full stack, and callsites are sorted by bytes.
+    let cs = r["callsites"].as_array().unwrap();
+    let top = &cs[0];
+    assert_eq!(top["line"], line);
+    assert_eq!(str_of(top, "probe"), "growslice");
+    let frames: Vec<&str> = top["frames"].as_array().unwrap().iter().map(|f| str_of(f, "function")).collect();
+    assert!(frames.contains(&"main.main"), "{frames:?}");
+    let bytes: Vec<u64> = cs.iter().map(|c| c["bytes"].as_u64().unwrap()).collect();
+    assert!(bytes.windows(2).all(|w| w[0] >= w[1]), "{bytes:?}");
+
+    // Background noise is attributed to its own line, not to the culprit.
+    let noise = cs.iter().find(|c| str_of(c, "function") == "main.noise").expect("noise callsite");
+    assert_eq!(str_of(noise, "probe"), "mallocgc");
+
+    assert_eq!(r["schema"], "gcprobe.report/v1");
+    assert_eq!(r["target"]["pid"], t.pid());
+    assert_eq!(r["target"]["go_version"].as_str().unwrap(), format!("go{}", pins::GO_DEFAULT));
+    assert_eq!(r["events"]["lost"], 0);
+    assert!(r["probes"].as_array().unwrap().iter().filter(|p| p["attached"] == true).count() >= 4);
+}
+
+#[test]
+fn preallocated_twin_has_no_culprit() {
+    if !privileged("preallocated_twin_has_no_culprit") {
+        return;
+    }
+    let exe = fixture("appendloop");
+    let t = Target::start(&exe, &["-mode=prealloc"], &[]);
+    let r = attach_json(t.pid(), "3s");
+    let marked: Vec<u32> = ["gcprobe:prealloc-append", "gcprobe:prealloc-make", "gcprobe:culprit"]
+        .iter()
+        .map(|m| fixtures::marker_line("appendloop", m))
+        .collect();
+    for c in culprits(&r) {
+        assert!(!marked.contains(&(c["line"].as_u64().unwrap() as u32)), "twin reported: {c:#}");
+    }
+    // The append itself never grows: no growslice callsite at that line.
+    let append = marked[0];
+    assert!(
+        !r["callsites"].as_array().unwrap().iter().any(|c| c["line"] == append && str_of(c, "probe") == "growslice"),
+        "{:#}",
+        r["callsites"]
+    );
+    // The allocation that does happen is the right-sized make.
+    assert!(r["callsites"].as_array().unwrap().iter().any(|c| c["line"] == marked[1]));
+}
+
+#[test]
+fn another_process_of_the_same_binary_does_not_leak_in() {
+    if !privileged("another_process_of_the_same_binary_does_not_leak_in") {
+        return;
+    }
+    let exe = fixture("appendloop");
+    // Same executable, same inode: the uprobes are shared; only the PID filter separates them.
+    let _noisy = Target::start(&exe, &["-mode=grow"], &[]);
+    let quiet = Target::start(&exe, &["-mode=prealloc"], &[]);
+    let r = attach_json(quiet.pid(), "3s");
+    let culprit = fixtures::marker_line("appendloop", "gcprobe:culprit");
+    assert!(culprits(&r).is_empty(), "{:#}", r["culprits"]);
+    assert!(!r["callsites"].as_array().unwrap().iter().any(|c| c["line"] == culprit), "other process leaked in");
+}
+
+#[test]
+fn gc_cycles_and_stw_match_gctrace() {
+    if !privileged("gc_cycles_and_stw_match_gctrace") {
+        return;
+    }
+    let exe = fixture("gcstress");
+    let mut t = Target::start(&exe, &["-cycles=40"], &[("GODEBUG", "gctrace=1")]);
+    let stderr = std::io::BufReader::new(t.child.stderr.take().unwrap());
+    let trace = std::thread::spawn(move || stderr.lines().map_while(Result::ok).collect::<Vec<_>>());
+    let pid = t.pid().to_string();
+    // No --duration: the session must end by itself when the target exits.
+    let s = Session::start(&["attach", "--pid", &pid, "--format", "json", "--interval", "1h"]);
+    t.send_line("go");
+    let status = t.child.wait().unwrap();
+    assert!(status.success());
+    let out = s.finish();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["window"]["ended_by"], "target-exited");
+
+    let lines = trace.join().unwrap();
+    let start = lines.iter().position(|l| l == "START").expect("START marker");
+    let gc: Vec<(f64, f64)> = lines[start..].iter().filter_map(|l| parse_gctrace(l)).collect();
+    let (sweep, mark): (f64, f64) = gc.iter().fold((0.0, 0.0), |a, g| (a.0 + g.0, a.1 + g.1));
+    let trace_stw_ms = sweep + mark;
+    let cycles = r["gc"]["cycles"].as_u64().unwrap() as i64;
+    let stw_ms = r["gc"]["stw"]["total_ms"].as_f64().unwrap();
+    eprintln!("gctrace: {} cycles, STW {trace_stw_ms:.3} ms; gcprobe: {cycles} cycles, STW {stw_ms:.3} ms", gc.len());
+    assert!((cycles - gc.len() as i64).abs() <= 2, "cycles {cycles} vs gctrace {}", gc.len());
+    assert!(gc.len() >= 40);
+    let ratio = stw_ms / trace_stw_ms;
+    assert!((0.65..=1.35).contains(&ratio), "STW total {stw_ms:.3} ms vs gctrace {trace_stw_ms:.3} ms (ratio {ratio:.2})");
+    let by_reason = &r["gc"]["stw"]["by_reason"];
+    assert!(by_reason["GC sweep termination"]["count"].as_u64().unwrap() as i64 >= cycles);
+    assert!(by_reason["GC mark termination"]["count"].as_u64().unwrap() > 0);
+}
+
+/// `gc 7 @0.213s 1%: 0.021+0.52+0.004 ms clock, ...` → (sweep term ms, mark term ms).
+fn parse_gctrace(l: &str) -> Option<(f64, f64)> {
+    if !l.starts_with("gc ") {
+        return None;
+    }
+    let clock = l.split(": ").nth(1)?.split(" ms clock").next()?;
+    let parts: Vec<f64> = clock.split('+').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    (parts.len() == 3).then(|| (parts[0], parts[2]))
+}
+
+#[test]
+fn gctrace_lines_parse() {
+    assert_eq!(parse_gctrace("gc 7 @0.213s 1%: 0.021+0.52+0.004 ms clock, 0.08+0/0.1/0+0.01 ms cpu, 4->4->0 MB, 4 MB goal, 2 P (forced)"), Some((0.021, 0.004)));
+    assert_eq!(parse_gctrace("START"), None);
+}
+
+#[test]
+fn sigterm_ends_the_session_with_a_report() {
+    if !privileged("sigterm_ends_the_session_with_a_report") {
+        return;
+    }
+    let exe = fixture("appendloop");
+    let t = Target::start(&exe, &["-mode=grow"], &[]);
+    let pid = t.pid().to_string();
+    let s = Session::start(&["attach", "--pid", &pid, "--interval", "1h"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) };
+    let out = s.finish();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let line = fixtures::marker_line("appendloop", "gcprobe:culprit");
+    assert!(text.contains("ended by signal"), "{text}");
+    assert!(text.contains(&format!("#1 main.(*Index).Names at ")) && text.contains(&format!("appendloop/main.go:{line} ")), "{text}");
+}
+
+#[test]
+fn demo_service_culprit_is_its_append() {
+    if !privileged("demo_service_culprit_is_its_append") {
+        return;
+    }
+    let exe = fixture("demo-service");
+    let t = Target::spawn(&exe, &[]);
+    std::thread::sleep(Duration::from_millis(800));
+    let r = attach_json(t.pid(), "3s");
+    let c = &culprits(&r)[0];
+    assert_eq!(str_of(c, "function"), "main.(*Market).OpenOrderIDs", "{c:#}");
+    assert_eq!(c["line"], fixtures::marker_line("demo-service", "the culprit:"));
+}
