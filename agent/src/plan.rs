@@ -230,7 +230,7 @@ impl ProbePlan {
             .filter(|s| is_size_specialized_malloc(&s.name))
             .map(|s| s.name.clone())
             .collect();
-        specialized.sort_by(|a, b| natural_key(a).cmp(&natural_key(b)));
+        specialized.sort_by_key(|s| natural_key(s));
         for symbol in specialized {
             let short = symbol.trim_start_matches("runtime.").to_owned();
             plan.add(bin, &short, &symbol, ProbeKind::Malloc, walk | cookie::FLAG_SKIP_NESTED, false);
@@ -297,7 +297,7 @@ mod tests {
         assert!(!is_size_specialized_malloc("runtime.mallocgcSmallNoscan"));
         assert!(!is_size_specialized_malloc("runtime.mallocgcSmallNoScanSC"));
         let mut v = vec!["runtime.mallocgcTinySC10", "runtime.mallocgcTinySC2"];
-        v.sort_by(|a, b| natural_key(a).cmp(&natural_key(b)));
+        v.sort_by_key(|s| natural_key(s));
         assert_eq!(v, ["runtime.mallocgcTinySC2", "runtime.mallocgcTinySC10"]);
     }
 }

@@ -84,6 +84,9 @@ pub struct KernelStats {
     pub empty_hits: u64,
 }
 
+/// Probes whose attach failed, by plan id; the caller decides what is fatal.
+pub type AttachFailures = Vec<(u32, ProgramError)>;
+
 pub struct Attached {
     // Declaration order is drop order: links detach before the object unloads.
     links: Vec<(u32, UProbeLink)>,
@@ -103,7 +106,7 @@ impl Attached {
         pid: u32,
         bias: u64,
         program: Program,
-    ) -> Result<(Self, RingBuf<MapData>, Vec<(u32, ProgramError)>), ProbeError> {
+    ) -> Result<(Self, RingBuf<MapData>, AttachFailures), ProbeError> {
         let mut ebpf = EbpfLoader::new().load(PROBES_OBJ).map_err(|source| {
             if is_eperm(&source) { ProbeError::PermissionDenied { source } } else { ProbeError::Load { source } }
         })?;

@@ -152,7 +152,7 @@ fn sigterm_ends_the_session_with_a_report() {
     let text = String::from_utf8(out.stdout).unwrap();
     let line = fixtures::marker_line("appendloop", "gcprobe:culprit");
     assert!(text.contains("ended by signal"), "{text}");
-    assert!(text.contains(&format!("#1 main.(*Index).Names at ")) && text.contains(&format!("appendloop/main.go:{line} ")), "{text}");
+    assert!(text.contains("#1 main.(*Index).Names at ") && text.contains(&format!("appendloop/main.go:{line} ")), "{text}");
 }
 
 #[test]

@@ -197,19 +197,26 @@ fn return_frames(sym: &mut Symbolizer, stack: &[u64]) -> Vec<Frame> {
 }
 
 /// Index of the first non-runtime frame, and whether a growslice frame sits
-/// below it (the bytes come from growing a slice there). Falls back to the
-/// immediate caller for allocations made by the runtime itself.
+/// below it (the bytes come from growing a slice there). For allocations the
+/// runtime makes for itself, the first frame past the allocator helpers, so
+/// growslice and mallocgc events of one site land on the same row.
 pub(super) fn callsite_index(frames: &[Frame]) -> (usize, bool) {
-    let mut via_grow = false;
-    for (i, f) in frames.iter().enumerate() {
-        if !f.is_runtime() {
-            return (i, via_grow);
-        }
-        if f.function.starts_with("runtime.growslice") {
-            via_grow = true;
-        }
+    let via_grow = |upto: usize| frames[..upto].iter().any(|f| f.function.starts_with("runtime.growslice"));
+    if let Some(i) = frames.iter().position(|f| !f.is_runtime()) {
+        return (i, via_grow(i));
     }
-    (0, via_grow)
+    let i = frames.iter().position(|f| !is_alloc_helper(&f.function)).unwrap_or(0);
+    (i, via_grow(i))
+}
+
+/// Runtime functions that only allocate on behalf of their caller.
+fn is_alloc_helper(function: &str) -> bool {
+    const HELPERS: &[&str] = &[
+        "runtime.mallocgc", "runtime.growslice", "runtime.newobject", "runtime.newarray", "runtime.makeslice",
+        "runtime.makemap", "runtime.rawstring", "runtime.rawbyteslice", "runtime.rawruneslice",
+        "runtime.concatstring", "runtime.slicebytetostring", "runtime.slicerunetostring", "runtime.stringtoslice",
+    ];
+    HELPERS.iter().any(|h| function.starts_with(h))
 }
 
 fn cause_name(sym: &mut Symbolizer, cause: StwCause) -> String {
@@ -246,6 +253,13 @@ mod tests {
         assert_eq!(callsite_index(&frames), (1, false));
         let frames = [f("runtime.newproc1"), f("runtime.systemstack")];
         assert_eq!(callsite_index(&frames), (0, false));
+        // All-runtime stacks: past the allocator helpers, whichever probe saw them.
+        let frames = [f("runtime.growslice"), f("runtime.(*timers).addHeap"), f("runtime.(*timer).maybeAdd")];
+        assert_eq!(callsite_index(&frames), (1, true));
+        let frames = [f("runtime.(*timers).addHeap"), f("runtime.(*timer).maybeAdd")];
+        assert_eq!(callsite_index(&frames), (0, false));
+        let frames = [f("runtime.newobject"), f("runtime.acquireSudog")];
+        assert_eq!(callsite_index(&frames), (1, false));
         let frames = [f("internal/runtime/maps.newarray"), f("runtime.mapassign"), f("main.fill")];
         assert_eq!(callsite_index(&frames), (2, false));
     }

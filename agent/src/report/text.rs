@@ -36,7 +36,7 @@ pub fn render(r: &Report) -> String {
     }
 
     let _ = writeln!(o, "\nTOP CALLSITES (by bytes)");
-    let _ = writeln!(o, "  {:>6} {:>10} {:>10} {:>10}  {:<9} {}", "share", "bytes", "bytes/s", "count/s", "probe", "callsite");
+    let _ = writeln!(o, "  {:>6} {:>10} {:>10} {:>10}  {:<9} callsite", "share", "bytes", "bytes/s", "count/s", "probe");
     for c in r.callsites.iter().take(TOP) {
         let _ = writeln!(
             o,
