@@ -79,7 +79,10 @@ pub struct Aggregator {
     /// not matter to the callsite).
     pub alloc_stacks: HashMap<Box<[u64]>, StackStat>,
     pub grow_stacks: HashMap<Box<[u64]>, GrowStat>,
-    pub alloc_sizes: Histogram<u64>,
+    /// Requested bytes per allocation, per allocator entry point (probe id).
+    pub alloc_sizes: HashMap<u32, Histogram<u64>>,
+    /// Requested new length (elements) per growslice call.
+    pub grow_lens: Histogram<u64>,
     pub stw_open: Option<(u64, StwCause)>,
     pub stws: Vec<StwSpan>,
     pub stw_hist: Histogram<u64>,
@@ -103,8 +106,8 @@ impl Aggregator {
             alloc_bytes: 0,
             alloc_stacks: HashMap::new(),
             grow_stacks: HashMap::new(),
-            // 1 byte .. 64 GiB, 3 significant digits.
-            alloc_sizes: Histogram::new_with_bounds(1, 1 << 36, 3).expect("static bounds"),
+            alloc_sizes: HashMap::new(),
+            grow_lens: size_histogram(),
             stw_open: None,
             stws: Vec::new(),
             // 1 ns .. 1000 s.
@@ -135,7 +138,7 @@ impl Aggregator {
                 let size = ev.args[0];
                 self.alloc_bytes += size;
                 if size > 0 {
-                    self.alloc_sizes.saturating_record(size);
+                    self.alloc_sizes.entry(ev.probe_id).or_insert_with(size_histogram).saturating_record(size);
                 }
                 let key = ev.frames.get(1..).unwrap_or(&[]);
                 if let Some(s) = entry(&mut self.alloc_stacks, key, &mut self.counts.overflow) {
@@ -146,6 +149,9 @@ impl Aggregator {
             ProbeKind::Growslice => {
                 self.counts.growslice += 1;
                 let a = self.growslice_abi.decode(&ev.args);
+                if a.new_len > 0 {
+                    self.grow_lens.saturating_record(a.new_len);
+                }
                 let key = ev.frames.get(1..).unwrap_or(&[]);
                 if let Some(s) = entry(&mut self.grow_stacks, key, &mut self.counts.overflow) {
                     s.count += 1;
@@ -206,6 +212,11 @@ impl Aggregator {
     }
 }
 
+/// 1 .. 64 Gi, 3 significant digits.
+fn size_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 1 << 36, 3).expect("static bounds")
+}
+
 fn entry<'a, V: Default>(map: &'a mut HashMap<Box<[u64]>, V>, key: &[u64], overflow: &mut u64) -> Option<&'a mut V> {
     if !map.contains_key(key) && map.len() >= MAX_STACKS {
         *overflow += 1;
@@ -249,8 +260,8 @@ mod tests {
         assert_eq!(a.counts.mallocgc, 3);
         assert_eq!(a.alloc_bytes, 112);
         assert_eq!(a.alloc_stacks[&[0x100u64, 0x200][..]], StackStat { count: 2, bytes: 96 });
-        assert_eq!(a.alloc_sizes.len(), 3);
-        assert_eq!(a.alloc_sizes.max(), 64);
+        assert_eq!(a.alloc_sizes[&0].len(), 3);
+        assert_eq!(a.alloc_sizes[&0].max(), 64);
     }
 
     #[test]

@@ -42,6 +42,23 @@ fn culprit_is_the_append_in_a_range_over_a_map() {
 }
 
 #[test]
+fn pie_binaries_symbolize_through_the_load_bias() {
+    if !privileged("pie_binaries_symbolize_through_the_load_bias") {
+        return;
+    }
+    let exe = fixtures::build("appendloop", pins::GO_DEFAULT, Flavor::Pie).unwrap();
+    let t = Target::start(&exe, &["-mode=grow"], &[]);
+    // ASLR puts a PIE far from its link-time addresses.
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", t.pid())).unwrap();
+    assert!(maps.lines().any(|l| l.ends_with("appendloop-pie") && !l.starts_with("00")), "{maps}");
+    let r = attach_json(t.pid(), "3s");
+    let c = &culprits(&r)[0];
+    assert_eq!(str_of(c, "function"), "main.(*Index).Names", "{c:#}");
+    assert_eq!(c["line"], fixtures::marker_line("appendloop", "gcprobe:culprit"));
+    assert!(r["sizes"]["mallocgc"]["count"].as_u64().unwrap() > 0, "{:#}", r["sizes"]);
+}
+
+#[test]
 fn preallocated_twin_has_no_culprit() {
     if !privileged("preallocated_twin_has_no_culprit") {
         return;

@@ -139,6 +139,16 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
     let mut assists: Vec<(u32, u64)> = agg.assists_by_tid.iter().map(|(k, v)| (*k, *v)).collect();
     assists.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
 
+    let mut sizes = BTreeMap::new();
+    for (id, h) in &agg.alloc_sizes {
+        if let Some(p) = inp.plan.probe(*id) {
+            sizes.insert(p.name.clone(), size_stats("bytes", h));
+        }
+    }
+    if !agg.grow_lens.is_empty() {
+        sizes.insert("growslice".into(), size_stats("elements", &agg.grow_lens));
+    }
+
     let lost = inp.kernel.ringbuf_full + agg.counts.undecodable;
     let culprits = culprits::rank(&callsites, dur);
     let mut warnings = inp.plan.warnings.clone();
@@ -172,6 +182,7 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
         },
         gc: Gc { cycles, stw, assists_by_thread: assists },
         callsites,
+        sizes,
         culprits,
         warnings,
         kernel: KernelReport {
@@ -182,6 +193,10 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
         },
         agent: inp.agent.clone(),
     }
+}
+
+fn size_stats(unit: &'static str, h: &hdrhistogram::Histogram<u64>) -> SizeStats {
+    SizeStats { unit, count: h.len(), mean: h.mean(), p50: h.value_at_quantile(0.5), p99: h.value_at_quantile(0.99), max: h.max() }
 }
 
 /// Symbolizes a stack of return addresses.

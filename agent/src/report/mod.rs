@@ -24,6 +24,9 @@ pub struct Report {
     pub events: Events,
     pub gc: Gc,
     pub callsites: Vec<Callsite>,
+    /// Size distributions: bytes requested per allocator entry point, and
+    /// `growslice` requested lengths (elements), keyed by probe name.
+    pub sizes: BTreeMap<String, SizeStats>,
     pub culprits: Vec<Culprit>,
     /// Rules of thumb that fired, and anything that limits the report's accuracy.
     pub warnings: Vec<String>,
@@ -137,6 +140,16 @@ pub struct Callsite {
     pub share_of_allocs: f64,
     /// Mean length requested per growth (growslice callsites).
     pub mean_new_len: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SizeStats {
+    pub unit: &'static str,
+    pub count: u64,
+    pub mean: f64,
+    pub p50: u64,
+    pub p99: u64,
+    pub max: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]

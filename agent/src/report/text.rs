@@ -58,6 +58,13 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(o, "  ... {} more callsites (use --format json for all)", r.callsites.len() - TOP);
     }
 
+    if !r.sizes.is_empty() {
+        let _ = writeln!(o, "\nSIZES");
+        for (name, z) in &r.sizes {
+            let _ = writeln!(o, "  {:<28} {:>9} calls  mean {:>8.0}  p50 {:>6}  p99 {:>7}  max {:>9} {}", name, z.count, z.mean, z.p50, z.p99, z.max, z.unit);
+        }
+    }
+
     let s = &r.gc.stw;
     let _ = writeln!(o, "\nGC");
     let _ = writeln!(o, "  cycles {}   gcStart calls {}   assists {}", r.gc.cycles, r.events.gc_start, r.events.assist);

@@ -21,7 +21,8 @@ pub struct Frame {
 impl Frame {
     /// Runtime-internal frames are skipped when naming the user's callsite.
     /// That includes runtime code linknamed into other packages, such as
-    /// `internal/bytealg.MakeNoZero`, defined in GOROOT/src/runtime/slice.go.
+    /// `internal/bytealg.MakeNoZero` (GOROOT/src/runtime/slice.go) or
+    /// `reflect.unsafe_New` (GOROOT/src/runtime/malloc.go).
     pub fn is_runtime(&self) -> bool {
         if self.function.starts_with("runtime.") || self.function.starts_with("internal/runtime/") {
             return true;
@@ -31,7 +32,7 @@ impl Frame {
             .as_deref()
             .and_then(|f| f.rsplit_once('/'))
             .is_some_and(|(dir, _)| dir.ends_with("/src/runtime"));
-        in_runtime_dir && self.function.starts_with("internal/")
+        in_runtime_dir
     }
 }
 
@@ -126,6 +127,10 @@ mod tests {
         assert!(!f("main.main").is_runtime());
         let linknamed = Frame { function: "internal/bytealg.MakeNoZero".into(), file: Some("/usr/lib/go/src/runtime/slice.go".into()), line: Some(400), inlined: false };
         assert!(linknamed.is_runtime());
+        let reflect = Frame { function: "reflect.unsafe_New".into(), file: Some("/go/src/runtime/malloc.go".into()), line: Some(2162), inlined: false };
+        assert!(reflect.is_runtime());
+        let user = Frame { function: "reflect.Value.Interface".into(), file: Some("/go/src/reflect/value.go".into()), line: Some(1), inlined: false };
+        assert!(!user.is_runtime());
         let pprof = Frame { function: "runtime/pprof.writeHeap".into(), file: Some("/usr/lib/go/src/runtime/pprof/pprof.go".into()), line: Some(1), inlined: false };
         assert!(!pprof.is_runtime());
     }
