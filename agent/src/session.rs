@@ -280,8 +280,14 @@ async fn stream(
 ) -> io::Result<(RingBuf<MapData>, &'static str)> {
     // SAFETY: the RingBuf and the OwnedFd own their descriptors and keep them
     // open, unchanged, for as long as the AsyncFd holds them.
+    let pidfd = match pidfd_open(opts.pid) {
+        Ok(fd) => fd,
+        // Gone between attach and here: still a session, with a report.
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok((ring, "target-exited")),
+        Err(e) => return Err(e),
+    };
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }?;
-    let pidfd = unsafe { AsyncFd::register_with_interest(pidfd_open(opts.pid)?, Interest::READABLE) }?;
+    let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) }?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut tick = tokio::time::interval(opts.interval);
