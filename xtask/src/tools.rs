@@ -78,17 +78,18 @@ pub fn ensure_bpf_linker() -> Result<()> {
     let lib_dir = Path::new(&sysroot).join("lib");
     let lib = llvm_dylib(&lib_dir, &major)?;
     let rustflags = format!("-L {dir} -l dylib={lib} -C link-arg=-Wl,-rpath,{dir}", dir = lib_dir.display());
-    run(Command::new("cargo")
-        .args([&tc, "install", "bpf-linker", "--locked", "--version", pins::BPF_LINKER_VERSION, "--no-default-features"])
-        .args(["--features", &format!("llvm-{major},no-llvm-linking")])
-        .env("RUSTFLAGS", rustflags))
-    .or_else(|_| {
-        // --locked can fail when the lock file pins crates newer than this rustc; retry unlocked.
-        run(Command::new("cargo")
-            .args([&tc, "install", "bpf-linker", "--version", pins::BPF_LINKER_VERSION, "--no-default-features"])
+    let install = |locked: bool| {
+        let mut cmd = Command::new("cargo");
+        cmd.args([&tc, "install", "bpf-linker", "--version", pins::BPF_LINKER_VERSION, "--no-default-features"])
             .args(["--features", &format!("llvm-{major},no-llvm-linking")])
-            .env("RUSTFLAGS", format!("-L {dir} -l dylib={lib} -C link-arg=-Wl,-rpath,{dir}", dir = lib_dir.display())))
-    })
+            .env("RUSTFLAGS", &rustflags);
+        if locked {
+            cmd.arg("--locked");
+        }
+        run(&mut cmd)
+    };
+    // --locked can fail when the lock file pins crates newer than this rustc; retry unlocked.
+    install(true).or_else(|_| install(false))
 }
 
 /// `libLLVM-22-rust-1.97.0-nightly.so` → `LLVM-22-rust-1.97.0-nightly`.
