@@ -81,6 +81,9 @@ pub struct Binary {
     pub has_dwarf: bool,
     /// Hex of the GNU build-id note, or Go's build id when that is all there is.
     pub build_id: Option<String>,
+    /// `R_*_RELATIVE` dynamic relocations: address → addend. In a PIE the
+    /// pointers in Go's moduledata are stored this way, not in the file bytes.
+    relative: HashMap<u64, u64>,
 }
 
 impl std::fmt::Debug for Binary {
@@ -142,12 +145,24 @@ impl Binary {
             .collect::<Vec<_>>();
         let has_dwarf = sections.iter().any(|s| s.name == ".debug_info" || s.name == ".zdebug_info");
 
+        // R_X86_64_RELATIVE = 8, R_AARCH64_RELATIVE = 1027 (ELF psABIs).
+        let relative_type = if arch == Arch::X86_64 { 8 } else { 1027 };
+        let relative = obj
+            .dynamic_relocations()
+            .into_iter()
+            .flatten()
+            .filter_map(|(at, r)| match r.flags() {
+                object::RelocationFlags::Elf { r_type } if r_type.0 == relative_type => Some((at, r.addend() as u64)),
+                _ => None,
+            })
+            .collect();
+
         let build_id = match obj.build_id() {
             Ok(Some(id)) => Some(id.iter().map(|b| format!("{b:02x}")).collect()),
             _ => go_build_id(&obj),
         };
 
-        Ok(Self { path: path.into(), arch, is_pie, data, symbols, segments, sections, has_dwarf, build_id })
+        Ok(Self { path: path.into(), arch, is_pie, data, symbols, segments, sections, has_dwarf, build_id, relative })
     }
 
     pub fn data(&self) -> &[u8] {
@@ -179,6 +194,33 @@ impl Binary {
             .iter()
             .find(|s| vaddr >= s.vaddr && vaddr < s.vaddr + s.filesz)
             .map(|s| vaddr - s.vaddr + s.offset)
+    }
+
+    /// File bytes at a link-time virtual address, if the file backs them.
+    pub fn bytes_at(&self, vaddr: u64, len: usize) -> Option<&[u8]> {
+        let seg = self.segments.iter().find(|s| vaddr >= s.vaddr && vaddr < s.vaddr + s.filesz)?;
+        let avail = (seg.vaddr + seg.filesz - vaddr) as usize;
+        if len > avail {
+            return None;
+        }
+        let off = (vaddr - seg.vaddr + seg.offset) as usize;
+        self.data.get(off..off.checked_add(len)?)
+    }
+
+    /// A pointer-sized value as the loaded program sees it (before the load
+    /// bias): the RELATIVE relocation's addend if one targets this address,
+    /// else the file bytes.
+    pub fn read_ptr(&self, vaddr: u64) -> Option<u64> {
+        if let Some(&addend) = self.relative.get(&vaddr) {
+            return Some(addend);
+        }
+        let b = self.bytes_at(vaddr, 8)?;
+        Some(u64::from_le_bytes(b.try_into().ok()?))
+    }
+
+    /// Addresses of pointers that the dynamic loader sets to `target`.
+    pub fn relocated_pointers_to(&self, target: u64) -> impl Iterator<Item = u64> + '_ {
+        self.relative.iter().filter(move |(_, &a)| a == target).map(|(&at, _)| at)
     }
 
     /// Load bias: runtime address minus link-time virtual address. Zero for a

@@ -6,6 +6,7 @@ pub mod buildinfo;
 pub mod cli;
 pub mod culprits;
 pub mod events;
+pub mod pclntab;
 pub mod plan;
 pub mod probes;
 pub mod process;

@@ -5,7 +5,11 @@
 //! before anything touches the kernel.
 use gcprobe_common::{cookie, kind};
 
-use crate::{binary::Binary, buildinfo::GoVersion};
+use crate::{
+    binary::{Binary, Symbol},
+    buildinfo::GoVersion,
+    pclntab::Pclntab,
+};
 
 /// Oldest toolchain whose runtime layout gcprobe has checked: register ABI on
 /// amd64 (1.17) and arm64 (1.18), inline buildinfo (1.18).
@@ -19,6 +23,34 @@ pub enum PlanError {
     TooOld { binary: String, version: GoVersion },
     #[error("{binary}: required symbol {symbol} not found{hint}")]
     MissingSymbol { binary: String, symbol: &'static str, hint: &'static str },
+}
+
+/// Where function addresses come from: the ELF symbol table when present,
+/// else Go's own pclntab (which `-ldflags=-s` leaves in place).
+pub struct Symbols<'a> {
+    pub bin: &'a Binary,
+    pub pclntab: Option<&'a Pclntab>,
+}
+
+impl Symbols<'_> {
+    pub fn lookup(&self, name: &str) -> Option<Symbol> {
+        if let Some(s) = self.bin.symbol(name) {
+            return Some(s.clone());
+        }
+        let f = self.pclntab?.function(name).ok()??;
+        Some(Symbol { name: f.name, addr: f.entry, size: f.size })
+    }
+
+    /// Every function name known to either source.
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.bin.symbols().map(|s| s.name.clone()).collect();
+        if v.is_empty() {
+            if let Some(t) = self.pclntab {
+                v.extend(t.functions().filter_map(|f| f.ok()).map(|f| f.name));
+            }
+        }
+        v
+    }
 }
 
 /// What a probe measures. Travels through the kernel as `gcprobe_common::kind`.
@@ -169,7 +201,8 @@ impl ProbePlan {
         self.probes.get(id as usize).filter(|p| p.id == id)
     }
 
-    pub fn build(bin: &Binary, go: GoVersion) -> Result<Self, PlanError> {
+    pub fn build(syms: &Symbols<'_>, go: GoVersion) -> Result<Self, PlanError> {
+        let bin = syms.bin;
         let name = bin.path.display().to_string();
         if go < MIN_GO {
             return Err(PlanError::TooOld { binary: name, version: go });
@@ -178,10 +211,9 @@ impl ProbePlan {
         if go > MAX_GO {
             warnings.push(format!("{go} is newer than the newest runtime gcprobe has checked (go1.27); probing it as go1.27"));
         }
-        let hint = if bin.symbols().next().is_none() {
-            " (the binary has no symbol table; stripped binaries are not supported yet)"
-        } else {
-            ""
+        let hint = match (bin.symbols().next().is_none(), syms.pclntab.is_none()) {
+            (true, true) => " (the binary has neither a symbol table nor a readable .gopclntab)",
+            _ => "",
         };
 
         let mut plan = ProbePlan {
@@ -202,11 +234,11 @@ impl ProbePlan {
             ("stopTheWorld", "runtime.stopTheWorldWithSema", ProbeKind::StwStop, 0),
             ("startTheWorld", "runtime.startTheWorldWithSema", ProbeKind::StwStart, 0),
         ] {
-            if !plan.add(bin, short, symbol, kind, flags, true) {
+            if !plan.add(syms, short, symbol, kind, flags, true) {
                 return Err(PlanError::MissingSymbol { binary: name, symbol, hint });
             }
         }
-        if let Some(m) = bin.symbol("runtime.mallocgc") {
+        if let Some(m) = syms.lookup("runtime.mallocgc") {
             plan.nested_range = Some((m.addr, m.addr + m.size.max(1)));
         }
 
@@ -215,7 +247,7 @@ impl ProbePlan {
             ("gcStart", "runtime.gcStart", ProbeKind::GcStart),
             ("gcAssistAlloc", "runtime.gcAssistAlloc", ProbeKind::Assist),
         ] {
-            if !plan.add(bin, short, symbol, kind, 0, false) {
+            if !plan.add(syms, short, symbol, kind, 0, false) {
                 plan.skipped.push(SkippedProbe { name: short.into(), symbol: symbol.into(), reason: "symbol not in binary".into() });
                 plan.warnings.push(format!("{symbol} not found: {short} events will be missing"));
             }
@@ -225,22 +257,18 @@ impl ProbePlan {
         // code calls size-class-specialized allocators directly, bypassing
         // mallocgc (cmd/compile/internal/ssagen/ssa.go, runtime/malloc_generated.go).
         // mallocgc also dispatches into them, hence FLAG_SKIP_NESTED.
-        let mut specialized: Vec<_> = bin
-            .symbols()
-            .filter(|s| is_size_specialized_malloc(&s.name))
-            .map(|s| s.name.clone())
-            .collect();
+        let mut specialized: Vec<_> = syms.names().into_iter().filter(|n| is_size_specialized_malloc(n)).collect();
         specialized.sort_by_key(|s| natural_key(s));
         for symbol in specialized {
             let short = symbol.trim_start_matches("runtime.").to_owned();
-            plan.add(bin, &short, &symbol, ProbeKind::Malloc, walk | cookie::FLAG_SKIP_NESTED, false);
+            plan.add(syms, &short, &symbol, ProbeKind::Malloc, walk | cookie::FLAG_SKIP_NESTED, false);
         }
         Ok(plan)
     }
 
-    fn add(&mut self, bin: &Binary, short: &str, symbol: &str, kind: ProbeKind, flags: u64, required: bool) -> bool {
-        let Some(sym) = bin.symbol(symbol) else { return false };
-        let Some(file_offset) = bin.file_offset(sym.addr) else {
+    fn add(&mut self, syms: &Symbols<'_>, short: &str, symbol: &str, kind: ProbeKind, flags: u64, required: bool) -> bool {
+        let Some(sym) = syms.lookup(symbol) else { return false };
+        let Some(file_offset) = syms.bin.file_offset(sym.addr) else {
             self.skipped.push(SkippedProbe { name: short.into(), symbol: symbol.into(), reason: format!("address {:#x} is in no loadable segment", sym.addr) });
             return false;
         };

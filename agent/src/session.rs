@@ -24,7 +24,8 @@ use crate::{
     buildinfo::{self, BuildInfoError},
     culprits::{bytes, si},
     events::Event,
-    plan::{PlanError, ProbePlan},
+    pclntab::{Pclntab, PclntabError},
+    plan::{PlanError, ProbePlan, Symbols},
     probes::{Attached, ProbeError, Program},
     process::{self, Process, ProcessError},
     report::{self, Report},
@@ -42,6 +43,12 @@ pub enum SessionError {
         path: String,
         #[source]
         source: NotGoReason,
+    },
+    #[error("{path}: unreadable .gopclntab")]
+    Pclntab {
+        path: String,
+        #[source]
+        source: PclntabError,
     },
     #[error(transparent)]
     Plan(#[from] PlanError),
@@ -122,40 +129,62 @@ pub struct Inspected {
     pub process: Process,
     pub binary: Binary,
     pub build: buildinfo::BuildInfo,
+    pub pclntab: Option<Pclntab>,
+    pub plan: ProbePlan,
+}
+
+/// What `inspect_exe` learns from a file.
+pub struct ExeInfo {
+    pub binary: Binary,
+    pub build: buildinfo::BuildInfo,
+    pub pclntab: Option<Pclntab>,
     pub plan: ProbePlan,
 }
 
 pub fn inspect(pid: u32) -> Result<Inspected, SessionError> {
     let process = Process::open(pid)?;
-    let (binary, build, plan) = inspect_exe(&process.exe_path, &process.exe_display).map_err(|e| match e {
+    let ExeInfo { binary, build, pclntab, plan } = inspect_exe(&process.exe_path, &process.exe_display).map_err(|e| match e {
         SessionError::Binary(BinaryError::Open { ref source, .. }) if source.kind() == io::ErrorKind::NotFound => {
             SessionError::Process(ProcessError::Exited { pid })
         }
         other => other,
     })?;
-    Ok(Inspected { process, binary, build, plan })
+    Ok(Inspected { process, binary, build, pclntab, plan })
 }
 
 /// ELF, build info and probe plan of an executable; `display` names it in errors.
-pub fn inspect_exe(path: &Path, display: &str) -> Result<(Binary, buildinfo::BuildInfo, ProbePlan), SessionError> {
+pub fn inspect_exe(path: &Path, display: &str) -> Result<ExeInfo, SessionError> {
     let binary = Binary::open(path)?;
     let build = buildinfo::parse(binary.section_data(".go.buildinfo"), binary.data())
         .map_err(|source| SessionError::NotGo { path: display.to_owned(), source: NotGoReason::BuildInfo(source) })?;
-    let plan = ProbePlan::build(&binary, build.version)?;
-    Ok((binary, build, plan))
+    let pclntab = Pclntab::parse(&binary, build.version).map_err(|source| SessionError::Pclntab { path: display.to_owned(), source })?;
+    let plan = ProbePlan::build(&Symbols { bin: &binary, pclntab: pclntab.as_ref() }, build.version)?;
+    Ok(ExeInfo { binary, build, pclntab, plan })
 }
 
 /// `gcprobe plan`: what would be probed, and where.
 pub fn print_plan(pid: Option<u32>, exe: Option<PathBuf>) -> Result<(), SessionError> {
-    let (binary, build, plan) = match (pid, exe) {
+    let ExeInfo { binary, build, pclntab, plan } = match (pid, exe) {
         (Some(pid), _) => {
             let i = inspect(pid)?;
-            (i.binary, i.build, i.plan)
+            ExeInfo { binary: i.binary, build: i.build, pclntab: i.pclntab, plan: i.plan }
         }
         (None, Some(exe)) => inspect_exe(&exe, &exe.display().to_string())?,
         (None, None) => unreachable!("clap requires --pid or --exe"),
     };
-    println!("{} {} {} pie={} dwarf={}", binary.path.display(), build.version_raw, binary.arch.go_name(), binary.is_pie, binary.has_dwarf);
+    println!(
+        "{} {} {} pie={} dwarf={} symtab={} gopclntab={}",
+        binary.path.display(),
+        build.version_raw,
+        binary.arch.go_name(),
+        binary.is_pie,
+        binary.has_dwarf,
+        binary.symbols().next().is_some(),
+        match &pclntab {
+            Some(t) => format!("{} functions, text {:#x}, inline tree {}", t.len(), t.text_start, if t.has_inline_tree() { "yes" } else { "no" }),
+            None => "absent".into(),
+        }
+    );
     if let Some((m, v)) = &build.main_module {
         println!("main module {m} {v}");
     }
@@ -176,12 +205,12 @@ pub fn attach(opts: AttachOptions) -> Result<Report, SessionError> {
     if !process::has_bpf_privileges() {
         return Err(SessionError::Privileges);
     }
-    let Inspected { process, binary, build, plan } = inspect(opts.pid)?;
+    let Inspected { process, binary, build, pclntab, plan } = inspect(opts.pid)?;
     for w in &plan.warnings {
         eprintln!("gcprobe: warning: {w}");
     }
     let bias = binary.load_bias(&process.exe_mappings()?)?;
-    let mut sym = Symbolizer::new(&binary, bias)?;
+    let mut sym = Symbolizer::new(&binary, pclntab, bias)?;
 
     let (mut attached, ring, failures) = Attached::attach(&plan, &process.exe_path, opts.pid, bias, opts.program)?;
     let mut notes = HashMap::new();

@@ -1,14 +1,16 @@
 //! Symbolization agrees with Go's own `go tool addr2line` (no root needed).
 use std::{io::Write as _, process::{Command, Stdio}};
 
-use gcprobe::{binary::Binary, symbolize::Symbolizer};
+use gcprobe::{binary::Binary, buildinfo, pclntab::Pclntab, symbolize::Symbolizer};
 use gcprobe_tests::*;
 
 #[test]
 fn dwarf_frames_match_go_tool_addr2line() {
     let exe = fixture("appendloop");
     let bin = Binary::open(&exe).unwrap();
-    let mut sym = Symbolizer::new(&bin, 0).unwrap();
+    // As gcprobe runs: DWARF first, the pclntab where DWARF has no row.
+    let go = buildinfo::parse(bin.section_data(".go.buildinfo"), bin.data()).unwrap().version;
+    let mut sym = Symbolizer::new(&bin, Pclntab::parse(&bin, go).unwrap(), 0).unwrap();
 
     // A few hundred PCs spread over every function: entries and interior points.
     let mut funcs: Vec<_> = bin.symbols().filter(|s| s.size > 16 && bin.section(".text").is_some_and(|t| s.addr >= t.addr && s.addr < t.addr + t.size)).cloned().collect();

@@ -18,6 +18,8 @@ pub enum Flavor {
     Stripped,
     /// `-buildmode=pie`.
     Pie,
+    /// CGO_ENABLED=1: C code linked in ahead of the Go text, dynamically linked.
+    Cgo,
 }
 
 impl Flavor {
@@ -26,8 +28,16 @@ impl Flavor {
             Flavor::Default => "default",
             Flavor::Stripped => "stripped",
             Flavor::Pie => "pie",
+            Flavor::Cgo => "cgo",
         }
     }
+
+    pub const ALL: [Flavor; 4] = [Flavor::Default, Flavor::Stripped, Flavor::Pie, Flavor::Cgo];
+}
+
+/// Every Go version of the test matrix.
+pub fn go_versions() -> Vec<&'static str> {
+    std::iter::once(crate::pins::GO_DEBIAN).chain(crate::pins::GO_PYPI.iter().copied()).collect()
 }
 
 pub fn source_dir(name: &str) -> PathBuf {
@@ -53,11 +63,12 @@ pub fn build(name: &str, version: &str, flavor: Flavor) -> Result<PathBuf> {
         Flavor::Pie => {
             cmd.arg("-buildmode=pie");
         }
+        Flavor::Cgo => {}
     }
     cmd.arg(".")
         .env("GOTOOLCHAIN", "local")
         .env("GOFLAGS", "-mod=mod")
-        .env("CGO_ENABLED", "0")
+        .env("CGO_ENABLED", if flavor == Flavor::Cgo { "1" } else { "0" })
         .env("GOCACHE", tools::tools_dir().join("go-build-cache"))
         .env("GOPATH", tools::tools_dir().join("gopath"));
     let st = cmd.status().with_context(|| format!("spawning {cmd:?}"))?;

@@ -156,8 +156,8 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
     if lost > 0 {
         warnings.push(format!("{lost} events were lost (ring buffer full or undecodable): counts and rates are lower bounds"));
     }
-    if !sym.has_dwarf() {
-        warnings.push("the binary has no DWARF: frames are named from the symbol table, without file:line or inlined frames".into());
+    if sym.source() == "symtab" {
+        warnings.push("the binary has neither DWARF nor a readable .gopclntab: frames are named from the symbol table, without file:line or inlined frames".into());
     }
     if sym.unresolved > 0 {
         warnings.push(format!("{} return addresses could not be symbolized", sym.unresolved));
