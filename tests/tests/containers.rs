@@ -1,0 +1,71 @@
+//! Targets as containers present them: another PID namespace, a binary only
+//! visible in another mount namespace, a binary deleted since it started (root).
+use std::path::PathBuf;
+
+use gcprobe_tests::*;
+
+/// The single child of `pid` (unshare --fork's child, which execs the fixture).
+fn only_child(pid: u32) -> u32 {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+    let kids: Vec<u32> = children.split_whitespace().map(|c| c.parse().unwrap()).collect();
+    assert_eq!(kids.len(), 1, "children of {pid}: {kids:?}");
+    kids[0]
+}
+
+fn assert_culprit(r: &serde_json::Value) {
+    let c = &culprits(r)[0];
+    assert_eq!(str_of(c, "function"), "main.(*Index).Names", "{c:#}");
+    assert_eq!(c["line"], fixtures::marker_line("appendloop", "gcprobe:culprit"));
+}
+
+#[test]
+fn target_in_its_own_pid_namespace() {
+    if !privileged("target_in_its_own_pid_namespace") {
+        return;
+    }
+    let exe = fixture("appendloop");
+    let unshare = Target::start(&PathBuf::from("unshare"), &["--pid", "--fork", "--mount-proc", exe.to_str().unwrap(), "-mode=grow"], &[]);
+    let host_pid = only_child(unshare.pid());
+    // Inside its namespace the fixture is PID 1; the host sees another number.
+    let status = std::fs::read_to_string(format!("/proc/{host_pid}/status")).unwrap();
+    let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
+    assert!(nspid.split_whitespace().last() == Some("1"), "{nspid}");
+    let r = attach_json(host_pid, "3s");
+    assert_eq!(r["target"]["pid"], host_pid);
+    assert_culprit(&r);
+    assert_eq!(r["events"]["lost"], 0);
+}
+
+#[test]
+fn binary_only_visible_in_another_mount_namespace() {
+    if !privileged("binary_only_visible_in_another_mount_namespace") {
+        return;
+    }
+    let exe = fixture("appendloop");
+    let dir = std::env::temp_dir().join(format!("gcprobe-mntns-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A private tmpfs over `dir`, seen only inside the new mount namespace.
+    let script = format!("mount -t tmpfs tmpfs {d} && cp {e} {d}/app && exec {d}/app -mode=grow", d = dir.display(), e = exe.display());
+    let t = Target::start(&PathBuf::from("unshare"), &["--mount", "--propagation", "private", "sh", "-c", &script], &[]);
+    assert!(!dir.join("app").exists(), "the host must not see the binary");
+    let r = attach_json(t.pid(), "3s");
+    drop(t);
+    let _ = std::fs::remove_dir(&dir);
+    assert!(str_of(&r["target"], "exe").ends_with("/app"), "{}", r["target"]);
+    assert_culprit(&r);
+}
+
+#[test]
+fn binary_deleted_after_start() {
+    if !privileged("binary_deleted_after_start") {
+        return;
+    }
+    let exe = fixture("appendloop");
+    let copy = std::env::temp_dir().join(format!("gcprobe-deleted-{}", std::process::id()));
+    std::fs::copy(&exe, &copy).unwrap();
+    let t = Target::start(&copy, &["-mode=grow"], &[]);
+    std::fs::remove_file(&copy).unwrap();
+    let r = attach_json(t.pid(), "3s");
+    assert!(str_of(&r["target"], "exe").ends_with("(deleted)"), "{}", r["target"]);
+    assert_culprit(&r);
+}
