@@ -12,3 +12,6 @@ pub const GO_PYPI: &[&str] = &["1.21.13", "1.22.10", "1.23.9", "1.24.11", "1.25.
 /// Go 1.19 comes from Debian (the version Debian's own Go programs are built with).
 pub const GO_DEBIAN: &str = "1.19";
 pub const GO_DEBIAN_PACKAGE: &str = "golang-1.19";
+
+/// Debian's own Go programs the integration tests attach to.
+pub const DEBIAN_GO_PROGRAMS: &[&str] = &["prometheus", "restic"];

@@ -141,3 +141,23 @@ pub fn ensure_go(version: &str) -> Result<PathBuf> {
     }
     Ok(go)
 }
+
+/// Debian packages the tests run against (real, stripped Go programs).
+pub fn ensure_debian_packages(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query").args(["-W", "-f=${Status}", p]).output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let install = || run(Command::new("apt-get").args(["install", "-y", "-qq", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"));
+    if install().is_err() {
+        run(Command::new("apt-get").args(["update", "-qq"]))?;
+        install()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,85 @@
+//! Debian's real Go programs: go1.19.8, cgo-linked, stripped of DWARF and
+//! .symtab (only .gopclntab and .go.buildinfo remain). Root.
+use std::{net::TcpStream, path::PathBuf, process::Command, time::{Duration, Instant}};
+
+use gcprobe_tests::*;
+
+/// What Go itself says built `exe`.
+fn go_version_of(exe: &str) -> String {
+    let out = Command::new(xtask::tools::go_bin(pins::GO_DEBIAN)).args(["version", exe]).output().unwrap();
+    String::from_utf8(out.stdout).unwrap().split_whitespace().nth(1).unwrap().to_owned()
+}
+
+fn functions_in<'a>(r: &'a serde_json::Value, prefix: &str) -> Vec<&'a str> {
+    r["callsites"].as_array().unwrap().iter().filter(|c| str_of(c, "function").starts_with(prefix) && c["line"].as_u64().is_some()).map(|c| str_of(c, "function")).collect()
+}
+
+#[test]
+fn prometheus_scraping_itself() {
+    if !privileged("prometheus_scraping_itself") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("gcprobe-prom-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cfg = dir.join("prometheus.yml");
+    std::fs::write(&cfg, format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: self\n    static_configs:\n      - targets: [\"127.0.0.1:{port}\"]\n")).unwrap();
+    let t = Target::spawn(
+        &PathBuf::from("/usr/bin/prometheus"),
+        &[&format!("--config.file={}", cfg.display()), &format!("--web.listen-address=127.0.0.1:{port}"), &format!("--storage.tsdb.path={}", dir.join("data").display())],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "prometheus did not start listening");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = attach_json(t.pid(), "5s");
+    drop(t);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    assert_eq!(r["target"]["go_version"].as_str().unwrap(), go_version_of("/usr/bin/prometheus"));
+    assert!(r["target"]["go_version"].as_str().unwrap().starts_with("go1.19"));
+    for p in r["probes"].as_array().unwrap().iter().filter(|p| ["mallocgc", "growslice", "stopTheWorld", "startTheWorld"].contains(&str_of(p, "name"))) {
+        assert_eq!(p["attached"], true, "{p}");
+    }
+    let own = functions_in(&r, "github.com/prometheus/");
+    assert!(own.len() >= 3, "callsites in prometheus' own packages: {own:?}\n{:#}", r["callsites"]);
+    assert!(r["warnings"].as_array().unwrap().iter().all(|w| !w.as_str().unwrap().contains("could not be symbolized")), "{}", r["warnings"]);
+    assert_eq!(r["events"]["lost"], 0);
+}
+
+#[test]
+fn restic_backup_until_it_exits() {
+    if !privileged("restic_backup_until_it_exits") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("gcprobe-restic-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let repo = dir.join("repo");
+    let env = [("RESTIC_PASSWORD", "gcprobe-test")];
+    let st = Command::new("restic").args(["init", "-q", "--repo"]).arg(&repo).envs(env).status().unwrap();
+    assert!(st.success());
+    let src = "/usr/lib/go-1.19/src";
+    let mut backup = Command::new("restic")
+        .args(["backup", "-q", "--repo"])
+        .arg(&repo)
+        .args([&format!("{src}/runtime"), &format!("{src}/net"), &format!("{src}/crypto")])
+        .envs(env)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // No --duration: the session ends when restic does.
+    let out = gcprobe(&["attach", "--pid", &backup.id().to_string(), "--format", "json", "--quiet"]);
+    let st = backup.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(st.success());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["window"]["ended_by"], "target-exited");
+    assert_eq!(r["target"]["go_version"].as_str().unwrap(), go_version_of("/usr/bin/restic"));
+    let own = functions_in(&r, "github.com/restic/restic/");
+    assert!(!own.is_empty(), "{:#}", r["callsites"]);
+    assert!(r["gc"]["cycles"].as_u64().unwrap() >= 1, "{:#}", r["gc"]);
+    let reasons: Vec<&String> = r["gc"]["stw"]["by_reason"].as_object().unwrap().keys().collect();
+    assert!(reasons.iter().any(|k| *k == "GC sweep termination") && reasons.iter().any(|k| *k == "GC mark termination"), "{reasons:?}");
+}
