@@ -2,8 +2,9 @@
 //!
 //! Parsed once into owned tables; the mapping stays alive so the section bytes
 //! (buildinfo, later pclntab) can be read without copying.
-use std::{collections::HashMap, fs::File, io, path::{Path, PathBuf}, sync::Arc};
+use std::{collections::HashMap, fs::File, io, path::{Path, PathBuf}};
 
+use bytes::Bytes;
 use memmap2::Mmap;
 use object::{
     elf, Object as _, ObjectSection as _, ObjectSegment as _, ObjectSymbol as _, SegmentFlags,
@@ -62,6 +63,21 @@ pub struct Segment {
     pub executable: bool,
 }
 
+impl Segment {
+    /// File bytes from `vaddr` to the end of the segment, if the file backs
+    /// `vaddr`. Overflow-safe: every field comes from the (untrusted) file.
+    pub fn file_bytes_after(&self, vaddr: u64) -> Option<u64> {
+        let into = vaddr.checked_sub(self.vaddr)?;
+        (into < self.filesz).then(|| self.filesz - into)
+    }
+
+    /// The file offset of `vaddr`, if this segment's file bytes hold it.
+    pub fn file_offset(&self, vaddr: u64) -> Option<u64> {
+        self.file_bytes_after(vaddr)?;
+        (vaddr - self.vaddr).checked_add(self.offset)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Section {
     pub name: String,
@@ -74,7 +90,7 @@ pub struct Binary {
     pub path: PathBuf,
     pub arch: Arch,
     pub is_pie: bool,
-    data: Arc<Mmap>,
+    data: Bytes,
     symbols: HashMap<String, Symbol>,
     pub segments: Vec<Segment>,
     pub sections: Vec<Section>,
@@ -98,10 +114,15 @@ impl Binary {
         // SAFETY: read-only private mapping; a binary rewritten under a running
         // process is already undefined behaviour for that process.
         let data = unsafe { Mmap::map(&file) }.map_err(|source| BinaryError::Open { path: path.into(), source })?;
-        Self::parse(path, Arc::new(data))
+        Self::parse(path, Bytes::from_owner(data))
     }
 
-    fn parse(path: &Path, data: Arc<Mmap>) -> Result<Self, BinaryError> {
+    /// Parses an ELF image held in memory (tests, fuzzing, recordings).
+    pub fn from_bytes(label: &Path, data: Vec<u8>) -> Result<Self, BinaryError> {
+        Self::parse(label, Bytes::from(data))
+    }
+
+    fn parse(path: &Path, data: Bytes) -> Result<Self, BinaryError> {
         let obj = object::File::parse(&data[..]).map_err(|source| BinaryError::NotElf { path: path.into(), source })?;
         let (arch, machine) = match obj.architecture() {
             object::Architecture::X86_64 => (Arch::X86_64, elf::EM_X86_64),
@@ -183,27 +204,23 @@ impl Binary {
 
     pub fn section_data(&self, name: &str) -> Option<&[u8]> {
         let s = self.section(name)?;
-        self.data.get(s.offset as usize..(s.offset + s.size) as usize)
+        self.data.get(usize::try_from(s.offset).ok()?..usize::try_from(s.offset.checked_add(s.size)?).ok()?)
     }
 
     /// File offset of a virtual address, through the PT_LOAD that holds it.
     /// This is what the uprobe PMU wants, and it differs from the address in
     /// PIE binaries and wherever a segment's vaddr and offset are not equal.
     pub fn file_offset(&self, vaddr: u64) -> Option<u64> {
-        self.segments
-            .iter()
-            .find(|s| vaddr >= s.vaddr && vaddr < s.vaddr + s.filesz)
-            .map(|s| vaddr - s.vaddr + s.offset)
+        self.segments.iter().find_map(|s| s.file_offset(vaddr))
     }
 
     /// File bytes at a link-time virtual address, if the file backs them.
     pub fn bytes_at(&self, vaddr: u64, len: usize) -> Option<&[u8]> {
-        let seg = self.segments.iter().find(|s| vaddr >= s.vaddr && vaddr < s.vaddr + s.filesz)?;
-        let avail = (seg.vaddr + seg.filesz - vaddr) as usize;
-        if len > avail {
+        let seg = self.segments.iter().find(|s| s.file_bytes_after(vaddr).is_some())?;
+        if len as u64 > seg.file_bytes_after(vaddr)? {
             return None;
         }
-        let off = (vaddr - seg.vaddr + seg.offset) as usize;
+        let off = usize::try_from(seg.file_offset(vaddr)?).ok()?;
         self.data.get(off..off.checked_add(len)?)
     }
 
@@ -229,7 +246,7 @@ impl Binary {
         for seg in self.segments.iter().filter(|s| s.executable) {
             if let Some(m) = exe_maps
                 .iter()
-                .find(|m| m.executable && seg.offset >= m.offset && seg.offset < m.offset + (m.end - m.start))
+                .find(|m| m.executable && seg.offset >= m.offset && seg.offset - m.offset < m.end.saturating_sub(m.start))
             {
                 let runtime = m.start + (seg.offset - m.offset);
                 return Ok(runtime.wrapping_sub(seg.vaddr));

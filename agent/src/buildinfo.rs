@@ -104,12 +104,13 @@ fn parse_blob(data: &[u8]) -> Result<BuildInfo, BuildInfoError> {
         return Err(BuildInfoError::PointerFormat);
     }
     let mut pos = 32;
-    let version_raw = read_string(data, &mut pos)?;
-    let modinfo = read_string(data, &mut pos)?;
+    let version_raw = String::from_utf8_lossy(read_bytes(data, &mut pos)?).into_owned();
+    let modinfo = read_bytes(data, &mut pos)?;
     let version = GoVersion::parse(&version_raw)?;
     let mut info = BuildInfo { version_raw, version, path: None, main_module: None, settings: Vec::new() };
     // modinfo is framed by 16-byte sentinels (cmd/go/internal/modload.ModInfoData).
-    let body = if modinfo.len() >= 33 { &modinfo[16..modinfo.len() - 16] } else { "" };
+    // Strip them as bytes: the content need not be valid UTF-8.
+    let body = if modinfo.len() >= 33 { String::from_utf8_lossy(&modinfo[16..modinfo.len() - 16]) } else { "".into() };
     for line in body.lines() {
         let mut f = line.split('\t');
         match f.next() {
@@ -130,7 +131,7 @@ fn parse_blob(data: &[u8]) -> Result<BuildInfo, BuildInfoError> {
     Ok(info)
 }
 
-fn read_string(data: &[u8], pos: &mut usize) -> Result<String, BuildInfoError> {
+fn read_bytes<'a>(data: &'a [u8], pos: &mut usize) -> Result<&'a [u8], BuildInfoError> {
     let mut len: u64 = 0;
     let mut shift = 0;
     loop {
@@ -146,7 +147,7 @@ fn read_string(data: &[u8], pos: &mut usize) -> Result<String, BuildInfoError> {
         shift += 7;
     }
     let end = pos.checked_add(len as usize).filter(|&e| e <= data.len()).ok_or(BuildInfoError::Truncated { at: *pos })?;
-    let s = String::from_utf8_lossy(&data[*pos..end]).into_owned();
+    let s = &data[*pos..end];
     *pos = end;
     Ok(s)
 }
@@ -195,6 +196,24 @@ mod tests {
         let mut file = vec![0u8; 48];
         file.extend(blob("go1.27.3", ""));
         assert_eq!(parse(None, &file).unwrap().version, GoVersion::new(1, 27, 3));
+    }
+
+    #[test]
+    fn invalid_utf8_in_modinfo_is_not_a_panic() {
+        // Found by `cargo xtask fuzz`: a lossy-decoded multi-byte character
+        // straddling the 16-byte sentinel boundary.
+        let mut modinfo = vec![b'a'; 15];
+        modinfo.extend_from_slice(&[0xff, 0xfe]);
+        modinfo.extend(vec![b'b'; 30]);
+        let mut b = MAGIC.to_vec();
+        b.push(8);
+        b.push(FLAG_INLINE);
+        b.resize(32, 0);
+        b.push(9);
+        b.extend_from_slice(b"go1.24.11");
+        b.push(modinfo.len() as u8);
+        b.extend_from_slice(&modinfo);
+        assert_eq!(parse(Some(&b), &[]).unwrap().version, GoVersion::new(1, 24, 11));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `cargo xtask <command>`: setup, build, demo, test, bench.
 mod bench;
+mod fuzz;
 
 use std::{
     path::PathBuf,
@@ -46,6 +47,8 @@ enum Cmd {
     },
     /// Measure gcprobe's overhead on an allocation-heavy fixture.
     Bench(bench::Args),
+    /// Bounded fuzzing of the ELF, buildinfo, pclntab and DWARF parsers.
+    Fuzz(fuzz::Args),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +74,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Demo { duration, args } => demo(&duration, &args),
         Cmd::Test { args } => test(&args),
+        Cmd::Fuzz(a) => {
+            setup(false)?;
+            fuzz::run(&a)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Bench(a) => {
             setup(false)?;
             let bin = build_release()?;

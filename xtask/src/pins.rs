@@ -15,3 +15,6 @@ pub const GO_DEBIAN_PACKAGE: &str = "golang-1.19";
 
 /// Debian's own Go programs the integration tests attach to.
 pub const DEBIAN_GO_PROGRAMS: &[&str] = &["prometheus", "restic"];
+
+/// Fuzzing driver for the parsers (`cargo xtask fuzz`).
+pub const CARGO_FUZZ_VERSION: &str = "0.13.2";

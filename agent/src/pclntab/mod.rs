@@ -106,6 +106,12 @@ impl Pclntab {
         Self::from_parts(bin, go, vaddr, data).map(Some)
     }
 
+    /// Parses a table already extracted from `bin` (its bytes from the
+    /// pcHeader on, and the address they were loaded at).
+    pub fn from_table(bin: &Binary, go: GoVersion, vaddr: u64, data: Vec<u8>) -> Result<Self> {
+        Self::from_parts(bin, go, vaddr, data)
+    }
+
     fn from_parts(bin: &Binary, go: GoVersion, vaddr: u64, data: Vec<u8>) -> Result<Self> {
         if data.len() < HEADER_LEN {
             return Err(PclntabError::Truncated { what: "header", offset: 0 });
@@ -141,11 +147,12 @@ impl Pclntab {
         let filetab = offset(48, "filetabOffset")?;
         let pctab = offset(56, "pctabOffset")?;
         let functab = offset(64, "pclnOffset")?;
-        if nfunc == 0 || functab.checked_add((nfunc + 1) * 8).is_none_or(|end| end > data.len()) {
+        let functab_end = nfunc.checked_add(1).and_then(|n| n.checked_mul(8)).and_then(|n| n.checked_add(functab));
+        if nfunc == 0 || functab_end.is_none_or(|end| end > data.len()) {
             return Err(PclntabError::Header { field: "nfunc" });
         }
 
-        let md = moduledata::find(bin, go, vaddr, vaddr + funcnametab as u64);
+        let md = moduledata::find(bin, go, vaddr, vaddr.wrapping_add(funcnametab as u64));
         // Go 1.26+ no longer stores textStart in the header (it needed a
         // relocation); moduledata.text is authoritative, and in cgo binaries
         // it is not the start of .text.
@@ -213,7 +220,7 @@ impl Pclntab {
         };
         let nfuncdata = *self.data.get(nfuncdata_at).ok_or(PclntabError::Truncated { what: "_func", offset: nfuncdata_at })?;
         Ok(Func {
-            entry: self.text_start + u64::from(r(0)?),
+            entry: self.text_start.wrapping_add(u64::from(r(0)?)),
             off,
             name_off: r(1)?,
             pcfile: r(5)?,
@@ -349,7 +356,7 @@ impl Pclntab {
             let (src, tree_off) = tree.expect("ix >= 0 only with a tree");
             let call = self.inlined_call(src, tree_off, ix as u32)?;
             out.push(Frame { function: self.func_name(call.name_off)?.to_owned(), file, line, inlined: true });
-            pc = f.entry + u64::from(call.parent_pc);
+            pc = f.entry.wrapping_add(u64::from(call.parent_pc));
         }
         Err(PclntabError::Truncated { what: "inline tree (cycle)", offset: tree.map(|t| t.1 as usize).unwrap_or(0) })
     }
@@ -361,7 +368,7 @@ impl Pclntab {
             Format::Go118 => (20, 12, 16),
             Format::Go120 => (16, 4, 8),
         };
-        let abs = self.gofunc.unwrap_or(0) + u64::from(tree_off) + u64::from(ix) * size;
+        let abs = self.gofunc.unwrap_or(0).wrapping_add(u64::from(tree_off)).wrapping_add(u64::from(ix) * size);
         let at = abs.checked_sub(src.base).map(|a| a as usize).ok_or(PclntabError::Truncated { what: "inline tree", offset: tree_off as usize })?;
         let rd = |k: usize| le32(&src.bytes, at + k).ok_or(PclntabError::Truncated { what: "inline tree", offset: at + k });
         Ok(InlinedCall { name_off: rd(name_at)?, parent_pc: rd(parent_at)? })
@@ -371,7 +378,7 @@ impl Pclntab {
     pub fn functions(&self) -> impl Iterator<Item = Result<Function>> + '_ {
         (0..self.nfunc).map(move |i| {
             let f = self.func(i)?;
-            let next = self.text_start + u64::from(self.entry_off(i + 1)?);
+            let next = self.text_start.wrapping_add(u64::from(self.entry_off(i + 1)?));
             Ok(Function { name: self.func_name(f.name_off)?.to_owned(), entry: f.entry, size: next.saturating_sub(f.entry) })
         })
     }
@@ -391,7 +398,7 @@ impl Pclntab {
         });
         let Some(&i) = names.get(name) else { return Ok(None) };
         let f = self.func(i)?;
-        let next = self.text_start + u64::from(self.entry_off(i + 1)?);
+        let next = self.text_start.wrapping_add(u64::from(self.entry_off(i + 1)?));
         Ok(Some(Function { name: name.to_owned(), entry: f.entry, size: next.saturating_sub(f.entry) }))
     }
 }
@@ -426,7 +433,7 @@ fn locate(bin: &Binary) -> Option<(u64, Vec<u8>)> {
             let h = &bytes[at..];
             let magic = u32::from_le_bytes(h[..4].try_into().ok()?);
             if matches!(magic, MAGIC_118 | MAGIC_120) && h[4] == 0 && h[5] == 0 && h[6] == quantum && h[7] == 8 {
-                return Some((seg.vaddr + at as u64, h.to_vec()));
+                return Some((seg.vaddr.wrapping_add(at as u64), h.to_vec()));
             }
             at += 8;
         }
@@ -437,9 +444,8 @@ fn locate(bin: &Binary) -> Option<(u64, Vec<u8>)> {
 /// Copies the go:func.* region (inline trees and other funcdata) out of the
 /// segment that holds it.
 fn inline_source(bin: &Binary, base: u64) -> Option<InlineSource> {
-    let seg = bin.segments.iter().find(|s| base >= s.vaddr && base < s.vaddr + s.filesz)?;
-    let len = (seg.vaddr + seg.filesz - base) as usize;
-    Some(InlineSource { base, bytes: bin.bytes_at(base, len)?.to_vec() })
+    let len = bin.segments.iter().find_map(|s| s.file_bytes_after(base))?;
+    Some(InlineSource { base, bytes: bin.bytes_at(base, usize::try_from(len).ok()?)?.to_vec() })
 }
 
 #[cfg(test)]

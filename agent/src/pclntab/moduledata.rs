@@ -29,15 +29,15 @@ pub struct Moduledata {
 }
 
 pub fn find(bin: &Binary, go: GoVersion, pclntab: u64, funcnametab: u64) -> Option<Moduledata> {
-    let valid = |md: u64| bin.read_ptr(md) == Some(pclntab) && bin.read_ptr(md + 8) == Some(funcnametab);
+    let valid = |md: u64| bin.read_ptr(md) == Some(pclntab) && bin.read_ptr(md.wrapping_add(8)) == Some(funcnametab);
     let candidate = bin
         .section(".go.module")
         .map(|s| s.addr)
         .filter(|&a| valid(a))
         .or_else(|| bin.relocated_pointers_to(pclntab).find(|&a| valid(a)))
         .or_else(|| scan(bin, pclntab).find(|&a| valid(a)))?;
-    let text = bin.read_ptr(candidate + TEXT)?;
-    let gofunc = bin.read_ptr(candidate + gofunc_offset(go)).filter(|&g| bin.bytes_at(g, 1).is_some());
+    let text = bin.read_ptr(candidate.wrapping_add(TEXT))?;
+    let gofunc = bin.read_ptr(candidate.wrapping_add(gofunc_offset(go))).filter(|&g| bin.bytes_at(g, 1).is_some());
     Some(Moduledata { vaddr: candidate, text, gofunc })
 }
 
@@ -50,7 +50,7 @@ fn scan(bin: &Binary, target: u64) -> impl Iterator<Item = u64> + '_ {
             .chunks_exact(8)
             .enumerate()
             .filter(move |(_, w)| *w == needle)
-            .map(move |(i, _)| s.vaddr + 8 * i as u64)
+            .map(move |(i, _)| s.vaddr.wrapping_add(8 * i as u64))
             .collect::<Vec<_>>()
     })
 }
