@@ -224,6 +224,17 @@ impl Binary {
         self.data.get(off..off.checked_add(len)?)
     }
 
+    /// Like `bytes_at`, as a zero-copy slice of the mapped file.
+    pub fn slice_at(&self, vaddr: u64, len: usize) -> Option<Bytes> {
+        let b = self.bytes_at(vaddr, len)?;
+        Some(self.data.slice_ref(b))
+    }
+
+    /// A section's bytes, zero-copy.
+    pub fn section_bytes(&self, name: &str) -> Option<Bytes> {
+        Some(self.data.slice_ref(self.section_data(name)?))
+    }
+
     /// A pointer-sized value as the loaded program sees it (before the load
     /// bias): the RELATIVE relocation's addend if one targets this address,
     /// else the file bytes.

@@ -155,3 +155,10 @@ pub fn culprits(r: &serde_json::Value) -> &Vec<serde_json::Value> {
 pub fn str_of<'a>(v: &'a serde_json::Value, k: &str) -> &'a str {
     v[k].as_str().unwrap_or("")
 }
+
+/// The appendloop fixture's culprit: `main.(*Index).Names` at its marked append.
+pub fn assert_appendloop_culprit(r: &serde_json::Value) {
+    let c = culprits(r).first().unwrap_or_else(|| panic!("no culprit: {:#}", r["callsites"]));
+    assert_eq!(str_of(c, "function"), "main.(*Index).Names", "{c:#}");
+    assert_eq!(c["line"], fixtures::marker_line("appendloop", "gcprobe:culprit"), "{c:#}");
+}

@@ -11,6 +11,8 @@ mod moduledata;
 
 use std::{collections::HashMap, sync::OnceLock};
 
+use bytes::Bytes;
+
 use crate::{
     binary::{Arch, Binary},
     buildinfo::GoVersion,
@@ -55,8 +57,9 @@ pub struct Function {
 }
 
 pub struct Pclntab {
-    /// The table's bytes (from pcHeader to the end of its section or segment).
-    data: Vec<u8>,
+    /// The table's bytes (from pcHeader to the end of its section or segment),
+    /// a zero-copy view of the binary's mapping.
+    data: Bytes,
     pub vaddr: u64,
     pub format: Format,
     min_lc: u64,
@@ -77,7 +80,7 @@ pub struct Pclntab {
 /// The go:func.* region, for reading inline trees.
 struct InlineSource {
     base: u64,
-    bytes: Vec<u8>,
+    bytes: Bytes,
 }
 
 impl std::fmt::Debug for Pclntab {
@@ -109,10 +112,10 @@ impl Pclntab {
     /// Parses a table already extracted from `bin` (its bytes from the
     /// pcHeader on, and the address they were loaded at).
     pub fn from_table(bin: &Binary, go: GoVersion, vaddr: u64, data: Vec<u8>) -> Result<Self> {
-        Self::from_parts(bin, go, vaddr, data)
+        Self::from_parts(bin, go, vaddr, Bytes::from(data))
     }
 
-    fn from_parts(bin: &Binary, go: GoVersion, vaddr: u64, data: Vec<u8>) -> Result<Self> {
+    fn from_parts(bin: &Binary, go: GoVersion, vaddr: u64, data: Bytes) -> Result<Self> {
         if data.len() < HEADER_LEN {
             return Err(PclntabError::Truncated { what: "header", offset: 0 });
         }
@@ -418,22 +421,22 @@ fn le64(d: &[u8], at: usize) -> Option<u64> {
 
 /// The table's address and bytes: the `.gopclntab` section, or a header found
 /// by scanning read-only segments when section headers are gone.
-fn locate(bin: &Binary) -> Option<(u64, Vec<u8>)> {
+fn locate(bin: &Binary) -> Option<(u64, Bytes)> {
     if let Some(sec) = bin.section(".gopclntab") {
-        return Some((sec.addr, bin.section_data(".gopclntab")?.to_vec()));
+        return Some((sec.addr, bin.section_bytes(".gopclntab")?));
     }
     let quantum = match bin.arch {
         Arch::X86_64 => 1,
         Arch::Aarch64 => 4,
     };
     for seg in bin.segments.iter().filter(|s| !s.executable && s.filesz as usize >= HEADER_LEN) {
-        let bytes = bin.bytes_at(seg.vaddr, seg.filesz as usize)?;
+        let bytes = bin.slice_at(seg.vaddr, seg.filesz as usize)?;
         let mut at = 0;
         while at + HEADER_LEN <= bytes.len() {
             let h = &bytes[at..];
             let magic = u32::from_le_bytes(h[..4].try_into().ok()?);
             if matches!(magic, MAGIC_118 | MAGIC_120) && h[4] == 0 && h[5] == 0 && h[6] == quantum && h[7] == 8 {
-                return Some((seg.vaddr.wrapping_add(at as u64), h.to_vec()));
+                return Some((seg.vaddr.wrapping_add(at as u64), bytes.slice(at..)));
             }
             at += 8;
         }
@@ -445,7 +448,7 @@ fn locate(bin: &Binary) -> Option<(u64, Vec<u8>)> {
 /// segment that holds it.
 fn inline_source(bin: &Binary, base: u64) -> Option<InlineSource> {
     let len = bin.segments.iter().find_map(|s| s.file_bytes_after(base))?;
-    Some(InlineSource { base, bytes: bin.bytes_at(base, usize::try_from(len).ok()?)?.to_vec() })
+    Some(InlineSource { base, bytes: bin.slice_at(base, usize::try_from(len).ok()?)? })
 }
 
 #[cfg(test)]
@@ -454,7 +457,7 @@ mod tests {
 
     fn tab(data: Vec<u8>, format: Format) -> Pclntab {
         Pclntab {
-            data,
+            data: data.into(),
             vaddr: 0,
             format,
             min_lc: 1,
@@ -495,13 +498,14 @@ mod tests {
         let exe = std::env::current_exe().unwrap();
         let bin = Binary::open(&exe).unwrap();
         let go = GoVersion::new(1, 24, 0);
-        assert_eq!(Pclntab::from_parts(&bin, go, 0, h.clone()).unwrap_err(), PclntabError::Magic { magic: 0xffff_fffb });
+        let from = |h: &[u8]| Pclntab::from_table(&bin, go, 0, h.to_vec());
+        assert_eq!(from(&h).unwrap_err(), PclntabError::Magic { magic: 0xffff_fffb });
         h[..4].copy_from_slice(&MAGIC_120.to_le_bytes());
         h[6] = 1;
         h[7] = 4;
-        assert!(matches!(Pclntab::from_parts(&bin, go, 0, h.clone()).unwrap_err(), PclntabError::Header { .. }));
+        assert!(matches!(from(&h).unwrap_err(), PclntabError::Header { .. }));
         h[7] = 8;
-        assert!(matches!(Pclntab::from_parts(&bin, go, 0, h.clone()).unwrap_err(), PclntabError::Header { .. }));
-        assert!(matches!(Pclntab::from_parts(&bin, go, 0, h[..10].to_vec()).unwrap_err(), PclntabError::Truncated { .. }));
+        assert!(matches!(from(&h).unwrap_err(), PclntabError::Header { .. }));
+        assert!(matches!(from(&h[..10]).unwrap_err(), PclntabError::Truncated { .. }));
     }
 }
