@@ -27,8 +27,19 @@ pub struct GrowStat {
     /// Sum of the requested new lengths, for the typical final length.
     pub new_len_sum: u64,
     pub max_new_len: u64,
-    /// `*_type` of the element, as a target address (named later, issue 4).
+    /// `*_type` of the element, as a target (runtime) address.
     pub elem_type: u64,
+    /// Sum of elements copied by the growths.
+    pub old_len_sum: u64,
+    /// Growths from an empty slice (oldCap == 0): each starts one call of
+    /// the appending code, so this counts calls even where it was inlined.
+    pub calls: u64,
+    /// Calls seen to their last growth, the sum of the lengths requested by
+    /// those last growths (a lower bound of each final length) and of the
+    /// bytes they allocated (capacity × element size: an upper bound).
+    pub finished_calls: u64,
+    pub final_len_sum: u64,
+    pub final_alloc_sum: u64,
 }
 
 /// Why the world stopped: the runtime's reason code (Go 1.21+), or the caller's
@@ -94,6 +105,12 @@ pub struct Aggregator {
     /// whether a cycle's sweep termination awaits its mark termination.
     in_gc_start: HashSet<u32>,
     cycle_open: bool,
+    /// Open append runs: (thread, stack hash) → the last growth.
+    grow_runs: HashMap<(u32, u64), Growth>,
+    /// Per thread, the run whose growslice awaits its mallocgc: growslice
+    /// allocates `capmem` (capacity rounded to a size class) right after it
+    /// is entered, on the same thread (runtime/slice.go).
+    pending_alloc: HashMap<u32, (u32, u64)>,
 }
 
 impl Aggregator {
@@ -118,6 +135,8 @@ impl Aggregator {
             last_ktime: 0,
             in_gc_start: HashSet::new(),
             cycle_open: false,
+            grow_runs: HashMap::new(),
+            pending_alloc: HashMap::new(),
         }
     }
 
@@ -145,6 +164,11 @@ impl Aggregator {
                     s.count += 1;
                     s.bytes += size;
                 }
+                if let Some(run) = self.pending_alloc.remove(&ev.tid) {
+                    if let Some(g) = self.grow_runs.get_mut(&run) {
+                        g.alloc = size;
+                    }
+                }
             }
             ProbeKind::Growslice => {
                 self.counts.growslice += 1;
@@ -153,11 +177,24 @@ impl Aggregator {
                     self.grow_lens.saturating_record(a.new_len);
                 }
                 let key = ev.frames.get(1..).unwrap_or(&[]);
+                let run = (ev.tid, stack_hash(key));
+                let previous = self.grow_runs.insert(run, Growth { new_len: a.new_len, alloc: 0 });
+                let finished = if a.old_cap == 0 { previous } else { None };
+                self.pending_alloc.insert(ev.tid, run);
                 if let Some(s) = entry(&mut self.grow_stacks, key, &mut self.counts.overflow) {
                     s.count += 1;
                     s.new_len_sum += a.new_len;
                     s.max_new_len = s.max_new_len.max(a.new_len);
                     s.elem_type = a.elem_type;
+                    s.old_len_sum += a.old_len;
+                    if a.old_cap == 0 {
+                        s.calls += 1;
+                    }
+                    if let Some(last) = finished.filter(|g| g.alloc > 0) {
+                        s.finished_calls += 1;
+                        s.final_len_sum += last.new_len;
+                        s.final_alloc_sum += last.alloc;
+                    }
                 }
             }
             ProbeKind::GcStart => {
@@ -210,6 +247,19 @@ impl Aggregator {
             StwCause::Caller(ev.frames.get(1).copied().unwrap_or(0))
         }
     }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Growth {
+    new_len: u64,
+    alloc: u64,
+}
+
+fn stack_hash(stack: &[u64]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    stack.hash(&mut h);
+    h.finish()
 }
 
 /// 1 .. 64 Gi, 3 significant digits.
@@ -277,6 +327,21 @@ mod tests {
         a.add(&ev(kind::GROWSLICE, 1, [0xe7, 0, 8, 8, 9], &[0xc0, 0x100]));
         let g = a.grow_stacks[&[0x100u64][..]];
         assert_eq!((g.count, g.new_len_sum, g.elem_type), (1, 9, 0xe7));
+    }
+
+    #[test]
+    fn counts_calls_and_final_lengths_of_append_runs() {
+        let mut a = Aggregator::new(42, &plan(GoVersion::new(1, 22, 0)));
+        // Two calls on one thread: lengths 1,2,3,5 then 1,2 (then a third
+        // starts); each growth is followed by its allocation (cap × 16 bytes).
+        for (new_len, old_cap, cap) in [(1, 0, 1), (2, 1, 2), (3, 2, 4), (5, 4, 8), (1, 0, 1), (2, 1, 2), (1, 0, 1)] {
+            a.add(&ev(kind::GROWSLICE, 1, [0, new_len, old_cap, 1, 0xe7], &[0xc0, 0x100]));
+            a.add(&ev(kind::MALLOC, 1, [cap * 16, 0xe7, 1, 0, 0], &[0xa0, 0xc8, 0x100]));
+        }
+        let g = a.grow_stacks[&[0x100u64][..]];
+        assert_eq!((g.count, g.calls, g.finished_calls, g.final_len_sum), (7, 3, 2, 7));
+        assert_eq!(g.final_alloc_sum, 8 * 16 + 2 * 16);
+        assert_eq!(g.old_len_sum, 0 + 1 + 2 + 4 + 0 + 1 + 0);
     }
 
     #[test]

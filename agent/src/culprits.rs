@@ -3,7 +3,10 @@
 //! Rules of thumb (the published thresholds): growslice above 30% of
 //! allocated bytes means slices grow without preallocation; a stop-the-world
 //! longer than 5 ms is a pause users notice.
-use crate::report::{Callsite, Culprit};
+use crate::{
+    diagnose::{short, Diagnoser},
+    report::{Callsite, Culprit},
+};
 
 pub const GROWSLICE_SHARE_WARN: f64 = 0.30;
 pub const STW_WARN_NS: u64 = 5_000_000;
@@ -13,14 +16,25 @@ const MIN_SHARE: f64 = 0.05;
 /// long-lived slice is not blamed.
 const MIN_GROWTHS: u64 = 20;
 
-pub fn rank(callsites: &[Callsite], duration_s: f64) -> Vec<Culprit> {
+pub fn rank(callsites: &[Callsite], duration_s: f64, total_bytes: u64, mut diag: Option<&mut Diagnoser<'_>>) -> Vec<Culprit> {
     let mut out: Vec<Culprit> = callsites
         .iter()
         .filter(|c| c.probe == "growslice" && c.share_of_bytes >= MIN_SHARE && c.count >= MIN_GROWTHS)
         .map(|c| {
             let per_s = c.count as f64 / duration_s.max(1e-9);
             let mean_len = c.mean_new_len.map(|l| format!(", growing to {l:.0} elements on average")).unwrap_or_default();
+            let d = match (diag.as_deref_mut(), &c.evidence) {
+                (Some(d), Some(ev)) => Some(d.diagnose(&c.function, ev, duration_s, total_bytes)),
+                _ => None,
+            };
+            let default_fix = "preallocate before the loop: make([]T, 0, n) with n the expected length (len(m) when ranging over a map or slice), or reuse one buffer across calls";
+            let suggestion = d.as_ref().map(|d| d.suggestion.clone()).unwrap_or_else(|| default_fix.into());
             Culprit {
+                summary: summary(c, d.as_ref(), &suggestion),
+                loop_: d.as_ref().and_then(|d| d.loop_.clone()),
+                elem_type: d.as_ref().and_then(|d| d.elem_type.clone()),
+                per_call: d.as_ref().and_then(|d| d.per_call.clone()),
+                expected_saving: d.as_ref().and_then(|d| d.expected_saving.clone()),
                 rank: 0,
                 function: c.function.clone(),
                 file: c.file.clone(),
@@ -35,7 +49,7 @@ pub fn rank(callsites: &[Callsite], duration_s: f64) -> Vec<Culprit> {
                     bytes(c.bytes),
                     c.share_of_bytes * 100.0
                 ),
-                suggestion: "preallocate before the loop: make([]T, 0, n) with n the expected length (len(m) when ranging over a map or slice), or reuse one buffer across calls".into(),
+                suggestion,
             }
         })
         .collect();
@@ -47,6 +61,28 @@ pub fn rank(callsites: &[Callsite], duration_s: f64) -> Vec<Culprit> {
 }
 
 /// `stws` is every pause as (duration ns, reason).
+/// The one sentence a culprit leads with.
+fn summary(c: &Callsite, d: Option<&crate::diagnose::Diagnosis>, fix: &str) -> String {
+    let at = match (&c.file, c.line) {
+        (Some(f), Some(l)) => format!("{}:{l}", short(f)),
+        _ => "?".into(),
+    };
+    let ty = d.and_then(|d| d.elem_type.as_ref()).map(|t| format!("[]{}", t.name)).unwrap_or_else(|| "a slice".into());
+    let lp = match d.and_then(|d| d.loop_.as_ref()) {
+        Some(l) => {
+            let over = l.over.as_ref().map(|o| format!(" over {o}")).unwrap_or_default();
+            let line = l.line.map(|n| format!(" (line {n})")).unwrap_or_default();
+            format!(" inside a {} loop{over}{line}", l.kind)
+        }
+        None => String::new(),
+    };
+    let per_call = match d.and_then(|d| d.per_call.as_ref()) {
+        Some(p) => format!(", {:.1} growslice calls per call{}", p.growslice, p.final_len.zip(p.final_cap).map(|(l, c)| format!(" to reach {l:.0}–{c:.0} elements")).unwrap_or_default()),
+        None => String::new(),
+    };
+    format!("{} grows {ty} at {at}{lp}{per_call}: {:.0}% of allocated bytes. Fix: {fix}.", c.function, c.share_of_bytes * 100.0)
+}
+
 pub fn rules_of_thumb(callsites: &[Callsite], stws: &[(u64, String)]) -> Vec<String> {
     let mut w = Vec::new();
     let long_stws: Vec<_> = stws.iter().filter(|(d, _)| *d > STW_WARN_NS).collect();
@@ -109,12 +145,13 @@ mod tests {
             share_of_bytes: share,
             share_of_allocs: share,
             mean_new_len: Some(100.0),
+            evidence: None,
         }
     }
 
     #[test]
     fn ranks_append_growth_by_share() {
-        let c = rank(&[cs("growslice", 10, 500, 0.2), cs("mallocgc", 20, 9000, 0.6), cs("growslice", 30, 900, 0.7), cs("growslice", 40, 5, 0.5), cs("growslice", 50, 900, 0.01)], 2.0);
+        let c = rank(&[cs("growslice", 10, 500, 0.2), cs("mallocgc", 20, 9000, 0.6), cs("growslice", 30, 900, 0.7), cs("growslice", 40, 5, 0.5), cs("growslice", 50, 900, 0.01)], 2.0, 1000, None);
         let lines: Vec<_> = c.iter().map(|c| (c.rank, c.line.unwrap())).collect();
         // Plain allocations, rare growth and tiny shares are not culprits.
         assert_eq!(lines, [(1, 30), (2, 10)]);

@@ -113,6 +113,8 @@ pub struct GrowArgs {
     pub elem_type: u64,
     pub old_cap: u64,
     pub new_len: u64,
+    /// Elements already in the slice (copied by the growth).
+    pub old_len: u64,
 }
 
 impl GrowsliceAbi {
@@ -122,8 +124,9 @@ impl GrowsliceAbi {
 
     pub fn decode(self, a: &[u64; gcprobe_common::MAX_ARGS]) -> GrowArgs {
         match self {
-            GrowsliceAbi::Go119 => GrowArgs { elem_type: a[0], old_cap: a[3], new_len: a[4] },
-            GrowsliceAbi::Go120 => GrowArgs { elem_type: a[4], old_cap: a[2], new_len: a[1] },
+            // Go 1.19 passes the wanted capacity; one append grows by one.
+            GrowsliceAbi::Go119 => GrowArgs { elem_type: a[0], old_cap: a[3], new_len: a[4], old_len: a[2] },
+            GrowsliceAbi::Go120 => GrowArgs { elem_type: a[4], old_cap: a[2], new_len: a[1], old_len: a[1].saturating_sub(a[3]) },
         }
     }
 }
@@ -312,8 +315,8 @@ mod tests {
         assert_eq!(GrowsliceAbi::for_version(GoVersion::new(1, 19, 8)), GrowsliceAbi::Go119);
         assert_eq!(GrowsliceAbi::for_version(GoVersion::new(1, 20, 0)), GrowsliceAbi::Go120);
         let a = [0x10, 0x20, 0x30, 0x40, 0x50];
-        assert_eq!(GrowsliceAbi::Go119.decode(&a), GrowArgs { elem_type: 0x10, old_cap: 0x40, new_len: 0x50 });
-        assert_eq!(GrowsliceAbi::Go120.decode(&a), GrowArgs { elem_type: 0x50, old_cap: 0x30, new_len: 0x20 });
+        assert_eq!(GrowsliceAbi::Go119.decode(&a), GrowArgs { elem_type: 0x10, old_cap: 0x40, new_len: 0x50, old_len: 0x30 });
+        assert_eq!(GrowsliceAbi::Go120.decode(&a), GrowArgs { elem_type: 0x50, old_cap: 0x30, new_len: 0x20, old_len: 0 });
     }
 
     #[test]

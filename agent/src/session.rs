@@ -261,6 +261,7 @@ pub fn attach(opts: AttachOptions) -> Result<Report, SessionError> {
     let report = report::build(
         &report::Inputs {
             target,
+            binary: Some(&binary),
             plan: &plan,
             attached: &attached_ids,
             attach_notes: &notes,

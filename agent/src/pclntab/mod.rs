@@ -73,6 +73,8 @@ pub struct Pclntab {
     /// Inline trees live at `gofunc + funcdata[FUNCDATA_InlTree]`, outside the
     /// table; copied out of the binary on demand.
     gofunc: Option<u64>,
+    /// `moduledata.types`, where type descriptors' names live.
+    pub types: Option<u64>,
     inl: Option<InlineSource>,
     names: OnceLock<HashMap<String, usize>>,
 }
@@ -167,6 +169,7 @@ impl Pclntab {
             .or_else(|| bin.symbol("runtime.text").map(|s| s.addr))
             .ok_or(PclntabError::NoTextStart)?;
         let gofunc = md.and_then(|m| m.gofunc);
+        let types = md.and_then(|m| m.types);
         let mut tab = Self {
             data,
             vaddr,
@@ -180,6 +183,7 @@ impl Pclntab {
             pctab,
             functab,
             gofunc,
+            types,
             inl: None,
             names: OnceLock::new(),
         };
@@ -377,6 +381,14 @@ impl Pclntab {
         Ok(InlinedCall { name_off: rd(name_at)?, parent_pc: rd(parent_at)? })
     }
 
+    /// The function containing `vaddr`.
+    pub fn function_at(&self, vaddr: u64) -> Result<Option<Function>> {
+        let Some(i) = self.find(vaddr)? else { return Ok(None) };
+        let f = self.func(i)?;
+        let next = self.text_start.wrapping_add(u64::from(self.entry_off(i + 1)?));
+        Ok(Some(Function { name: self.func_name(f.name_off)?.to_owned(), entry: f.entry, size: next.saturating_sub(f.entry) }))
+    }
+
     /// Every function, in address order.
     pub fn functions(&self) -> impl Iterator<Item = Result<Function>> + '_ {
         (0..self.nfunc).map(move |i| {
@@ -469,6 +481,7 @@ mod tests {
             pctab: 0,
             functab: 0,
             gofunc: None,
+            types: None,
             inl: None,
             names: OnceLock::new(),
         }

@@ -21,11 +21,17 @@ fn gofunc_offset(go: GoVersion) -> u64 {
     }
 }
 
+/// `moduledata.types`: base of type descriptors and their names.
+fn types_offset(go: GoVersion) -> u64 {
+    if go < GoVersion::new(1, 20, 0) { 280 } else { 296 }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Moduledata {
     pub vaddr: u64,
     pub text: u64,
     pub gofunc: Option<u64>,
+    pub types: Option<u64>,
 }
 
 pub fn find(bin: &Binary, go: GoVersion, pclntab: u64, funcnametab: u64) -> Option<Moduledata> {
@@ -38,7 +44,8 @@ pub fn find(bin: &Binary, go: GoVersion, pclntab: u64, funcnametab: u64) -> Opti
         .or_else(|| scan(bin, pclntab).find(|&a| valid(a)))?;
     let text = bin.read_ptr(candidate.wrapping_add(TEXT))?;
     let gofunc = bin.read_ptr(candidate.wrapping_add(gofunc_offset(go))).filter(|&g| bin.bytes_at(g, 1).is_some());
-    Some(Moduledata { vaddr: candidate, text, gofunc })
+    let types = bin.read_ptr(candidate.wrapping_add(types_offset(go))).filter(|&t| bin.bytes_at(t, 1).is_some());
+    Some(Moduledata { vaddr: candidate, text, gofunc, types })
 }
 
 /// Aligned words equal to `target` in the writable, file-backed segments.

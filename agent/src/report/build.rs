@@ -5,7 +5,9 @@ use super::*;
 use crate::{
     aggregate::{Aggregator, StwCause},
     plan::{ProbePlan, STW_REASON_MARK_TERM, STW_REASON_SWEEP_TERM},
+    binary::Binary,
     culprits,
+    diagnose::{Diagnoser, GrowEvidence},
     probes::KernelStats,
     symbolize::Symbolizer,
 };
@@ -13,6 +15,8 @@ use crate::{
 /// Everything a report is made from.
 pub struct Inputs<'a> {
     pub target: Target,
+    /// The target's executable, for loop and type analysis of culprits.
+    pub binary: Option<&'a Binary>,
     pub plan: &'a ProbePlan,
     pub attached: &'a [u32],
     pub attach_notes: &'a HashMap<u32, String>,
@@ -32,6 +36,8 @@ struct Acc {
     grow_len_sum: u64,
     frames: Vec<Frame>,
     heaviest: u64,
+    grow: GrowEvidence,
+    heaviest_grow: u64,
 }
 
 pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
@@ -86,6 +92,18 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
         if a.frames.is_empty() {
             a.frames = frames[idx..].to_vec();
         }
+        let e = &mut a.grow;
+        e.growths += g.count;
+        e.calls += g.calls;
+        e.finished_calls += g.finished_calls;
+        e.final_len_sum += g.final_len_sum;
+        e.final_alloc_sum += g.final_alloc_sum;
+        e.old_len_sum += g.old_len_sum;
+        if g.count >= a.heaviest_grow {
+            a.heaviest_grow = g.count;
+            e.pc = stack.first().copied().unwrap_or(0);
+            e.elem_type = g.elem_type;
+        }
     }
     let total_bytes = agg.alloc_bytes.max(1) as f64;
     let total_allocs = agg.counts.mallocgc.max(1) as f64;
@@ -93,6 +111,7 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
         .into_iter()
         .map(|((probe, function, file, line), a)| Callsite {
             mean_new_len: (probe == "growslice" && a.count > 0).then(|| a.grow_len_sum as f64 / a.count as f64),
+            evidence: (probe == "growslice" && a.grow.growths > 0).then(|| GrowEvidence { bytes: a.bytes, ..a.grow.clone() }),
             probe,
             function,
             file,
@@ -150,7 +169,11 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
     }
 
     let lost = inp.kernel.ringbuf_full + agg.counts.undecodable;
-    let culprits = culprits::rank(&callsites, dur);
+    let total = agg.alloc_bytes;
+    let culprits = match inp.binary {
+        Some(bin) => culprits::rank(&callsites, dur, total, Some(&mut Diagnoser { bin, sym })),
+        None => culprits::rank(&callsites, dur, total, None),
+    };
     let mut warnings = inp.plan.warnings.clone();
     warnings.extend(culprits::rules_of_thumb(&callsites, &spans));
     if lost > 0 {

@@ -11,7 +11,11 @@ use serde::Serialize;
 
 pub use build::{build, Inputs};
 
-use crate::symbolize::Frame;
+use crate::{
+    diagnose::{GrowEvidence, LoopReport, PerCall, Saving},
+    gotypes::TypeInfo,
+    symbolize::Frame,
+};
 
 pub const SCHEMA: &str = "gcprobe.report/v1";
 
@@ -140,6 +144,9 @@ pub struct Callsite {
     pub share_of_allocs: f64,
     /// Mean length requested per growth (growslice callsites).
     pub mean_new_len: Option<f64>,
+    /// What the culprit diagnosis needs (growslice callsites).
+    #[serde(skip)]
+    pub evidence: Option<GrowEvidence>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -163,4 +170,12 @@ pub struct Culprit {
     pub share_of_allocs: f64,
     pub evidence: String,
     pub suggestion: String,
+    /// One sentence: the whole diagnosis.
+    pub summary: String,
+    /// The innermost loop around the append: its `for` line, kind, range expression.
+    #[serde(rename = "loop")]
+    pub loop_: Option<LoopReport>,
+    pub elem_type: Option<TypeInfo>,
+    pub per_call: Option<PerCall>,
+    pub expected_saving: Option<Saving>,
 }

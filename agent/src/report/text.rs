@@ -29,7 +29,11 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(o, "  none: no append keeps growing a slice at a significant share of allocated bytes");
     }
     for c in &r.culprits {
-        let _ = writeln!(o, "  #{} {} at {} ({})", c.rank, c.function, loc(&c.file, c.line), c.kind);
+        let _ = writeln!(o, "  #{} {}", c.rank, c.summary);
+        let _ = writeln!(o, "     {} at {} ({})", c.function, loc(&c.file, c.line), c.kind);
+        if let Some(l) = &c.loop_ {
+            let _ = writeln!(o, "     loop: {} at {}{}", l.kind, loc(&l.file, l.line), l.over.as_ref().map(|o| format!(", ranging over {o}")).unwrap_or_default());
+        }
         let _ = writeln!(o, "     {:.1}% of bytes, {:.1}% of allocations", c.share_of_bytes * 100.0, c.share_of_allocs * 100.0);
         let _ = writeln!(o, "     evidence: {}", c.evidence);
         let _ = writeln!(o, "     fix: {}", c.suggestion);

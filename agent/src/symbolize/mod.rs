@@ -84,6 +84,30 @@ impl Symbolizer {
         }
     }
 
+    /// Entry and size of the function holding link-time address `vaddr`.
+    pub fn function_at(&self, vaddr: u64) -> Option<(u64, u64)> {
+        if let Some(f) = self.pclntab.as_ref().and_then(|t| t.function_at(vaddr).ok().flatten()) {
+            return Some((f.entry, f.size));
+        }
+        let i = self.symtab.0.partition_point(|(a, _, _)| *a <= vaddr).checked_sub(1)?;
+        let (a, s, _) = &self.symtab.0[i];
+        (vaddr < a + s).then_some((*a, *s))
+    }
+
+    pub fn bias(&self) -> u64 {
+        self.bias
+    }
+
+    /// `moduledata.types`, for naming type descriptors.
+    pub fn types_base(&self) -> Option<u64> {
+        self.pclntab.as_ref()?.types
+    }
+
+    /// Frames at a link-time address (no bias applied).
+    pub fn frames_at_vaddr(&mut self, vaddr: u64) -> Rc<[Frame]> {
+        self.frames(vaddr.wrapping_add(self.bias), false)
+    }
+
     /// Frames from the pclntab alone, for cross-checking DWARF.
     pub fn pclntab_frames(&self, vaddr: u64) -> Option<Vec<Frame>> {
         self.pclntab.as_ref()?.frames(vaddr).ok()?

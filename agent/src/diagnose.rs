@@ -1,0 +1,254 @@
+//! Turns a hot append callsite into a diagnosis: the `for` that drives it, the
+//! loop's kind and what it ranges over, the element type, what one call costs,
+//! and the fix with its expected saving.
+use serde::Serialize;
+
+use crate::{
+    binary::Binary,
+    culprits::bytes,
+    gotypes::{self, TypeInfo},
+    loops,
+    symbolize::{Frame, Symbolizer},
+};
+
+/// What the aggregator knows about one growslice callsite.
+#[derive(Debug, Clone, Default)]
+pub struct GrowEvidence {
+    /// A return address (runtime) of the growslice call at this site.
+    pub pc: u64,
+    /// Element `*_type` (runtime address).
+    pub elem_type: u64,
+    pub growths: u64,
+    pub calls: u64,
+    pub finished_calls: u64,
+    pub final_len_sum: u64,
+    pub final_alloc_sum: u64,
+    pub old_len_sum: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LoopReport {
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    /// map, slice, string, channel, integer, func-iterator, for, unknown.
+    pub kind: String,
+    /// The ranged-over expression, when the source line is readable.
+    pub over: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PerCall {
+    /// Calls observed (appends starting from an empty slice).
+    pub calls: u64,
+    pub growslice: f64,
+    pub bytes: f64,
+    /// Typical final length per call: at least this (the last growth's length)...
+    pub final_len: Option<f64>,
+    /// ...and at most this (the capacity that growth produced).
+    pub final_cap: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Saving {
+    pub bytes_per_s: f64,
+    pub share_of_bytes: f64,
+    pub allocations_per_call_after: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Diagnosis {
+    pub loop_: Option<LoopReport>,
+    pub elem_type: Option<TypeInfo>,
+    pub per_call: Option<PerCall>,
+    pub suggestion: String,
+    pub expected_saving: Option<Saving>,
+}
+
+pub struct Diagnoser<'a> {
+    pub bin: &'a Binary,
+    pub sym: &'a mut Symbolizer,
+}
+
+impl Diagnoser<'_> {
+    pub fn diagnose(&mut self, callsite_fn: &str, ev: &GrowEvidence, duration_s: f64, total_bytes: u64) -> Diagnosis {
+        let elem_type = self
+            .sym
+            .types_base()
+            .and_then(|types| gotypes::describe(self.bin, types, ev.elem_type.wrapping_sub(self.sym.bias())));
+        let loop_ = self.find_loop(callsite_fn, ev.pc);
+        let per_call = (ev.calls > 0).then(|| PerCall {
+            calls: ev.calls,
+            growslice: ev.growths as f64 / ev.calls as f64,
+            bytes: ev.bytes as f64 / ev.calls as f64,
+            final_len: (ev.finished_calls > 0).then(|| ev.final_len_sum as f64 / ev.finished_calls as f64),
+            final_cap: match &elem_type {
+                Some(t) if ev.finished_calls > 0 && t.size > 0 => Some(ev.final_alloc_sum as f64 / ev.finished_calls as f64 / t.size as f64),
+                _ => None,
+            },
+        });
+        let expected_saving = match (&per_call, &elem_type) {
+            // Conservative: one allocation sized to the largest final length
+            // the evidence allows.
+            (Some(pc), Some(t)) => pc.final_cap.map(|cap| {
+                let right_sized = cap * t.size as f64;
+                let saved_per_call = (pc.bytes - right_sized).max(0.0);
+                let per_s = saved_per_call * ev.calls as f64 / duration_s.max(1e-9);
+                Saving {
+                    bytes_per_s: per_s,
+                    share_of_bytes: saved_per_call * ev.calls as f64 / total_bytes.max(1) as f64,
+                    allocations_per_call_after: 1,
+                }
+            }),
+            _ => None,
+        };
+        let suggestion = suggest(loop_.as_ref(), elem_type.as_ref(), per_call.as_ref(), expected_saving.as_ref());
+        Diagnosis { loop_, elem_type, per_call, suggestion, expected_saving }
+    }
+
+    fn find_loop(&mut self, callsite_fn: &str, ret_pc: u64) -> Option<LoopReport> {
+        let call = ret_pc.wrapping_sub(self.sym.bias()).wrapping_sub(1);
+        let (entry, size) = self.sym.function_at(call)?;
+        let code = self.bin.bytes_at(entry, usize::try_from(size).ok()?)?;
+        let insns = loops::decode(self.bin.arch, code, entry).ok()?;
+        // Go 1.23 range-over-func: the body is a closure `f-range1`, called by
+        // the iterator; its loop lives in the iterator, not here.
+        let in_closure = callsite_fn.contains("-range");
+        let Some(lp) = loops::innermost_loop(&insns, call) else {
+            return in_closure.then(|| LoopReport { file: None, line: None, kind: "func-iterator".into(), over: None });
+        };
+        // The loop belongs to the innermost non-runtime function at its head;
+        // its `for` line is the smallest line of that function in the loop
+        // (the statement precedes its body, rotated loops or not).
+        let head = self.sym.frames_at_vaddr(lp.head);
+        let owner = head.iter().find(|f| !f.is_runtime()).or(head.last())?.clone();
+        let mut best: Option<(u32, Frame)> = None;
+        for &ip in &lp.insns {
+            let frames = self.sym.frames_at_vaddr(ip);
+            if let Some(f) = frames.iter().find(|f| f.function == owner.function && f.file == owner.file) {
+                if let Some(l) = f.line.filter(|&l| best.as_ref().is_none_or(|(b, _)| l < *b)) {
+                    best = Some((l, f.clone()));
+                }
+            }
+        }
+        let line = best.map(|(l, _)| l).or(owner.line);
+        let callee_names: Vec<String> = lp.calls.iter().filter_map(|&t| self.sym.frames_at_vaddr(t).last().map(|f| f.function.clone())).collect();
+        let code_kind = kind_from_calls(&callee_names, in_closure);
+        let source = owner.file.as_deref().zip(line).and_then(|(f, l)| source_line(f, l));
+        let (kind, over) = refine_with_source(code_kind, source.as_deref());
+        Some(LoopReport { file: owner.file, line, kind, over })
+    }
+}
+
+/// The loop's kind from what it calls: map and channel iteration go through
+/// the runtime (mapiternext before Go 1.24, mapIterNext with swiss maps),
+/// string ranges decode runes.
+fn kind_from_calls(callees: &[String], in_closure: bool) -> &'static str {
+    let calls = |pred: &dyn Fn(&str) -> bool| callees.iter().any(|c| pred(c));
+    if calls(&|c| c == "runtime.mapiternext" || c == "runtime.mapIterNext" || c.ends_with("maps.(*Iter).Next")) {
+        "map"
+    } else if calls(&|c| c.starts_with("runtime.chanrecv")) {
+        "channel"
+    } else if in_closure {
+        "func-iterator"
+    } else if calls(&|c| c == "runtime.decoderune") {
+        "string"
+    } else {
+        "unknown"
+    }
+}
+
+fn source_line(file: &str, line: u32) -> Option<String> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines().nth(line.checked_sub(1)? as usize).map(|l| l.trim().to_owned())
+}
+
+/// Refines the machine-code kind with the `for` statement's text when the
+/// source is on this machine (slices, strings and integers look alike in code).
+fn refine_with_source(code_kind: &str, line: Option<&str>) -> (String, Option<String>) {
+    let Some(text) = line.and_then(|l| l.strip_prefix("for")) else { return (code_kind.into(), None) };
+    let body = text.trim().trim_end_matches('{').trim();
+    if let Some(pos) = body.find("range ").filter(|&p| p == 0 || body[..p].ends_with(' ') || body[..p].ends_with('=')) {
+        let over = body[pos + "range ".len()..].trim().to_owned();
+        let kind = match code_kind {
+            "unknown" if over.parse::<u64>().is_ok() => "integer",
+            "unknown" => "slice",
+            k => k,
+        };
+        return (kind.into(), Some(over));
+    }
+    let kind = if code_kind == "unknown" { "for" } else { code_kind };
+    (kind.into(), None)
+}
+
+fn suggest(lp: Option<&LoopReport>, t: Option<&TypeInfo>, pc: Option<&PerCall>, saving: Option<&Saving>) -> String {
+    let ty = t.map(|t| t.name.as_str()).unwrap_or("T");
+    let n = pc.and_then(|p| p.final_len).map(|l| format!("{l:.0}"));
+    let make = match lp {
+        Some(LoopReport { kind, over: Some(over), .. }) if matches!(kind.as_str(), "map" | "slice" | "string") => {
+            format!("make([]{ty}, 0, len({over}))")
+        }
+        Some(LoopReport { kind, over: Some(over), .. }) if kind == "integer" => format!("make([]{ty}, 0, {over})"),
+        _ => format!("make([]{ty}, 0, {})", n.as_deref().unwrap_or("n")),
+    };
+    let at = match lp {
+        Some(LoopReport { file: Some(f), line: Some(l), .. }) => format!(" before the loop at {}:{l}", short(f)),
+        _ => " before the loop".into(),
+    };
+    let mut s = match lp.map(|l| l.kind.as_str()) {
+        Some("channel") | Some("func-iterator") => format!(
+            "allocate once{at}: {make} if the count is known, or keep one buffer across calls and reset it with s = s[:0]"
+        ),
+        _ => format!("preallocate{at}: s := {make}"),
+    };
+    if let Some(sv) = saving {
+        s.push_str(&format!("; saves at least {}/s ({:.0}% of allocated bytes), one allocation per call instead of {:.1}",
+            bytes(sv.bytes_per_s as u64), sv.share_of_bytes * 100.0, pc.map(|p| p.growslice).unwrap_or(0.0)));
+    }
+    s
+}
+
+pub fn short(file: &str) -> &str {
+    file.rsplit('/').next().unwrap_or(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_from_runtime_calls() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(kind_from_calls(&v(&["runtime.mapiternext"]), false), "map");
+        assert_eq!(kind_from_calls(&v(&["runtime.mapIterNext", "runtime.growslice"]), false), "map");
+        assert_eq!(kind_from_calls(&v(&["internal/runtime/maps.(*Iter).Next"]), false), "map");
+        assert_eq!(kind_from_calls(&v(&["runtime.chanrecv2"]), false), "channel");
+        assert_eq!(kind_from_calls(&v(&["runtime.decoderune"]), false), "string");
+        assert_eq!(kind_from_calls(&v(&["runtime.growslice"]), true), "func-iterator");
+        assert_eq!(kind_from_calls(&v(&["runtime.growslice"]), false), "unknown");
+    }
+
+    #[test]
+    fn source_refines_kind_and_names_the_range_expression() {
+        assert_eq!(refine_with_source("map", Some("for name := range d.tenants {")), ("map".into(), Some("d.tenants".into())));
+        assert_eq!(refine_with_source("unknown", Some("for _, v := range xs {")), ("slice".into(), Some("xs".into())));
+        assert_eq!(refine_with_source("unknown", Some("for i := range 100 {")), ("integer".into(), Some("100".into())));
+        assert_eq!(refine_with_source("unknown", Some("for i := 0; i < n; i++ {")), ("for".into(), None));
+        assert_eq!(refine_with_source("unknown", Some("for {")), ("for".into(), None));
+        assert_eq!(refine_with_source("channel", Some("for v := range ch {")), ("channel".into(), Some("ch".into())));
+        assert_eq!(refine_with_source("map", None), ("map".into(), None));
+        assert_eq!(refine_with_source("unknown", Some("x = append(x, 1)")), ("unknown".into(), None));
+    }
+
+    #[test]
+    fn suggestions_name_the_fix() {
+        let lp = LoopReport { file: Some("/src/main.go".into()), line: Some(21), kind: "map".into(), over: Some("ix.byName".into()) };
+        let t = TypeInfo { name: "string".into(), size: 16 };
+        let s = suggest(Some(&lp), Some(&t), None, None);
+        assert_eq!(s, "preallocate before the loop at main.go:21: s := make([]string, 0, len(ix.byName))");
+        let pc = PerCall { calls: 10, growslice: 7.0, bytes: 4000.0, final_len: Some(100.0), final_cap: Some(128.0) };
+        let sv = Saving { bytes_per_s: 2048.0, share_of_bytes: 0.5, allocations_per_call_after: 1 };
+        let s = suggest(None, None, Some(&pc), Some(&sv));
+        assert!(s.starts_with("preallocate before the loop: s := make([]T, 0, 100); saves at least 2.0 KiB/s (50%"), "{s}");
+    }
+}
