@@ -24,7 +24,7 @@ pub fn rank(callsites: &[Callsite], duration_s: f64, total_bytes: u64, mut diag:
             let per_s = c.count as f64 / duration_s.max(1e-9);
             let mean_len = c.mean_new_len.map(|l| format!(", growing to {l:.0} elements on average")).unwrap_or_default();
             let d = match (diag.as_deref_mut(), &c.evidence) {
-                (Some(d), Some(ev)) => Some(d.diagnose(&c.function, ev, duration_s, total_bytes)),
+                (Some(d), Some(ev)) => Some(d.diagnose(&c.function, &c.frames, ev, duration_s, total_bytes)),
                 _ => None,
             };
             let default_fix = "preallocate before the loop: make([]T, 0, n) with n the expected length (len(m) when ranging over a map or slice), or reuse one buffer across calls";

@@ -71,12 +71,13 @@ pub struct Diagnoser<'a> {
 }
 
 impl Diagnoser<'_> {
-    pub fn diagnose(&mut self, callsite_fn: &str, ev: &GrowEvidence, duration_s: f64, total_bytes: u64) -> Diagnosis {
+    /// `frames` is the callsite's stack, innermost first.
+    pub fn diagnose(&mut self, callsite_fn: &str, frames: &[Frame], ev: &GrowEvidence, duration_s: f64, total_bytes: u64) -> Diagnosis {
         let elem_type = self
             .sym
             .types_base()
             .and_then(|types| gotypes::describe(self.bin, types, ev.elem_type.wrapping_sub(self.sym.bias())));
-        let loop_ = self.find_loop(callsite_fn, ev.pc);
+        let loop_ = range_func_loop(callsite_fn, frames).or_else(|| self.find_loop(callsite_fn, ev.pc));
         let per_call = (ev.calls > 0).then(|| PerCall {
             calls: ev.calls,
             growslice: ev.growths as f64 / ev.calls as f64,
@@ -117,27 +118,45 @@ impl Diagnoser<'_> {
         let Some(lp) = loops::innermost_loop(&insns, call) else {
             return in_closure.then(|| LoopReport { file: None, line: None, kind: "func-iterator".into(), over: None });
         };
-        // The loop belongs to the innermost non-runtime function at its head;
-        // its `for` line is the smallest line of that function in the loop
-        // (the statement precedes its body, rotated loops or not).
+        // The loop belongs to the innermost non-runtime function at its
+        // header. The header is the loop's condition check and carries the
+        // `for` line; trust it when it precedes the callsite's own line in that
+        // function. Otherwise (a `for {}` with no condition) take the smallest
+        // line of that function inside the loop. Not the smallest line always:
+        // nested loops reload outer-loop spills inside the inner one.
         let head = self.sym.frames_at_vaddr(lp.head);
         let owner = head.iter().find(|f| !f.is_runtime()).or(head.last())?.clone();
-        let mut best: Option<(u32, Frame)> = None;
-        for &ip in &lp.insns {
-            let frames = self.sym.frames_at_vaddr(ip);
-            if let Some(f) = frames.iter().find(|f| f.function == owner.function && f.file == owner.file) {
-                if let Some(l) = f.line.filter(|&l| best.as_ref().is_none_or(|(b, _)| l < *b)) {
-                    best = Some((l, f.clone()));
+        let at_call = self.sym.frames_at_vaddr(call).iter().find(|f| f.function == owner.function).and_then(|f| f.line);
+        let line = match (owner.line, at_call) {
+            (Some(h), Some(c)) if h <= c => Some(h),
+            _ => {
+                let mut best: Option<u32> = None;
+                for &ip in &lp.insns {
+                    let frames = self.sym.frames_at_vaddr(ip);
+                    if let Some(l) = frames.iter().find(|f| f.function == owner.function && f.file == owner.file).and_then(|f| f.line) {
+                        best = Some(best.map_or(l, |b| b.min(l)));
+                    }
                 }
+                best.or(owner.line)
             }
-        }
-        let line = best.map(|(l, _)| l).or(owner.line);
+        };
         let callee_names: Vec<String> = lp.calls.iter().filter_map(|&t| self.sym.frames_at_vaddr(t).last().map(|f| f.function.clone())).collect();
         let code_kind = kind_from_calls(&callee_names, in_closure);
         let source = owner.file.as_deref().zip(line).and_then(|(f, l)| source_line(f, l));
         let (kind, over) = refine_with_source(code_kind, source.as_deref());
         Some(LoopReport { file: owner.file, line, kind, over })
     }
+}
+
+/// Go 1.23 range-over-func: the loop body becomes a closure `F-rangeN` that
+/// the iterator calls, so the `for ... range it` statement is the frame of `F`
+/// further up the stack, not a loop in the machine code around the append.
+fn range_func_loop(callsite_fn: &str, frames: &[Frame]) -> Option<LoopReport> {
+    let (parent, _) = callsite_fn.rsplit_once("-range")?;
+    let f = frames.iter().find(|f| f.function == parent)?;
+    let source = f.file.as_deref().zip(f.line).and_then(|(file, l)| source_line(file, l));
+    let (_, over) = refine_with_source("func-iterator", source.as_deref());
+    Some(LoopReport { file: f.file.clone(), line: f.line, kind: "func-iterator".into(), over })
 }
 
 /// The loop's kind from what it calls: map and channel iteration go through
@@ -167,6 +186,7 @@ fn source_line(file: &str, line: u32) -> Option<String> {
 /// source is on this machine (slices, strings and integers look alike in code).
 fn refine_with_source(code_kind: &str, line: Option<&str>) -> (String, Option<String>) {
     let Some(text) = line.and_then(|l| l.strip_prefix("for")) else { return (code_kind.into(), None) };
+    let text = text.split("//").next().unwrap_or(text);
     let body = text.trim().trim_end_matches('{').trim();
     if let Some(pos) = body.find("range ").filter(|&p| p == 0 || body[..p].ends_with(' ') || body[..p].ends_with('=')) {
         let over = body[pos + "range ".len()..].trim().to_owned();
@@ -233,6 +253,7 @@ mod tests {
         assert_eq!(refine_with_source("map", Some("for name := range d.tenants {")), ("map".into(), Some("d.tenants".into())));
         assert_eq!(refine_with_source("unknown", Some("for _, v := range xs {")), ("slice".into(), Some("xs".into())));
         assert_eq!(refine_with_source("unknown", Some("for i := range 100 {")), ("integer".into(), Some("100".into())));
+        assert_eq!(refine_with_source("map", Some("for k := range c.items { // note")), ("map".into(), Some("c.items".into())));
         assert_eq!(refine_with_source("unknown", Some("for i := 0; i < n; i++ {")), ("for".into(), None));
         assert_eq!(refine_with_source("unknown", Some("for {")), ("for".into(), None));
         assert_eq!(refine_with_source("channel", Some("for v := range ch {")), ("channel".into(), Some("ch".into())));
