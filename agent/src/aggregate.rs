@@ -6,6 +6,8 @@ use std::collections::{HashMap, HashSet};
 
 use hdrhistogram::Histogram;
 
+use gcprobe_common::MAX_ARGS;
+
 use crate::{
     events::Event,
     plan::{GrowsliceAbi, ProbeKind, ProbePlan, STW_REASONS},
@@ -78,7 +80,26 @@ pub struct EventCounts {
     pub overflow: u64,
     /// startTheWorld without a matching stopTheWorld (attach mid-pause).
     pub unpaired_stw: u64,
+    pub map_grow: u64,
 }
+
+/// One map's growth history.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MapGrowth {
+    pub growths: u64,
+    /// Distinct GC cycles (counted by gcStart) during which it grew.
+    pub cycles_growing: u64,
+    last_cycle: Option<u64>,
+    pub first_ktime: u64,
+    pub last_ktime: u64,
+    /// The insertion path of its first observed growth (return addresses).
+    pub stack: Box<[u64]>,
+    /// (GC cycle, len) read at GC starts after it was first seen growing.
+    pub lens: Vec<(u64, u64)>,
+}
+
+/// Maps whose length is sampled at each GC: the most-grown ones.
+const MAX_SAMPLED_MAPS: usize = 50;
 
 pub struct Aggregator {
     pid: u32,
@@ -107,6 +128,12 @@ pub struct Aggregator {
     cycle_open: bool,
     /// Open append runs: (thread, stack hash) → the last growth.
     grow_runs: HashMap<(u32, u64), Growth>,
+    /// Which argument holds the map, per map-growth probe id.
+    map_args: HashMap<u32, usize>,
+    /// Growing maps by address.
+    pub maps: HashMap<u64, MapGrowth>,
+    /// `gcController.heapLive` at each gcStart: (ktime, bytes), when readable.
+    pub heap_live: Vec<(u64, u64)>,
     /// Per thread, the run whose growslice awaits its mallocgc: growslice
     /// allocates `capmem` (capacity rounded to a size class) right after it
     /// is entered, on the same thread (runtime/slice.go).
@@ -137,6 +164,9 @@ impl Aggregator {
             cycle_open: false,
             grow_runs: HashMap::new(),
             pending_alloc: HashMap::new(),
+            map_args: plan.probes.iter().filter_map(|p| p.map_arg.map(|a| (p.id, a))).collect(),
+            maps: HashMap::new(),
+            heap_live: Vec::new(),
         }
     }
 
@@ -200,6 +230,9 @@ impl Aggregator {
             ProbeKind::GcStart => {
                 self.counts.gc_start += 1;
                 self.gc_starts.push(ev.ktime_ns);
+                if ev.args[4] != 0 {
+                    self.heap_live.push((ev.ktime_ns, ev.args[4]));
+                }
                 self.in_gc_start.insert(ev.tid);
             }
             ProbeKind::StwStop => {
@@ -219,6 +252,27 @@ impl Aggregator {
                 }
                 _ => self.counts.unpaired_stw += 1,
             },
+            ProbeKind::MapGrow => {
+                self.counts.map_grow += 1;
+                let Some(&arg) = self.map_args.get(&ev.probe_id) else { return };
+                let map = ev.args[arg.min(MAX_ARGS - 1)];
+                if !self.maps.contains_key(&map) && self.maps.len() >= MAX_STACKS {
+                    self.counts.overflow += 1;
+                    return;
+                }
+                let cycle = self.counts.gc_start;
+                let m = self.maps.entry(map).or_insert_with(|| MapGrowth {
+                    first_ktime: ev.ktime_ns,
+                    stack: ev.frames.get(1..).unwrap_or(&[]).into(),
+                    ..MapGrowth::default()
+                });
+                m.growths += 1;
+                m.last_ktime = ev.ktime_ns;
+                if m.last_cycle != Some(cycle) {
+                    m.cycles_growing += 1;
+                    m.last_cycle = Some(cycle);
+                }
+            }
             ProbeKind::Assist => {
                 self.counts.assist += 1;
                 *self.assists_by_tid.entry(ev.tid).or_default() += 1;
@@ -267,6 +321,26 @@ fn size_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 1 << 36, 3).expect("static bounds")
 }
 
+impl Aggregator {
+    /// Records the length of the busiest growing maps once per GC cycle.
+    /// `len_at` reads a map's first word — its length in both map
+    /// implementations (hmap.count, swiss Map.used: "must be first", for len()).
+    pub fn sample_map_lens(&mut self, mut len_at: impl FnMut(u64) -> Option<u64>) {
+        let cycle = self.counts.gc_start;
+        let mut busiest: Vec<(u64, u64)> = self.maps.iter().map(|(a, m)| (m.growths, *a)).collect();
+        busiest.sort_unstable_by(|a, b| b.cmp(a));
+        for (_, addr) in busiest.into_iter().take(MAX_SAMPLED_MAPS) {
+            let m = self.maps.get_mut(&addr).expect("listed above");
+            if m.lens.last().is_some_and(|&(c, _)| c == cycle) {
+                continue;
+            }
+            if let Some(len) = len_at(addr) {
+                m.lens.push((cycle, len));
+            }
+        }
+    }
+}
+
 fn entry<'a, V: Default>(map: &'a mut HashMap<Box<[u64]>, V>, key: &[u64], overflow: &mut u64) -> Option<&'a mut V> {
     if !map.contains_key(key) && map.len() >= MAX_STACKS {
         *overflow += 1;
@@ -292,6 +366,7 @@ mod tests {
             growslice_abi: GrowsliceAbi::for_version(go),
             stw_reason_arg: go >= GoVersion::new(1, 21, 0),
             nested_range: None,
+            heap_live: None,
             warnings: vec![],
         }
     }
@@ -343,6 +418,31 @@ mod tests {
         assert_eq!(g.final_alloc_sum, 8 * 16 + 2 * 16);
         // Elements copied: 0, 1, 2, 4, then 0, 1, then 0.
         assert_eq!(g.old_len_sum, 8);
+    }
+
+    #[test]
+    fn tracks_growing_maps_across_gc_cycles() {
+        let mut p = plan(GoVersion::new(1, 22, 0));
+        p.probes.push(crate::plan::PlannedProbe {
+            id: 0, name: "hashGrow".into(), symbol: "runtime.hashGrow".into(), kind: ProbeKind::MapGrow,
+            vaddr: 0, file_offset: 0, size: 0, flags: 0, required: false, map_arg: Some(1),
+        });
+        let mut a = Aggregator::new(42, &p);
+        for cycle in 0..4u64 {
+            a.add(&ev(kind::GC_START, cycle * 100, [0, 0, 0, 0, 1000 + cycle], &[1, 2]));
+            a.add(&ev(kind::MAP_GROW, cycle * 100 + 1, [0xa, 0xbeef, 0, 0, 0], &[1, 0x500]));
+            a.add(&ev(kind::MAP_GROW, cycle * 100 + 2, [0xa, 0xbeef, 0, 0, 0], &[1, 0x500]));
+        }
+        a.add(&ev(kind::MAP_GROW, 999, [0xa, 0xf00d, 0, 0, 0], &[1, 0x600]));
+        let m = &a.maps[&0xbeef];
+        assert_eq!((m.growths, m.cycles_growing), (8, 4));
+        assert_eq!(&*m.stack, &[0x500]);
+        assert_eq!(a.maps[&0xf00d].cycles_growing, 1);
+        assert_eq!(a.heap_live, vec![(0, 1000), (100, 1001), (200, 1002), (300, 1003)]);
+        a.sample_map_lens(|addr| (addr == 0xbeef).then_some(77));
+        a.sample_map_lens(|_| Some(99)); // same cycle: not sampled again
+        assert_eq!(a.maps[&0xbeef].lens, vec![(4, 77)]);
+        assert_eq!(a.maps[&0xf00d].lens, vec![(4, 99)]);
     }
 
     #[test]

@@ -103,6 +103,63 @@ pub fn rules_of_thumb(callsites: &[Callsite], stws: &[(u64, String)]) -> Vec<Str
     w
 }
 
+/// GC cycles over which a map must be watched before it is called a leak.
+pub const LEAK_MIN_CYCLES: u64 = 3;
+
+/// A map that only grows: its length, read at each GC, never fell and rose
+/// by a quarter over at least LEAK_MIN_CYCLES cycles (a cache never pruned).
+/// Without length samples: growth in LEAK_MIN_CYCLES cycles spread over at
+/// least half the window.
+pub fn map_leaks(lens: &[(u64, u64)], cycles_growing: u64, growth_spread: f64) -> bool {
+    if lens.len() as u64 >= LEAK_MIN_CYCLES {
+        let never_shrank = lens.windows(2).all(|w| w[1].1 >= w[0].1);
+        let (first, last) = (lens[0].1, lens[lens.len() - 1].1);
+        return never_shrank && last as f64 >= first as f64 * 1.25;
+    }
+    cycles_growing >= LEAK_MIN_CYCLES && growth_spread >= 0.5
+}
+
+/// A steady climb, not GC noise: over at least 6 samples, each third's mean
+/// above the one before, the last a quarter above the first.
+pub fn climbing(series: &[u64]) -> bool {
+    if series.len() < 6 {
+        return false;
+    }
+    let third = series.len() / 3;
+    let mean = |s: &[u64]| s.iter().sum::<u64>() as f64 / s.len() as f64;
+    let (a, b, c) = (mean(&series[..third]), mean(&series[third..series.len() - third]), mean(&series[series.len() - third..]));
+    a < b && b < c && c >= a * 1.25
+}
+
+pub fn leak_warnings(maps: &[crate::report::MapReport], heap: &[crate::report::HeapSample], heap_climbing: bool) -> Vec<String> {
+    let mut w = Vec::new();
+    let suspects: Vec<_> = maps.iter().filter(|m| m.likely_leak).collect();
+    for m in suspects.iter().take(3) {
+        let evidence = match (m.len_first, m.len_last) {
+            (Some(a), Some(b)) => format!("went from {a} to {b} entries over {} GCs without ever shrinking", m.len_samples),
+            _ => format!("grew {} times across {} GC cycles", m.growths, m.gc_cycles_growing),
+        };
+        w.push(format!(
+            "map {} {evidence}: entries are inserted at {} {}:{} and apparently never removed (likely leak)",
+            m.map,
+            m.function,
+            m.file.as_deref().map(short).unwrap_or("?"),
+            m.line.unwrap_or(0)
+        ));
+    }
+    if heap_climbing {
+        let (a, b) = (heap.first().map_or(0, |h| h.bytes), heap.last().map_or(0, |h| h.bytes));
+        w.push(format!(
+            "the live heap climbed from {} to {} over {} GC cycles{}",
+            bytes(a),
+            bytes(b),
+            heap.len(),
+            if suspects.is_empty() { "" } else { ", alongside the growing map(s) above: likely leak" }
+        ));
+    }
+    w
+}
+
 pub fn si(v: f64) -> String {
     if v >= 1e6 {
         format!("{:.1}M", v / 1e6)
@@ -166,6 +223,24 @@ mod tests {
         assert!(w[0].contains("35%"), "{}", w[0]);
         assert!(w[1].contains("2 stop-the-world") && w[1].contains("7.5 ms (GOMAXPROCS)"), "{}", w[1]);
         assert!(rules_of_thumb(&[cs("growslice", 1, 100, 0.29)], &[(5_000_000, "x".into())]).is_empty());
+    }
+
+    #[test]
+    fn heap_climb_needs_a_steady_rise() {
+        assert!(climbing(&[100, 120, 110, 150, 140, 170]));
+        assert!(climbing(&[102, 103, 99, 100, 111, 112, 206, 207, 199, 216, 212, 215]));
+        assert!(!climbing(&[100, 120, 100, 120, 100, 120]));
+        assert!(!climbing(&[100, 101, 102, 103, 104, 105]));
+        assert!(!climbing(&[100, 200, 300]));
+    }
+
+    #[test]
+    fn maps_that_only_grow_are_leaks() {
+        assert!(map_leaks(&[(1, 100), (2, 150), (5, 400)], 1, 0.0));
+        assert!(!map_leaks(&[(1, 100), (2, 50), (5, 400)], 1, 0.0), "it shrank: pruned");
+        assert!(!map_leaks(&[(1, 100), (2, 101), (5, 110)], 9, 1.0), "barely grew");
+        assert!(map_leaks(&[], 4, 0.8));
+        assert!(!map_leaks(&[], 4, 0.2));
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod diagnose;
 pub mod events;
 pub mod gotypes;
 pub mod loops;
+pub mod memory;
 pub mod pclntab;
 pub mod plan;
 pub mod probes;

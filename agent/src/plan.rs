@@ -62,6 +62,7 @@ pub enum ProbeKind {
     StwStop,
     StwStart,
     Assist,
+    MapGrow,
 }
 
 impl ProbeKind {
@@ -73,6 +74,7 @@ impl ProbeKind {
             ProbeKind::StwStop => kind::STW_STOP,
             ProbeKind::StwStart => kind::STW_START,
             ProbeKind::Assist => kind::ASSIST,
+            ProbeKind::MapGrow => kind::MAP_GROW,
         }
     }
 }
@@ -91,6 +93,7 @@ impl TryFrom<u32> for ProbeKind {
             kind::STW_STOP => ProbeKind::StwStop,
             kind::STW_START => ProbeKind::StwStart,
             kind::ASSIST => ProbeKind::Assist,
+            kind::MAP_GROW => ProbeKind::MapGrow,
             other => return Err(UnknownKind(other)),
         })
     }
@@ -170,6 +173,8 @@ pub struct PlannedProbe {
     pub flags: u64,
     /// The session fails if this probe cannot be attached.
     pub required: bool,
+    /// For map-growth probes: which argument register holds the map.
+    pub map_arg: Option<usize>,
 }
 
 impl PlannedProbe {
@@ -196,6 +201,9 @@ pub struct ProbePlan {
     pub stw_reason_arg: bool,
     /// Link-time range of `runtime.mallocgc`, for the nested-allocation check.
     pub nested_range: Option<(u64, u64)>,
+    /// Link-time address of `runtime.gcController.heapLive`: needs the
+    /// symbol table (the variable) and DWARF (the field offset).
+    pub heap_live: Option<u64>,
     pub warnings: Vec<String>,
 }
 
@@ -226,6 +234,7 @@ impl ProbePlan {
             growslice_abi: GrowsliceAbi::for_version(go),
             stw_reason_arg: go >= GoVersion::new(1, 21, 0),
             nested_range: None,
+            heap_live: None,
             warnings,
         };
 
@@ -256,6 +265,32 @@ impl ProbePlan {
             }
         }
 
+        // Map growth: hashGrow(t *maptype, h *hmap) through Go 1.23
+        // (runtime/map.go); with swiss maps (1.24+, internal/runtime/maps)
+        // (*Map).growToSmall/growToTable(m, typ) and (*table).grow(t, typ, m,
+        // newCap) / (*table).split(t, typ, m).
+        let map_growth: &[(&str, &str, usize)] = if go < GoVersion::new(1, 24, 0) {
+            &[("hashGrow", "runtime.hashGrow", 1)]
+        } else {
+            &[
+                ("map.growToSmall", "internal/runtime/maps.(*Map).growToSmall", 0),
+                ("map.growToTable", "internal/runtime/maps.(*Map).growToTable", 0),
+                ("table.grow", "internal/runtime/maps.(*table).grow", 2),
+                ("table.split", "internal/runtime/maps.(*table).split", 2),
+            ]
+        };
+        for &(short, symbol, arg) in map_growth {
+            if plan.add(syms, short, symbol, ProbeKind::MapGrow, walk, false) {
+                if let Some(p) = plan.probes.last_mut() {
+                    p.map_arg = Some(arg);
+                }
+            } else {
+                plan.skipped.push(SkippedProbe { name: short.into(), symbol: symbol.into(), reason: "symbol not in binary (no map of this kind grows)".into() });
+            }
+        }
+
+        plan.heap_live = heap_live_address(bin);
+
         // Go 1.26+ (GOEXPERIMENT sizespecializedmalloc, default in 1.27): compiled
         // code calls size-class-specialized allocators directly, bypassing
         // mallocgc (cmd/compile/internal/ssagen/ssa.go, runtime/malloc_generated.go).
@@ -276,9 +311,20 @@ impl ProbePlan {
             return false;
         };
         let id = self.probes.len() as u32;
-        self.probes.push(PlannedProbe { id, name: short.into(), symbol: symbol.into(), kind, vaddr: sym.addr, file_offset, size: sym.size, flags, required });
+        self.probes.push(PlannedProbe { id, name: short.into(), symbol: symbol.into(), kind, vaddr: sym.addr, file_offset, size: sym.size, flags, required, map_arg: None });
         true
     }
+}
+
+/// `&runtime.gcController + offsetof(gcControllerState, heapLive)`. The field
+/// moves between releases, so its offset comes from the binary's own DWARF.
+fn heap_live_address(bin: &Binary) -> Option<u64> {
+    let var = bin.symbol("runtime.gcController")?;
+    if !bin.has_dwarf {
+        return None;
+    }
+    let off = crate::symbolize::dwarf::member_offset(bin.data(), "runtime.gcControllerState", "heapLive").ok()??;
+    Some(var.addr + off)
 }
 
 fn is_size_specialized_malloc(name: &str) -> bool {
@@ -303,7 +349,7 @@ mod tests {
 
     #[test]
     fn kinds_round_trip() {
-        for k in [ProbeKind::Malloc, ProbeKind::Growslice, ProbeKind::GcStart, ProbeKind::StwStop, ProbeKind::StwStart, ProbeKind::Assist] {
+        for k in [ProbeKind::Malloc, ProbeKind::Growslice, ProbeKind::GcStart, ProbeKind::StwStop, ProbeKind::StwStart, ProbeKind::Assist, ProbeKind::MapGrow] {
             assert_eq!(ProbeKind::try_from(k.raw()).unwrap(), k);
         }
         assert!(ProbeKind::try_from(0).is_err());

@@ -118,10 +118,9 @@ impl Attached {
         let mut targets: HashMap<MapData, u32, TargetConfig> =
             HashMap::try_from(ebpf.take_map("TARGETS").ok_or(ProbeError::Missing { what: "map", name: "TARGETS" })?)
                 .map_err(|source| ProbeError::Map { name: "TARGETS", source })?;
-        let cfg = match plan.nested_range {
-            Some((lo, hi)) => TargetConfig { nested_lo: lo.wrapping_add(bias), nested_hi: hi.wrapping_add(bias) },
-            None => TargetConfig::default(),
-        };
+        let (nested_lo, nested_hi) = plan.nested_range.map_or((0, 0), |(lo, hi)| (lo.wrapping_add(bias), hi.wrapping_add(bias)));
+        let heap_live_addr = plan.heap_live.map_or(0, |a| a.wrapping_add(bias));
+        let cfg = TargetConfig { nested_lo, nested_hi, heap_live_addr };
         targets.insert(pid, cfg, 0).map_err(|source| ProbeError::Map { name: "TARGETS", source })?;
 
         let name = program.name();

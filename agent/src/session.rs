@@ -334,6 +334,9 @@ async fn stream(
     };
     tokio::pin!(deadline);
     let mut last = (0u64, 0u64, 0u64);
+    // Reads only; unavailable memory just means no map lengths.
+    let mem = crate::memory::TargetMemory::open(opts.pid).ok();
+    let mut sampled_at_gc = 0u64;
 
     let ended_by = loop {
         tokio::select! {
@@ -342,7 +345,15 @@ async fn stream(
                 drain_into(guard.get_inner_mut(), agg);
                 guard.clear_ready();
             }
-            _ = flush.tick() => drain_into(ring.get_mut(), agg),
+            _ = flush.tick() => {
+                drain_into(ring.get_mut(), agg);
+                if let Some(mem) = &mem {
+                    if agg.counts.gc_start != sampled_at_gc && !agg.maps.is_empty() {
+                        sampled_at_gc = agg.counts.gc_start;
+                        agg.sample_map_lens(|addr| mem.read_u64(addr));
+                    }
+                }
+            }
             _ = tick.tick(), if !opts.quiet => {
                 let c = &agg.counts;
                 let dt = opts.interval.as_secs_f64();

@@ -27,6 +27,9 @@ pub mod kind {
     pub const STW_START: u32 = 5;
     /// `runtime.gcAssistAlloc`.
     pub const ASSIST: u32 = 6;
+    /// A map growing: `runtime.hashGrow` (hmap, Go ≤ 1.23) or the swiss-map
+    /// growth functions of internal/runtime/maps (Go 1.24+).
+    pub const MAP_GROW: u32 = 7;
 }
 
 /// Attach-cookie layout: `probe_id | kind << 32 | flags << 48`.
@@ -90,8 +93,11 @@ pub struct TargetConfig {
     /// [`cookie::FLAG_SKIP_NESTED`]); `0..0` disables the check.
     pub nested_lo: u64,
     pub nested_hi: u64,
+    /// Runtime address of `runtime.gcController.heapLive`, read (never
+    /// written) at each gcStart into `args[4]`; 0 when unknown.
+    pub heap_live_addr: u64,
 }
-const _: () = assert!(core::mem::size_of::<TargetConfig>() == 16);
+const _: () = assert!(core::mem::size_of::<TargetConfig>() == 24);
 
 /// Slots of the per-CPU `STATS` array.
 pub mod stat {

@@ -84,7 +84,12 @@ fn try_go_entry(ctx: &ProbeContext) -> Result<(), i64> {
         addr_of_mut!((*ev).tgid).write(tgid);
         addr_of_mut!((*ev).tid).write(pid_tgid as u32);
         addr_of_mut!((*ev).ktime_ns).write(bpf_ktime_get_ns());
-        addr_of_mut!((*ev).args).write(arch::go_args(ctx));
+        let mut args = arch::go_args(ctx);
+        if cookie::kind(ck) == gcprobe_common::kind::GC_START && cfg.heap_live_addr != 0 {
+            // gcStart takes a 3-word gcTrigger; the 5th slot carries the heap.
+            args[4] = bpf_probe_read_user(cfg.heap_live_addr as *const u64).unwrap_or(0);
+        }
+        addr_of_mut!((*ev).args).write(args);
         addr_of_mut!((*ev)._pad).write(0);
         let frames = &mut *addr_of_mut!((*ev).frames);
         frames[0] = arch::pc(ctx);

@@ -167,7 +167,8 @@ fn sigterm_ends_the_session_with_a_report() {
     let text = String::from_utf8(out.stdout).unwrap();
     let line = fixtures::marker_line("appendloop", "gcprobe:culprit");
     assert!(text.contains("ended by signal"), "{text}");
-    assert!(text.contains("#1 main.(*Index).Names at ") && text.contains(&format!("appendloop/main.go:{line} ")), "{text}");
+    assert!(text.contains(&format!("#1 main.(*Index).Names grows []string at main.go:{line} inside a map loop over ix.byName")), "{text}");
+    assert!(text.contains(&format!("appendloop/main.go:{line} (append-growth)")), "{text}");
 }
 
 #[test]
@@ -238,6 +239,37 @@ fn every_loop_kind_is_named_with_its_for_line_and_element_type() {
             if got != (Some(u64::from(for_line)), kind, elem) {
                 failures.push(format!("Go {version} {name}: loop/kind/elem {got:?}, want ({for_line}, {kind}, {elem}) (since Go 1.{since})"));
             }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn a_map_that_only_grows_is_flagged_beside_the_climbing_heap() {
+    if !privileged("a_map_that_only_grows_is_flagged_beside_the_climbing_heap") {
+        return;
+    }
+    let leak_line = fixtures::marker_line("mapleak", "gcprobe:map-insert");
+    let bounded_line = fixtures::marker_line("mapleak", "gcprobe:bounded-insert");
+    let mut failures = Vec::new();
+    // Classic hmap (1.19, 1.21) and swiss maps (1.27).
+    for version in [pins::GO_DEBIAN, pins::GO_PYPI[0], *pins::GO_PYPI.last().unwrap()] {
+        let exe = fixtures::build("mapleak", version, Flavor::Default).unwrap();
+        let t = Target::start(&exe, &[], &[]);
+        let r = attach_json(t.pid(), "6s");
+        let maps = r["maps"].as_array().unwrap();
+        match maps.iter().find(|m| m["line"] == leak_line) {
+            Some(m) if m["likely_leak"] == true && str_of(m, "function") == "main.remember" => {}
+            other => failures.push(format!("Go {version}: leaking map {other:?}")),
+        }
+        if let Some(m) = maps.iter().find(|m| m["line"] == bounded_line && m["likely_leak"] == true) {
+            failures.push(format!("Go {version}: bounded map flagged: {m}"));
+        }
+        if r["gc"]["heap_climbing"] != true || r["gc"]["heap_live"].as_array().unwrap().len() < 6 {
+            failures.push(format!("Go {version}: heap not seen climbing: {}", r["gc"]["heap_live"]));
+        }
+        if !r["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains("likely leak")) {
+            failures.push(format!("Go {version}: no leak warning: {}", r["warnings"]));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -168,6 +168,40 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
         sizes.insert("growslice".into(), size_stats("elements", &agg.grow_lens));
     }
 
+    // Maps that keep growing.
+    let t0 = agg.first_ktime.unwrap_or(0);
+    let span = agg.last_ktime.saturating_sub(t0).max(1) as f64;
+    let secs = |k: u64| k.saturating_sub(t0) as f64 / 1e9;
+    let mut maps: Vec<MapReport> = agg
+        .maps
+        .iter()
+        .map(|(addr, m)| {
+            let frames = return_frames(sym, &m.stack);
+            let (idx, _) = callsite_index(&frames);
+            let f = frames[idx.min(frames.len() - 1)].clone();
+            MapReport {
+                map: format!("{addr:#x}"),
+                growths: m.growths,
+                gc_cycles_growing: m.cycles_growing,
+                first_growth_s: secs(m.first_ktime),
+                last_growth_s: secs(m.last_ktime),
+                function: f.function,
+                file: f.file,
+                line: f.line,
+                frames: frames[idx..].to_vec(),
+                len_first: m.lens.first().map(|l| l.1),
+                len_last: m.lens.last().map(|l| l.1),
+                len_samples: m.lens.len(),
+                likely_leak: culprits::map_leaks(&m.lens, m.cycles_growing, m.last_ktime.saturating_sub(m.first_ktime) as f64 / span),
+            }
+        })
+        .collect();
+    maps.sort_by(|a, b| b.likely_leak.cmp(&a.likely_leak).then(b.growths.cmp(&a.growths)).then(a.map.cmp(&b.map)));
+    maps.truncate(50);
+    let heap_live: Vec<HeapSample> = agg.heap_live.iter().map(|&(k, b)| HeapSample { t_s: secs(k), bytes: b }).collect();
+    let heap_climbing = culprits::climbing(&heap_live.iter().map(|h| h.bytes).collect::<Vec<_>>());
+    let _ = span;
+
     let lost = inp.kernel.ringbuf_full + agg.counts.undecodable;
     let total = agg.alloc_bytes;
     let culprits = match inp.binary {
@@ -176,6 +210,10 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
     };
     let mut warnings = inp.plan.warnings.clone();
     warnings.extend(culprits::rules_of_thumb(&callsites, &spans));
+    warnings.extend(culprits::leak_warnings(&maps, &heap_live, heap_climbing));
+    if heap_live.is_empty() && agg.counts.gc_start > 0 && inp.plan.heap_live.is_none() {
+        warnings.push("live heap per GC unavailable: finding runtime.gcController needs the symbol table and DWARF".into());
+    }
     if lost > 0 {
         warnings.push(format!("{lost} events were lost (ring buffer full or undecodable): counts and rates are lower bounds"));
     }
@@ -203,8 +241,9 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
             lost,
             nested_skipped: inp.kernel.nested,
         },
-        gc: Gc { cycles, stw, assists_by_thread: assists },
+        gc: Gc { cycles, stw, assists_by_thread: assists, heap_live, heap_climbing },
         callsites,
+        maps,
         sizes,
         culprits,
         warnings,

@@ -32,6 +32,8 @@ pub struct Report {
     /// `growslice` requested lengths (elements), keyed by probe name.
     pub sizes: BTreeMap<String, SizeStats>,
     pub culprits: Vec<Culprit>,
+    /// Maps seen growing, most growth first, with where they are inserted into.
+    pub maps: Vec<MapReport>,
     /// Rules of thumb that fired, and anything that limits the report's accuracy.
     pub warnings: Vec<String>,
     /// What the probes cost: kernel-side counters.
@@ -104,6 +106,39 @@ pub struct Gc {
     pub stw: Stw,
     /// gcAssistAlloc calls per thread id, busiest first.
     pub assists_by_thread: Vec<(u32, u64)>,
+    /// The runtime's live-heap estimate at each gcStart (empty when the binary
+    /// lacks the symbols and DWARF to find it).
+    pub heap_live: Vec<HeapSample>,
+    /// The live heap rose across most cycles: a likely leak.
+    pub heap_climbing: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HeapSample {
+    pub t_s: f64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MapReport {
+    /// The map's address in the target.
+    pub map: String,
+    pub growths: u64,
+    /// GC cycles during which it grew.
+    pub gc_cycles_growing: u64,
+    pub first_growth_s: f64,
+    pub last_growth_s: f64,
+    /// Where entries are inserted: the first frame outside the runtime.
+    pub function: String,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    pub frames: Vec<Frame>,
+    /// Its length when first sampled and when last sampled (read at GC starts).
+    pub len_first: Option<u64>,
+    pub len_last: Option<u64>,
+    pub len_samples: usize,
+    /// Its length only grew, across several GC cycles.
+    pub likely_leak: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -81,6 +81,26 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(o, "    {:<28} {:>6} pauses  total {:>9.3} ms  max {:>8.0} us", reason, st.count, st.total_ms, st.max_us);
     }
 
+    if !r.gc.heap_live.is_empty() {
+        let series: Vec<String> = r.gc.heap_live.iter().map(|h| bytes(h.bytes)).collect();
+        let shown = if series.len() > 12 { format!("{} ... {}", series[..6].join(" "), series[series.len() - 6..].join(" ")) } else { series.join(" ") };
+        let _ = writeln!(o, "  live heap at gcStart: {shown}{}", if r.gc.heap_climbing { "  (climbing)" } else { "" });
+    }
+
+    if !r.maps.is_empty() {
+        let _ = writeln!(o, "\nGROWING MAPS");
+        for m in r.maps.iter().take(5) {
+            let _ = writeln!(
+                o,
+                "  {} {} growths in {} GC cycles{}, inserted at {} {}{}",
+                m.map, m.growths, m.gc_cycles_growing,
+                match (m.len_first, m.len_last) { (Some(a), Some(b)) => format!(", len {a} -> {b}"), _ => String::new() },
+                m.function, loc(&m.file, m.line),
+                if m.likely_leak { "  <- likely leak" } else { "" }
+            );
+        }
+    }
+
     let missing: Vec<_> = r.probes.iter().filter(|p| !p.attached).collect();
     if !missing.is_empty() {
         let _ = writeln!(o, "\nPROBES NOT PLACED");
