@@ -14,8 +14,9 @@ use crate::{
 /// What the aggregator knows about one growslice callsite.
 #[derive(Debug, Clone, Default)]
 pub struct GrowEvidence {
-    /// A return address (runtime) of the growslice call at this site.
-    pub pc: u64,
+    /// Return addresses (runtime) of the heaviest stack through this site,
+    /// starting with the growslice call's.
+    pub pcs: Vec<u64>,
     /// Element `*_type` (runtime address).
     pub elem_type: u64,
     pub growths: u64,
@@ -47,6 +48,8 @@ pub struct PerCall {
     pub final_len: Option<f64>,
     /// ...and at most this (the capacity that growth produced).
     pub final_cap: Option<f64>,
+    /// Bytes copied from old to new backing arrays per call.
+    pub copied_bytes: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -77,7 +80,10 @@ impl Diagnoser<'_> {
             .sym
             .types_base()
             .and_then(|types| gotypes::describe(self.bin, types, ev.elem_type.wrapping_sub(self.sym.bias())));
-        let loop_ = range_func_loop(callsite_fn, frames).or_else(|| self.find_loop(callsite_fn, ev.pc));
+        // The append may sit in a helper that was not inlined; its loop is
+        // then in a caller: walk up a few return addresses.
+        let loop_ = range_func_loop(callsite_fn, frames)
+            .or_else(|| ev.pcs.iter().take(4).find_map(|&pc| self.find_loop(callsite_fn, pc)));
         let per_call = (ev.calls > 0).then(|| PerCall {
             calls: ev.calls,
             growslice: ev.growths as f64 / ev.calls as f64,
@@ -87,6 +93,7 @@ impl Diagnoser<'_> {
                 Some(t) if ev.finished_calls > 0 && t.size > 0 => Some(ev.final_alloc_sum as f64 / ev.finished_calls as f64 / t.size as f64),
                 _ => None,
             },
+            copied_bytes: elem_type.as_ref().map(|t| ev.old_len_sum as f64 * t.size as f64 / ev.calls as f64),
         });
         let expected_saving = match (&per_call, &elem_type) {
             // Conservative: one allocation sized to the largest final length
@@ -103,7 +110,10 @@ impl Diagnoser<'_> {
             }),
             _ => None,
         };
-        let suggestion = suggest(loop_.as_ref(), elem_type.as_ref(), per_call.as_ref(), expected_saving.as_ref());
+        let suggestion = match builder_kind(callsite_fn) {
+            Some(ty) => suggest_grow(ty, loop_.as_ref(), per_call.as_ref(), expected_saving.as_ref()),
+            None => suggest(loop_.as_ref(), elem_type.as_ref(), per_call.as_ref(), expected_saving.as_ref()),
+        };
         Diagnosis { loop_, elem_type, per_call, suggestion, expected_saving }
     }
 
@@ -228,6 +238,30 @@ fn suggest(lp: Option<&LoopReport>, t: Option<&TypeInfo>, pc: Option<&PerCall>, 
     s
 }
 
+/// Appends inside strings.Builder or bytes.Buffer are fixed with their Grow.
+fn builder_kind(callsite_fn: &str) -> Option<&'static str> {
+    if callsite_fn.starts_with("strings.(*Builder).") {
+        Some("strings.Builder")
+    } else if callsite_fn.starts_with("bytes.(*Buffer).") {
+        Some("bytes.Buffer")
+    } else {
+        None
+    }
+}
+
+fn suggest_grow(ty: &str, lp: Option<&LoopReport>, pc: Option<&PerCall>, saving: Option<&Saving>) -> String {
+    let at = match lp {
+        Some(LoopReport { file: Some(f), line: Some(l), .. }) => format!(" before the loop at {}:{l}", short(f)),
+        _ => " before the loop".into(),
+    };
+    let n = pc.and_then(|p| p.final_len).map(|l| format!("{l:.0}")).unwrap_or_else(|| "n".into());
+    let mut s = format!("size the {ty} once{at}: b.Grow({n}) (the total bytes it will hold), instead of letting each write regrow it");
+    if let Some(sv) = saving {
+        s.push_str(&format!("; saves at least {}/s ({:.0}% of allocated bytes)", bytes(sv.bytes_per_s as u64), sv.share_of_bytes * 100.0));
+    }
+    s
+}
+
 pub fn short(file: &str) -> &str {
     file.rsplit('/').next().unwrap_or(file)
 }
@@ -267,9 +301,13 @@ mod tests {
         let t = TypeInfo { name: "string".into(), size: 16 };
         let s = suggest(Some(&lp), Some(&t), None, None);
         assert_eq!(s, "preallocate before the loop at main.go:21: s := make([]string, 0, len(ix.byName))");
-        let pc = PerCall { calls: 10, growslice: 7.0, bytes: 4000.0, final_len: Some(100.0), final_cap: Some(128.0) };
+        let pc = PerCall { calls: 10, growslice: 7.0, bytes: 4000.0, final_len: Some(100.0), final_cap: Some(128.0), copied_bytes: None };
         let sv = Saving { bytes_per_s: 2048.0, share_of_bytes: 0.5, allocations_per_call_after: 1 };
         let s = suggest(None, None, Some(&pc), Some(&sv));
         assert!(s.starts_with("preallocate before the loop: s := make([]T, 0, 100); saves at least 2.0 KiB/s (50%"), "{s}");
+        assert_eq!(builder_kind("strings.(*Builder).WriteString"), Some("strings.Builder"));
+        assert_eq!(builder_kind("main.f"), None);
+        let g = suggest_grow("strings.Builder", Some(&lp), Some(&pc), None);
+        assert_eq!(g, "size the strings.Builder once before the loop at main.go:21: b.Grow(100) (the total bytes it will hold), instead of letting each write regrow it");
     }
 }

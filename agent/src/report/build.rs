@@ -101,7 +101,7 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
         e.old_len_sum += g.old_len_sum;
         if g.count >= a.heaviest_grow {
             a.heaviest_grow = g.count;
-            e.pc = stack.first().copied().unwrap_or(0);
+            e.pcs = stack.iter().take(8).copied().collect();
             e.elem_type = g.elem_type;
         }
     }
