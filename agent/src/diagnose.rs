@@ -221,10 +221,7 @@ fn suggest(lp: Option<&LoopReport>, t: Option<&TypeInfo>, pc: Option<&PerCall>, 
         Some(LoopReport { kind, over: Some(over), .. }) if kind == "integer" => format!("make([]{ty}, 0, {over})"),
         _ => format!("make([]{ty}, 0, {})", n.as_deref().unwrap_or("n")),
     };
-    let at = match lp {
-        Some(LoopReport { file: Some(f), line: Some(l), .. }) => format!(" before the loop at {}:{l}", short(f)),
-        _ => " before the loop".into(),
-    };
+    let at = before_loop(lp);
     let mut s = match lp.map(|l| l.kind.as_str()) {
         Some("channel") | Some("func-iterator") => format!(
             "allocate once{at}: {make} if the count is known, or keep one buffer across calls and reset it with s = s[:0]"
@@ -236,6 +233,13 @@ fn suggest(lp: Option<&LoopReport>, t: Option<&TypeInfo>, pc: Option<&PerCall>, 
             bytes(sv.bytes_per_s as u64), sv.share_of_bytes * 100.0, pc.map(|p| p.growslice).unwrap_or(0.0)));
     }
     s
+}
+
+fn before_loop(lp: Option<&LoopReport>) -> String {
+    match lp {
+        Some(LoopReport { file: Some(f), line: Some(l), .. }) => format!(" before the loop at {}:{l}", short(f)),
+        _ => " before the loop".into(),
+    }
 }
 
 /// Appends inside strings.Builder or bytes.Buffer are fixed with their Grow.
@@ -250,10 +254,7 @@ fn builder_kind(callsite_fn: &str) -> Option<&'static str> {
 }
 
 fn suggest_grow(ty: &str, lp: Option<&LoopReport>, pc: Option<&PerCall>, saving: Option<&Saving>) -> String {
-    let at = match lp {
-        Some(LoopReport { file: Some(f), line: Some(l), .. }) => format!(" before the loop at {}:{l}", short(f)),
-        _ => " before the loop".into(),
-    };
+    let at = before_loop(lp);
     let n = pc.and_then(|p| p.final_len).map(|l| format!("{l:.0}")).unwrap_or_else(|| "n".into());
     let mut s = format!("size the {ty} once{at}: b.Grow({n}) (the total bytes it will hold), instead of letting each write regrow it");
     if let Some(sv) = saving {

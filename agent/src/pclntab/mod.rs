@@ -93,7 +93,6 @@ impl std::fmt::Debug for Pclntab {
 
 struct Func {
     entry: u64,
-    off: usize,
     name_off: u32,
     pcfile: u32,
     pcln: u32,
@@ -228,7 +227,6 @@ impl Pclntab {
         let nfuncdata = *self.data.get(nfuncdata_at).ok_or(PclntabError::Truncated { what: "_func", offset: nfuncdata_at })?;
         Ok(Func {
             entry: self.text_start.wrapping_add(u64::from(r(0)?)),
-            off,
             name_off: r(1)?,
             pcfile: r(5)?,
             pcln: r(6)?,
@@ -343,7 +341,6 @@ impl Pclntab {
     pub fn frames(&self, vaddr: u64) -> Result<Option<Vec<Frame>>> {
         let Some(i) = self.find(vaddr)? else { return Ok(None) };
         let f = self.func(i)?;
-        let _ = f.off;
         let tree = match (&self.inl, self.funcdata_off(&f, FUNCDATA_INL_TREE)?) {
             (Some(src), Some(off)) => Some((src, off)),
             _ => None,

@@ -200,7 +200,6 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
     maps.truncate(50);
     let heap_live: Vec<HeapSample> = agg.heap_live.iter().map(|&(k, b)| HeapSample { t_s: secs(k), bytes: b }).collect();
     let heap_climbing = culprits::climbing(&heap_live.iter().map(|h| h.bytes).collect::<Vec<_>>());
-    let _ = span;
 
     let lost = inp.kernel.ringbuf_full + agg.counts.undecodable;
     let total = agg.alloc_bytes;
