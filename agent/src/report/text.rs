@@ -35,8 +35,8 @@ pub fn render(r: &Report) -> String {
             let _ = writeln!(o, "     loop: {} at {}{}", l.kind, loc(&l.file, l.line), l.over.as_ref().map(|o| format!(", ranging over {o}")).unwrap_or_default());
         }
         let _ = writeln!(o, "     {:.1}% of bytes, {:.1}% of allocations", c.share_of_bytes * 100.0, c.share_of_allocs * 100.0);
+        // The fix is the end of the summary line above.
         let _ = writeln!(o, "     evidence: {}", c.evidence);
-        let _ = writeln!(o, "     fix: {}", c.suggestion);
     }
 
     let _ = writeln!(o, "\nTOP CALLSITES (by bytes)");
