@@ -28,7 +28,6 @@ pub struct GrowStat {
     pub count: u64,
     /// Sum of the requested new lengths, for the typical final length.
     pub new_len_sum: u64,
-    pub max_new_len: u64,
     /// `*_type` of the element, as a target (runtime) address.
     pub elem_type: u64,
     /// Sum of elements copied by the growths.
@@ -118,7 +117,6 @@ pub struct Aggregator {
     pub stw_open: Option<(u64, StwCause)>,
     pub stws: Vec<StwSpan>,
     pub stw_hist: Histogram<u64>,
-    pub gc_starts: Vec<u64>,
     pub assists_by_tid: HashMap<u32, u64>,
     pub first_ktime: Option<u64>,
     pub last_ktime: u64,
@@ -156,7 +154,6 @@ impl Aggregator {
             stws: Vec::new(),
             // 1 ns .. 1000 s.
             stw_hist: Histogram::new_with_bounds(1, 1_000_000_000_000, 3).expect("static bounds"),
-            gc_starts: Vec::new(),
             assists_by_tid: HashMap::new(),
             first_ktime: None,
             last_ktime: 0,
@@ -214,7 +211,6 @@ impl Aggregator {
                 if let Some(s) = entry(&mut self.grow_stacks, key, &mut self.counts.overflow) {
                     s.count += 1;
                     s.new_len_sum += a.new_len;
-                    s.max_new_len = s.max_new_len.max(a.new_len);
                     s.elem_type = a.elem_type;
                     s.old_len_sum += a.old_len;
                     if a.old_cap == 0 {
@@ -229,7 +225,6 @@ impl Aggregator {
             }
             ProbeKind::GcStart => {
                 self.counts.gc_start += 1;
-                self.gc_starts.push(ev.ktime_ns);
                 if ev.args[4] != 0 {
                     self.heap_live.push((ev.ktime_ns, ev.args[4]));
                 }

@@ -127,10 +127,7 @@ pub struct AttachOptions {
 /// Everything learned about the target before touching the kernel.
 pub struct Inspected {
     pub process: Process,
-    pub binary: Binary,
-    pub build: buildinfo::BuildInfo,
-    pub pclntab: Option<Pclntab>,
-    pub plan: ProbePlan,
+    pub exe: ExeInfo,
 }
 
 /// What `inspect_exe` learns from a file.
@@ -143,13 +140,13 @@ pub struct ExeInfo {
 
 pub fn inspect(pid: u32) -> Result<Inspected, SessionError> {
     let process = Process::open(pid)?;
-    let ExeInfo { binary, build, pclntab, plan } = inspect_exe(&process.exe_path, &process.exe_display).map_err(|e| match e {
+    let exe = inspect_exe(&process.exe_path, &process.exe_display).map_err(|e| match e {
         SessionError::Binary(BinaryError::Open { ref source, .. }) if source.kind() == io::ErrorKind::NotFound => {
             SessionError::Process(ProcessError::Exited { pid })
         }
         other => other,
     })?;
-    Ok(Inspected { process, binary, build, pclntab, plan })
+    Ok(Inspected { process, exe })
 }
 
 /// ELF, build info and probe plan of an executable; `display` names it in errors.
@@ -165,10 +162,7 @@ pub fn inspect_exe(path: &Path, display: &str) -> Result<ExeInfo, SessionError> 
 /// `gcprobe plan`: what would be probed, and where.
 pub fn print_plan(pid: Option<u32>, exe: Option<PathBuf>) -> Result<(), SessionError> {
     let ExeInfo { binary, build, pclntab, plan } = match (pid, exe) {
-        (Some(pid), _) => {
-            let i = inspect(pid)?;
-            ExeInfo { binary: i.binary, build: i.build, pclntab: i.pclntab, plan: i.plan }
-        }
+        (Some(pid), _) => inspect(pid)?.exe,
         (None, Some(exe)) => inspect_exe(&exe, &exe.display().to_string())?,
         (None, None) => unreachable!("clap requires --pid or --exe"),
     };
@@ -205,7 +199,7 @@ pub fn attach(opts: AttachOptions) -> Result<Report, SessionError> {
     if !process::has_bpf_privileges() {
         return Err(SessionError::Privileges);
     }
-    let Inspected { process, binary, build, pclntab, plan } = inspect(opts.pid)?;
+    let Inspected { process, exe: ExeInfo { binary, build, pclntab, plan } } = inspect(opts.pid)?;
     for w in &plan.warnings {
         eprintln!("gcprobe: warning: {w}");
     }
@@ -242,14 +236,14 @@ pub fn attach(opts: AttachOptions) -> Result<Report, SessionError> {
     let mut agg = Aggregator::new(opts.pid, &plan);
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(SessionError::Io)?;
-    let (ring, ended_by) = rt.block_on(stream(ring, &opts, &mut agg, &attached, started)).map_err(SessionError::Io)?;
+    let (mut ring, ended_by) = rt.block_on(stream(ring, &opts, &mut agg, &attached, started)).map_err(SessionError::Io)?;
     let duration_s = started.elapsed().as_secs_f64();
 
     // Detach first, then drain what the kernel already queued: nothing is lost
     // between the last read and the end of the window.
     let kernel = attached.stats();
     attached.detach();
-    drain(ring, &mut agg);
+    drain_into(&mut ring, &mut agg);
 
     let target = report::Target {
         pid: opts.pid,
@@ -288,10 +282,6 @@ fn self_usage() -> report::AgentReport {
 
 const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 
-fn drain(mut ring: RingBuf<MapData>, agg: &mut Aggregator) {
-    drain_into(&mut ring, agg);
-}
-
 fn drain_into(ring: &mut RingBuf<MapData>, agg: &mut Aggregator) {
     while let Some(item) = ring.next() {
         match Event::decode(&item) {
@@ -308,14 +298,14 @@ async fn stream(
     attached: &Attached,
     started: Instant,
 ) -> io::Result<(RingBuf<MapData>, &'static str)> {
-    // SAFETY: the RingBuf and the OwnedFd own their descriptors and keep them
-    // open, unchanged, for as long as the AsyncFd holds them.
     let pidfd = match pidfd_open(opts.pid) {
         Ok(fd) => fd,
         // Gone between attach and here: still a session, with a report.
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok((ring, "target-exited")),
         Err(e) => return Err(e),
     };
+    // SAFETY: the RingBuf and the OwnedFd own their descriptors and keep them
+    // open, unchanged, for as long as the AsyncFd holds them.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }?;
     let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) }?;
     let mut sigterm = signal(SignalKind::terminate())?;

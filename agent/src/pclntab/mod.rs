@@ -378,21 +378,21 @@ impl Pclntab {
         Ok(InlinedCall { name_off: rd(name_at)?, parent_pc: rd(parent_at)? })
     }
 
-    /// The function containing `vaddr`.
-    pub fn function_at(&self, vaddr: u64) -> Result<Option<Function>> {
-        let Some(i) = self.find(vaddr)? else { return Ok(None) };
+    /// Function `i` of the functab; its size runs to the next entry.
+    fn function_by_index(&self, i: usize) -> Result<Function> {
         let f = self.func(i)?;
         let next = self.text_start.wrapping_add(u64::from(self.entry_off(i + 1)?));
-        Ok(Some(Function { name: self.func_name(f.name_off)?.to_owned(), entry: f.entry, size: next.saturating_sub(f.entry) }))
+        Ok(Function { name: self.func_name(f.name_off)?.to_owned(), entry: f.entry, size: next.saturating_sub(f.entry) })
+    }
+
+    /// The function containing `vaddr`.
+    pub fn function_at(&self, vaddr: u64) -> Result<Option<Function>> {
+        self.find(vaddr)?.map(|i| self.function_by_index(i)).transpose()
     }
 
     /// Every function, in address order.
     pub fn functions(&self) -> impl Iterator<Item = Result<Function>> + '_ {
-        (0..self.nfunc).map(move |i| {
-            let f = self.func(i)?;
-            let next = self.text_start.wrapping_add(u64::from(self.entry_off(i + 1)?));
-            Ok(Function { name: self.func_name(f.name_off)?.to_owned(), entry: f.entry, size: next.saturating_sub(f.entry) })
-        })
+        (0..self.nfunc).map(move |i| self.function_by_index(i))
     }
 
     /// Looks a function up by its full name (`runtime.mallocgc`).
@@ -408,10 +408,7 @@ impl Pclntab {
             }
             m
         });
-        let Some(&i) = names.get(name) else { return Ok(None) };
-        let f = self.func(i)?;
-        let next = self.text_start.wrapping_add(u64::from(self.entry_off(i + 1)?));
-        Ok(Some(Function { name: name.to_owned(), entry: f.entry, size: next.saturating_sub(f.entry) }))
+        names.get(name).map(|&i| self.function_by_index(i)).transpose()
     }
 }
 

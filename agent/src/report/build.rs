@@ -93,7 +93,6 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
             a.frames = frames[idx..].to_vec();
         }
         let e = &mut a.grow;
-        e.growths += g.count;
         e.calls += g.calls;
         e.finished_calls += g.finished_calls;
         e.final_len_sum += g.final_len_sum;
@@ -111,7 +110,8 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
         .into_iter()
         .map(|((probe, function, file, line), a)| Callsite {
             mean_new_len: (probe == "growslice" && a.count > 0).then(|| a.grow_len_sum as f64 / a.count as f64),
-            evidence: (probe == "growslice" && a.grow.growths > 0).then(|| GrowEvidence { bytes: a.bytes, ..a.grow.clone() }),
+            // For growslice rows `count` is the number of growths.
+            evidence: (probe == "growslice" && a.count > 0).then(|| GrowEvidence { bytes: a.bytes, growths: a.count, ..a.grow.clone() }),
             probe,
             function,
             file,

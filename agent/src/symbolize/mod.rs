@@ -45,10 +45,15 @@ impl SymTab {
         v.sort_unstable();
         Self(v)
     }
-    fn lookup(&self, vaddr: u64) -> Option<&str> {
+    /// The symbol (start, size, name) covering `vaddr`.
+    fn find(&self, vaddr: u64) -> Option<&(u64, u64, String)> {
         let i = self.0.partition_point(|(a, _, _)| *a <= vaddr).checked_sub(1)?;
-        let (a, s, n) = &self.0[i];
-        (vaddr < a + s).then_some(n.as_str())
+        let sym = &self.0[i];
+        (vaddr < sym.0 + sym.1).then_some(sym)
+    }
+
+    fn lookup(&self, vaddr: u64) -> Option<&str> {
+        self.find(vaddr).map(|(_, _, n)| n.as_str())
     }
 }
 
@@ -71,10 +76,6 @@ impl Symbolizer {
         Ok(Self { dwarf, pclntab, symtab: SymTab::new(bin), bias, cache: HashMap::new(), unresolved: 0, dwarf_errors: 0, pclntab_errors: 0 })
     }
 
-    pub fn has_dwarf(&self) -> bool {
-        self.dwarf.is_some()
-    }
-
     /// Which source names frames: "dwarf", "gopclntab" or "symtab".
     pub fn source(&self) -> &'static str {
         match (&self.dwarf, &self.pclntab) {
@@ -89,9 +90,7 @@ impl Symbolizer {
         if let Some(f) = self.pclntab.as_ref().and_then(|t| t.function_at(vaddr).ok().flatten()) {
             return Some((f.entry, f.size));
         }
-        let i = self.symtab.0.partition_point(|(a, _, _)| *a <= vaddr).checked_sub(1)?;
-        let (a, s, _) = &self.symtab.0[i];
-        (vaddr < a + s).then_some((*a, *s))
+        self.symtab.find(vaddr).map(|&(a, s, _)| (a, s))
     }
 
     pub fn bias(&self) -> u64 {
