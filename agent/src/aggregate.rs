@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use hdrhistogram::Histogram;
 
-use gcprobe_common::MAX_ARGS;
+use gcprobe_common::{bucket_floor, AggKey, AggValue, MAX_ARGS};
 
 use crate::{
     events::Event,
@@ -17,10 +17,57 @@ use crate::{
 /// so memory stays bounded on a pathological target.
 const MAX_STACKS: usize = 200_000;
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct StackStat {
     pub count: u64,
     pub bytes: u64,
+    /// Bytes seen in the burst under way (sampled mode).
+    cur_burst: u64,
+    /// Over closed bursts i with window w_i: Σ bytes_i² and Σ bytes_i·w_i,
+    /// for the variance of the ratio estimate (see [`Bursts::rel_ci95`]).
+    burst_sq: f64,
+    burst_cross: f64,
+}
+
+impl StackStat {
+    fn add(&mut self, count: u64, bytes: u64) {
+        self.count += count;
+        self.bytes += bytes;
+        self.cur_burst += bytes;
+    }
+}
+
+/// The runtime's own allocation samples at a stack, weighted as pprof does.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Weighted {
+    pub samples: u64,
+    pub count: f64,
+    pub bytes: f64,
+}
+
+/// Windows during which the allocation probes were attached (sampled mode).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Bursts {
+    pub n: u64,
+    /// Σ w_i, seconds.
+    pub window_s: f64,
+    sum_w2: f64,
+}
+
+impl Bursts {
+    /// Relative half-width of a 95% confidence interval for a rate estimated
+    /// as Σ bytes_i / Σ w_i over the bursts (ratio estimator, bursts as the
+    /// sampling units); None with fewer than two bursts.
+    pub fn rel_ci95(&self, s: &StackStat) -> Option<f64> {
+        if self.n < 2 || self.window_s <= 0.0 || s.bytes == 0 {
+            return None;
+        }
+        let n = self.n as f64;
+        let r = s.bytes as f64 / self.window_s;
+        let ss = (s.burst_sq - 2.0 * r * s.burst_cross + r * r * self.sum_w2).max(0.0);
+        let se = (ss * n / (n - 1.0)).sqrt() / self.window_s;
+        Some(1.96 * se / r)
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -136,6 +183,38 @@ pub struct Aggregator {
     /// allocates `capmem` (capacity rounded to a size class) right after it
     /// is entered, on the same thread (runtime/slice.go).
     pending_alloc: HashMap<u32, (u32, u64)>,
+    /// Frames (caller first) of the kernel's aggregation keys, by stack id.
+    agg_stacks: HashMap<u64, Box<[u64]>>,
+    /// The kernel's running totals as last read, per key.
+    agg_seen: HashMap<AggKey, AggValue>,
+    /// `mProf_Malloc` samples by stack (sampled mode).
+    pub sampled_stacks: HashMap<Box<[u64]>, Weighted>,
+    /// Which argument of mProf_Malloc is the size.
+    mprof_size_arg: usize,
+    /// The target's `runtime.MemProfileRate` as last read; None when unreadable.
+    pub mem_profile_rate: Option<u64>,
+    /// mProf samples that arrived while the rate was unknown, weighted as
+    /// for the runtime's default rate.
+    pub mprof_rate_assumed: u64,
+    pub bursts: Bursts,
+    /// Seconds the GC-side probes were attached (sampled mode).
+    pub gc_window_s: f64,
+    /// Ring-buffer records and bytes read.
+    pub ring_records: u64,
+    pub ring_bytes: u64,
+}
+
+/// runtime.MemProfileRate's default (runtime/mprof.go).
+pub const DEFAULT_MEM_PROFILE_RATE: u64 = 512 * 1024;
+
+/// pprof's weight for one sampled allocation of `size` bytes at `rate`:
+/// the inverse of the probability that it was sampled
+/// (go/src/internal/profile/legacy_profile.go scaleHeapSample; runtime/pprof).
+pub fn pprof_weight(size: u64, rate: u64) -> f64 {
+    if rate <= 1 || size == 0 {
+        return 1.0;
+    }
+    1.0 / (1.0 - (-(size as f64) / rate as f64).exp())
 }
 
 impl Aggregator {
@@ -164,6 +243,75 @@ impl Aggregator {
             map_args: plan.probes.iter().filter_map(|p| p.map_arg.map(|a| (p.id, a))).collect(),
             maps: HashMap::new(),
             heap_live: Vec::new(),
+            agg_stacks: HashMap::new(),
+            agg_seen: HashMap::new(),
+            sampled_stacks: HashMap::new(),
+            mprof_size_arg: plan.mprof_size_arg,
+            mem_profile_rate: None,
+            mprof_rate_assumed: 0,
+            bursts: Bursts::default(),
+            gc_window_s: 0.0,
+            ring_records: 0,
+            ring_bytes: 0,
+        }
+    }
+
+    /// Folds the kernel's per-key running totals: only what grew since the
+    /// last read is added. A key whose stack record has not been read yet is
+    /// left for the next read (the ring is drained before the map is read,
+    /// so this only happens when the record was lost).
+    pub fn add_kernel_totals(&mut self, totals: &[(AggKey, AggValue)]) {
+        for &(key, total) in totals {
+            let seen = self.agg_seen.get(&key).copied().unwrap_or_default();
+            let (count, bytes) = (total.count.saturating_sub(seen.count), total.bytes.saturating_sub(seen.bytes));
+            if count == 0 {
+                continue;
+            }
+            let Some(stack) = self.agg_stacks.get(&key.stack_id) else { continue };
+            self.agg_seen.insert(key, total);
+            self.counts.mallocgc += count;
+            self.alloc_bytes += bytes;
+            // The bucket's mean stands for each allocation in it (buckets are at most 25% wide).
+            let mean = bytes / count;
+            if mean > 0 {
+                let _ = self.alloc_sizes.entry(key.probe_id).or_insert_with(size_histogram).record_n(mean.max(bucket_floor(key.size_bucket).max(1)).min(1 << 36), count);
+            }
+            let stack = stack.clone();
+            if let Some(s) = entry(&mut self.alloc_stacks, &stack, &mut self.counts.overflow) {
+                s.add(count, bytes);
+            }
+        }
+    }
+
+    /// Closes a window of the GC-side probes (sampled mode, when even they
+    /// must be cycled): a stop seen without its start cannot be paired.
+    pub fn end_gc_window(&mut self, window_s: f64) {
+        self.gc_window_s += window_s;
+        self.stw_open = None;
+        self.in_gc_start.clear();
+        self.cycle_open = false;
+    }
+
+    /// Opens a burst of the allocation probes (sampled mode).
+    pub fn begin_burst(&mut self) {
+        for s in self.alloc_stacks.values_mut() {
+            s.cur_burst = 0;
+        }
+    }
+
+    /// Closes the burst that lasted `window_s`, after its last events and
+    /// kernel totals were folded in.
+    pub fn end_burst(&mut self, window_s: f64) {
+        self.bursts.n += 1;
+        self.bursts.window_s += window_s;
+        self.bursts.sum_w2 += window_s * window_s;
+        for s in self.alloc_stacks.values_mut() {
+            if s.cur_burst > 0 {
+                let c = s.cur_burst as f64;
+                s.burst_sq += c * c;
+                s.burst_cross += c * window_s;
+                s.cur_burst = 0;
+            }
         }
     }
 
@@ -176,9 +324,30 @@ impl Aggregator {
             self.counts.foreign += 1;
             return;
         }
+        if let Some(id) = ev.defines_stack {
+            self.agg_stacks.entry(id).or_insert_with(|| ev.frames.get(1..).unwrap_or(&[]).into());
+            return;
+        }
         self.first_ktime.get_or_insert(ev.ktime_ns);
         self.last_ktime = self.last_ktime.max(ev.ktime_ns);
         match ev.kind {
+            ProbeKind::MProf => {
+                let size = ev.args[self.mprof_size_arg.min(MAX_ARGS - 1)];
+                let rate = match self.mem_profile_rate {
+                    Some(r) if r > 0 => r,
+                    _ => {
+                        self.mprof_rate_assumed += 1;
+                        DEFAULT_MEM_PROFILE_RATE
+                    }
+                };
+                let w = pprof_weight(size, rate);
+                let key = ev.frames.get(1..).unwrap_or(&[]);
+                if let Some(s) = entry(&mut self.sampled_stacks, key, &mut self.counts.overflow) {
+                    s.samples += 1;
+                    s.count += w;
+                    s.bytes += w * size as f64;
+                }
+            }
             ProbeKind::Malloc => {
                 self.counts.mallocgc += 1;
                 let size = ev.args[0];
@@ -188,8 +357,7 @@ impl Aggregator {
                 }
                 let key = ev.frames.get(1..).unwrap_or(&[]);
                 if let Some(s) = entry(&mut self.alloc_stacks, key, &mut self.counts.overflow) {
-                    s.count += 1;
-                    s.bytes += size;
+                    s.add(1, size);
                 }
                 if let Some(run) = self.pending_alloc.remove(&ev.tid) {
                     if let Some(g) = self.grow_runs.get_mut(&run) {
@@ -361,6 +529,9 @@ mod tests {
             growslice_abi: GrowsliceAbi::for_version(go),
             stw_reason_arg: go >= GoVersion::new(1, 21, 0),
             nested_range: None,
+            growslice_range: None,
+            mprof_size_arg: 2,
+            mem_profile_rate: None,
             heap_live: None,
             warnings: vec![],
         }
@@ -379,7 +550,8 @@ mod tests {
         a.add(&ev(kind::MALLOC, 3, [16, 0, 1, 0, 0], &[0xa0, 0x300]));
         assert_eq!(a.counts.mallocgc, 3);
         assert_eq!(a.alloc_bytes, 112);
-        assert_eq!(a.alloc_stacks[&[0x100u64, 0x200][..]], StackStat { count: 2, bytes: 96 });
+        let s = a.alloc_stacks[&[0x100u64, 0x200][..]];
+        assert_eq!((s.count, s.bytes), (2, 96));
         assert_eq!(a.alloc_sizes[&0].len(), 3);
         assert_eq!(a.alloc_sizes[&0].max(), 64);
     }

@@ -3,7 +3,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand};
 
-use crate::session::Format;
+use crate::session::{Format, Mode};
 
 #[derive(Debug, Parser)]
 #[command(name = "gcprobe", version, about = "Live eBPF probe for Go programs: which loop fills the heap, and how long GC stops the world")]
@@ -40,6 +40,15 @@ pub struct AttachArgs {
     /// No live summary or progress on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+    /// exact: probe every allocation (exact counts, a trap per allocation).
+    /// sampled: GC probes always; allocations from the runtime's own sample and
+    /// from short exact bursts kept within --overhead-budget.
+    #[arg(long, value_enum, default_value_t = Mode::Sampled)]
+    pub mode: Mode,
+    /// Sampled mode: the slowdown gcprobe may cost the target, in percent of
+    /// its CPU time (e.g. 1%, 0.5%).
+    #[arg(long, value_parser = parse_budget, default_value = "1%")]
+    pub overhead_budget: f64,
     /// Benchmark baseline: attach an empty program at the same points.
     #[arg(long, hide = true)]
     pub empty_probes: bool,
@@ -64,6 +73,16 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// "1%", "0.5%" or "2" (percent) → a fraction in (0, 1].
+fn parse_budget(s: &str) -> Result<f64, String> {
+    let n = s.trim().strip_suffix('%').unwrap_or(s.trim());
+    let pct: f64 = n.parse().map_err(|_| format!("{s:?} is not a percentage (try 1% or 0.5%)"))?;
+    if !(pct > 0.0 && pct <= 100.0) {
+        return Err(format!("{s:?} is out of range: the budget must be above 0% and at most 100%"));
+    }
+    Ok(pct / 100.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,5 +102,13 @@ mod tests {
         assert!(Cli::try_parse_from(["gcprobe", "attach", "--pid", "1", "--duration", "0s"]).is_err());
         assert!(Cli::try_parse_from(["gcprobe", "attach", "--pid", "1", "--duration", "soon"]).is_err());
         assert!(Cli::try_parse_from(["gcprobe", "plan"]).is_err());
+        let Command::Attach(a) = Cli::try_parse_from(["gcprobe", "attach", "-p", "1"]).unwrap().command else { panic!() };
+        assert_eq!((a.mode, a.overhead_budget), (Mode::Sampled, 0.01));
+        let Command::Attach(a) = Cli::try_parse_from(["gcprobe", "attach", "-p", "1", "--mode", "exact", "--overhead-budget", "0.5%"]).unwrap().command else { panic!() };
+        assert_eq!((a.mode, a.overhead_budget), (Mode::Exact, 0.005));
+        for bad in ["0%", "-1%", "101", "lots", "nan"] {
+            assert!(Cli::try_parse_from(["gcprobe", "attach", "-p", "1", "--overhead-budget", bad]).is_err(), "{bad}");
+        }
+        assert!(Cli::try_parse_from(["gcprobe", "attach", "-p", "1", "--mode", "fast"]).is_err());
     }
 }

@@ -201,6 +201,8 @@ mod tests {
             bytes_per_s: 0.0,
             share_of_bytes: share,
             share_of_allocs: share,
+            bytes_per_s_ci95: None,
+            runtime_sampled_bytes_per_s: None,
             mean_new_len: Some(100.0),
             evidence: None,
         }

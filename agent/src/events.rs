@@ -1,12 +1,14 @@
 //! Decoding ring-buffer records into typed events.
-use gcprobe_common::{RawEvent, MAX_ARGS, MAX_FRAMES};
+use gcprobe_common::{event_flag, EventHeader, MAX_ARGS, MAX_FRAMES};
 
 use crate::plan::{ProbeKind, UnknownKind};
 
+const HEADER: usize = std::mem::size_of::<EventHeader>();
+
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
-    #[error("ring buffer record is {got} bytes, expected {want}")]
-    Size { got: usize, want: usize },
+    #[error("ring buffer record is {got} bytes, not {HEADER} plus 8 per frame")]
+    Size { got: usize },
     #[error("ring buffer record has an unknown probe kind")]
     Kind(#[from] UnknownKind),
     #[error("ring buffer record claims {nframes} frames, at most {MAX_FRAMES} fit")]
@@ -23,21 +25,27 @@ pub struct Event {
     pub args: [u64; MAX_ARGS],
     /// `[probed pc, caller return address, ...older return addresses]`.
     pub frames: Vec<u64>,
+    /// Set when the record only names the frames of an in-kernel aggregation
+    /// key (`stack_id`): its hit is counted in the kernel's map, not here.
+    pub defines_stack: Option<u64>,
 }
 
 impl Event {
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let want = std::mem::size_of::<RawEvent>();
-        if bytes.len() != want {
-            return Err(DecodeError::Size { got: bytes.len(), want });
+        if bytes.len() < HEADER || !(bytes.len() - HEADER).is_multiple_of(8) {
+            return Err(DecodeError::Size { got: bytes.len() });
         }
-        // SAFETY: length checked; RawEvent is plain old data, any bit pattern valid.
-        let raw: RawEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        // SAFETY: length checked; EventHeader is plain old data, any bit pattern valid.
+        let raw: EventHeader = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
         let kind = ProbeKind::try_from(raw.kind)?;
         let n = raw.nframes as usize;
         if n > MAX_FRAMES {
             return Err(DecodeError::Frames { nframes: raw.nframes });
         }
+        if bytes.len() != HEADER + 8 * n {
+            return Err(DecodeError::Size { got: bytes.len() });
+        }
+        let frames = bytes[HEADER..].chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().expect("8-byte chunk"))).collect();
         Ok(Self {
             kind,
             probe_id: raw.probe_id,
@@ -45,17 +53,24 @@ impl Event {
             tid: raw.tid,
             ktime_ns: raw.ktime_ns,
             args: raw.args,
-            frames: raw.frames[..n].to_vec(),
+            frames,
+            defines_stack: (raw.flags & event_flag::STACK_ONLY != 0).then_some(raw.stack_id),
         })
     }
 }
 
 #[cfg(test)]
 pub(crate) fn encode(kind: u32, probe_id: u32, ktime_ns: u64, args: [u64; MAX_ARGS], frames: &[u64]) -> Vec<u8> {
-    let mut raw = RawEvent { kind, probe_id, tgid: 42, tid: 43, ktime_ns, args, nframes: frames.len() as u32, _pad: 0, frames: [0; MAX_FRAMES] };
-    raw.frames[..frames.len()].copy_from_slice(frames);
-    // SAFETY: RawEvent is repr(C) POD with explicit padding.
-    unsafe { std::slice::from_raw_parts((&raw as *const RawEvent).cast::<u8>(), std::mem::size_of::<RawEvent>()) }.to_vec()
+    encode_full(kind, probe_id, ktime_ns, args, frames, 0, 0)
+}
+
+#[cfg(test)]
+pub(crate) fn encode_full(kind: u32, probe_id: u32, ktime_ns: u64, args: [u64; MAX_ARGS], frames: &[u64], stack_id: u64, flags: u32) -> Vec<u8> {
+    let h = EventHeader { kind, probe_id, tgid: 42, tid: 43, ktime_ns, args, stack_id, nframes: frames.len() as u32, flags };
+    // SAFETY: EventHeader is repr(C) POD with explicit padding.
+    let mut v = unsafe { std::slice::from_raw_parts((&h as *const EventHeader).cast::<u8>(), HEADER) }.to_vec();
+    v.extend(frames.iter().flat_map(|f| f.to_ne_bytes()));
+    v
 }
 
 #[cfg(test)]
@@ -72,15 +87,22 @@ mod tests {
         assert_eq!((ev.tgid, ev.tid, ev.ktime_ns), (42, 43, 99));
         assert_eq!(ev.args, [1, 2, 3, 4, 5]);
         assert_eq!(ev.frames, vec![0x10, 0x20, 0x30]);
+        assert_eq!(ev.defines_stack, None);
+        let bytes = encode_full(kind::MALLOC, 1, 99, [0; 5], &[0x10, 0x20], 0xabc1, event_flag::STACK_ONLY);
+        assert_eq!(bytes.len(), HEADER + 16);
+        assert_eq!(Event::decode(&bytes).unwrap().defines_stack, Some(0xabc1));
     }
 
     #[test]
     fn rejects_bad_records() {
-        assert!(matches!(Event::decode(&[0u8; 10]), Err(DecodeError::Size { got: 10, .. })));
+        assert!(matches!(Event::decode(&[0u8; 10]), Err(DecodeError::Size { got: 10 })));
+        let mut short = encode(kind::MALLOC, 0, 0, [0; 5], &[1, 2, 3]);
+        short.truncate(short.len() - 8);
+        assert!(matches!(Event::decode(&short), Err(DecodeError::Size { .. })));
         let bytes = encode(77, 0, 0, [0; 5], &[]);
         assert!(matches!(Event::decode(&bytes), Err(DecodeError::Kind(_))));
         let mut bytes = encode(kind::MALLOC, 0, 0, [0; 5], &[]);
-        let off = std::mem::offset_of!(RawEvent, nframes);
+        let off = std::mem::offset_of!(EventHeader, nframes);
         bytes[off..off + 4].copy_from_slice(&999u32.to_le_bytes());
         assert!(matches!(Event::decode(&bytes), Err(DecodeError::Frames { nframes: 999 })));
     }

@@ -2,12 +2,15 @@
 //! the heap and measure how long the garbage collector stops the world.
 pub mod aggregate;
 pub mod binary;
+pub mod bursts;
 pub mod buildinfo;
+pub mod calibrate;
 pub mod cli;
 pub mod culprits;
 pub mod diagnose;
 pub mod events;
 pub mod gotypes;
+pub mod governor;
 pub mod loops;
 pub mod memory;
 pub mod pclntab;

@@ -38,6 +38,8 @@ fn run(cli: Cli) -> Result<(), SessionError> {
                 interval: a.interval,
                 quiet: a.quiet,
                 program: if a.empty_probes { Program::Empty } else { Program::Real },
+                mode: a.mode,
+                budget: a.overhead_budget,
             };
             let report = session::attach(opts.clone())?;
             session::write_report(&report, opts.format, opts.output.as_ref())

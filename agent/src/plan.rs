@@ -63,9 +63,50 @@ pub enum ProbeKind {
     StwStart,
     Assist,
     MapGrow,
+    /// `runtime.mProf_Malloc`: the runtime's own allocation sample.
+    MProf,
+}
+
+pub const ALL_KINDS: [ProbeKind; 8] = [
+    ProbeKind::Malloc,
+    ProbeKind::Growslice,
+    ProbeKind::GcStart,
+    ProbeKind::StwStop,
+    ProbeKind::StwStart,
+    ProbeKind::Assist,
+    ProbeKind::MapGrow,
+    ProbeKind::MProf,
+];
+
+/// When a probe is attached, by what it costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProbeGroup {
+    /// GC start and STW: a few hits per GC cycle, always on.
+    Gc,
+    /// gcAssistAlloc: per assisting allocation during marking, which an
+    /// allocation-heavy program does often; on unless over budget.
+    Assist,
+    /// Every allocation (mallocgc and its variants, growslice): always on in
+    /// exact mode, in governed bursts in sampled mode.
+    Alloc,
+    /// Map growth: rare per map (each growth doubles it), and needed across
+    /// GC cycles to tell a leak, so on whenever the budget allows.
+    Map,
+    /// The runtime's own sample (`mProf_Malloc`), sampled mode only.
+    Sample,
 }
 
 impl ProbeKind {
+    pub const fn group(self) -> ProbeGroup {
+        match self {
+            ProbeKind::Malloc | ProbeKind::Growslice => ProbeGroup::Alloc,
+            ProbeKind::GcStart | ProbeKind::StwStop | ProbeKind::StwStart => ProbeGroup::Gc,
+            ProbeKind::Assist => ProbeGroup::Assist,
+            ProbeKind::MapGrow => ProbeGroup::Map,
+            ProbeKind::MProf => ProbeGroup::Sample,
+        }
+    }
+
     pub const fn raw(self) -> u32 {
         match self {
             ProbeKind::Malloc => kind::MALLOC,
@@ -75,6 +116,7 @@ impl ProbeKind {
             ProbeKind::StwStart => kind::STW_START,
             ProbeKind::Assist => kind::ASSIST,
             ProbeKind::MapGrow => kind::MAP_GROW,
+            ProbeKind::MProf => kind::MPROF,
         }
     }
 }
@@ -94,6 +136,7 @@ impl TryFrom<u32> for ProbeKind {
             kind::STW_START => ProbeKind::StwStart,
             kind::ASSIST => ProbeKind::Assist,
             kind::MAP_GROW => ProbeKind::MapGrow,
+            kind::MPROF => ProbeKind::MProf,
             other => return Err(UnknownKind(other)),
         })
     }
@@ -201,6 +244,14 @@ pub struct ProbePlan {
     pub stw_reason_arg: bool,
     /// Link-time range of `runtime.mallocgc`, for the nested-allocation check.
     pub nested_range: Option<(u64, u64)>,
+    /// Link-time range of `runtime.growslice`: allocations made there are
+    /// sent whole, never aggregated in the kernel.
+    pub growslice_range: Option<(u64, u64)>,
+    /// Which argument of `mProf_Malloc` is the size: `(p, size)` through Go
+    /// 1.22, `(mp, p, size)` from 1.23 (runtime/mprof.go).
+    pub mprof_size_arg: usize,
+    /// Link-time address of `runtime.MemProfileRate` (needs the symbol table).
+    pub mem_profile_rate: Option<u64>,
     /// Link-time address of `runtime.gcController.heapLive`: needs the
     /// symbol table (the variable) and DWARF (the field offset).
     pub heap_live: Option<u64>,
@@ -234,14 +285,18 @@ impl ProbePlan {
             growslice_abi: GrowsliceAbi::for_version(go),
             stw_reason_arg: go >= GoVersion::new(1, 21, 0),
             nested_range: None,
+            growslice_range: None,
+            mprof_size_arg: if go < GoVersion::new(1, 23, 0) { 1 } else { 2 },
+            mem_profile_rate: bin.symbol("runtime.MemProfileRate").map(|s| s.addr),
             heap_live: None,
             warnings,
         };
 
         let walk = cookie::FLAG_WALK_STACK;
+        let agg = cookie::FLAG_AGGREGATE;
         // Required: without these there is no allocation or STW story to tell.
         for (short, symbol, kind, flags) in [
-            ("mallocgc", "runtime.mallocgc", ProbeKind::Malloc, walk),
+            ("mallocgc", "runtime.mallocgc", ProbeKind::Malloc, walk | agg),
             ("growslice", "runtime.growslice", ProbeKind::Growslice, walk),
             ("stopTheWorld", "runtime.stopTheWorldWithSema", ProbeKind::StwStop, 0),
             ("startTheWorld", "runtime.startTheWorldWithSema", ProbeKind::StwStart, 0),
@@ -252,6 +307,13 @@ impl ProbePlan {
         }
         if let Some(m) = syms.lookup("runtime.mallocgc") {
             plan.nested_range = Some((m.addr, m.addr + m.size.max(1)));
+        }
+        if let Some(g) = syms.lookup("runtime.growslice") {
+            plan.growslice_range = Some((g.addr, g.addr + g.size.max(1)));
+        }
+        // Optional, sampled mode only: silent unless MemProfileRate > 0.
+        if !plan.add(syms, "mProf_Malloc", "runtime.mProf_Malloc", ProbeKind::MProf, walk, false) {
+            plan.skipped.push(SkippedProbe { name: "mProf_Malloc".into(), symbol: "runtime.mProf_Malloc".into(), reason: "symbol not in binary".into() });
         }
 
         // Optional: the report degrades without them, and says so.
@@ -299,7 +361,7 @@ impl ProbePlan {
         specialized.sort_by_key(|s| natural_key(s));
         for symbol in specialized {
             let short = symbol.trim_start_matches("runtime.").to_owned();
-            plan.add(syms, &short, &symbol, ProbeKind::Malloc, walk | cookie::FLAG_SKIP_NESTED, false);
+            plan.add(syms, &short, &symbol, ProbeKind::Malloc, walk | agg | cookie::FLAG_SKIP_NESTED, false);
         }
         Ok(plan)
     }
@@ -349,7 +411,7 @@ mod tests {
 
     #[test]
     fn kinds_round_trip() {
-        for k in [ProbeKind::Malloc, ProbeKind::Growslice, ProbeKind::GcStart, ProbeKind::StwStop, ProbeKind::StwStart, ProbeKind::Assist, ProbeKind::MapGrow] {
+        for k in ALL_KINDS {
             assert_eq!(ProbeKind::try_from(k.raw()).unwrap(), k);
         }
         assert!(ProbeKind::try_from(0).is_err());

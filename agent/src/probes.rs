@@ -3,19 +3,23 @@
 //! [`Attached`] is the RAII guard: dropping it detaches every uprobe (each
 //! `UProbeLink` detaches on drop) and removes the target from the kernel's PID
 //! filter, on every exit path including errors and signals.
-use std::{num::NonZeroU32, path::Path};
+use std::{
+    collections::BTreeMap,
+    num::NonZeroU32,
+    path::{Path, PathBuf},
+};
 
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeScope},
         ProgramError, UProbe,
     },
     Ebpf, EbpfError, EbpfLoader,
 };
-use gcprobe_common::{stat, TargetConfig};
+use gcprobe_common::{kind, stat, AggKey, AggValue, TargetConfig};
 
-use crate::plan::ProbePlan;
+use crate::plan::{ProbeKind, ProbePlan};
 
 static PROBES_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gcprobe-probes.o"));
 
@@ -82,6 +86,42 @@ pub struct KernelStats {
     pub nested: u64,
     pub stack_faults: u64,
     pub empty_hits: u64,
+    /// Hits counted in the kernel's map instead of sent as events.
+    pub aggregated: u64,
+    /// Hits sent whole because the kernel's map was full.
+    pub agg_full: u64,
+    /// Hits per `gcprobe_common::kind` value.
+    pub hits_by_kind: [u64; kind::MAX as usize + 1],
+}
+
+impl KernelStats {
+    pub fn hits_of(&self, k: ProbeKind) -> u64 {
+        self.hits_by_kind[k.raw() as usize]
+    }
+}
+
+/// Where one uprobe goes, and what its cookie tells the kernel program.
+#[derive(Debug, Clone, Copy)]
+pub struct AttachPoint {
+    pub id: u32,
+    pub file_offset: u64,
+    pub cookie: u64,
+}
+
+impl AttachPoint {
+    pub fn from_plan(plan: &ProbePlan) -> Vec<Self> {
+        plan.probes.iter().map(|p| AttachPoint { id: p.id, file_offset: p.file_offset, cookie: p.cookie() }).collect()
+    }
+}
+
+/// The kernel's per-target settings: the plan's link-time addresses moved by
+/// the load bias.
+pub fn target_config(plan: &ProbePlan, bias: u64) -> TargetConfig {
+    let at = |r: Option<(u64, u64)>| r.map_or((0, 0), |(lo, hi)| (lo.wrapping_add(bias), hi.wrapping_add(bias)));
+    let (nested_lo, nested_hi) = at(plan.nested_range);
+    let (pair_lo, pair_hi) = at(plan.growslice_range);
+    let heap_live_addr = plan.heap_live.map_or(0, |a| a.wrapping_add(bias));
+    TargetConfig { nested_lo, nested_hi, heap_live_addr, pair_lo, pair_hi }
 }
 
 /// Probes whose attach failed, by plan id; the caller decides what is fatal.
@@ -89,38 +129,30 @@ pub type AttachFailures = Vec<(u32, ProgramError)>;
 
 pub struct Attached {
     // Declaration order is drop order: links detach before the object unloads.
-    links: Vec<(u32, UProbeLink)>,
+    links: BTreeMap<u32, UProbeLink>,
     stats: PerCpuArray<MapData, u64>,
     targets: HashMap<MapData, u32, TargetConfig>,
+    agg: PerCpuHashMap<MapData, AggKey, AggValue>,
     pid: u32,
-    _ebpf: Ebpf,
+    exe: PathBuf,
+    program: Program,
+    points: Vec<AttachPoint>,
+    ebpf: Ebpf,
 }
 
 impl Attached {
-    /// Loads the programs, registers `pid` in the kernel filter, and attaches at
-    /// every planned probe. Returns the guard, the ring buffer, and per-probe
-    /// attach failures (the caller decides whether a failure is fatal).
-    pub fn attach(
-        plan: &ProbePlan,
-        exe: &Path,
-        pid: u32,
-        bias: u64,
-        program: Program,
-    ) -> Result<(Self, RingBuf<MapData>, AttachFailures), ProbeError> {
+    /// Loads the programs and registers `pid` in the kernel filter; nothing is
+    /// attached yet (see [`Attached::attach`]). Returns the guard and the ring buffer.
+    pub fn load(exe: &Path, pid: u32, cfg: TargetConfig, points: Vec<AttachPoint>, program: Program) -> Result<(Self, RingBuf<MapData>), ProbeError> {
         let mut ebpf = EbpfLoader::new().load(PROBES_OBJ).map_err(|source| {
             if is_eperm(&source) { ProbeError::PermissionDenied { source } } else { ProbeError::Load { source } }
         })?;
 
-        let ring = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(ProbeError::Missing { what: "map", name: "EVENTS" })?)
-            .map_err(|source| ProbeError::Map { name: "EVENTS", source })?;
-        let stats = PerCpuArray::try_from(ebpf.take_map("STATS").ok_or(ProbeError::Missing { what: "map", name: "STATS" })?)
-            .map_err(|source| ProbeError::Map { name: "STATS", source })?;
+        let ring = RingBuf::try_from(take(&mut ebpf, "EVENTS")?).map_err(|source| ProbeError::Map { name: "EVENTS", source })?;
+        let stats = PerCpuArray::try_from(take(&mut ebpf, "STATS")?).map_err(|source| ProbeError::Map { name: "STATS", source })?;
+        let agg = PerCpuHashMap::try_from(take(&mut ebpf, "AGG")?).map_err(|source| ProbeError::Map { name: "AGG", source })?;
         let mut targets: HashMap<MapData, u32, TargetConfig> =
-            HashMap::try_from(ebpf.take_map("TARGETS").ok_or(ProbeError::Missing { what: "map", name: "TARGETS" })?)
-                .map_err(|source| ProbeError::Map { name: "TARGETS", source })?;
-        let (nested_lo, nested_hi) = plan.nested_range.map_or((0, 0), |(lo, hi)| (lo.wrapping_add(bias), hi.wrapping_add(bias)));
-        let heap_live_addr = plan.heap_live.map_or(0, |a| a.wrapping_add(bias));
-        let cfg = TargetConfig { nested_lo, nested_hi, heap_live_addr };
+            HashMap::try_from(take(&mut ebpf, "TARGETS")?).map_err(|source| ProbeError::Map { name: "TARGETS", source })?;
         targets.insert(pid, cfg, 0).map_err(|source| ProbeError::Map { name: "TARGETS", source })?;
 
         let name = program.name();
@@ -130,49 +162,110 @@ impl Attached {
             .try_into()
             .map_err(|source| ProbeError::Program { name, source })?;
         prog.load().map_err(|source| ProbeError::Program { name, source })?;
+        Ok((Self { links: BTreeMap::new(), stats, targets, agg, pid, exe: exe.to_owned(), program, points, ebpf }, ring))
+    }
 
+    /// Attaches the given plan probes (those already attached are skipped).
+    /// Per-probe failures are returned; a vanished target is an error.
+    pub fn attach(&mut self, ids: impl IntoIterator<Item = u32>) -> Result<AttachFailures, ProbeError> {
+        let name = self.program.name();
+        let prog: &mut UProbe = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(ProbeError::Missing { what: "program", name })?
+            .try_into()
+            .map_err(|source| ProbeError::Program { name, source })?;
+        let pid = self.pid;
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).ok_or(ProbeError::TargetGone { pid })?);
-        let mut links = Vec::new();
         let mut failures = Vec::new();
-        for p in &plan.probes {
-            let point = UProbeAttachPoint { location: UProbeAttachLocation::AbsoluteOffset(p.file_offset), cookie: Some(p.cookie()) };
-            match prog.attach(point, exe, scope) {
-                Ok(id) => {
-                    let link = prog.take_link(id).map_err(|source| ProbeError::Program { name, source })?;
-                    links.push((p.id, link));
+        for id in ids {
+            if self.links.contains_key(&id) {
+                continue;
+            }
+            let Some(p) = self.points.iter().find(|p| p.id == id) else { continue };
+            let point = UProbeAttachPoint { location: UProbeAttachLocation::AbsoluteOffset(p.file_offset), cookie: Some(p.cookie) };
+            match prog.attach(point, &self.exe, scope) {
+                Ok(link_id) => {
+                    let link = prog.take_link(link_id).map_err(|source| ProbeError::Program { name, source })?;
+                    self.links.insert(id, link);
                 }
-                Err(e) if !Path::new(&format!("/proc/{pid}")).exists() => {
-                    let _ = e;
-                    return Err(ProbeError::TargetGone { pid });
-                }
-                Err(e) => failures.push((p.id, e)),
+                Err(_) if !Path::new(&format!("/proc/{pid}")).exists() => return Err(ProbeError::TargetGone { pid }),
+                Err(e) => failures.push((id, e)),
             }
         }
-        Ok((Self { links, stats, targets, pid, _ebpf: ebpf }, ring, failures))
+        Ok(failures)
+    }
+
+    /// Detaches the given probes: their breakpoints leave the target's text,
+    /// so the target stops paying for them (disabling a perf event would not).
+    pub fn detach_some(&mut self, ids: impl IntoIterator<Item = u32>) {
+        let links: Vec<UProbeLink> = ids.into_iter().filter_map(|id| self.links.remove(&id)).collect();
+        detach_in_parallel(links);
     }
 
     pub fn attached_ids(&self) -> impl Iterator<Item = u32> + '_ {
-        self.links.iter().map(|(id, _)| *id)
+        self.links.keys().copied()
+    }
+
+    pub fn is_attached(&self, id: u32) -> bool {
+        self.links.contains_key(&id)
     }
 
     pub fn stats(&self) -> KernelStats {
-        let sum = |slot: u32| -> u64 {
-            self.stats.get(&slot, 0).map(|v| v.iter().copied().sum()).unwrap_or(0)
-        };
+        let sum = |slot: u32| -> u64 { self.stats.get(&slot, 0).map(|v| v.iter().copied().sum()).unwrap_or(0) };
+        let mut hits_by_kind = [0; kind::MAX as usize + 1];
+        for (k, h) in hits_by_kind.iter_mut().enumerate() {
+            *h = sum(stat::HITS_BY_KIND + k as u32);
+        }
         KernelStats {
             hits: sum(stat::HITS),
             ringbuf_full: sum(stat::RINGBUF_FULL),
             nested: sum(stat::NESTED),
             stack_faults: sum(stat::STACK_FAULT),
             empty_hits: sum(stat::EMPTY_HITS),
+            aggregated: sum(stat::AGGREGATED),
+            agg_full: sum(stat::AGG_FULL),
+            hits_by_kind,
         }
+    }
+
+    /// The kernel's allocation counts, summed over CPUs: running totals per key.
+    pub fn agg_totals(&self) -> Vec<(AggKey, AggValue)> {
+        self.agg
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, per_cpu)| {
+                let v = per_cpu.iter().fold(AggValue::default(), |a, v| AggValue { count: a.count + v.count, bytes: a.bytes + v.bytes });
+                (k, v)
+            })
+            .collect()
     }
 
     /// Detaches now rather than at drop, so no event arrives after the final drain.
     pub fn detach(&mut self) {
-        self.links.clear();
+        detach_in_parallel(std::mem::take(&mut self.links).into_values().collect());
         let _ = self.targets.remove(&self.pid);
     }
+}
+
+/// Each uprobe detach removes its breakpoint at once, then waits out an RCU
+/// grace period (tens to hundreds of ms on this kind of VM) before
+/// returning. One at a time, the probes detached last would keep trapping
+/// for all the earlier waits; on threads, the waits overlap.
+fn detach_in_parallel(links: Vec<UProbeLink>) {
+    if links.len() < 2 {
+        drop(links);
+        return;
+    }
+    std::thread::scope(|s| {
+        for link in links {
+            s.spawn(move || drop(link));
+        }
+    });
+}
+
+fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeError> {
+    ebpf.take_map(name).ok_or(ProbeError::Missing { what: "map", name })
 }
 
 impl Drop for Attached {

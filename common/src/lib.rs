@@ -30,6 +30,11 @@ pub mod kind {
     /// A map growing: `runtime.hashGrow` (hmap, Go ≤ 1.23) or the swiss-map
     /// growth functions of internal/runtime/maps (Go 1.24+).
     pub const MAP_GROW: u32 = 7;
+    /// `runtime.mProf_Malloc`: the runtime's own allocation sample, about one
+    /// per `runtime.MemProfileRate` bytes (runtime/malloc.go profilealloc).
+    pub const MPROF: u32 = 8;
+    /// Highest kind; per-kind hit counters are sized by it.
+    pub const MAX: u32 = 8;
 }
 
 /// Attach-cookie layout: `probe_id | kind << 32 | flags << 48`.
@@ -45,6 +50,12 @@ pub mod cookie {
     /// size-specialized allocators that compiled code also calls directly, and
     /// one allocation must count once.
     pub const FLAG_SKIP_NESTED: u64 = 1 << 1;
+    /// Count the hit in the kernel's `AGG` map, keyed by stack, size bucket
+    /// and probe, instead of sending an event: only a key's first hit sends
+    /// its stack. Hits whose caller lies in the target's `[pair_lo, pair_hi)`
+    /// (growslice) are still sent whole: the agent pairs each growth with the
+    /// allocation that follows it on the same thread.
+    pub const FLAG_AGGREGATE: u64 = 1 << 2;
 
     pub const fn encode(probe_id: u32, kind: u32, flags: u64) -> u64 {
         (probe_id as u64) | ((kind as u64 & 0xffff) << 32) | (flags << 48)
@@ -60,10 +71,11 @@ pub mod cookie {
     }
 }
 
-/// One probe hit, as written to the ring buffer.
+/// Fixed part of one ring-buffer record; `nframes` return addresses follow
+/// it, so a record is `size_of::<EventHeader>() + 8 * nframes` bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub struct RawEvent {
+pub struct EventHeader {
     /// One of [`kind`].
     pub kind: u32,
     /// Index into the agent's probe plan.
@@ -76,14 +88,79 @@ pub struct RawEvent {
     pub ktime_ns: u64,
     /// Go register-ABI integer arguments, raw; the agent decodes them per Go version.
     pub args: [u64; MAX_ARGS],
-    /// Valid entries in `frames`.
+    /// The stack's hash, naming it in [`AggKey`]; 0 when not aggregated.
+    pub stack_id: u64,
+    /// Valid return addresses after the header.
     pub nframes: u32,
-    pub _pad: u32,
-    /// `frames[0]` is the probed PC, `frames[1]` the caller's return address, then
-    /// return addresses found by walking frame pointers.
+    /// [`event_flag`] bits.
+    pub flags: u32,
+}
+const _: () = assert!(core::mem::size_of::<EventHeader>() == 80);
+
+/// Bits of [`EventHeader::flags`].
+pub mod event_flag {
+    /// The record only defines `stack_id`'s frames: its hit is already
+    /// counted in the `AGG` map, and must not be counted again.
+    pub const STACK_ONLY: u32 = 1;
+}
+
+/// The largest record: header plus [`MAX_FRAMES`] frames. The kernel builds
+/// records here (in a per-CPU scratch slot) and sends only the used prefix.
+/// `frames[0]` is the probed PC, `frames[1]` the caller's return address,
+/// then return addresses found by walking frame pointers.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RawEvent {
+    pub header: EventHeader,
     pub frames: [u64; MAX_FRAMES],
 }
-const _: () = assert!(core::mem::size_of::<RawEvent>() == 328);
+const _: () = assert!(core::mem::size_of::<RawEvent>() == 80 + 8 * MAX_FRAMES);
+
+/// Key of the kernel's per-CPU allocation counts.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AggKey {
+    /// Hash of the return addresses `frames[1..]`.
+    pub stack_id: u64,
+    pub probe_id: u32,
+    /// [`size_bucket`] of the requested size.
+    pub size_bucket: u32,
+}
+const _: () = assert!(core::mem::size_of::<AggKey>() == 16);
+
+/// Per-CPU value of the kernel's allocation counts: only ever incremented,
+/// so the agent reads deltas and nothing is lost between reads.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AggValue {
+    pub count: u64,
+    pub bytes: u64,
+}
+const _: () = assert!(core::mem::size_of::<AggValue>() == 16);
+
+/// Log-linear size bucket: exact below 16 bytes, then four buckets per power
+/// of two (at most 25% wide). The kernel keys counts by it so that a callsite
+/// allocating many sizes needs a few keys, not one per size; the exact bytes
+/// are summed in [`AggValue::bytes`].
+#[inline(always)]
+pub const fn size_bucket(size: u64) -> u32 {
+    if size < 16 {
+        return size as u32;
+    }
+    let e = 63 - size.leading_zeros();
+    let m = (size >> (e - 2)) & 3;
+    16 + (e - 4) * 4 + m as u32
+}
+
+/// Smallest size in `bucket` (the inverse of [`size_bucket`]).
+pub const fn bucket_floor(bucket: u32) -> u64 {
+    if bucket < 16 {
+        return bucket as u64;
+    }
+    let e = (bucket - 16) / 4 + 4;
+    let m = ((bucket - 16) % 4) as u64;
+    (4 + m) << (e - 2)
+}
 
 /// Per-target settings, keyed by host tgid in the `TARGETS` map.
 #[repr(C)]
@@ -96,8 +173,12 @@ pub struct TargetConfig {
     /// Runtime address of `runtime.gcController.heapLive`, read (never
     /// written) at each gcStart into `args[4]`; 0 when unknown.
     pub heap_live_addr: u64,
+    /// Runtime address range of `runtime.growslice`: allocations it makes
+    /// are sent whole even from aggregating probes (see [`cookie::FLAG_AGGREGATE`]).
+    pub pair_lo: u64,
+    pub pair_hi: u64,
 }
-const _: () = assert!(core::mem::size_of::<TargetConfig>() == 24);
+const _: () = assert!(core::mem::size_of::<TargetConfig>() == 40);
 
 /// Slots of the per-CPU `STATS` array.
 pub mod stat {
@@ -111,7 +192,13 @@ pub mod stat {
     pub const STACK_FAULT: u32 = 3;
     /// Hits on the empty baseline program (benchmarks).
     pub const EMPTY_HITS: u32 = 4;
-    pub const COUNT: u32 = 5;
+    /// Hits counted in the `AGG` map rather than sent.
+    pub const AGGREGATED: u32 = 5;
+    /// `AGG` was full: the hit was sent as a whole event instead.
+    pub const AGG_FULL: u32 = 6;
+    /// Hits that passed the PID filter, per kind: slot `HITS_BY_KIND + kind`.
+    pub const HITS_BY_KIND: u32 = 8;
+    pub const COUNT: u32 = HITS_BY_KIND + super::kind::MAX + 1;
 }
 
 #[cfg(feature = "user")]
@@ -119,4 +206,26 @@ mod user {
     // SAFETY: plain-old-data, every bit pattern valid.
     unsafe impl aya::Pod for super::TargetConfig {}
     unsafe impl aya::Pod for super::RawEvent {}
+    unsafe impl aya::Pod for super::AggKey {}
+    unsafe impl aya::Pod for super::AggValue {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_buckets_are_monotonic_and_at_most_a_quarter_wide() {
+        let mut last = 0;
+        for size in 0..100_000u64 {
+            let b = size_bucket(size);
+            assert!(b >= last, "{size}");
+            last = b;
+            let lo = bucket_floor(b);
+            assert!(lo <= size && size < lo + lo / 4 + 1, "{size} in bucket {b} from {lo}");
+        }
+        assert_eq!(size_bucket(16), 16);
+        assert_eq!(bucket_floor(size_bucket(1 << 40)), 1 << 40);
+        assert!(size_bucket(u64::MAX) < 256);
+    }
 }

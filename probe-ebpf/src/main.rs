@@ -11,33 +11,45 @@
 mod arch;
 
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated::bpf_get_attach_cookie},
     macros::{map, uprobe},
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::ProbeContext,
     EbpfContext,
 };
-use core::ptr::addr_of_mut;
-use gcprobe_common::{cookie, stat, RawEvent, TargetConfig, MAX_FRAMES};
+use gcprobe_common::{cookie, event_flag, kind, size_bucket, stat, AggKey, AggValue, EventHeader, RawEvent, TargetConfig, MAX_FRAMES};
 
-/// Event stream to the agent. 16 MiB holds ~50k events: several seconds of a
-/// busy allocator at this VM's uprobe cost, so the agent can fall behind briefly.
+/// Event stream to the agent. 16 MiB holds ~100k typical records: seconds of
+/// a busy allocator at this VM's uprobe cost, so the agent can fall behind briefly.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
 
-/// Host tgids being probed. Uprobes attach per binary (inode), so another
-/// process running the same executable must be filtered out here.
 /// Wake the agent only once this much is queued (or for a rare GC event):
 /// a wakeup per allocation would cost a context switch per hit. The agent
 /// also drains on a short timer, so a quiet target's events are not stuck.
 const WAKEUP_BYTES: u64 = 256 << 10;
 
+/// Host tgids being probed. Uprobes attach per binary (inode), so another
+/// process running the same executable must be filtered out here.
 #[map]
 static TARGETS: HashMap<u32, TargetConfig> = HashMap::with_max_entries(1024, BPF_F_NO_PREALLOC);
 
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+
+/// Allocation counts by (stack, probe, size bucket), per CPU. Replaces a
+/// ring-buffer record per hit with a map update; a key's first hit also sends
+/// its stack. Not LRU: eviction would lose counts silently, so a full map
+/// falls back to whole events (stat::AGG_FULL).
+#[map]
+static AGG: PerCpuHashMap<AggKey, AggValue> = PerCpuHashMap::with_max_entries(1 << 14, 0);
+
+/// Where a record is assembled before `bpf_ringbuf_output` copies its used
+/// prefix: reserve needs a constant size, and most stacks are far shorter
+/// than MAX_FRAMES.
+#[map]
+static SCRATCH: PerCpuArray<RawEvent> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 fn bump(slot: u32) {
@@ -65,88 +77,127 @@ fn try_go_entry(ctx: &ProbeContext) -> Result<(), i64> {
 
     let ck = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
     let flags = cookie::flags(ck);
+    let kind = cookie::kind(ck);
+    bump(stat::HITS_BY_KIND + (kind & 0xf));
     let caller = arch::entry_return_address(ctx)?;
     if flags & cookie::FLAG_SKIP_NESTED != 0 && caller >= cfg.nested_lo && caller < cfg.nested_hi {
         bump(stat::NESTED);
         return Ok(());
     }
 
-    let Some(mut entry) = EVENTS.reserve::<RawEvent>(0) else {
+    let ev = SCRATCH.get_ptr_mut(0).ok_or(-1i64)?;
+    // SAFETY: the per-CPU scratch slot is ours for the duration of this program.
+    let ev = unsafe { &mut *ev };
+    let mut args = arch::go_args(ctx);
+    if kind == kind::GC_START && cfg.heap_live_addr != 0 {
+        // gcStart takes a 3-word gcTrigger; the 5th slot carries the heap.
+        args[4] = unsafe { bpf_probe_read_user(cfg.heap_live_addr as *const u64) }.unwrap_or(0);
+    }
+    ev.frames[0] = arch::pc(ctx);
+    ev.frames[1] = caller;
+    let (n, stack_id) = if flags & cookie::FLAG_WALK_STACK != 0 {
+        walk_frame_pointers(arch::frame_pointer(ctx), &mut ev.frames, caller)
+    } else {
+        (2, 0)
+    };
+    let mut event_flags = 0;
+    let mut id = 0;
+    if flags & cookie::FLAG_AGGREGATE != 0 && !(caller >= cfg.pair_lo && caller < cfg.pair_hi) {
+        let size = args[0];
+        let key = AggKey { stack_id, probe_id: cookie::probe_id(ck), size_bucket: size_bucket(size) };
+        if count_into(&key, size) {
+            return Ok(());
+        }
+        if AGG.insert(&key, &AggValue { count: 1, bytes: size }, BPF_NOEXIST as u64).is_ok() {
+            bump(stat::AGGREGATED);
+            event_flags = event_flag::STACK_ONLY;
+            id = stack_id;
+        } else if count_into(&key, size) {
+            // Another CPU created the key between our lookup and insert.
+            return Ok(());
+        } else {
+            bump(stat::AGG_FULL);
+        }
+    }
+
+    ev.header = EventHeader {
+        kind,
+        probe_id: cookie::probe_id(ck),
+        tgid,
+        tid: pid_tgid as u32,
+        ktime_ns: unsafe { bpf_ktime_get_ns() },
+        args,
+        stack_id: id,
+        nframes: n as u32,
+        flags: event_flags,
+    };
+    let rare = kind != kind::MALLOC && kind != kind::GROWSLICE;
+    let wake = if rare || EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
+    // Send only the frames in use: header words plus n.
+    let words = core::mem::size_of::<EventHeader>() / 8 + n;
+    // SAFETY: RawEvent is repr(C) u64-aligned POD; the view covers it exactly.
+    let all = unsafe { &*(ev as *const RawEvent as *const [u64; core::mem::size_of::<RawEvent>() / 8]) };
+    if words > all.len() {
+        return Err(-1);
+    }
+    if EVENTS.output::<[u64]>(&all[..words], wake as u64).is_err() {
         bump(stat::RINGBUF_FULL);
         return Err(-1);
-    };
-    let ev = entry.as_mut_ptr();
-    // SAFETY: `ev` points at reserved ring-buffer memory of size_of::<RawEvent>();
-    // every field is written before submit.
-    unsafe {
-        addr_of_mut!((*ev).kind).write(cookie::kind(ck));
-        addr_of_mut!((*ev).probe_id).write(cookie::probe_id(ck));
-        addr_of_mut!((*ev).tgid).write(tgid);
-        addr_of_mut!((*ev).tid).write(pid_tgid as u32);
-        addr_of_mut!((*ev).ktime_ns).write(bpf_ktime_get_ns());
-        let mut args = arch::go_args(ctx);
-        if cookie::kind(ck) == gcprobe_common::kind::GC_START && cfg.heap_live_addr != 0 {
-            // gcStart takes a 3-word gcTrigger; the 5th slot carries the heap.
-            args[4] = bpf_probe_read_user(cfg.heap_live_addr as *const u64).unwrap_or(0);
-        }
-        addr_of_mut!((*ev).args).write(args);
-        addr_of_mut!((*ev)._pad).write(0);
-        let frames = &mut *addr_of_mut!((*ev).frames);
-        frames[0] = arch::pc(ctx);
-        frames[1] = caller;
-        let n = if flags & cookie::FLAG_WALK_STACK != 0 {
-            walk_frame_pointers(arch::frame_pointer(ctx), frames)
-        } else {
-            2
-        };
-        let mut i = n;
-        while i < MAX_FRAMES {
-            frames[i] = 0;
-            i += 1;
-        }
-        addr_of_mut!((*ev).nframes).write(n as u32);
-    }
-    let kind = cookie::kind(ck);
-    let rare = kind != gcprobe_common::kind::MALLOC && kind != gcprobe_common::kind::GROWSLICE;
-    if rare || EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES {
-        entry.submit(BPF_RB_FORCE_WAKEUP as u64);
-    } else {
-        entry.submit(BPF_RB_NO_WAKEUP as u64);
     }
     Ok(())
 }
 
-/// Follows Go's frame-pointer chain from the caller's frame: each record is
-/// [saved FP, return address] on amd64 and arm64 alike. Bounded by MAX_FRAMES;
-/// stops at a null or non-increasing FP (stacks grow down, so a walk that does
-/// not go up is corrupt or crosses onto another stack).
+/// Adds one hit to `key`'s per-CPU value; false when the key is absent.
 #[inline(always)]
-fn walk_frame_pointers(mut fp: u64, frames: &mut [u64; MAX_FRAMES]) -> usize {
+fn count_into(key: &AggKey, size: u64) -> bool {
+    let Some(v) = AGG.get_ptr_mut(key) else { return false };
+    // SAFETY: this CPU's value. Plain adds suffice: the kernel runs one
+    // tracing program at a time per CPU (bpf_prog_active in trace_call_bpf),
+    // so nothing else updates this slot while we do.
+    unsafe {
+        (*v).count += 1;
+        (*v).bytes += size;
+    }
+    bump(stat::AGGREGATED);
+    true
+}
+
+/// Follows Go's frame-pointer chain from the caller's frame: each record is
+/// [saved FP, return address] on amd64 and arm64 alike, read in one 16-byte
+/// copy. Bounded by MAX_FRAMES; stops at a null or non-increasing FP (stacks
+/// grow down, so a walk that does not go up is corrupt or crosses onto another
+/// stack). Returns the frame count and a hash of `frames[1..]` (the caller on).
+#[inline(always)]
+fn walk_frame_pointers(mut fp: u64, frames: &mut [u64; MAX_FRAMES], caller: u64) -> (usize, u64) {
     let mut n = 2;
+    let mut h = mix(0x9e37_79b9_7f4a_7c15, caller);
     while n < MAX_FRAMES {
         if fp == 0 {
             break;
         }
-        let (next_fp, ret) = match unsafe {
-            (bpf_probe_read_user(fp as *const u64), bpf_probe_read_user((fp + 8) as *const u64))
-        } {
-            (Ok(a), Ok(b)) => (a, b),
-            _ => {
-                bump(stat::STACK_FAULT);
-                break;
-            }
+        let Ok(rec) = (unsafe { bpf_probe_read_user(fp as *const [u64; 2]) }) else {
+            bump(stat::STACK_FAULT);
+            break;
         };
+        let (next_fp, ret) = (rec[0], rec[1]);
         if ret == 0 {
             break;
         }
         frames[n] = ret;
+        h = mix(h, ret);
         n += 1;
         if next_fp <= fp {
             break;
         }
         fp = next_fp;
     }
-    n
+    // 0 means "not aggregated" in EventHeader::stack_id.
+    (n, h | 1)
+}
+
+#[inline(always)]
+fn mix(h: u64, x: u64) -> u64 {
+    (h ^ x).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(29)
 }
 
 /// Baseline for benchmarks: the cheapest possible program at the same attach

@@ -26,10 +26,25 @@ pub struct Inputs<'a> {
     pub duration_s: f64,
     pub ended_by: String,
     pub agent: AgentReport,
+    pub sampling: SamplingInputs,
+}
+
+/// What the session knows about its own sampling and cost.
+pub struct SamplingInputs {
+    pub mode: crate::session::Mode,
+    pub budget: f64,
+    pub calibration: Option<crate::calibrate::Calibration>,
+    pub cost_s: f64,
+    pub target_cpu_s: Option<f64>,
+    /// The governor's last duties, allocation and GC-side (sampled mode).
+    pub duties: Option<(f64, f64)>,
 }
 
 #[derive(Default)]
 struct Acc {
+    /// Σ of the per-stack variances of `bytes` across bursts.
+    var_bytes: f64,
+    sampled_bytes: f64,
     count: u64,
     allocs: u64,
     bytes: u64,
@@ -43,6 +58,10 @@ struct Acc {
 pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
     let agg = inp.agg;
     let dur = inp.duration_s.max(1e-9);
+    let sampled = inp.sampling.mode == crate::session::Mode::Sampled;
+    // Allocation counts were seen only while the allocation probes were
+    // attached: rates divide by that time.
+    let observed = if sampled && agg.bursts.window_s > 0.0 { agg.bursts.window_s.min(dur) } else { dur };
 
     let mut probes: Vec<ProbeReport> = inp
         .plan
@@ -74,11 +93,25 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
         let a = acc.entry((probe.into(), f.function.clone(), f.file.clone(), f.line)).or_default();
         a.allocs += st.count;
         a.bytes += st.bytes;
+        if let Some(ci) = agg.bursts.rel_ci95(st) {
+            a.var_bytes += (ci / 1.96 * st.bytes as f64).powi(2);
+        }
         if !via_grow {
             a.count += st.count;
         }
         if st.bytes >= a.heaviest {
             a.heaviest = st.bytes;
+            a.frames = frames[idx..].to_vec();
+        }
+    }
+    for (stack, w) in &agg.sampled_stacks {
+        let frames = return_frames(sym, stack);
+        let (idx, via_grow) = callsite_index(&frames);
+        let f = &frames[idx.min(frames.len().saturating_sub(1))];
+        let probe = if via_grow { "growslice" } else { "mallocgc" };
+        let a = acc.entry((probe.into(), f.function.clone(), f.file.clone(), f.line)).or_default();
+        a.sampled_bytes += w.bytes;
+        if a.frames.is_empty() {
             a.frames = frames[idx..].to_vec();
         }
     }
@@ -120,10 +153,12 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
             count: a.count,
             allocs: a.allocs,
             bytes: a.bytes,
-            per_s: a.count as f64 / dur,
-            bytes_per_s: a.bytes as f64 / dur,
+            per_s: a.count as f64 / observed,
+            bytes_per_s: a.bytes as f64 / observed,
             share_of_bytes: a.bytes as f64 / total_bytes,
             share_of_allocs: a.allocs as f64 / total_allocs,
+            bytes_per_s_ci95: (a.bytes > 0 && a.var_bytes > 0.0).then(|| 1.96 * a.var_bytes.sqrt() / a.bytes as f64),
+            runtime_sampled_bytes_per_s: (a.sampled_bytes > 0.0).then(|| a.sampled_bytes / dur),
         })
         .collect();
     callsites.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(b.count.cmp(&a.count)).then(a.function.cmp(&b.function)));
@@ -204,8 +239,8 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
     let lost = inp.kernel.ringbuf_full + agg.counts.undecodable;
     let total = agg.alloc_bytes;
     let culprits = match inp.binary {
-        Some(bin) => culprits::rank(&callsites, dur, total, Some(&mut Diagnoser { bin, sym })),
-        None => culprits::rank(&callsites, dur, total, None),
+        Some(bin) => culprits::rank(&callsites, observed, total, Some(&mut Diagnoser { bin, sym })),
+        None => culprits::rank(&callsites, observed, total, None),
     };
     let mut warnings = inp.plan.warnings.clone();
     warnings.extend(culprits::rules_of_thumb(&callsites, &spans));
@@ -221,6 +256,35 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
     }
     if sym.unresolved > 0 {
         warnings.push(format!("{} return addresses could not be symbolized", sym.unresolved));
+    }
+    let probe_cost_s = inp.kernel.hits as f64 * inp.sampling.cost_s;
+    let est_slowdown = inp.sampling.target_cpu_s.map(|cpu| probe_cost_s / (cpu - probe_cost_s).max(1e-3));
+    let total_var: f64 = agg.alloc_stacks.values().filter_map(|s| agg.bursts.rel_ci95(s).map(|ci| (ci / 1.96 * s.bytes as f64).powi(2))).sum();
+    if sampled {
+        if agg.mprof_rate_assumed > 0 {
+            warnings.push(format!(
+                "{} runtime samples weighted for the default MemProfileRate (512 KiB): the binary has no symbol table to read the real rate from",
+                agg.mprof_rate_assumed
+            ));
+        }
+        if agg.gc_window_s > 0.0 && agg.gc_window_s < 0.98 * dur {
+            warnings.push(format!(
+                "GC and STW probes alone would cost more than half the budget, so they were attached {:.0}% of the time: STW percentiles come from the pauses seen then, counts are lower bounds",
+                100.0 * agg.gc_window_s / dur
+            ));
+        }
+        if agg.bursts.n < 3 {
+            warnings.push(format!("only {} allocation bursts in this window: rates are rough; attach for longer", agg.bursts.n));
+        }
+        if let Some(s) = est_slowdown.filter(|s| *s > inp.sampling.budget * 1.5 && agg.bursts.n >= 3) {
+            warnings.push(format!("estimated slowdown {:.1}% exceeded the {:.1}% budget", s * 100.0, inp.sampling.budget * 100.0));
+        }
+    }
+    if inp.sampling.calibration.is_none() {
+        warnings.push(format!("per-hit cost not calibrated; assumed {:.0} ns", inp.sampling.cost_s * 1e9));
+    }
+    if inp.kernel.agg_full > 0 {
+        warnings.push(format!("{} allocations were sent whole because the kernel's callsite map was full", inp.kernel.agg_full));
     }
     if agg.counts.overflow > 0 {
         warnings.push(format!("{} events exceeded the distinct-stack limit and were counted without a stack", agg.counts.overflow));
@@ -248,9 +312,30 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
         warnings,
         kernel: KernelReport {
             hits: inp.kernel.hits,
+            hits_by_kind: crate::plan::ALL_KINDS.iter().map(|k| (format!("{k:?}"), inp.kernel.hits_of(*k))).filter(|(_, h)| *h > 0).collect(),
             ringbuf_full: inp.kernel.ringbuf_full,
             stack_faults: inp.kernel.stack_faults,
             empty_hits: inp.kernel.empty_hits,
+            aggregated: inp.kernel.aggregated,
+            agg_full: inp.kernel.agg_full,
+            records: agg.ring_records,
+            record_bytes: agg.ring_bytes,
+        },
+        sampling: SamplingReport {
+            mode: inp.sampling.mode,
+            budget_pct: sampled.then_some(inp.sampling.budget * 100.0),
+            calibration: inp.sampling.calibration,
+            cost_per_hit_ns: inp.sampling.cost_s * 1e9,
+            bursts: agg.bursts.n,
+            observed_s: observed,
+            duty: observed / dur,
+            gc_observed_s: if sampled && agg.gc_window_s > 0.0 { agg.gc_window_s.min(dur) } else { dur },
+            alloc_rate_ci95: (sampled && total_var > 0.0).then(|| 1.96 * total_var.sqrt() / agg.alloc_bytes.max(1) as f64),
+            target_cpu_s: inp.sampling.target_cpu_s,
+            probe_cost_s,
+            est_slowdown,
+            mem_profile_rate: agg.mem_profile_rate,
+            runtime_samples: agg.sampled_stacks.values().map(|w| w.samples).sum(),
         },
         agent: inp.agent.clone(),
     }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-pub use build::{build, Inputs};
+pub use build::{build, Inputs, SamplingInputs};
 
 use crate::{
     diagnose::{GrowEvidence, LoopReport, PerCall, Saving},
@@ -36,6 +36,9 @@ pub struct Report {
     pub maps: Vec<MapReport>,
     /// Rules of thumb that fired, and anything that limits the report's accuracy.
     pub warnings: Vec<String>,
+    /// How allocations were observed, what that cost, and how far the
+    /// estimates can be trusted.
+    pub sampling: SamplingReport,
     /// What the probes cost: kernel-side counters.
     pub kernel: KernelReport,
     /// What gcprobe itself used.
@@ -46,10 +49,54 @@ pub struct Report {
 pub struct KernelReport {
     /// Probe hits in the target that reached our program.
     pub hits: u64,
+    /// The same, per probe kind.
+    pub hits_by_kind: BTreeMap<String, u64>,
     pub ringbuf_full: u64,
     pub stack_faults: u64,
     /// Hits on the empty baseline program (benchmarks only).
     pub empty_hits: u64,
+    /// Allocation hits counted in the kernel's map instead of sent.
+    pub aggregated: u64,
+    /// Hits sent whole because that map was full.
+    pub agg_full: u64,
+    /// Ring-buffer records the agent read, and their bytes.
+    pub records: u64,
+    pub record_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SamplingReport {
+    pub mode: crate::session::Mode,
+    /// Allowed slowdown, percent (sampled mode).
+    pub budget_pct: Option<f64>,
+    /// This host's measured per-hit costs (None: calibration failed and
+    /// `cost_per_hit_ns` is an assumption).
+    pub calibration: Option<crate::calibrate::Calibration>,
+    pub cost_per_hit_ns: f64,
+    /// Bursts of the allocation probes (sampled mode).
+    pub bursts: u64,
+    /// Seconds the allocation probes were attached; allocation rates are
+    /// counts divided by this.
+    pub observed_s: f64,
+    /// observed_s / window duration.
+    pub duty: f64,
+    /// Seconds the GC-side probes were attached (the whole window unless
+    /// even they had to be cycled to stay within the budget).
+    pub gc_observed_s: f64,
+    /// Half-width of the 95% confidence interval of the allocation byte
+    /// rate, relative (0.1 = ±10%); None when exact or too few bursts.
+    pub alloc_rate_ci95: Option<f64>,
+    /// CPU seconds the target used in the window, including our traps.
+    pub target_cpu_s: Option<f64>,
+    /// Probe hits × cost per hit: CPU time our probes added to the target.
+    pub probe_cost_s: f64,
+    /// probe_cost_s over the target's CPU time without it: the estimated
+    /// slowdown of a CPU-bound target (0.01 = 1%).
+    pub est_slowdown: Option<f64>,
+    /// The target's runtime.MemProfileRate (None when it could not be read).
+    pub mem_profile_rate: Option<u64>,
+    /// mProf_Malloc samples received.
+    pub runtime_samples: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -177,6 +224,11 @@ pub struct Callsite {
     pub bytes_per_s: f64,
     pub share_of_bytes: f64,
     pub share_of_allocs: f64,
+    /// Relative 95% confidence half-width of bytes_per_s (sampled mode).
+    pub bytes_per_s_ci95: Option<f64>,
+    /// The same callsite's rate estimated from the runtime's own samples,
+    /// weighted as pprof weights them (sampled mode, MemProfileRate > 0).
+    pub runtime_sampled_bytes_per_s: Option<f64>,
     /// Mean length requested per growth (growslice callsites).
     pub mean_new_len: Option<f64>,
     /// What the culprit diagnosis needs (growslice callsites).
