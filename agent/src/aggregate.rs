@@ -645,6 +645,62 @@ mod tests {
     }
 
     #[test]
+    fn folds_kernel_totals_as_deltas_once_their_stack_is_known() {
+        let mut a = Aggregator::new(42, &plan(GoVersion::new(1, 24, 0)));
+        let key = AggKey { stack_id: 0x51, probe_id: 0, size_bucket: gcprobe_common::size_bucket(64) };
+        // Counted before the stack record arrived: held back, not lost.
+        a.add_kernel_totals(&[(key, AggValue { count: 3, bytes: 192 })]);
+        assert_eq!(a.counts.mallocgc, 0);
+        let def = events::encode_full(kind::MALLOC, 0, 1, [64, 0, 0, 0, 0], &[0xa0, 0x100, 0x200], 0x51, gcprobe_common::event_flag::STACK_ONLY);
+        a.add(&Event::decode(&def).unwrap());
+        assert_eq!(a.counts.mallocgc, 0, "a stack record is not a hit");
+        a.add_kernel_totals(&[(key, AggValue { count: 3, bytes: 192 })]);
+        a.add_kernel_totals(&[(key, AggValue { count: 5, bytes: 320 })]);
+        let s = a.alloc_stacks[&[0x100u64, 0x200][..]];
+        assert_eq!((s.count, s.bytes, a.counts.mallocgc, a.alloc_bytes), (5, 320, 5, 320));
+        assert_eq!(a.alloc_sizes[&0].len(), 5);
+    }
+
+    #[test]
+    fn weighs_runtime_samples_like_pprof() {
+        assert_eq!(pprof_weight(100, 1), 1.0);
+        // A 512 KiB allocation at the default rate is sampled with p = 1 - 1/e.
+        let w = pprof_weight(512 * 1024, DEFAULT_MEM_PROFILE_RATE);
+        assert!((w - 1.0 / (1.0 - (-1.0f64).exp())).abs() < 1e-9);
+        let mut a = Aggregator::new(42, &plan(GoVersion::new(1, 24, 0)));
+        a.mem_profile_rate = Some(1024);
+        // Go 1.23+: mProf_Malloc(mp, p, size).
+        a.add(&ev(kind::MPROF, 1, [0, 0xc000, 256, 0, 0], &[0xd0, 0x100]));
+        let w = a.sampled_stacks[&[0x100u64][..]];
+        assert_eq!(w.samples, 1);
+        assert!((w.bytes - 256.0 * pprof_weight(256, 1024)).abs() < 1e-6);
+        assert_eq!(a.mprof_rate_assumed, 0);
+    }
+
+    #[test]
+    fn burst_confidence_narrows_with_steady_rates() {
+        let mut a = Aggregator::new(42, &plan(GoVersion::new(1, 24, 0)));
+        let burst = |a: &mut Aggregator, n: u64| {
+            a.begin_burst();
+            for i in 0..n {
+                a.add(&ev(kind::MALLOC, i, [100, 0, 0, 0, 0], &[0xa0, 0x100]));
+            }
+            a.end_burst(0.01);
+        };
+        for n in [10, 10, 10, 10] {
+            burst(&mut a, n);
+        }
+        let steady = a.bursts.rel_ci95(&a.alloc_stacks[&[0x100u64][..]]).unwrap();
+        assert!(steady < 1e-6, "{steady}");
+        for n in [0, 30, 2, 20] {
+            burst(&mut a, n);
+        }
+        let noisy = a.bursts.rel_ci95(&a.alloc_stacks[&[0x100u64][..]]).unwrap();
+        assert!(noisy > 0.2, "{noisy}");
+        assert_eq!(a.bursts.n, 8);
+    }
+
+    #[test]
     fn ignores_other_processes() {
         let mut a = Aggregator::new(7, &plan(GoVersion::new(1, 24, 0)));
         a.add(&ev(kind::MALLOC, 1, [64, 0, 1, 0, 0], &[0xa0, 0x100]));

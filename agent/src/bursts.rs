@@ -15,7 +15,10 @@ use crate::{
     process::Process,
 };
 
-const ALLOC_KINDS: [ProbeKind; 2] = [ProbeKind::Malloc, ProbeKind::Growslice];
+/// How long a detach blocks: the kernel's RCU wait after the breakpoints go.
+const DETACH_WAIT: Duration = Duration::from_millis(250);
+
+const ALLOC_KINDS: [ProbeKind; 3] = [ProbeKind::Malloc, ProbeKind::Growslice, ProbeKind::MapGrow];
 
 fn alloc_hits(s: &KernelStats) -> u64 {
     ALLOC_KINDS.iter().map(|k| s.hits_of(*k)).sum()
@@ -41,10 +44,10 @@ impl Set {
         Ok(())
     }
 
-    /// Detaches; returns how long it was attached.
-    fn detach(&mut self, attached: &mut Attached) -> Duration {
+    /// Marks the set detached (the caller detaches its ids); returns how
+    /// long it was attached.
+    fn close(&mut self) -> Duration {
         let w = self.on_since.take().map_or(Duration::ZERO, |t| t.elapsed());
-        attached.detach_some(self.ids.iter().copied());
         self.attached += w;
         w
     }
@@ -60,6 +63,8 @@ pub struct BurstDriver {
     period_start: Instant,
     period_cpu: Option<f64>,
     period_stats: KernelStats,
+    /// Wall time spent attaching and detaching in the current period.
+    switching: Duration,
     /// The target's CPU time as last read, for the session's total.
     pub last_cpu: Option<f64>,
     /// When the driver next acts.
@@ -84,12 +89,15 @@ impl BurstDriver {
             period_cpu: cpu,
             period_stats: attached.stats(),
             last_cpu: cpu,
+            switching: Duration::ZERO,
             next: now + first.period,
             gov,
         }
     }
 
-    /// Acts on whatever is due: window ends, then the period's end.
+    /// Acts on whatever is due: window ends, then the period's end (or an
+    /// early end when the period is over budget). Also called on the
+    /// session's flush ticks, so a burst of cost is caught within 200 ms.
     pub fn fire(
         &mut self,
         attached: &mut Attached,
@@ -103,28 +111,63 @@ impl BurstDriver {
         // Windows shorter than the period end inside it. The window ends as
         // the detach starts: each breakpoint goes at once, the rest of the
         // detach is an RCU wait.
-        if self.alloc.on_since.is_some() && p.alloc < p.period && now >= self.period_start + p.alloc {
-            let w = self.alloc.detach(attached);
+        let due = |set: &Set, window: Duration, slack: Duration| window < p.period && set.on_since.is_some_and(|t| now + slack >= t + window);
+        // A detach blocks for an RCU wait (~0.2 s here) while the other set
+        // keeps trapping: when one window ends, end the other with it if it
+        // would end within that wait anyway, in one parallel detach.
+        let (a, c) = (due(&self.alloc, p.alloc, Duration::ZERO), due(&self.continuous, p.continuous, Duration::ZERO));
+        let (a, c) = (a || (c && due(&self.alloc, p.alloc, DETACH_WAIT)), c || (a && due(&self.continuous, p.continuous, DETACH_WAIT)));
+        if a || c {
+            let mut ids = Vec::new();
+            let (mut wa, mut wc) = (None, None);
+            if a {
+                wa = Some(self.alloc.close());
+                ids.extend(&self.alloc.ids);
+            }
+            if c {
+                wc = Some(self.continuous.close());
+                ids.extend(&self.continuous.ids);
+            }
+            let t = Instant::now();
+            attached.detach_some(ids);
+            self.switching += t.elapsed();
             fold(ring, agg, attached);
-            agg.end_burst(w.as_secs_f64());
+            if let Some(w) = wa {
+                agg.end_burst(w.as_secs_f64());
+            }
+            if let Some(w) = wc {
+                agg.end_gc_window(w.as_secs_f64());
+            }
         }
-        if self.continuous.on_since.is_some() && p.continuous < p.period && now >= self.period_start + p.continuous {
-            let w = self.continuous.detach(attached);
-            fold(ring, agg, attached);
-            agg.end_gc_window(w.as_secs_f64());
-        }
-        if now >= self.period_start + p.period {
+        if now >= self.period_start + p.period || self.over_budget(attached, now) {
             self.end_period(attached, ring, agg, target, &fold)?;
         }
+        // Windows run from when their set was attached: attaching a dozen
+        // uprobes takes milliseconds, as long as a short window.
         let mut next = self.period_start + self.plan.period;
-        if self.alloc.on_since.is_some() && self.plan.alloc < self.plan.period {
-            next = next.min(self.period_start + self.plan.alloc);
-        }
-        if self.continuous.on_since.is_some() && self.plan.continuous < self.plan.period {
-            next = next.min(self.period_start + self.plan.continuous);
+        for (set, window) in [(&self.alloc, self.plan.alloc), (&self.continuous, self.plan.continuous)] {
+            if let (Some(t), true) = (set.on_since, window < self.plan.period) {
+                next = next.min(t + window);
+            }
         }
         self.next = next;
         Ok(())
+    }
+
+    /// The period so far has cost over twice its share of the budget: the
+    /// plan was made for a calmer target (it just got busy, or gcprobe
+    /// attached while it idled), so plan again now rather than at period end.
+    fn over_budget(&self, attached: &Attached, now: Instant) -> bool {
+        let elapsed = (now - self.period_start).as_secs_f64();
+        if elapsed < 0.2 {
+            return false;
+        }
+        // Only the allocation probes: the GC-side ones stay on regardless.
+        if self.alloc.on_since.is_none() {
+            return false;
+        }
+        let spent = (alloc_hits(&attached.stats()) - alloc_hits(&self.period_stats)) as f64 * self.gov.cost_s();
+        spent > 2.0 * self.gov.budget_s_per_s() * elapsed
     }
 
     fn end_period(
@@ -157,6 +200,7 @@ impl BurstDriver {
             hits: all,
             alloc: Attachment { attached: self.alloc.attached, hits: alloc },
             continuous: Attachment { attached: self.continuous.attached, hits: all - alloc },
+            switching: std::mem::take(&mut self.switching),
         });
         self.plan = self.gov.plan_next();
         self.period_start = now;
@@ -165,9 +209,11 @@ impl BurstDriver {
         self.alloc.attached = Duration::ZERO;
         self.continuous.attached = Duration::ZERO;
         // Start the new period with both sets attached.
+        let t = Instant::now();
         self.continuous.attach(attached)?;
         agg.begin_burst();
         self.alloc.attach(attached)?;
+        self.switching += t.elapsed();
         self.period_stats = attached.stats();
         Ok(())
     }

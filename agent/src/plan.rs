@@ -86,12 +86,11 @@ pub enum ProbeGroup {
     /// gcAssistAlloc: per assisting allocation during marking, which an
     /// allocation-heavy program does often; on unless over budget.
     Assist,
-    /// Every allocation (mallocgc and its variants, growslice): always on in
-    /// exact mode, in governed bursts in sampled mode.
+    /// Every allocation (mallocgc and its variants, growslice) and map
+    /// growth: always on in exact mode, in governed bursts in sampled mode
+    /// (a program that builds a map per request grows maps as often as it
+    /// allocates).
     Alloc,
-    /// Map growth: rare per map (each growth doubles it), and needed across
-    /// GC cycles to tell a leak, so on whenever the budget allows.
-    Map,
     /// The runtime's own sample (`mProf_Malloc`), sampled mode only.
     Sample,
 }
@@ -99,10 +98,9 @@ pub enum ProbeGroup {
 impl ProbeKind {
     pub const fn group(self) -> ProbeGroup {
         match self {
-            ProbeKind::Malloc | ProbeKind::Growslice => ProbeGroup::Alloc,
+            ProbeKind::Malloc | ProbeKind::Growslice | ProbeKind::MapGrow => ProbeGroup::Alloc,
             ProbeKind::GcStart | ProbeKind::StwStop | ProbeKind::StwStart => ProbeGroup::Gc,
             ProbeKind::Assist => ProbeGroup::Assist,
-            ProbeKind::MapGrow => ProbeGroup::Map,
             ProbeKind::MProf => ProbeGroup::Sample,
         }
     }

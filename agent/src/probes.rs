@@ -198,6 +198,7 @@ impl Attached {
 
     /// Detaches the given probes: their breakpoints leave the target's text,
     /// so the target stops paying for them (disabling a perf event would not).
+    /// Blocks for the kernel's RCU wait (see [`detach_in_parallel`]).
     pub fn detach_some(&mut self, ids: impl IntoIterator<Item = u32>) {
         let links: Vec<UProbeLink> = ids.into_iter().filter_map(|id| self.links.remove(&id)).collect();
         detach_in_parallel(links);

@@ -450,6 +450,14 @@ async fn stream(ring: RingBuf<MapData>, live: &mut Live<'_>) -> io::Result<(Ring
             }
             _ = flush.tick() => {
                 fold_all(ring.get_mut(), agg, attached);
+                if let Some(d) = driver.as_mut() {
+                    if let Err(e) = d.fire(attached, ring.get_mut(), agg, process, fold_all) {
+                        if matches!(e, ProbeError::TargetGone { .. }) {
+                            break "target-exited";
+                        }
+                        eprintln!("gcprobe: warning: burst: {}", error_chain(&e));
+                    }
+                }
                 *cpu_last = process.cpu_time_s().or(*cpu_last);
                 if agg.counts.gc_start != sampled_at_gc {
                     sampled_at_gc = agg.counts.gc_start;

@@ -25,9 +25,9 @@ use gcprobe_common::{cookie, event_flag, kind, size_bucket, stat, AggKey, AggVal
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
 
-/// Wake the agent only once this much is queued (or for a rare GC event):
-/// a wakeup per allocation would cost a context switch per hit. The agent
-/// also drains on a short timer, so a quiet target's events are not stuck.
+/// Wake the agent only once this much is queued: a wakeup per event would
+/// cost a context switch per hit. The agent also drains on a short timer,
+/// so a quiet target's events are not stuck.
 const WAKEUP_BYTES: u64 = 256 << 10;
 
 /// Host tgids being probed. Uprobes attach per binary (inode), so another
@@ -131,8 +131,10 @@ fn try_go_entry(ctx: &ProbeContext) -> Result<(), i64> {
         nframes: n as u32,
         flags: event_flags,
     };
-    let rare = kind != kind::MALLOC && kind != kind::GROWSLICE;
-    let wake = if rare || EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
+    // No kind forces a wakeup: a program collecting hundreds of times a
+    // second makes GC events as frequent as allocations, and a wakeup costs
+    // the target a context switch. The agent's 200 ms drain bounds latency.
+    let wake = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
     // Send only the frames in use: header words plus n.
     let words = core::mem::size_of::<EventHeader>() / 8 + n;
     // SAFETY: RawEvent is repr(C) u64-aligned POD; the view covers it exactly.

@@ -97,9 +97,18 @@ pub fn gcprobe(args: &[&str]) -> Output {
     Command::new(gcprobe_bin()).args(args).output().expect("running gcprobe")
 }
 
-/// `gcprobe attach --format json` for `duration`; returns the parsed report.
+/// `gcprobe attach --mode exact --format json` for `duration`; returns the
+/// parsed report. Exact mode: these tests compare counts with Go's own.
 pub fn attach_json(pid: u32, duration: &str) -> serde_json::Value {
-    let out = gcprobe(&["attach", "--pid", &pid.to_string(), "--duration", duration, "--format", "json", "--quiet"]);
+    attach_json_with(pid, duration, &["--mode", "exact"])
+}
+
+/// `gcprobe attach --format json` with extra arguments.
+pub fn attach_json_with(pid: u32, duration: &str, extra: &[&str]) -> serde_json::Value {
+    let pid = pid.to_string();
+    let mut args = vec!["attach", "--pid", &pid, "--duration", duration, "--format", "json", "--quiet"];
+    args.extend_from_slice(extra);
+    let out = gcprobe(&args);
     assert!(out.status.success(), "gcprobe failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("report is JSON")
 }

@@ -108,7 +108,7 @@ fn gc_cycles_and_stw_match_gctrace() {
     let trace = std::thread::spawn(move || stderr.lines().map_while(Result::ok).collect::<Vec<_>>());
     let pid = t.pid().to_string();
     // No --duration: the session must end by itself when the target exits.
-    let s = Session::start(&["attach", "--pid", &pid, "--format", "json", "--interval", "1h"]);
+    let s = Session::start(&["attach", "--pid", &pid, "--mode", "exact", "--format", "json", "--interval", "1h"]);
     t.send_line("go");
     let status = t.child.wait().unwrap();
     assert!(status.success());
