@@ -48,8 +48,8 @@ impl Calibration {
 /// Frames in the synthetic chain: a typical Go allocation stack
 /// (mallocgc ← newobject ← user code ← … ← runtime.main ← goexit).
 const DEPTH: usize = 10;
-const CALLS: u64 = 1000;
-const ROUNDS: usize = 7;
+const CALLS: u64 = 500;
+const ROUNDS: usize = 5;
 
 pub fn calibrate() -> Result<Calibration, CalibrateError> {
     let offset = self_file_offset(calibration_point as *const () as u64)?;

@@ -261,8 +261,15 @@ fn a_map_that_only_grows_is_flagged_beside_the_climbing_heap() {
     // Classic hmap (1.19, 1.21) and swiss maps (1.27).
     for version in [pins::GO_DEBIAN, pins::GO_PYPI[0], *pins::GO_PYPI.last().unwrap()] {
         let exe = fixtures::build("mapleak", version, Flavor::Default).unwrap();
-        let t = Target::start(&exe, &[], &[]);
-        let r = attach_json(t.pid(), "6s");
+        let mut t = Target::start(&exe, &[], &[]);
+        let pid = t.pid().to_string();
+        // The cache starts filling once gcprobe is attached: calibration
+        // takes a moment, and an unprobed head start would change the story.
+        let s = Session::start(&["attach", "--pid", &pid, "--mode", "exact", "--duration", "6s", "--format", "json", "--interval", "1h"]);
+        t.send_line("go");
+        let out = s.finish();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let maps = r["maps"].as_array().unwrap();
         match maps.iter().find(|m| m["line"] == leak_line) {
             Some(m) if m["likely_leak"] == true && str_of(m, "function") == "main.remember" => {}

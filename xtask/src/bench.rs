@@ -97,7 +97,8 @@ fn once(gcprobe: &Path, exe: &Path, iters: u32, mode: Mode) -> Result<Sample> {
     let mut agent = None;
     if mode != Mode::Bare {
         let mut cmd = Command::new(gcprobe);
-        cmd.args(["attach", "--pid", &target.id().to_string(), "--format", "json", "--interval", "1h", "-o"])
+        // Exact mode: this table is the per-hit cost of every probe firing.
+        cmd.args(["attach", "--pid", &target.id().to_string(), "--mode", "exact", "--format", "json", "--interval", "1h", "-o"])
             .arg(&json)
             .stderr(Stdio::piped());
         if mode == Mode::Empty {
