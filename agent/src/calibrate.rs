@@ -52,47 +52,50 @@ const CALLS: u64 = 500;
 const ROUNDS: usize = 5;
 
 pub fn calibrate() -> Result<Calibration, CalibrateError> {
-    let offset = self_file_offset(calibration_point as *const () as u64)?;
+    // Four functions: our program counting into the map, our program sending
+    // whole events, the empty program, and none. Each attaches once: a
+    // detach waits out an RCU grace period (~0.2 s here), too slow to repeat.
+    let fns: [extern "C" fn(u64) -> u64; 4] = [point_agg, point_event, point_empty, point_bare];
+    let off = |f: extern "C" fn(u64) -> u64| self_file_offset(f as *const () as u64);
     let pid = std::process::id();
     let exe = Path::new("/proc/self/exe");
     let walk = cookie::FLAG_WALK_STACK;
-    let points = vec![
-        AttachPoint { id: 0, file_offset: offset, cookie: cookie::encode(0, kind::MALLOC, walk | cookie::FLAG_AGGREGATE) },
-        AttachPoint { id: 1, file_offset: offset, cookie: cookie::encode(1, kind::MALLOC, walk) },
+    let real_points = vec![
+        AttachPoint { id: 0, file_offset: off(point_agg)?, cookie: cookie::encode(0, kind::MALLOC, walk | cookie::FLAG_AGGREGATE) },
+        AttachPoint { id: 1, file_offset: off(point_event)?, cookie: cookie::encode(1, kind::MALLOC, walk) },
     ];
-    let (mut real, mut ring) = Attached::load(exe, pid, TargetConfig::default(), points.clone(), Program::Real)?;
-    let (mut empty, _ring2) = Attached::load(exe, pid, TargetConfig::default(), points, Program::Empty)?;
+    let empty_points = vec![AttachPoint { id: 0, file_offset: off(point_empty)?, cookie: cookie::encode(0, kind::MALLOC, walk) }];
+    let (mut real, mut ring) = Attached::load(exe, pid, TargetConfig::default(), real_points, Program::Real)?;
+    let (mut empty, _ring2) = Attached::load(exe, pid, TargetConfig::default(), empty_points, Program::Empty)?;
+    for (guard, ids) in [(&mut real, &[0u32, 1][..]), (&mut empty, &[0][..])] {
+        if let Some((_, e)) = guard.attach(ids.iter().copied())?.into_iter().next() {
+            return Err(ProbeError::Attach { symbol: "gcprobe calibration point".into(), offset: 0, source: e }.into());
+        }
+    }
     let chain = FrameChain::new();
-
-    let (mut bare, mut agg, mut ev, mut emp) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut times: [Vec<Duration>; 4] = Default::default();
     for _ in 0..ROUNDS {
-        bare.push(time_calls(&chain));
-        for (which, id) in [(0, 0), (0, 1), (1, 0)] {
-            let (guard, out) = match (which, id) {
-                (0, 0) => (&mut real, &mut agg),
-                (0, _) => (&mut real, &mut ev),
-                _ => (&mut empty, &mut emp),
-            };
-            let before = hits(guard);
-            if let Some((_, e)) = guard.attach([id])?.into_iter().next() {
-                return Err(ProbeError::Attach { symbol: "gcprobe calibration point".into(), offset, source: e }.into());
-            }
-            out.push(time_calls(&chain));
-            guard.detach_some([id]);
+        for (i, f) in fns.iter().enumerate() {
+            times[i].push(time_calls(&chain, *f));
             // Consume what the event path sent, as the session's reader
             // would: a ring left to fill would make the kernel wake a reader
             // on every event past the threshold, and the cost would be ours.
             while ring.next().is_some() {}
-            let got = hits(guard) - before;
-            if got < CALLS {
-                return Err(CalibrateError::NoHits { hits: got, calls: CALLS });
-            }
         }
     }
+    let want = ROUNDS as u64 * CALLS;
+    for got in [hits(&real) / 2, hits(&empty)] {
+        if got < want {
+            return Err(CalibrateError::NoHits { hits: got, calls: want });
+        }
+    }
+    // Detach both objects' probes together: one grace period.
+    drop((real, empty));
     let med = |v: &mut Vec<Duration>| {
         v.sort();
         v[v.len() / 2].as_nanos() as f64
     };
+    let [mut agg, mut ev, mut emp, mut bare] = times;
     let bare = med(&mut bare);
     let per_hit = |v: &mut Vec<Duration>| ((med(v) - bare) / CALLS as f64).max(1.0);
     Ok(Calibration { aggregated_ns: per_hit(&mut agg), event_ns: per_hit(&mut ev), empty_ns: per_hit(&mut emp) })
@@ -106,10 +109,10 @@ fn hits(a: &Attached) -> u64 {
 /// This thread's CPU time for CALLS calls: the trap is charged to the
 /// trapping thread, and CPU time leaves out time lost to other processes on
 /// a shared machine, which wall time would not.
-fn time_calls(chain: &FrameChain) -> Duration {
+fn time_calls(chain: &FrameChain, f: extern "C" fn(u64) -> u64) -> Duration {
     let t = thread_cpu();
     for i in 0..CALLS {
-        std::hint::black_box(chain.call(i));
+        std::hint::black_box(chain.call(f, i));
     }
     thread_cpu().saturating_sub(t)
 }
@@ -121,10 +124,23 @@ fn thread_cpu() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-/// The probed function: trivial, never inlined, a real symbol in our text.
+// The probed functions: trivial, never inlined, distinct (so the linker
+// cannot fold them into one address), real code in our text.
 #[inline(never)]
-extern "C" fn calibration_point(x: u64) -> u64 {
+extern "C" fn point_agg(x: u64) -> u64 {
     std::hint::black_box(x).wrapping_mul(3)
+}
+#[inline(never)]
+extern "C" fn point_event(x: u64) -> u64 {
+    std::hint::black_box(x).wrapping_mul(5)
+}
+#[inline(never)]
+extern "C" fn point_empty(x: u64) -> u64 {
+    std::hint::black_box(x).wrapping_mul(7)
+}
+#[inline(never)]
+extern "C" fn point_bare(x: u64) -> u64 {
+    std::hint::black_box(x).wrapping_mul(11)
 }
 
 /// `DEPTH` frame records `[next frame pointer, return address]` at rising
@@ -139,14 +155,14 @@ impl FrameChain {
         let base = records.as_ptr() as u64;
         for i in 0..DEPTH {
             records[2 * i] = if i + 1 < DEPTH { base + 16 * (i as u64 + 1) } else { 0 };
-            records[2 * i + 1] = calibration_point as *const () as u64 + 1 + i as u64;
+            records[2 * i + 1] = point_bare as *const () as u64 + 1 + i as u64;
         }
         Self { records }
     }
 
     /// Calls the probed function with the frame pointer on our chain.
     #[cfg(target_arch = "x86_64")]
-    fn call(&self, x: u64) -> u64 {
+    fn call(&self, f: extern "C" fn(u64) -> u64, x: u64) -> u64 {
         let out: u64;
         // SAFETY: rbp is saved and restored around the call; the callee is a
         // leaf that reads only its argument. Without `nostack` the stack is
@@ -160,7 +176,7 @@ impl FrameChain {
                 "add rsp, 8",
                 "pop rbp",
                 chain = in(reg) self.records.as_ptr(),
-                f = sym calibration_point,
+                f = in(reg) f,
                 inout("rdi") x => _,
                 out("rax") out,
                 clobber_abi("C"),
@@ -170,17 +186,17 @@ impl FrameChain {
     }
 
     #[cfg(target_arch = "aarch64")]
-    fn call(&self, x: u64) -> u64 {
+    fn call(&self, f: extern "C" fn(u64) -> u64, x: u64) -> u64 {
         let out: u64;
         // SAFETY: x29/x30 are saved and restored around the call.
         unsafe {
             std::arch::asm!(
                 "stp x29, x30, [sp, #-16]!",
                 "mov x29, {chain}",
-                "bl {f}",
+                "blr {f}",
                 "ldp x29, x30, [sp], #16",
                 chain = in(reg) self.records.as_ptr(),
-                f = sym calibration_point,
+                f = in(reg) f,
                 inout("x0") x => out,
                 clobber_abi("C"),
             );

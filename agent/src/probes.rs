@@ -189,7 +189,8 @@ impl Attached {
                     let link = prog.take_link(link_id).map_err(|source| ProbeError::Program { name, source })?;
                     self.links.insert(id, link);
                 }
-                Err(_) if !Path::new(&format!("/proc/{pid}")).exists() => return Err(ProbeError::TargetGone { pid }),
+                // A zombie keeps /proc/PID but not its exe: gone either way.
+                Err(_) if std::fs::read_link(format!("/proc/{pid}/exe")).is_err() => return Err(ProbeError::TargetGone { pid }),
                 Err(e) => failures.push((id, e)),
             }
         }
