@@ -220,7 +220,7 @@ impl Attached {
             *h = sum(stat::HITS_BY_KIND + k as u32);
         }
         KernelStats {
-            hits: sum(stat::HITS),
+            hits: hits_by_kind.iter().sum(),
             ringbuf_full: sum(stat::RINGBUF_FULL),
             nested: sum(stat::NESTED),
             stack_faults: sum(stat::STACK_FAULT),

@@ -182,22 +182,21 @@ const _: () = assert!(core::mem::size_of::<TargetConfig>() == 40);
 
 /// Slots of the per-CPU `STATS` array.
 pub mod stat {
-    /// Hits that passed the PID filter.
-    pub const HITS: u32 = 0;
     /// Events dropped because the ring buffer was full.
-    pub const RINGBUF_FULL: u32 = 1;
+    pub const RINGBUF_FULL: u32 = 0;
     /// Hits dropped as nested allocator calls (counted once by the outer probe).
-    pub const NESTED: u32 = 2;
+    pub const NESTED: u32 = 1;
     /// Stack reads that faulted (the walk stops there; the event is still sent).
-    pub const STACK_FAULT: u32 = 3;
+    pub const STACK_FAULT: u32 = 2;
     /// Hits on the empty baseline program (benchmarks).
-    pub const EMPTY_HITS: u32 = 4;
+    pub const EMPTY_HITS: u32 = 3;
     /// Hits counted in the `AGG` map rather than sent.
-    pub const AGGREGATED: u32 = 5;
+    pub const AGGREGATED: u32 = 4;
     /// `AGG` was full: the hit was sent as a whole event instead.
-    pub const AGG_FULL: u32 = 6;
+    pub const AGG_FULL: u32 = 5;
     /// Hits that passed the PID filter, per kind: slot `HITS_BY_KIND + kind`.
-    pub const HITS_BY_KIND: u32 = 8;
+    /// Their sum is all hits (one counter per hit, not two).
+    pub const HITS_BY_KIND: u32 = 6;
     pub const COUNT: u32 = HITS_BY_KIND + super::kind::MAX + 1;
 }
 

@@ -73,7 +73,6 @@ fn try_go_entry(ctx: &ProbeContext) -> Result<(), i64> {
         return Ok(());
     };
     let cfg = *cfg;
-    bump(stat::HITS);
 
     let ck = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
     let flags = cookie::flags(ck);
