@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use hdrhistogram::Histogram;
 
-use gcprobe_common::{bucket_floor, AggKey, AggValue, MAX_ARGS};
+use gcprobe_common::{AggKey, AggValue, MAX_ARGS};
 
 use crate::{
     events::Event,
@@ -55,18 +55,23 @@ pub struct Bursts {
 }
 
 impl Bursts {
-    /// Relative half-width of a 95% confidence interval for a rate estimated
-    /// as Σ bytes_i / Σ w_i over the bursts (ratio estimator, bursts as the
-    /// sampling units); None with fewer than two bursts.
-    pub fn rel_ci95(&self, s: &StackStat) -> Option<f64> {
+    /// Variance (bytes²) of a stack's bytes as an estimate of what the whole
+    /// observed time held: its rate is Σ bytes_i / Σ w_i over the bursts
+    /// (ratio estimator, bursts as the sampling units). None with fewer
+    /// than two bursts. Variances of stacks add up for a row or the total.
+    pub fn bytes_var(&self, s: &StackStat) -> Option<f64> {
         if self.n < 2 || self.window_s <= 0.0 || s.bytes == 0 {
             return None;
         }
         let n = self.n as f64;
         let r = s.bytes as f64 / self.window_s;
         let ss = (s.burst_sq - 2.0 * r * s.burst_cross + r * r * self.sum_w2).max(0.0);
-        let se = (ss * n / (n - 1.0)).sqrt() / self.window_s;
-        Some(1.96 * se / r)
+        Some(ss * n / (n - 1.0))
+    }
+
+    /// Relative half-width of a 95% confidence interval for a stack's rate.
+    pub fn rel_ci95(&self, s: &StackStat) -> Option<f64> {
+        self.bytes_var(s).map(|v| 1.96 * v.sqrt() / s.bytes as f64)
     }
 }
 
@@ -197,8 +202,6 @@ pub struct Aggregator {
     /// for the runtime's default rate.
     pub mprof_rate_assumed: u64,
     pub bursts: Bursts,
-    /// Seconds the GC-side probes were attached (sampled mode).
-    pub gc_window_s: f64,
     /// Ring-buffer records and bytes read.
     pub ring_records: u64,
     pub ring_bytes: u64,
@@ -250,7 +253,6 @@ impl Aggregator {
             mem_profile_rate: None,
             mprof_rate_assumed: 0,
             bursts: Bursts::default(),
-            gc_window_s: 0.0,
             ring_records: 0,
             ring_bytes: 0,
         }
@@ -274,22 +276,12 @@ impl Aggregator {
             // The bucket's mean stands for each allocation in it (buckets are at most 25% wide).
             let mean = bytes / count;
             if mean > 0 {
-                let _ = self.alloc_sizes.entry(key.probe_id).or_insert_with(size_histogram).record_n(mean.max(bucket_floor(key.size_bucket).max(1)).min(1 << 36), count);
+                let _ = self.alloc_sizes.entry(key.probe_id).or_insert_with(size_histogram).record_n(mean.min(1 << 36), count);
             }
-            let stack = stack.clone();
-            if let Some(s) = entry(&mut self.alloc_stacks, &stack, &mut self.counts.overflow) {
+            if let Some(s) = entry(&mut self.alloc_stacks, stack, &mut self.counts.overflow) {
                 s.add(count, bytes);
             }
         }
-    }
-
-    /// Closes a window of the GC-side probes (sampled mode, when even they
-    /// must be cycled): a stop seen without its start cannot be paired.
-    pub fn end_gc_window(&mut self, window_s: f64) {
-        self.gc_window_s += window_s;
-        self.stw_open = None;
-        self.in_gc_start.clear();
-        self.cycle_open = false;
     }
 
     /// Opens a burst of the allocation probes (sampled mode).

@@ -57,19 +57,21 @@ pub fn calibrate() -> Result<Calibration, CalibrateError> {
     // detach waits out an RCU grace period (~0.2 s here), too slow to repeat.
     let fns: [extern "C" fn(u64) -> u64; 4] = [point_agg, point_event, point_empty, point_bare];
     let off = |f: extern "C" fn(u64) -> u64| self_file_offset(f as *const () as u64);
+    let (off_agg, off_event, off_empty) = (off(point_agg)?, off(point_event)?, off(point_empty)?);
     let pid = std::process::id();
     let exe = Path::new("/proc/self/exe");
     let walk = cookie::FLAG_WALK_STACK;
     let real_points = vec![
-        AttachPoint { id: 0, file_offset: off(point_agg)?, cookie: cookie::encode(0, kind::MALLOC, walk | cookie::FLAG_AGGREGATE) },
-        AttachPoint { id: 1, file_offset: off(point_event)?, cookie: cookie::encode(1, kind::MALLOC, walk) },
+        AttachPoint { id: 0, file_offset: off_agg, cookie: cookie::encode(0, kind::MALLOC, walk | cookie::FLAG_AGGREGATE) },
+        AttachPoint { id: 1, file_offset: off_event, cookie: cookie::encode(1, kind::MALLOC, walk) },
     ];
-    let empty_points = vec![AttachPoint { id: 0, file_offset: off(point_empty)?, cookie: cookie::encode(0, kind::MALLOC, walk) }];
+    let empty_points = vec![AttachPoint { id: 0, file_offset: off_empty, cookie: cookie::encode(0, kind::MALLOC, walk) }];
     let (mut real, mut ring) = Attached::load(exe, pid, TargetConfig::default(), real_points, Program::Real)?;
     let (mut empty, _ring2) = Attached::load(exe, pid, TargetConfig::default(), empty_points, Program::Empty)?;
-    for (guard, ids) in [(&mut real, &[0u32, 1][..]), (&mut empty, &[0][..])] {
-        if let Some((_, e)) = guard.attach(ids.iter().copied())?.into_iter().next() {
-            return Err(ProbeError::Attach { symbol: "gcprobe calibration point".into(), offset: 0, source: e }.into());
+    for (guard, ids) in [(&mut real, &[(0u32, off_agg), (1, off_event)][..]), (&mut empty, &[(0, off_empty)][..])] {
+        if let Some((id, e)) = guard.attach(ids.iter().map(|i| i.0))?.into_iter().next() {
+            let offset = ids.iter().find(|i| i.0 == id).map_or(0, |i| i.1);
+            return Err(ProbeError::Attach { symbol: "gcprobe calibration point".into(), offset, source: e }.into());
         }
     }
     let chain = FrameChain::new();

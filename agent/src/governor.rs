@@ -46,26 +46,24 @@ pub struct PeriodObservation {
     /// Target CPU seconds (user + system, all threads) in the period,
     /// including the trap time our probes added; None when unreadable.
     pub target_cpu_s: Option<f64>,
-    /// All probe hits in the period.
+    /// All probe hits in the period; those not of the allocation probes are
+    /// the GC-side probes', attached throughout.
     pub hits: u64,
-    /// The allocation probes (mallocgc, growslice).
+    /// The allocation probes (mallocgc, growslice, map growth).
     pub alloc: Attachment,
-    /// Every other probe (GC, STW, assists, runtime samples).
-    pub continuous: Attachment,
     /// Wall time the period's attach and detach calls took. Measured here,
     /// the target stalls for about as long (uprobe registration holds its
     /// mm lock through the kernel's waits), so it is charged as cost.
     pub switching: Duration,
 }
 
-/// The next period: how long each probe set stays attached from its start.
+/// The next period, and how long the allocation probes stay attached from
+/// its start. The GC-side probes stay on throughout.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Plan {
     pub period: Duration,
     /// Allocation probes' window; `>= period` means always attached.
     pub alloc: Duration,
-    /// The other probes' window; `>= period` means always attached.
-    pub continuous: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -79,9 +77,8 @@ pub struct Governor {
     continuous_rate: Option<f64>,
     /// Seconds of stall per attach/detach cycle (EWMA).
     switch_s: Option<f64>,
-    /// The last plan's duties (window / period).
+    /// The last plan's allocation duty (window / period).
     pub alloc_duty: f64,
-    pub continuous_duty: f64,
 }
 
 fn ewma(old: Option<f64>, new: f64) -> f64 {
@@ -92,12 +89,12 @@ impl Governor {
     /// `budget` is the allowed slowdown as a fraction (0.01 = 1%); `cost_s`
     /// the calibrated cost of one hit.
     pub fn new(budget: f64, cost_s: f64) -> Self {
-        Self { budget, cost_s: cost_s.max(1e-9), cpu_rate: DEFAULT_CPU_RATE, alloc_rate: None, continuous_rate: None, switch_s: None, alloc_duty: 1.0, continuous_duty: 1.0 }
+        Self { budget, cost_s: cost_s.max(1e-9), cpu_rate: DEFAULT_CPU_RATE, alloc_rate: None, continuous_rate: None, switch_s: None, alloc_duty: 1.0 }
     }
 
     /// The first period: everything on for one short window, to measure.
     pub fn first(&self) -> Plan {
-        Plan { period: MIN_WINDOW, alloc: MIN_WINDOW, continuous: MIN_WINDOW }
+        Plan { period: MIN_WINDOW, alloc: MIN_WINDOW }
     }
 
     pub fn observe(&mut self, o: PeriodObservation) {
@@ -113,9 +110,7 @@ impl Governor {
         if let Some(r) = rate(o.alloc) {
             self.alloc_rate = Some(ewma(self.alloc_rate, r));
         }
-        if let Some(r) = rate(o.continuous) {
-            self.continuous_rate = Some(ewma(self.continuous_rate, r));
-        }
+        self.continuous_rate = Some(ewma(self.continuous_rate, o.hits.saturating_sub(o.alloc.hits) as f64 / wall));
         if !o.switching.is_zero() {
             self.switch_s = Some(ewma(self.switch_s, o.switching.as_secs_f64()));
         }
@@ -129,7 +124,6 @@ impl Governor {
         // detaching and re-attaching a set of uprobes every period stalls
         // the target (its threads sit idle on the kernel's uprobe and mm
         // locks) far more than their hits cost. The report warns instead.
-        self.continuous_duty = 1.0;
         let left = budget - cont_cost;
         let alloc_cost = self.alloc_rate.unwrap_or(0.0) * self.cost_s;
         self.alloc_duty = if alloc_cost <= 0.0 { 1.0 } else { (left / alloc_cost).clamp(0.0, 1.0) };
@@ -138,8 +132,8 @@ impl Governor {
         let by_window = if self.alloc_duty <= 0.0 { MAX_PERIOD.as_secs_f64() } else { MIN_WINDOW.as_secs_f64() / self.alloc_duty };
         let by_switch = self.switch_s.unwrap_or(0.0) / (0.5 * self.budget);
         let period = Duration::from_secs_f64(by_window.max(by_switch).min(MAX_PERIOD.as_secs_f64())).max(PERIOD);
-        let window = |duty: f64| if duty >= 1.0 { period } else { period.mul_f64(duty).max(MIN_WINDOW) };
-        Plan { period, alloc: window(self.alloc_duty), continuous: window(self.continuous_duty) }
+        let alloc = if self.alloc_duty >= 1.0 { period } else { period.mul_f64(self.alloc_duty).max(MIN_WINDOW) };
+        Plan { period, alloc }
     }
 
     pub fn cost_s(&self) -> f64 {
@@ -164,13 +158,12 @@ mod tests {
 
     const COST: f64 = 10e-6;
 
-    fn period(cpu: f64, hits: u64, alloc: (f64, u64), cont: (f64, u64)) -> PeriodObservation {
+    fn period(cpu: f64, hits: u64, alloc: (f64, u64)) -> PeriodObservation {
         PeriodObservation {
             wall: Duration::from_secs(1),
             target_cpu_s: Some(cpu),
             hits,
             alloc: Attachment { attached: Duration::from_secs_f64(alloc.0), hits: alloc.1 },
-            continuous: Attachment { attached: Duration::from_secs_f64(cont.0), hits: cont.1 },
             switching: Duration::ZERO,
         }
     }
@@ -181,22 +174,21 @@ mod tests {
         assert_eq!(g.first().alloc, MIN_WINDOW);
         // While attached the target does nothing but trap: 1 / cost hits per second.
         for _ in 0..10 {
-            g.observe(period(1.0 + 1000.0 * COST, 1000, (0.01, 1000), (1.0, 0)));
+            g.observe(period(1.0 + 1000.0 * COST, 1000, (0.01, 1000)));
         }
         let p = g.plan_next();
         assert!((g.alloc_duty - 0.01).abs() < 0.002, "duty {}", g.alloc_duty);
         assert_eq!(p.period, PERIOD);
         assert!((p.alloc.as_secs_f64() - 0.01).abs() < 0.002, "{p:?}");
-        assert_eq!(p.continuous, p.period);
     }
 
     #[test]
     fn a_quiet_target_is_probed_continuously() {
         let mut g = Governor::new(0.01, COST);
-        g.observe(period(0.5, 2, (1.0, 2), (1.0, 0)));
+        g.observe(period(0.5, 2, (1.0, 2)));
         let p = g.plan_next();
-        assert_eq!((g.alloc_duty, g.continuous_duty), (1.0, 1.0));
-        assert!(p.alloc >= p.period && p.continuous >= p.period);
+        assert_eq!(g.alloc_duty, 1.0);
+        assert!(p.alloc >= p.period);
     }
 
     #[test]
@@ -204,19 +196,18 @@ mod tests {
         let mut g = Governor::new(0.01, COST);
         for _ in 0..10 {
             // 4000 GC-side hits/s × 10 µs = 4% of one core: over a 1% budget.
-            g.observe(period(1.04, 4500, (0.01, 500), (1.0, 4000)));
+            g.observe(period(1.04, 4500, (0.01, 500)));
         }
         assert!(g.continuous_share() > 3.5);
         let p = g.plan_next();
-        assert_eq!((g.continuous_duty, g.alloc_duty), (1.0, 0.0));
-        assert_eq!(p.continuous, p.period);
+        assert_eq!(g.alloc_duty, 0.0);
         assert_eq!((p.alloc, p.period), (MIN_WINDOW, MAX_PERIOD));
     }
 
     #[test]
     fn switching_stalls_stretch_the_period() {
         let mut g = Governor::new(0.01, COST);
-        let mut o = period(1.0, 100, (0.01, 100), (1.0, 0));
+        let mut o = period(1.0, 100, (0.01, 100));
         o.switching = Duration::from_millis(100);
         g.observe(o);
         // 0.1 s per switch within half of a 1% budget: one switch per 20 s.
@@ -227,7 +218,7 @@ mod tests {
     fn tiny_duties_stretch_the_period_not_shrink_the_window() {
         let mut g = Governor::new(0.001, COST);
         for _ in 0..10 {
-            g.observe(period(1.0, 0, (0.01, 1000), (1.0, 0)));
+            g.observe(period(1.0, 0, (0.01, 1000)));
         }
         let p = g.plan_next();
         assert_eq!(p.alloc, MIN_WINDOW);

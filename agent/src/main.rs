@@ -14,14 +14,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the error and its causes, no backtrace.
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(": ");
-                msg.push_str(&s.to_string());
-                src = s.source();
-            }
-            eprintln!("gcprobe: error: {msg}");
+            eprintln!("gcprobe: error: {}", session::error_chain(&e));
             ExitCode::from(e.exit_code())
         }
     }

@@ -81,11 +81,9 @@ pub const ALL_KINDS: [ProbeKind; 8] = [
 /// When a probe is attached, by what it costs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProbeGroup {
-    /// GC start and STW: a few hits per GC cycle, always on.
+    /// GC start, STW and assists: a few hits per GC cycle (assists more in
+    /// allocation-heavy programs), always on.
     Gc,
-    /// gcAssistAlloc: per assisting allocation during marking, which an
-    /// allocation-heavy program does often; on unless over budget.
-    Assist,
     /// Every allocation (mallocgc and its variants, growslice) and map
     /// growth: always on in exact mode, in governed bursts in sampled mode
     /// (a program that builds a map per request grows maps as often as it
@@ -99,8 +97,7 @@ impl ProbeKind {
     pub const fn group(self) -> ProbeGroup {
         match self {
             ProbeKind::Malloc | ProbeKind::Growslice | ProbeKind::MapGrow => ProbeGroup::Alloc,
-            ProbeKind::GcStart | ProbeKind::StwStop | ProbeKind::StwStart => ProbeGroup::Gc,
-            ProbeKind::Assist => ProbeGroup::Assist,
+            ProbeKind::GcStart | ProbeKind::StwStop | ProbeKind::StwStart | ProbeKind::Assist => ProbeGroup::Gc,
             ProbeKind::MProf => ProbeGroup::Sample,
         }
     }

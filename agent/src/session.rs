@@ -291,7 +291,7 @@ pub fn attach(opts: AttachOptions) -> Result<Report, SessionError> {
 
     // Detach first, then drain what the kernel already queued: nothing is lost
     // between the last read and the end of the window.
-    let (open_alloc, open_gc) = driver.as_ref().map_or((None, None), |d| d.open_windows());
+    let open_burst = driver.as_ref().and_then(|d| d.open_window());
     let kernel = attached.stats();
     // Once the target has exited its CPU clock is gone: use the last reading.
     let cpu_end = process.cpu_time_s().or(cpu_last);
@@ -299,11 +299,8 @@ pub fn attach(opts: AttachOptions) -> Result<Report, SessionError> {
     attached.detach();
     drain_into(&mut ring, &mut agg);
     agg.add_kernel_totals(&totals);
-    if let Some(w) = open_alloc {
+    if let Some(w) = open_burst {
         agg.end_burst(w.as_secs_f64());
-    }
-    if let Some(w) = open_gc {
-        agg.end_gc_window(w.as_secs_f64());
     }
     let target_cpu_s = cpu_start.zip(cpu_end).map(|(a, b)| b - a);
 
@@ -320,7 +317,6 @@ pub fn attach(opts: AttachOptions) -> Result<Report, SessionError> {
         calibration,
         cost_s,
         target_cpu_s,
-        duties: driver.as_ref().map(|d| (d.gov.alloc_duty, d.gov.continuous_duty)),
     };
     let report = report::build(
         &report::Inputs {
@@ -346,7 +342,8 @@ pub fn attach(opts: AttachOptions) -> Result<Report, SessionError> {
 /// VM showed (field notes: 5–16 µs), so the governor errs on the safe side.
 const FALLBACK_COST_NS: f64 = 16_000.0;
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error and its causes on one line, for messages that must not span lines.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
@@ -483,7 +480,7 @@ async fn stream(ring: RingBuf<MapData>, live: &mut Live<'_>) -> io::Result<(Ring
                     agg.stw_hist.value_at_quantile(0.99) as f64 / 1e3,
                     agg.stw_hist.max() as f64 / 1e3,
                     stats.ringbuf_full + c.undecodable,
-                    driver.as_ref().map(|d| format!("  (observed; duty alloc {:.1}% gc {:.0}%)", d.gov.alloc_duty * 100.0, d.gov.continuous_duty * 100.0)).unwrap_or_default(),
+                    driver.as_ref().map(|d| format!("  (observed; allocation duty {:.1}%)", d.gov.alloc_duty * 100.0)).unwrap_or_default(),
                 );
                 last = (c.mallocgc, agg.alloc_bytes, c.growslice);
             }

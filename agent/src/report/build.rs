@@ -36,8 +36,6 @@ pub struct SamplingInputs {
     pub calibration: Option<crate::calibrate::Calibration>,
     pub cost_s: f64,
     pub target_cpu_s: Option<f64>,
-    /// The governor's last duties, allocation and GC-side (sampled mode).
-    pub duties: Option<(f64, f64)>,
 }
 
 #[derive(Default)]
@@ -84,18 +82,12 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
     }));
 
     // Callsites: the first frame outside the runtime, per probe class.
-    let mut acc: HashMap<(String, String, Option<String>, Option<u32>), Acc> = HashMap::new();
+    let mut acc: HashMap<RowKey, Acc> = HashMap::new();
     for (stack, st) in &agg.alloc_stacks {
-        let frames = return_frames(sym, stack);
-        let (idx, via_grow) = callsite_index(&frames);
-        let f = &frames[idx.min(frames.len().saturating_sub(1))];
-        let probe = if via_grow { "growslice" } else { "mallocgc" };
-        let a = acc.entry((probe.into(), f.function.clone(), f.file.clone(), f.line)).or_default();
+        let (a, frames, idx, via_grow) = row(&mut acc, sym, stack, None);
         a.allocs += st.count;
         a.bytes += st.bytes;
-        if let Some(ci) = agg.bursts.rel_ci95(st) {
-            a.var_bytes += (ci / 1.96 * st.bytes as f64).powi(2);
-        }
+        a.var_bytes += agg.bursts.bytes_var(st).unwrap_or(0.0);
         if !via_grow {
             a.count += st.count;
         }
@@ -105,21 +97,14 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
         }
     }
     for (stack, w) in &agg.sampled_stacks {
-        let frames = return_frames(sym, stack);
-        let (idx, via_grow) = callsite_index(&frames);
-        let f = &frames[idx.min(frames.len().saturating_sub(1))];
-        let probe = if via_grow { "growslice" } else { "mallocgc" };
-        let a = acc.entry((probe.into(), f.function.clone(), f.file.clone(), f.line)).or_default();
+        let (a, frames, idx, _) = row(&mut acc, sym, stack, None);
         a.sampled_bytes += w.bytes;
         if a.frames.is_empty() {
             a.frames = frames[idx..].to_vec();
         }
     }
     for (stack, g) in &agg.grow_stacks {
-        let frames = return_frames(sym, stack);
-        let (idx, _) = callsite_index(&frames);
-        let f = &frames[idx.min(frames.len().saturating_sub(1))];
-        let a = acc.entry(("growslice".into(), f.function.clone(), f.file.clone(), f.line)).or_default();
+        let (a, frames, idx, _) = row(&mut acc, sym, stack, Some("growslice"));
         a.count += g.count;
         a.grow_len_sum += g.new_len_sum;
         if a.frames.is_empty() {
@@ -259,18 +244,12 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
     }
     let probe_cost_s = inp.kernel.hits as f64 * inp.sampling.cost_s;
     let est_slowdown = inp.sampling.target_cpu_s.map(|cpu| probe_cost_s / (cpu - probe_cost_s).max(1e-3));
-    let total_var: f64 = agg.alloc_stacks.values().filter_map(|s| agg.bursts.rel_ci95(s).map(|ci| (ci / 1.96 * s.bytes as f64).powi(2))).sum();
+    let total_var: f64 = agg.alloc_stacks.values().filter_map(|s| agg.bursts.bytes_var(s)).sum();
     if sampled {
         if agg.mprof_rate_assumed > 0 {
             warnings.push(format!(
                 "{} runtime samples weighted for the default MemProfileRate (512 KiB): the binary has no symbol table to read the real rate from",
                 agg.mprof_rate_assumed
-            ));
-        }
-        if agg.gc_window_s > 0.0 && agg.gc_window_s < 0.98 * dur {
-            warnings.push(format!(
-                "GC and STW probes alone would cost more than half the budget, so they were attached {:.0}% of the time: STW percentiles come from the pauses seen then, counts are lower bounds",
-                100.0 * agg.gc_window_s / dur
             ));
         }
         if agg.bursts.n < 3 {
@@ -329,7 +308,6 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
             bursts: agg.bursts.n,
             observed_s: observed,
             duty: observed / dur,
-            gc_observed_s: if sampled && agg.gc_window_s > 0.0 { agg.gc_window_s.min(dur) } else { dur },
             alloc_rate_ci95: (sampled && total_var > 0.0).then(|| 1.96 * total_var.sqrt() / agg.alloc_bytes.max(1) as f64),
             target_cpu_s: inp.sampling.target_cpu_s,
             probe_cost_s,
@@ -339,6 +317,23 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
         },
         agent: inp.agent.clone(),
     }
+}
+
+/// A callsite row: (probe, function, file, line).
+type RowKey = (String, String, Option<String>, Option<u32>);
+
+/// The row a stack of return addresses lands on: its first frame outside
+/// the runtime, under `probe` if given, else under growslice when the bytes
+/// come from growing a slice there and mallocgc otherwise. Returns the row,
+/// the symbolized frames, the callsite's index in them and whether a
+/// growslice frame sits below it.
+fn row<'a>(acc: &'a mut HashMap<RowKey, Acc>, sym: &mut Symbolizer, stack: &[u64], probe: Option<&str>) -> (&'a mut Acc, Vec<Frame>, usize, bool) {
+    let frames = return_frames(sym, stack);
+    let (idx, via_grow) = callsite_index(&frames);
+    let f = &frames[idx.min(frames.len().saturating_sub(1))];
+    let probe = probe.unwrap_or(if via_grow { "growslice" } else { "mallocgc" });
+    let a = acc.entry((probe.into(), f.function.clone(), f.file.clone(), f.line)).or_default();
+    (a, frames, idx, via_grow)
 }
 
 fn size_stats(unit: &'static str, h: &hdrhistogram::Histogram<u64>) -> SizeStats {

@@ -80,9 +80,6 @@ pub struct SamplingReport {
     pub observed_s: f64,
     /// observed_s / window duration.
     pub duty: f64,
-    /// Seconds the GC-side probes were attached (the whole window unless
-    /// even they had to be cycled to stay within the budget).
-    pub gc_observed_s: f64,
     /// Half-width of the 95% confidence interval of the allocation byte
     /// rate, relative (0.1 = ±10%); None when exact or too few bursts.
     pub alloc_rate_ci95: Option<f64>,
