@@ -121,6 +121,8 @@ pub struct EventCounts {
     pub mallocgc: u64,
     pub growslice: u64,
     pub gc_start: u64,
+    /// GC cycles begun: sweep-termination stops seen.
+    pub cycles: u64,
     pub stw: u64,
     pub assist: u64,
     /// Records the agent could not decode.
@@ -156,6 +158,7 @@ pub struct Aggregator {
     pid: u32,
     growslice_abi: GrowsliceAbi,
     stw_reason_arg: bool,
+    stw_span_arg: bool,
     pub counts: EventCounts,
     pub alloc_bytes: u64,
     /// Allocation stacks without frame 0 (which allocator entry was hit does
@@ -226,6 +229,7 @@ impl Aggregator {
             pid,
             growslice_abi: plan.growslice_abi,
             stw_reason_arg: plan.stw_reason_arg,
+            stw_span_arg: plan.stw_span_arg,
             counts: EventCounts::default(),
             alloc_bytes: 0,
             alloc_stacks: HashMap::new(),
@@ -385,9 +389,6 @@ impl Aggregator {
             }
             ProbeKind::GcStart => {
                 self.counts.gc_start += 1;
-                if ev.args[4] != 0 {
-                    self.heap_live.push((ev.ktime_ns, ev.args[4]));
-                }
                 self.in_gc_start.insert(ev.tid);
             }
             ProbeKind::StwStop => {
@@ -396,15 +397,27 @@ impl Aggregator {
                 } else {
                     self.infer_cause(ev)
                 };
+                self.cycle_mark(cause, ev);
                 self.stw_open = Some((ev.ktime_ns, cause));
             }
-            ProbeKind::StwStart => match self.stw_open.take() {
-                Some((start, cause)) if ev.ktime_ns >= start => {
-                    let duration_ns = ev.ktime_ns - start;
-                    self.counts.stw += 1;
-                    self.stw_hist.saturating_record(duration_ns.max(1));
-                    self.stws.push(StwSpan { start_ktime: start, duration_ns, cause });
+            ProbeKind::StwStart if self.stw_span_arg => {
+                // startTheWorldWithSema(now int64, w worldStop): w.reason,
+                // then w.startedStopping, a nanotime() (CLOCK_MONOTONIC, the
+                // kernel's clock too); `now` is the end when the caller had
+                // it, else the function reads the clock at once
+                // (runtime/proc.go, Go 1.22+).
+                let cause = StwCause::Code(ev.args[1] as u8);
+                let start = ev.args[2];
+                let end = if ev.args[0] != 0 { ev.args[0] } else { ev.ktime_ns };
+                if start == 0 || start > end {
+                    self.counts.unpaired_stw += 1;
+                    return;
                 }
+                self.cycle_mark(cause, ev);
+                self.record_stw(start, end, cause);
+            }
+            ProbeKind::StwStart => match self.stw_open.take() {
+                Some((start, cause)) if ev.ktime_ns >= start => self.record_stw(start, ev.ktime_ns, cause),
                 _ => self.counts.unpaired_stw += 1,
             },
             ProbeKind::MapGrow => {
@@ -415,7 +428,7 @@ impl Aggregator {
                     self.counts.overflow += 1;
                     return;
                 }
-                let cycle = self.counts.gc_start;
+                let cycle = self.counts.cycles;
                 let m = self.maps.entry(map).or_insert_with(|| MapGrowth {
                     first_ktime: ev.ktime_ns,
                     stack: ev.frames.get(1..).unwrap_or(&[]).into(),
@@ -437,26 +450,46 @@ impl Aggregator {
 }
 
 impl Aggregator {
+    /// A cycle starts by stopping the world for sweep termination
+    /// (runtime/mgc.go gcStart); the kernel read the heap at that probe.
+    fn cycle_mark(&mut self, cause: StwCause, ev: &Event) {
+        if cause == StwCause::Code(STW_SWEEP_TERM) {
+            self.counts.cycles += 1;
+            if ev.args[4] != 0 {
+                self.heap_live.push((ev.ktime_ns, ev.args[4]));
+            }
+        }
+    }
+
+    fn record_stw(&mut self, start: u64, end: u64, cause: StwCause) {
+        let duration_ns = end - start;
+        self.counts.stw += 1;
+        self.stw_hist.saturating_record(duration_ns.max(1));
+        self.stws.push(StwSpan { start_ktime: start, duration_ns, cause });
+    }
+
     /// Go 1.19/1.20 call `systemstack(stopTheWorldWithSema)` with no reason,
     /// and the direct caller is just `systemstack` (go1.19 runtime/mgc.go). The
     /// GC's shape names it instead: gcStart stops the world on its own thread
     /// (sweep termination), and the cycle's next stop is mark termination.
     fn infer_cause(&mut self, ev: &Event) -> StwCause {
-        const MARK_TERM: u8 = 1;
-        const SWEEP_TERM: u8 = 2;
         if self.in_gc_start.remove(&ev.tid) {
             // Other gcStart callers that lost the race return without stopping.
             self.in_gc_start.clear();
             self.cycle_open = true;
-            StwCause::Code(SWEEP_TERM)
+            StwCause::Code(STW_SWEEP_TERM)
         } else if self.cycle_open {
             self.cycle_open = false;
-            StwCause::Code(MARK_TERM)
+            StwCause::Code(STW_MARK_TERM)
         } else {
             StwCause::Caller(ev.frames.get(1).copied().unwrap_or(0))
         }
     }
 }
+
+/// `stwReason` values (runtime/proc.go, Go 1.21+): stwGCMarkTerm, stwGCSweepTerm.
+const STW_MARK_TERM: u8 = 1;
+const STW_SWEEP_TERM: u8 = 2;
 
 #[derive(Debug, Clone, Copy)]
 struct Growth {
@@ -481,7 +514,7 @@ impl Aggregator {
     /// `len_at` reads a map's first word — its length in both map
     /// implementations (hmap.count, swiss Map.used: "must be first", for len()).
     pub fn sample_map_lens(&mut self, mut len_at: impl FnMut(u64) -> Option<u64>) {
-        let cycle = self.counts.gc_start;
+        let cycle = self.counts.cycles;
         let mut busiest: Vec<(u64, u64)> = self.maps.iter().map(|(a, m)| (m.growths, *a)).collect();
         busiest.sort_unstable_by(|a, b| b.cmp(a));
         for (_, addr) in busiest.into_iter().take(MAX_SAMPLED_MAPS) {
@@ -520,6 +553,7 @@ mod tests {
             skipped: vec![],
             growslice_abi: GrowsliceAbi::for_version(go),
             stw_reason_arg: go >= GoVersion::new(1, 21, 0),
+            stw_span_arg: go >= GoVersion::new(1, 22, 0),
             nested_range: None,
             growslice_range: None,
             mprof_size_arg: 2,
@@ -581,14 +615,18 @@ mod tests {
 
     #[test]
     fn tracks_growing_maps_across_gc_cycles() {
-        let mut p = plan(GoVersion::new(1, 22, 0));
+        let mut p = plan(GoVersion::new(1, 21, 0));
         p.probes.push(crate::plan::PlannedProbe {
             id: 0, name: "hashGrow".into(), symbol: "runtime.hashGrow".into(), kind: ProbeKind::MapGrow,
             vaddr: 0, file_offset: 0, size: 0, flags: 0, required: false, map_arg: Some(1),
         });
         let mut a = Aggregator::new(42, &p);
         for cycle in 0..4u64 {
-            a.add(&ev(kind::GC_START, cycle * 100, [0, 0, 0, 0, 1000 + cycle], &[1, 2]));
+            a.add(&ev(kind::STW_STOP, cycle * 100, [2, 0, 0, 0, 1000 + cycle], &[1, 2]));
+            a.add(&ev(kind::STW_START, cycle * 100 + 1, [0; 5], &[1, 2]));
+            // Mark termination: not a new cycle, and its heap is not the trigger's.
+            a.add(&ev(kind::STW_STOP, cycle * 100 + 50, [1, 0, 0, 0, 5], &[1, 2]));
+            a.add(&ev(kind::STW_START, cycle * 100 + 51, [0; 5], &[1, 2]));
             a.add(&ev(kind::MAP_GROW, cycle * 100 + 1, [0xa, 0xbeef, 0, 0, 0], &[1, 0x500]));
             a.add(&ev(kind::MAP_GROW, cycle * 100 + 2, [0xa, 0xbeef, 0, 0, 0], &[1, 0x500]));
         }
@@ -598,6 +636,7 @@ mod tests {
         assert_eq!(&*m.stack, &[0x500]);
         assert_eq!(a.maps[&0xf00d].cycles_growing, 1);
         assert_eq!(a.heap_live, vec![(0, 1000), (100, 1001), (200, 1002), (300, 1003)]);
+        assert_eq!(a.counts.cycles, 4);
         a.sample_map_lens(|addr| (addr == 0xbeef).then_some(77));
         a.sample_map_lens(|_| Some(99)); // same cycle: not sampled again
         assert_eq!(a.maps[&0xbeef].lens, vec![(4, 77)]);
@@ -605,8 +644,24 @@ mod tests {
     }
 
     #[test]
-    fn pairs_stop_and_start_the_world() {
+    fn times_each_pause_from_start_the_worlds_world_stop() {
         let mut a = Aggregator::new(42, &plan(GoVersion::new(1, 24, 0)));
+        // (now, reason, startedStopping, finishedStopping, heap): sweep
+        // termination ending at the probe's own time, then mark termination
+        // with the end passed in, then a start with no stop recorded.
+        a.add(&ev(kind::STW_START, 400, [0, 2, 100, 150, 4096], &[1, 2]));
+        a.add(&ev(kind::STW_START, 1200, [1100, 1, 1000, 1010, 8192], &[1, 2]));
+        a.add(&ev(kind::STW_START, 1300, [0, 7, 0, 0, 0], &[1, 2]));
+        assert_eq!(a.counts.stw, 2);
+        assert_eq!(a.counts.unpaired_stw, 1);
+        assert_eq!(a.stws[0], StwSpan { start_ktime: 100, duration_ns: 300, cause: StwCause::Code(2) });
+        assert_eq!(a.stws[1], StwSpan { start_ktime: 1000, duration_ns: 100, cause: StwCause::Code(1) });
+        assert_eq!((a.counts.cycles, a.heap_live.clone()), (1, vec![(400, 4096)]));
+    }
+
+    #[test]
+    fn pairs_stop_and_start_the_world() {
+        let mut a = Aggregator::new(42, &plan(GoVersion::new(1, 21, 0)));
         a.add(&ev(kind::STW_START, 5, [0; 5], &[1, 2])); // attached mid-pause
         a.add(&ev(kind::STW_STOP, 100, [2, 0, 0, 0, 0], &[1, 2]));
         a.add(&ev(kind::STW_START, 350, [0; 5], &[1, 2]));
@@ -634,6 +689,7 @@ mod tests {
         a.add(&ev(kind::STW_START, 450, [0; 5], &[1, 2]));
         let causes: Vec<_> = a.stws.iter().map(|s| s.cause).collect();
         assert_eq!(causes, [StwCause::Caller(0xcafe), StwCause::Code(2), StwCause::Code(1)]);
+        assert_eq!(a.counts.cycles, 1);
     }
 
     #[test]

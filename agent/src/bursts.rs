@@ -1,9 +1,13 @@
-//! Sampled mode: attaches the allocation probes for the windows the
-//! governor plans, and closes each burst's books in the aggregator.
+//! Sampled mode: attaches the bursted probes (allocations, map growth,
+//! assists) for the windows the governor plans, and closes each burst's
+//! books in the aggregator. The stop-the-world probes stay attached all
+//! session (see the governor for why).
 //!
-//! Each period starts with the allocation probes attached; they are
-//! detached when the window ends, unless it spans the period. The GC-side
-//! probes stay attached all session (see the governor for why).
+//! A window is when the probes' kernel gate is open, not when they are
+//! attached: uprobes attach and detach one at a time, and a detached probe
+//! keeps trapping for a grace period after its program is gone. With the
+//! gate, every bursted probe sees the same window, and the traps outside
+//! it are counted (`stat::GATED_BY_KIND`) and charged as switching cost.
 use std::time::{Duration, Instant};
 
 use aya::maps::{MapData, RingBuf};
@@ -16,49 +20,76 @@ use crate::{
     process::Process,
 };
 
-const ALLOC_KINDS: [ProbeKind; 3] = [ProbeKind::Malloc, ProbeKind::Growslice, ProbeKind::MapGrow];
+const BURST_KINDS: [ProbeKind; 4] = [ProbeKind::Malloc, ProbeKind::Growslice, ProbeKind::MapGrow, ProbeKind::Assist];
 
-fn alloc_hits(s: &KernelStats) -> u64 {
-    ALLOC_KINDS.iter().map(|k| s.hits_of(*k)).sum()
+/// All hits of the bursted probes, gated ones included: what they cost.
+fn burst_hits(s: &KernelStats) -> u64 {
+    BURST_KINDS.iter().map(|k| s.hits_of(*k)).sum()
+}
+
+/// Hits of the bursted probes inside windows: what they measured.
+fn open_hits(s: &KernelStats) -> u64 {
+    BURST_KINDS.iter().map(|k| s.open_hits_of(*k)).sum()
 }
 
 pub struct BurstDriver {
     pub gov: Governor,
-    /// The allocation probes (mallocgc and its variants, growslice, map growth).
-    alloc_ids: Vec<u32>,
-    /// Attached since; None while detached.
-    on_since: Option<Instant>,
-    /// Time attached during the current period.
-    attached_for: Duration,
+    /// The bursted probes and their kinds, in plan order.
+    probes: Vec<(u32, ProbeKind)>,
+    /// Whether the bursted probes are attached (they stay attached through
+    /// periods planned at full duty).
+    attached: bool,
+    /// The gate opened at; None while shut.
+    open_since: Option<Instant>,
+    /// Kernel counters when the gate last opened.
+    open_stats: KernelStats,
+    /// Gate-open time in the current period.
+    open_for: Duration,
+    /// Detach order: busiest kind in the last window first.
+    by_rate: Vec<u32>,
     plan: Plan,
     period_start: Instant,
     period_cpu: Option<f64>,
     period_stats: KernelStats,
-    /// Wall time spent attaching and detaching in the current period.
-    switching: Duration,
+    /// Whether the current period attached or detached the probes.
+    switched: bool,
     /// When the driver next acts.
     pub next: Instant,
 }
 
 impl BurstDriver {
-    /// Starts the first period: the caller has just attached every probe.
-    pub fn start(gov: Governor, plan: &ProbePlan, attached: &Attached, target: &Process, agg: &mut Aggregator) -> Self {
+    /// Starts the first period: the caller has just attached every probe
+    /// with the gate shut; the first window opens now.
+    pub fn start(gov: Governor, plan: &ProbePlan, attached: &mut Attached, target: &Process, agg: &mut Aggregator) -> Result<Self, ProbeError> {
+        let probes: Vec<(u32, ProbeKind)> =
+            plan.probes.iter().filter(|p| p.kind.group() == ProbeGroup::Burst && attached.is_attached(p.id)).map(|p| (p.id, p.kind)).collect();
         let now = Instant::now();
-        let alloc_ids = plan.probes.iter().filter(|p| p.kind.group() == ProbeGroup::Alloc).map(|p| p.id).filter(|id| attached.is_attached(*id)).collect();
         let first = gov.first();
-        agg.begin_burst();
-        Self {
-            alloc_ids,
-            on_since: Some(now),
-            attached_for: Duration::ZERO,
+        let mut d = Self {
+            by_rate: probes.iter().map(|p| p.0).collect(),
+            probes,
+            attached: true,
+            open_since: None,
+            open_stats: attached.stats(),
+            open_for: Duration::ZERO,
             plan: first,
             period_start: now,
             period_cpu: target.cpu_time_s(),
             period_stats: attached.stats(),
-            switching: Duration::ZERO,
+            switched: true,
             next: now + first.period,
             gov,
-        }
+        };
+        d.open(attached, agg)?;
+        Ok(d)
+    }
+
+    fn open(&mut self, attached: &mut Attached, agg: &mut Aggregator) -> Result<(), ProbeError> {
+        self.open_stats = attached.stats();
+        attached.set_burst_open(true)?;
+        self.open_since = Some(Instant::now());
+        agg.begin_burst();
+        Ok(())
     }
 
     /// Acts on whatever is due: the window's end, then the period's end (or
@@ -73,40 +104,48 @@ impl BurstDriver {
         fold: impl Fn(&mut RingBuf<MapData>, &mut Aggregator, &Attached),
     ) -> Result<(), ProbeError> {
         let now = Instant::now();
-        if let Some(t) = self.on_since.filter(|&t| self.plan.alloc < self.plan.period && now >= t + self.plan.alloc) {
-            // The window ends as the detach starts: each breakpoint goes at
-            // once, the rest of the detach is an RCU wait.
+        if let Some(t) = self.open_since.filter(|&t| self.plan.window < self.plan.period && now >= t + self.plan.window) {
+            attached.set_burst_open(false)?;
             let w = t.elapsed();
-            self.on_since = None;
-            self.attached_for += w;
-            let started = Instant::now();
-            attached.detach_some(self.alloc_ids.iter().copied());
-            self.switching += started.elapsed();
+            self.open_since = None;
+            self.open_for += w;
             fold(ring, agg, attached);
             agg.end_burst(w.as_secs_f64());
+            self.order_by_rate(&attached.stats());
+            attached.detach_in_order(self.by_rate.iter().copied());
+            self.attached = false;
+            self.switched = true;
         }
         if now >= self.period_start + self.plan.period || self.over_budget(attached, now) {
             self.end_period(attached, ring, agg, target, &fold)?;
         }
-        // The window runs from when the probes were attached: attaching
-        // them takes milliseconds, as long as a short window.
-        self.next = match self.on_since {
-            Some(t) if self.plan.alloc < self.plan.period => (t + self.plan.alloc).min(self.period_start + self.plan.period),
+        self.next = match self.open_since {
+            Some(t) if self.plan.window < self.plan.period => (t + self.plan.window).min(self.period_start + self.plan.period),
             _ => self.period_start + self.plan.period,
         };
         Ok(())
     }
 
-    /// The period so far has cost over twice its share of the budget: the
-    /// plan was made for a calmer target (it just got busy, or gcprobe
-    /// attached while it idled), so plan again now rather than at period end.
+    /// Busiest kind in the window just closed first: the k-th detach keeps
+    /// its probe trapping through k of the kernel's serialized teardowns.
+    fn order_by_rate(&mut self, now: &KernelStats) {
+        let window_hits = |k: ProbeKind| now.open_hits_of(k) - self.open_stats.open_hits_of(k);
+        let mut probes = self.probes.clone();
+        // Stable: within a kind (Go 1.27's malloc variants), plan order.
+        probes.sort_by_key(|&(_, k)| std::cmp::Reverse(window_hits(k)));
+        self.by_rate = probes.into_iter().map(|p| p.0).collect();
+    }
+
+    /// The period so far has cost over twice the budget: the plan was made
+    /// for a calmer target (it just got busy, or gcprobe attached while it
+    /// idled), so plan again now rather than at period end.
     fn over_budget(&self, attached: &Attached, now: Instant) -> bool {
         let elapsed = (now - self.period_start).as_secs_f64();
-        // Only the allocation probes: the GC-side ones stay on regardless.
-        if elapsed < 0.2 || self.on_since.is_none() {
+        // Only the bursted probes: the stop-the-world ones stay on regardless.
+        if elapsed < 0.2 || self.open_since.is_none() {
             return false;
         }
-        let spent = (alloc_hits(&attached.stats()) - alloc_hits(&self.period_stats)) as f64 * self.gov.cost_s();
+        let spent = (burst_hits(&attached.stats()) - burst_hits(&self.period_stats)) as f64 * self.gov.cost_s();
         spent > 2.0 * self.gov.budget_s_per_s() * elapsed
     }
 
@@ -119,41 +158,45 @@ impl BurstDriver {
         fold: &impl Fn(&mut RingBuf<MapData>, &mut Aggregator, &Attached),
     ) -> Result<(), ProbeError> {
         let now = Instant::now();
-        // A window that spans the period: close its books, stay attached.
+        // A window that spans the period: close its books, keep the gate open.
         fold(ring, agg, attached);
-        if let Some(t) = self.on_since {
-            self.attached_for += now - t;
-            self.on_since = Some(now);
+        if let Some(t) = self.open_since {
+            self.open_for += now - t;
             agg.end_burst((now - t).as_secs_f64());
+            self.open_since = Some(now);
+            agg.begin_burst();
         }
         let stats = attached.stats();
         let cpu = target.cpu_time_s();
+        let delta = |f: fn(&KernelStats) -> u64| f(&stats) - f(&self.period_stats);
         self.gov.observe(PeriodObservation {
             wall: now - self.period_start,
             target_cpu_s: cpu.zip(self.period_cpu).map(|(a, b)| a - b),
             hits: stats.hits - self.period_stats.hits,
-            alloc: Attachment { attached: std::mem::take(&mut self.attached_for), hits: alloc_hits(&stats) - alloc_hits(&self.period_stats) },
-            switching: std::mem::take(&mut self.switching),
+            burst: Attachment { open: std::mem::take(&mut self.open_for), hits: delta(open_hits) },
+            burst_hits: delta(burst_hits),
+            switched: std::mem::take(&mut self.switched),
         });
         self.plan = self.gov.plan_next();
         self.period_start = now;
         self.period_cpu = cpu;
-        agg.begin_burst();
-        if self.on_since.is_none() {
-            let started = Instant::now();
-            for (id, e) in attached.attach(self.alloc_ids.iter().copied())? {
+        // Before attaching: the gated hits it causes belong to this period.
+        self.period_stats = stats;
+        if !self.attached {
+            // Coldest first: the busiest probes trap gated for the shortest time.
+            for (id, e) in attached.attach(self.by_rate.iter().rev().copied())? {
                 eprintln!("gcprobe: warning: probe {id} not re-attached: {e}");
             }
-            self.on_since = Some(Instant::now());
-            self.switching += started.elapsed();
+            self.attached = true;
+            self.switched = true;
+            self.open(attached, agg)?;
         }
-        self.period_stats = attached.stats();
         Ok(())
     }
 
-    /// The allocation window still open as the session ends, if any. The
-    /// caller detaches, folds, then closes it in the aggregator.
+    /// The window still open as the session ends, if any. The caller shuts
+    /// the gate, folds, then closes it in the aggregator.
     pub fn open_window(&self) -> Option<Duration> {
-        self.on_since.map(|t| t.elapsed())
+        self.open_since.map(|t| t.elapsed())
     }
 }

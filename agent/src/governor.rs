@@ -1,28 +1,31 @@
-//! Sampled mode's governor: when to attach the allocation probes, and for how
-//! long, so that what they cost the target stays under the overhead budget.
+//! Sampled mode's governor: when to open a burst of the allocation-side
+//! probes, and for how long, so that what gcprobe costs the target stays
+//! under the overhead budget.
 //!
 //! Cost is measured, not assumed: `cost_s` is this host's calibrated cost of
 //! one hit of our program (see `calibrate`), hit rates come from the kernel's
-//! per-kind counters, and the target's CPU from /proc/PID/stat. A burst's
-//! share of time (its duty) is then
+//! per-kind counters, and the target's CPU from its CPU clock. Per period `P`
+//! with a window `W`, in target CPU seconds per second:
 //!
 //! ```text
-//! allocation duty = (budget − what the GC-side probes use) / (allocation hits/s × cost)
+//! C + A·W/P + S/P ≤ B
 //! ```
 //!
-//! with the budget in CPU seconds per second (the allowed slowdown × the
-//! target's own CPU use). GC and STW probes fire a few times per GC cycle and
-//! stay on; when a program collecting hundreds of times a second makes them
-//! alone exceed the budget, the report says so.
+//! `B` is the budget (the allowed slowdown × the target's own CPU use), `C`
+//! what the always-on stop-the-world probes cost, `A` what the bursted
+//! probes cost while open, and `S` what one attach-and-detach cycle costs:
+//! the traps on the bursted probes while they are attached with their gate
+//! shut, counted by the kernel. The stop-the-world probes fire twice per
+//! pause and stay on; when a program collecting hundreds of times a second
+//! makes them alone exceed the budget, the report says so.
 //!
-//! Detaching is what saves the target: the breakpoint leaves its text. Merely
-//! disabling the program would still trap on every allocation.
+//! Detaching is what saves the target: the breakpoint leaves its text.
+//! Merely disabling the program would still trap on every allocation.
 use std::time::Duration;
 
-/// Shortest window: long enough to see a callsite a few times at high
-/// rates, and to amortize attaching a dozen uprobes.
+/// Shortest window: long enough to see a callsite a few times at high rates.
 pub const MIN_WINDOW: Duration = Duration::from_millis(5);
-/// Nominal period: one allocation burst per second when the budget allows.
+/// Shortest period: one burst per second when the budget allows.
 pub const PERIOD: Duration = Duration::from_secs(1);
 /// Longest period, so a tiny duty does not blind the session for long.
 pub const MAX_PERIOD: Duration = Duration::from_secs(120);
@@ -31,11 +34,16 @@ const DEFAULT_CPU_RATE: f64 = 1.0;
 /// A target using less CPU than this still gets this much budget (1% of a
 /// core): the slowdown of a near-idle program is not measurable anyway.
 const MIN_CPU_RATE: f64 = 0.01;
+/// Hits assumed when a window saw fewer: zero hits in a 5 ms window bound
+/// the rate at about 3 / 5 ms (the 95% Poisson limit), not at zero. Taking
+/// zero would plan full duty, and a target that idled through the first
+/// window would pay a trap per allocation once it woke.
+const MIN_HITS: f64 = 3.0;
 
-/// Hits of one probe set over the time it was attached.
+/// Hits of the bursted probes over the time their gate was open.
 #[derive(Debug, Clone, Copy)]
 pub struct Attachment {
-    pub attached: Duration,
+    pub open: Duration,
     pub hits: u64,
 }
 
@@ -46,38 +54,40 @@ pub struct PeriodObservation {
     /// Target CPU seconds (user + system, all threads) in the period,
     /// including the trap time our probes added; None when unreadable.
     pub target_cpu_s: Option<f64>,
-    /// All probe hits in the period; those not of the allocation probes are
-    /// the GC-side probes', attached throughout.
+    /// All probe hits in the period, gated ones included.
     pub hits: u64,
-    /// The allocation probes (mallocgc, growslice, map growth).
-    pub alloc: Attachment,
-    /// Wall time the period's attach and detach calls took. Measured here,
-    /// the target stalls for about as long (uprobe registration holds its
-    /// mm lock through the kernel's waits), so it is charged as cost.
-    pub switching: Duration,
+    /// The bursted probes' hits in their windows.
+    pub burst: Attachment,
+    /// All hits of the bursted probes, gated ones included.
+    pub burst_hits: u64,
+    /// The period attached and detached the bursted probes: its gated hits
+    /// are one switching cycle's cost.
+    pub switched: bool,
 }
 
-/// The next period, and how long the allocation probes stay attached from
-/// its start. The GC-side probes stay on throughout.
+/// The next period, and how long the bursted probes' gate stays open from
+/// its start. The stop-the-world probes stay on throughout.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Plan {
     pub period: Duration,
-    /// Allocation probes' window; `>= period` means always attached.
-    pub alloc: Duration,
+    /// The window; `>= period` means always open (and attached).
+    pub window: Duration,
 }
 
 #[derive(Debug, Clone)]
 pub struct Governor {
     budget: f64,
     cost_s: f64,
-    /// Target CPU per wall second without our probes (EWMA).
-    cpu_rate: f64,
-    /// Hits per attached second (EWMA); None before any measurement.
-    alloc_rate: Option<f64>,
+    /// Target CPU per wall second without our probes (EWMA); None before
+    /// any measurement.
+    cpu_rate: Option<f64>,
+    /// Bursted hits per open second (EWMA); None before any measurement.
+    burst_rate: Option<f64>,
+    /// Always-on hits per second (EWMA).
     continuous_rate: Option<f64>,
-    /// Seconds of stall per attach/detach cycle (EWMA).
-    switch_s: Option<f64>,
-    /// The last plan's allocation duty (window / period).
+    /// Gated hits per attach/detach cycle (EWMA).
+    switch_hits: Option<f64>,
+    /// The last plan's duty (window / period).
     pub alloc_duty: f64,
 }
 
@@ -89,12 +99,20 @@ impl Governor {
     /// `budget` is the allowed slowdown as a fraction (0.01 = 1%); `cost_s`
     /// the calibrated cost of one hit.
     pub fn new(budget: f64, cost_s: f64) -> Self {
-        Self { budget, cost_s: cost_s.max(1e-9), cpu_rate: DEFAULT_CPU_RATE, alloc_rate: None, continuous_rate: None, switch_s: None, alloc_duty: 1.0 }
+        Self {
+            budget,
+            cost_s: cost_s.max(1e-9),
+            cpu_rate: None,
+            burst_rate: None,
+            continuous_rate: None,
+            switch_hits: None,
+            alloc_duty: 1.0,
+        }
     }
 
     /// The first period: everything on for one short window, to measure.
     pub fn first(&self) -> Plan {
-        Plan { period: MIN_WINDOW, alloc: MIN_WINDOW }
+        Plan { period: MIN_WINDOW, window: MIN_WINDOW }
     }
 
     pub fn observe(&mut self, o: PeriodObservation) {
@@ -104,36 +122,42 @@ impl Governor {
         }
         if let Some(cpu) = o.target_cpu_s {
             let base = (cpu - o.hits as f64 * self.cost_s).max(0.0) / wall;
-            self.cpu_rate = ewma(Some(self.cpu_rate), base.max(MIN_CPU_RATE));
+            self.cpu_rate = Some(ewma(self.cpu_rate, base.max(MIN_CPU_RATE)));
         }
-        let rate = |a: Attachment| (a.attached.as_secs_f64() > 0.0).then(|| a.hits as f64 / a.attached.as_secs_f64());
-        if let Some(r) = rate(o.alloc) {
-            self.alloc_rate = Some(ewma(self.alloc_rate, r));
+        let open = o.burst.open.as_secs_f64();
+        if open > 0.0 {
+            self.burst_rate = Some(ewma(self.burst_rate, (o.burst.hits as f64).max(MIN_HITS) / open));
         }
-        self.continuous_rate = Some(ewma(self.continuous_rate, o.hits.saturating_sub(o.alloc.hits) as f64 / wall));
-        if !o.switching.is_zero() {
-            self.switch_s = Some(ewma(self.switch_s, o.switching.as_secs_f64()));
+        self.continuous_rate = Some(ewma(self.continuous_rate, o.hits.saturating_sub(o.burst_hits) as f64 / wall));
+        if o.switched {
+            self.switch_hits = Some(ewma(self.switch_hits, o.burst_hits.saturating_sub(o.burst.hits) as f64));
         }
     }
 
-    /// The next period's windows.
+    /// The next period and its window.
     pub fn plan_next(&mut self) -> Plan {
-        let budget = self.budget * self.cpu_rate;
-        let cont_cost = self.continuous_rate.unwrap_or(0.0) * self.cost_s;
-        // The GC-side probes stay on even past the budget: measured here,
-        // detaching and re-attaching a set of uprobes every period stalls
-        // the target (its threads sit idle on the kernel's uprobe and mm
-        // locks) far more than their hits cost. The report warns instead.
-        let left = budget - cont_cost;
-        let alloc_cost = self.alloc_rate.unwrap_or(0.0) * self.cost_s;
-        self.alloc_duty = if alloc_cost <= 0.0 { 1.0 } else { (left / alloc_cost).clamp(0.0, 1.0) };
-        // Stretch the period until the window reaches MIN_WINDOW, and until
-        // switching the probes on and off costs at most half the budget.
-        let by_window = if self.alloc_duty <= 0.0 { MAX_PERIOD.as_secs_f64() } else { MIN_WINDOW.as_secs_f64() / self.alloc_duty };
-        let by_switch = self.switch_s.unwrap_or(0.0) / (0.5 * self.budget);
-        let period = Duration::from_secs_f64(by_window.max(by_switch).min(MAX_PERIOD.as_secs_f64())).max(PERIOD);
-        let alloc = if self.alloc_duty >= 1.0 { period } else { period.mul_f64(self.alloc_duty).max(MIN_WINDOW) };
-        Plan { period, alloc }
+        let budget = self.budget_s_per_s();
+        // The stop-the-world probes stay on even past the budget: without
+        // them no pause is timed. The report warns instead.
+        let left = budget - self.continuous_rate.unwrap_or(0.0) * self.cost_s;
+        let open_cost = self.burst_rate.unwrap_or(0.0) * self.cost_s;
+        let switch_cost = self.switch_hits.unwrap_or(0.0) * self.cost_s;
+        let (min_w, max_p) = (MIN_WINDOW.as_secs_f64(), MAX_PERIOD.as_secs_f64());
+        if open_cost <= left {
+            // Always open: within budget, and no switching to pay for.
+            self.alloc_duty = 1.0;
+            return Plan { period: PERIOD, window: PERIOD };
+        }
+        if left <= 0.0 {
+            self.alloc_duty = min_w / max_p;
+            return Plan { period: MAX_PERIOD, window: MIN_WINDOW };
+        }
+        // Long enough that switching takes at most half of what is left,
+        // and that a minimal window plus one switch fits.
+        let period = (2.0 * switch_cost / left).max((open_cost * min_w + switch_cost) / left).max(PERIOD.as_secs_f64()).min(max_p);
+        let window = ((left * period - switch_cost) / open_cost).clamp(min_w, period);
+        self.alloc_duty = window / period;
+        Plan { period: Duration::from_secs_f64(period), window: Duration::from_secs_f64(window) }
     }
 
     pub fn cost_s(&self) -> f64 {
@@ -143,12 +167,7 @@ impl Governor {
     /// The budget in target CPU seconds per wall second, at the target's
     /// measured CPU use.
     pub fn budget_s_per_s(&self) -> f64 {
-        self.budget * self.cpu_rate
-    }
-
-    /// What the always-on probes would cost at full time, as a share of the budget.
-    pub fn continuous_share(&self) -> f64 {
-        self.continuous_rate.unwrap_or(0.0) * self.cost_s / (self.budget * self.cpu_rate)
+        self.budget * self.cpu_rate.unwrap_or(DEFAULT_CPU_RATE)
     }
 }
 
@@ -158,70 +177,95 @@ mod tests {
 
     const COST: f64 = 10e-6;
 
-    fn period(cpu: f64, hits: u64, alloc: (f64, u64)) -> PeriodObservation {
+    /// One second with `cpu` target CPU seconds of its own, `cont` always-on hits, and
+    /// bursted hits: `open` seconds holding `hits`, plus `gated` around them.
+    fn period(cpu: f64, cont: u64, open: f64, hits: u64, gated: u64) -> PeriodObservation {
         PeriodObservation {
             wall: Duration::from_secs(1),
-            target_cpu_s: Some(cpu),
-            hits,
-            alloc: Attachment { attached: Duration::from_secs_f64(alloc.0), hits: alloc.1 },
-            switching: Duration::ZERO,
+            target_cpu_s: Some(cpu + (cont + hits + gated) as f64 * COST),
+            hits: cont + hits + gated,
+            burst: Attachment { open: Duration::from_secs_f64(open), hits },
+            burst_hits: hits + gated,
+            switched: open < 1.0,
         }
     }
 
     #[test]
     fn an_allocation_bound_target_gets_the_budget_as_duty() {
         let mut g = Governor::new(0.01, COST);
-        assert_eq!(g.first().alloc, MIN_WINDOW);
-        // While attached the target does nothing but trap: 1 / cost hits per second.
+        assert_eq!(g.first().window, MIN_WINDOW);
+        // While open the target does nothing but trap: 1 / cost hits per second.
         for _ in 0..10 {
-            g.observe(period(1.0 + 1000.0 * COST, 1000, (0.01, 1000)));
+            g.observe(period(1.0, 0, 0.01, 1000, 0));
         }
         let p = g.plan_next();
         assert!((g.alloc_duty - 0.01).abs() < 0.002, "duty {}", g.alloc_duty);
         assert_eq!(p.period, PERIOD);
-        assert!((p.alloc.as_secs_f64() - 0.01).abs() < 0.002, "{p:?}");
+        assert!((p.window.as_secs_f64() - 0.01).abs() < 0.002, "{p:?}");
     }
 
     #[test]
     fn a_quiet_target_is_probed_continuously() {
         let mut g = Governor::new(0.01, COST);
-        g.observe(period(0.5, 2, (1.0, 2)));
+        g.observe(period(0.5, 0, 1.0, 2, 0));
         let p = g.plan_next();
         assert_eq!(g.alloc_duty, 1.0);
-        assert!(p.alloc >= p.period);
+        assert!(p.window >= p.period);
     }
 
     #[test]
-    fn expensive_gc_probes_stay_on_and_leave_no_room_for_bursts() {
+    fn a_first_window_without_hits_does_not_plan_full_duty_for_a_sleepy_target() {
+        let mut g = Governor::new(0.01, COST);
+        // 5 ms, no allocation seen, target at 2% of a core: 3 hits / 5 ms
+        // would cost 0.6% of a core against a 0.02% budget.
+        g.observe(PeriodObservation {
+            wall: MIN_WINDOW,
+            target_cpu_s: Some(0.0001),
+            hits: 0,
+            burst: Attachment { open: MIN_WINDOW, hits: 0 },
+            burst_hits: 0,
+            switched: true,
+        });
+        g.plan_next();
+        assert!(g.alloc_duty < 0.1, "duty {}", g.alloc_duty);
+    }
+
+    #[test]
+    fn expensive_stw_probes_stay_on_and_leave_no_room_for_bursts() {
         let mut g = Governor::new(0.01, COST);
         for _ in 0..10 {
-            // 4000 GC-side hits/s × 10 µs = 4% of one core: over a 1% budget.
-            g.observe(period(1.04, 4500, (0.01, 500)));
+            // 4000 always-on hits/s × 10 µs = 4% of one core: over a 1% budget.
+            g.observe(period(1.0, 4000, 0.01, 500, 0));
         }
-        assert!(g.continuous_share() > 3.5);
         let p = g.plan_next();
-        assert_eq!(g.alloc_duty, 0.0);
-        assert_eq!((p.alloc, p.period), (MIN_WINDOW, MAX_PERIOD));
+        assert_eq!((p.window, p.period), (MIN_WINDOW, MAX_PERIOD));
+        assert!(g.alloc_duty < 0.001);
     }
 
     #[test]
-    fn switching_stalls_stretch_the_period() {
+    fn switching_cost_stretches_the_period() {
         let mut g = Governor::new(0.01, COST);
-        let mut o = period(1.0, 100, (0.01, 100));
-        o.switching = Duration::from_millis(100);
-        g.observe(o);
-        // 0.1 s per switch within half of a 1% budget: one switch per 20 s.
-        assert!((g.plan_next().period.as_secs_f64() - 20.0).abs() < 0.5);
+        for _ in 0..10 {
+            // 100k allocations/s while open; each switch traps 10k times
+            // gated (0.1 CPU s): within half of a 1% budget, one per 20 s.
+            g.observe(period(1.0, 0, 0.01, 1000, 10_000));
+        }
+        let p = g.plan_next();
+        assert!((p.period.as_secs_f64() - 20.0).abs() < 0.5, "{p:?}");
+        // The other half of the budget goes to the window: 0.1 s at 1 CPU s/s.
+        assert!((p.window.as_secs_f64() - 0.1).abs() < 0.01, "{p:?}");
+        let cost = g.continuous_rate.unwrap() * COST + (1e5 * COST * p.window.as_secs_f64() + 10_000.0 * COST) / p.period.as_secs_f64();
+        assert!(cost <= 0.01 * 1.0001, "cost {cost}");
     }
 
     #[test]
     fn tiny_duties_stretch_the_period_not_shrink_the_window() {
         let mut g = Governor::new(0.001, COST);
         for _ in 0..10 {
-            g.observe(period(1.0, 0, (0.01, 1000)));
+            g.observe(period(1.0, 0, 0.01, 1000, 0));
         }
         let p = g.plan_next();
-        assert_eq!(p.alloc, MIN_WINDOW);
+        assert_eq!(p.window, MIN_WINDOW);
         assert!((p.period.as_secs_f64() - 5.0).abs() < 0.3, "{p:?}");
     }
 }

@@ -20,3 +20,4 @@ pub mod process;
 pub mod report;
 pub mod session;
 pub mod symbolize;
+pub mod uprobe_multi;

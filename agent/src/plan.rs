@@ -81,14 +81,14 @@ pub const ALL_KINDS: [ProbeKind; 8] = [
 /// When a probe is attached, by what it costs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProbeGroup {
-    /// GC start, STW and assists: a few hits per GC cycle (assists more in
-    /// allocation-heavy programs), always on.
+    /// Stop-the-world (and gcStart before Go 1.21): a few hits per GC cycle,
+    /// always on, so every pause is timed.
     Gc,
-    /// Every allocation (mallocgc and its variants, growslice) and map
-    /// growth: always on in exact mode, in governed bursts in sampled mode
-    /// (a program that builds a map per request grows maps as often as it
-    /// allocates).
-    Alloc,
+    /// Every allocation (mallocgc and its variants, growslice), map growth
+    /// and GC assists: always on in exact mode, in governed bursts in sampled
+    /// mode. A program that builds a map per request grows maps as often as
+    /// it allocates, and a GC-bound one assists from many of its allocations.
+    Burst,
     /// The runtime's own sample (`mProf_Malloc`), sampled mode only.
     Sample,
 }
@@ -96,8 +96,8 @@ pub enum ProbeGroup {
 impl ProbeKind {
     pub const fn group(self) -> ProbeGroup {
         match self {
-            ProbeKind::Malloc | ProbeKind::Growslice | ProbeKind::MapGrow => ProbeGroup::Alloc,
-            ProbeKind::GcStart | ProbeKind::StwStop | ProbeKind::StwStart | ProbeKind::Assist => ProbeGroup::Gc,
+            ProbeKind::Malloc | ProbeKind::Growslice | ProbeKind::MapGrow | ProbeKind::Assist => ProbeGroup::Burst,
+            ProbeKind::GcStart | ProbeKind::StwStop | ProbeKind::StwStart => ProbeGroup::Gc,
             ProbeKind::MProf => ProbeGroup::Sample,
         }
     }
@@ -217,7 +217,8 @@ pub struct PlannedProbe {
 
 impl PlannedProbe {
     pub fn cookie(&self) -> u64 {
-        cookie::encode(self.id, self.kind.raw(), self.flags)
+        let burst = if self.kind.group() == ProbeGroup::Burst { cookie::FLAG_BURST } else { 0 };
+        cookie::encode(self.id, self.kind.raw(), self.flags | burst)
     }
 }
 
@@ -237,6 +238,9 @@ pub struct ProbePlan {
     pub growslice_abi: GrowsliceAbi,
     /// `stopTheWorldWithSema` takes a `stwReason` (Go 1.21+).
     pub stw_reason_arg: bool,
+    /// `startTheWorldWithSema(now, w worldStop)` receives the pause's reason
+    /// and start time (Go 1.22+): one probe times each pause.
+    pub stw_span_arg: bool,
     /// Link-time range of `runtime.mallocgc`, for the nested-allocation check.
     pub nested_range: Option<(u64, u64)>,
     /// Link-time range of `runtime.growslice`: allocations made there are
@@ -279,6 +283,7 @@ impl ProbePlan {
             skipped: Vec::new(),
             growslice_abi: GrowsliceAbi::for_version(go),
             stw_reason_arg: go >= GoVersion::new(1, 21, 0),
+            stw_span_arg: go >= GoVersion::new(1, 22, 0),
             nested_range: None,
             growslice_range: None,
             mprof_size_arg: if go < GoVersion::new(1, 23, 0) { 1 } else { 2 },
@@ -290,12 +295,23 @@ impl ProbePlan {
         let walk = cookie::FLAG_WALK_STACK;
         let agg = cookie::FLAG_AGGREGATE;
         // Required: without these there is no allocation or STW story to tell.
-        for (short, symbol, kind, flags) in [
+        let required: &[(&str, &str, ProbeKind, u64)] = &[
             ("mallocgc", "runtime.mallocgc", ProbeKind::Malloc, walk | agg),
             ("growslice", "runtime.growslice", ProbeKind::Growslice, walk),
             ("stopTheWorld", "runtime.stopTheWorldWithSema", ProbeKind::StwStop, 0),
             ("startTheWorld", "runtime.startTheWorldWithSema", ProbeKind::StwStart, 0),
-        ] {
+        ];
+        for &(short, symbol, kind, flags) in required {
+            if kind == ProbeKind::StwStop && plan.stw_span_arg {
+                // startTheWorldWithSema's worldStop carries the reason and
+                // the start: half the hits of a probe at each end.
+                plan.skipped.push(SkippedProbe {
+                    name: short.into(),
+                    symbol: symbol.into(),
+                    reason: "not needed: startTheWorldWithSema receives each pause's reason and start (Go 1.22+)".into(),
+                });
+                continue;
+            }
             if !plan.add(syms, short, symbol, kind, flags, true) {
                 return Err(PlanError::MissingSymbol { binary: name, symbol, hint });
             }
@@ -311,11 +327,23 @@ impl ProbePlan {
             plan.skipped.push(SkippedProbe { name: "mProf_Malloc".into(), symbol: "runtime.mProf_Malloc".into(), reason: "symbol not in binary".into() });
         }
 
-        // Optional: the report degrades without them, and says so.
-        for (short, symbol, kind) in [
-            ("gcStart", "runtime.gcStart", ProbeKind::GcStart),
-            ("gcAssistAlloc", "runtime.gcAssistAlloc", ProbeKind::Assist),
-        ] {
+        // Optional: the report degrades without them, and says so. From Go
+        // 1.21 the sweep-termination stop names each cycle and carries the
+        // heap: a gcStart probe would only add hits (every allocating
+        // goroutine that sees the trigger calls it, runtime/mgc.go).
+        if plan.stw_reason_arg {
+            plan.skipped.push(SkippedProbe {
+                name: "gcStart".into(),
+                symbol: "runtime.gcStart".into(),
+                reason: "not needed: the stop-the-world reason marks each cycle (Go 1.21+)".into(),
+            });
+        }
+        let optional: &[(&str, &str, ProbeKind)] = if plan.stw_reason_arg {
+            &[("gcAssistAlloc", "runtime.gcAssistAlloc", ProbeKind::Assist)]
+        } else {
+            &[("gcStart", "runtime.gcStart", ProbeKind::GcStart), ("gcAssistAlloc", "runtime.gcAssistAlloc", ProbeKind::Assist)]
+        };
+        for &(short, symbol, kind) in optional {
             if !plan.add(syms, short, symbol, kind, 0, false) {
                 plan.skipped.push(SkippedProbe { name: short.into(), symbol: symbol.into(), reason: "symbol not in binary".into() });
                 plan.warnings.push(format!("{symbol} not found: {short} events will be missing"));

@@ -6,6 +6,7 @@
 use std::{
     collections::BTreeMap,
     num::NonZeroU32,
+    os::fd::{AsFd, AsRawFd, OwnedFd, RawFd},
     path::{Path, PathBuf},
 };
 
@@ -19,7 +20,10 @@ use aya::{
 };
 use gcprobe_common::{kind, stat, AggKey, AggValue, TargetConfig};
 
-use crate::plan::{ProbeKind, ProbePlan};
+use crate::{
+    plan::{ProbeKind, ProbePlan},
+    uprobe_multi::MultiProgram,
+};
 
 static PROBES_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gcprobe-probes.o"));
 
@@ -90,13 +94,24 @@ pub struct KernelStats {
     pub aggregated: u64,
     /// Hits sent whole because the kernel's map was full.
     pub agg_full: u64,
-    /// Hits per `gcprobe_common::kind` value.
+    /// Hits per `gcprobe_common::kind` value, gated ones included.
     pub hits_by_kind: [u64; kind::MAX as usize + 1],
+    /// Of those, hits on bursted probes while their gate was shut.
+    pub gated_by_kind: [u64; kind::MAX as usize + 1],
 }
 
 impl KernelStats {
     pub fn hits_of(&self, k: ProbeKind) -> u64 {
         self.hits_by_kind[k.raw() as usize]
+    }
+
+    /// Hits of `k` that ran the program (the gate was open).
+    pub fn open_hits_of(&self, k: ProbeKind) -> u64 {
+        self.hits_of(k) - self.gated_by_kind[k.raw() as usize]
+    }
+
+    pub fn gated(&self) -> u64 {
+        self.gated_by_kind.iter().sum()
     }
 }
 
@@ -121,18 +136,35 @@ pub fn target_config(plan: &ProbePlan, bias: u64) -> TargetConfig {
     let (nested_lo, nested_hi) = at(plan.nested_range);
     let (pair_lo, pair_hi) = at(plan.growslice_range);
     let heap_live_addr = plan.heap_live.map_or(0, |a| a.wrapping_add(bias));
-    TargetConfig { nested_lo, nested_hi, heap_live_addr, pair_lo, pair_hi }
+    // Exact mode never shuts the gate; sampled mode opens it per burst.
+    TargetConfig { nested_lo, nested_hi, heap_live_addr, pair_lo, pair_hi, burst_open: 1, _pad: 0 }
 }
 
 /// Probes whose attach failed, by plan id; the caller decides what is fatal.
 pub type AttachFailures = Vec<(u32, ProgramError)>;
 
+/// How the uprobes are attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mechanism {
+    /// BPF uprobe_multi links: a set per link (Linux 6.6+).
+    UprobeMulti,
+    /// One perf-event uprobe per probe.
+    PerfEvent,
+}
+
 pub struct Attached {
     // Declaration order is drop order: links detach before the object unloads.
+    /// uprobe_multi links, each with the plan ids it holds.
+    multi_links: Vec<(Vec<u32>, OwnedFd)>,
     links: BTreeMap<u32, UProbeLink>,
+    /// The program loaded for uprobe_multi links; None when the kernel
+    /// cannot link one, and every probe is a perf-event uprobe.
+    multi: Option<MultiProgram>,
     stats: PerCpuArray<MapData, u64>,
     targets: HashMap<MapData, u32, TargetConfig>,
     agg: PerCpuHashMap<MapData, AggKey, AggValue>,
+    cfg: TargetConfig,
     pid: u32,
     exe: PathBuf,
     program: Program,
@@ -148,26 +180,53 @@ impl Attached {
             if is_eperm(&source) { ProbeError::PermissionDenied { source } } else { ProbeError::Load { source } }
         })?;
 
-        let ring = RingBuf::try_from(take(&mut ebpf, "EVENTS")?).map_err(|source| ProbeError::Map { name: "EVENTS", source })?;
-        let stats = PerCpuArray::try_from(take(&mut ebpf, "STATS")?).map_err(|source| ProbeError::Map { name: "STATS", source })?;
-        let agg = PerCpuHashMap::try_from(take(&mut ebpf, "AGG")?).map_err(|source| ProbeError::Map { name: "AGG", source })?;
-        let mut targets: HashMap<MapData, u32, TargetConfig> =
-            HashMap::try_from(take(&mut ebpf, "TARGETS")?).map_err(|source| ProbeError::Map { name: "TARGETS", source })?;
-        targets.insert(pid, cfg, 0).map_err(|source| ProbeError::Map { name: "TARGETS", source })?;
-
         let name = program.name();
+        // Bound to the maps aya created, which stay open as long as `ebpf`.
+        let map_fds: Vec<(String, RawFd)> = ebpf.maps().filter_map(|(n, m)| map_fd(m).map(|fd| (n.to_owned(), fd))).collect();
+        // Loaded for a kernel that cannot link it either way: attach finds out.
+        let multi = MultiProgram::load(PROBES_OBJ, name, &map_fds)
+            .map_err(|e| log::debug!("uprobe_multi program: {}", crate::session::error_chain(&e)))
+            .ok();
         let prog: &mut UProbe = ebpf
             .program_mut(name)
             .ok_or(ProbeError::Missing { what: "program", name })?
             .try_into()
             .map_err(|source| ProbeError::Program { name, source })?;
         prog.load().map_err(|source| ProbeError::Program { name, source })?;
-        Ok((Self { links: BTreeMap::new(), stats, targets, agg, pid, exe: exe.to_owned(), program, points, ebpf }, ring))
+        let ring = RingBuf::try_from(take(&mut ebpf, "EVENTS")?).map_err(|source| ProbeError::Map { name: "EVENTS", source })?;
+        let stats = PerCpuArray::try_from(take(&mut ebpf, "STATS")?).map_err(|source| ProbeError::Map { name: "STATS", source })?;
+        let agg = PerCpuHashMap::try_from(take(&mut ebpf, "AGG")?).map_err(|source| ProbeError::Map { name: "AGG", source })?;
+        let mut targets: HashMap<MapData, u32, TargetConfig> =
+            HashMap::try_from(take(&mut ebpf, "TARGETS")?).map_err(|source| ProbeError::Map { name: "TARGETS", source })?;
+        targets.insert(pid, cfg, 0).map_err(|source| ProbeError::Map { name: "TARGETS", source })?;
+        Ok((Self { multi_links: Vec::new(), links: BTreeMap::new(), multi, stats, targets, agg, cfg, pid, exe: exe.to_owned(), program, points, ebpf }, ring))
     }
 
-    /// Attaches the given plan probes (those already attached are skipped).
-    /// Per-probe failures are returned; a vanished target is an error.
+    /// Attaches the given plan probes (those already attached are skipped),
+    /// as one uprobe_multi link when the kernel has them. Per-probe failures
+    /// are returned; a vanished target is an error.
     pub fn attach(&mut self, ids: impl IntoIterator<Item = u32>) -> Result<AttachFailures, ProbeError> {
+        let pid = self.pid;
+        let todo: Vec<AttachPoint> =
+            ids.into_iter().filter(|id| !self.is_attached(*id)).filter_map(|id| self.points.iter().find(|p| p.id == id).copied()).collect();
+        if todo.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some(multi) = &self.multi {
+            let offsets: Vec<u64> = todo.iter().map(|p| p.file_offset).collect();
+            let cookies: Vec<u64> = todo.iter().map(|p| p.cookie).collect();
+            match multi.attach(&self.exe, &offsets, &cookies, pid) {
+                Ok(link) => {
+                    self.multi_links.push((todo.iter().map(|p| p.id).collect(), link));
+                    return Ok(Vec::new());
+                }
+                Err(_) if target_gone(pid) => return Err(ProbeError::TargetGone { pid }),
+                // One bad point fails the whole link: one at a time below
+                // names it. If they all attach that way, this kernel cannot
+                // link uprobe_multi, and the rest of the session does without.
+                Err(e) => log::debug!("uprobe_multi link: {}", crate::session::error_chain(&e)),
+            }
+        }
         let name = self.program.name();
         let prog: &mut UProbe = self
             .ebpf
@@ -175,42 +234,60 @@ impl Attached {
             .ok_or(ProbeError::Missing { what: "program", name })?
             .try_into()
             .map_err(|source| ProbeError::Program { name, source })?;
-        let pid = self.pid;
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).ok_or(ProbeError::TargetGone { pid })?);
         let mut failures = Vec::new();
-        for id in ids {
-            if self.links.contains_key(&id) {
-                continue;
-            }
-            let Some(p) = self.points.iter().find(|p| p.id == id) else { continue };
+        for p in &todo {
             let point = UProbeAttachPoint { location: UProbeAttachLocation::AbsoluteOffset(p.file_offset), cookie: Some(p.cookie) };
             match prog.attach(point, &self.exe, scope) {
                 Ok(link_id) => {
                     let link = prog.take_link(link_id).map_err(|source| ProbeError::Program { name, source })?;
-                    self.links.insert(id, link);
+                    self.links.insert(p.id, link);
                 }
-                // A zombie keeps /proc/PID but not its exe: gone either way.
-                Err(_) if std::fs::read_link(format!("/proc/{pid}/exe")).is_err() => return Err(ProbeError::TargetGone { pid }),
-                Err(e) => failures.push((id, e)),
+                Err(_) if target_gone(pid) => return Err(ProbeError::TargetGone { pid }),
+                Err(e) => failures.push((p.id, e)),
             }
+        }
+        if failures.is_empty() {
+            self.multi = None;
         }
         Ok(failures)
     }
 
-    /// Detaches the given probes: their breakpoints leave the target's text,
-    /// so the target stops paying for them (disabling a perf event would not).
-    /// Blocks for the kernel's RCU wait (see [`detach_in_parallel`]).
-    pub fn detach_some(&mut self, ids: impl IntoIterator<Item = u32>) {
-        let links: Vec<UProbeLink> = ids.into_iter().filter_map(|id| self.links.remove(&id)).collect();
-        detach_in_parallel(links);
+    /// uprobe_multi links, or one perf-event uprobe per probe.
+    pub fn mechanism(&self) -> Mechanism {
+        if self.multi.is_some() { Mechanism::UprobeMulti } else { Mechanism::PerfEvent }
+    }
+
+    /// Opens or shuts the gate of the bursted probes (`cookie::FLAG_BURST`):
+    /// one map update, seen by every CPU's next hit.
+    pub fn set_burst_open(&mut self, open: bool) -> Result<(), ProbeError> {
+        self.cfg.burst_open = open as u32;
+        self.targets.insert(self.pid, self.cfg, 0).map_err(|source| ProbeError::Map { name: "TARGETS", source })
+    }
+
+    /// Detaches the given probes, in the given order, and blocks until
+    /// their breakpoints have left the target's text: only then does the
+    /// target stop paying for them (disabling a perf event would not). A
+    /// uprobe_multi link holding any of them goes whole.
+    ///
+    /// Perf-event uprobes go one at a time: the kernel serializes their
+    /// teardown (perf_uprobe_destroy holds event_mutex through its RCU waits,
+    /// ~0.1 s each here), so the k-th keeps trapping through k of them, and
+    /// callers put the busiest first.
+    pub fn detach_in_order(&mut self, ids: impl IntoIterator<Item = u32>) {
+        let ids: Vec<u32> = ids.into_iter().collect();
+        self.multi_links.retain(|(held, _)| !held.iter().any(|h| ids.contains(h)));
+        for id in ids {
+            drop(self.links.remove(&id));
+        }
     }
 
     pub fn attached_ids(&self) -> impl Iterator<Item = u32> + '_ {
-        self.links.keys().copied()
+        self.links.keys().copied().chain(self.multi_links.iter().flat_map(|(ids, _)| ids.iter().copied()))
     }
 
     pub fn is_attached(&self, id: u32) -> bool {
-        self.links.contains_key(&id)
+        self.links.contains_key(&id) || self.multi_links.iter().any(|(ids, _)| ids.contains(&id))
     }
 
     pub fn stats(&self) -> KernelStats {
@@ -219,8 +296,13 @@ impl Attached {
         for (k, h) in hits_by_kind.iter_mut().enumerate() {
             *h = sum(stat::HITS_BY_KIND + k as u32);
         }
+        let mut gated_by_kind = [0; kind::MAX as usize + 1];
+        for (k, h) in gated_by_kind.iter_mut().enumerate() {
+            *h = sum(stat::GATED_BY_KIND + k as u32);
+        }
         KernelStats {
             hits: hits_by_kind.iter().sum(),
+            gated_by_kind,
             ringbuf_full: sum(stat::RINGBUF_FULL),
             nested: sum(stat::NESTED),
             stack_faults: sum(stat::STACK_FAULT),
@@ -245,15 +327,14 @@ impl Attached {
 
     /// Detaches now rather than at drop, so no event arrives after the final drain.
     pub fn detach(&mut self) {
+        self.multi_links.clear();
         detach_in_parallel(std::mem::take(&mut self.links).into_values().collect());
         let _ = self.targets.remove(&self.pid);
     }
 }
 
-/// Each uprobe detach removes its breakpoint at once, then waits out an RCU
-/// grace period (tens to hundreds of ms on this kind of VM) before
-/// returning. One at a time, the probes detached last would keep trapping
-/// for all the earlier waits; on threads, the waits overlap.
+/// At the end of a session, order does not matter and the agent should not
+/// wait longer than it must: threads overlap what the kernel lets overlap.
 fn detach_in_parallel(links: Vec<UProbeLink>) {
     if links.len() < 2 {
         drop(links);
@@ -264,6 +345,20 @@ fn detach_in_parallel(links: Vec<UProbeLink>) {
             s.spawn(move || drop(link));
         }
     });
+}
+
+/// A zombie keeps /proc/PID but not its exe: gone either way.
+fn target_gone(pid: u32) -> bool {
+    std::fs::read_link(format!("/proc/{pid}/exe")).is_err()
+}
+
+/// The fd of a map of the kinds our object declares.
+fn map_fd(m: &aya::maps::Map) -> Option<RawFd> {
+    use aya::maps::Map as M;
+    match m {
+        M::Array(d) | M::HashMap(d) | M::PerCpuArray(d) | M::PerCpuHashMap(d) | M::RingBuf(d) => Some(d.fd().as_fd().as_raw_fd()),
+        _ => None,
+    }
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeError> {

@@ -201,7 +201,7 @@ pub fn print_plan(pid: Option<u32>, exe: Option<PathBuf>) -> Result<(), SessionE
     if let Some((m, v)) = &build.main_module {
         println!("main module {m} {v}");
     }
-    println!("growslice ABI {:?}; stopTheWorld reason argument: {}", plan.growslice_abi, plan.stw_reason_arg);
+    println!("growslice ABI {:?}; stopTheWorld reason argument: {}; startTheWorld worldStop argument: {}", plan.growslice_abi, plan.stw_reason_arg, plan.stw_span_arg);
     for p in &plan.probes {
         println!("  probe {:<32} {:<14} vaddr {:#x} file offset {:#x}{}", p.symbol, format!("{:?}", p.kind), p.vaddr, p.file_offset, if p.required { "" } else { " (optional)" });
     }
@@ -240,7 +240,15 @@ pub fn attach(opts: AttachOptions) -> Result<Report, SessionError> {
     // Exact mode has no use for the runtime's sample; sampled mode starts
     // with everything attached: that is its first, short burst.
     let wanted: Vec<u32> = plan.probes.iter().filter(|p| opts.mode == Mode::Sampled || p.kind.group() != ProbeGroup::Sample).map(|p| p.id).collect();
-    let failures = attached.attach(wanted)?;
+    if opts.mode == Mode::Sampled {
+        // Bursts open the gate once every bursted probe is in place.
+        attached.set_burst_open(false)?;
+    }
+    // Two sets, so that a burst's detach (a whole uprobe_multi link) leaves
+    // the stop-the-world probes in place.
+    let (bursted, steady): (Vec<u32>, Vec<u32>) = wanted.iter().partition(|&&id| plan.probe(id).is_some_and(|p| p.kind.group() == ProbeGroup::Burst));
+    let mut failures = attached.attach(steady)?;
+    failures.extend(attached.attach(bursted)?);
     let mut notes = HashMap::new();
     for (id, err) in failures {
         let p = plan.probe(id).expect("failure ids come from the plan");
@@ -280,8 +288,10 @@ pub fn attach(opts: AttachOptions) -> Result<Report, SessionError> {
         }
     };
     read_rate(&mut agg);
-    let mut driver = (opts.mode == Mode::Sampled)
-        .then(|| BurstDriver::start(Governor::new(opts.budget, cost_s), &plan, &attached, &process, &mut agg));
+    let mut driver = match opts.mode {
+        Mode::Sampled => Some(BurstDriver::start(Governor::new(opts.budget, cost_s), &plan, &mut attached, &process, &mut agg)?),
+        Mode::Exact => None,
+    };
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(SessionError::Io)?;
     let mut live = Live { opts: &opts, agg: &mut agg, attached: &mut attached, driver: driver.as_mut(), process: &process, mem: mem.as_ref(), read_rate: &read_rate, started, cpu_last: cpu_start };
@@ -289,10 +299,16 @@ pub fn attach(opts: AttachOptions) -> Result<Report, SessionError> {
     let cpu_last = live.cpu_last;
     let duration_s = started.elapsed().as_secs_f64();
 
-    // Detach first, then drain what the kernel already queued: nothing is lost
-    // between the last read and the end of the window.
+    // Shut the gate and detach first, then drain what the kernel already
+    // queued: nothing is lost between the last read and the end of the window.
     let open_burst = driver.as_ref().and_then(|d| d.open_window());
+    if open_burst.is_some() {
+        if let Err(e) = attached.set_burst_open(false) {
+            eprintln!("gcprobe: warning: {}", error_chain(&e));
+        }
+    }
     let kernel = attached.stats();
+    let mechanism = attached.mechanism();
     // Once the target has exited its CPU clock is gone: use the last reading.
     let cpu_end = process.cpu_time_s().or(cpu_last);
     let totals = attached.agg_totals();
@@ -327,6 +343,7 @@ pub fn attach(opts: AttachOptions) -> Result<Report, SessionError> {
             attach_notes: &notes,
             agg: &agg,
             kernel,
+            mechanism,
             start_unix_ns,
             duration_s,
             ended_by: ended_by.into(),
@@ -456,8 +473,8 @@ async fn stream(ring: RingBuf<MapData>, live: &mut Live<'_>) -> io::Result<(Ring
                     }
                 }
                 *cpu_last = process.cpu_time_s().or(*cpu_last);
-                if agg.counts.gc_start != sampled_at_gc {
-                    sampled_at_gc = agg.counts.gc_start;
+                if agg.counts.cycles != sampled_at_gc {
+                    sampled_at_gc = agg.counts.cycles;
                     read_rate(agg);
                     if let Some(mem) = mem {
                         if !agg.maps.is_empty() {
@@ -468,19 +485,24 @@ async fn stream(ring: RingBuf<MapData>, live: &mut Live<'_>) -> io::Result<(Ring
             }
             _ = tick.tick(), if !opts.quiet => {
                 let c = &agg.counts;
-                let dt = opts.interval.as_secs_f64();
                 let stats = attached.stats();
+                // Sampled mode sees allocations only in bursts: rates over
+                // the burst time so far, not over an interval that may hold none.
+                let (dt, base, note) = match driver.as_ref() {
+                    Some(d) => (agg.bursts.window_s, (0, 0, 0), format!("  (est. from {:.2}s of bursts, duty {:.1}%)", agg.bursts.window_s, d.gov.alloc_duty * 100.0)),
+                    None => (opts.interval.as_secs_f64(), last, String::new()),
+                };
+                let per_s = |n: u64| if dt > 0.0 { n as f64 / dt } else { 0.0 };
                 eprintln!(
-                    "[gcprobe {:>6.1}s] allocs {:>7}/s {:>10}/s  growslice {:>7}/s  gc {:>4}  stw p99 {:>6.0}us max {:>6.0}us  lost {}{}",
+                    "[gcprobe {:>6.1}s] allocs {:>7}/s {:>10}/s  growslice {:>7}/s  gc {:>4}  stw p99 {:>6.0}us max {:>6.0}us  lost {}{note}",
                     started.elapsed().as_secs_f64(),
-                    si((c.mallocgc - last.0) as f64 / dt),
-                    bytes(((agg.alloc_bytes - last.1) as f64 / dt) as u64),
-                    si((c.growslice - last.2) as f64 / dt),
-                    c.gc_start,
+                    si(per_s(c.mallocgc - base.0)),
+                    bytes(per_s(agg.alloc_bytes - base.1) as u64),
+                    si(per_s(c.growslice - base.2)),
+                    c.cycles,
                     agg.stw_hist.value_at_quantile(0.99) as f64 / 1e3,
                     agg.stw_hist.max() as f64 / 1e3,
                     stats.ringbuf_full + c.undecodable,
-                    driver.as_ref().map(|d| format!("  (observed; allocation duty {:.1}%)", d.gov.alloc_duty * 100.0)).unwrap_or_default(),
                 );
                 last = (c.mallocgc, agg.alloc_bytes, c.growslice);
             }

@@ -56,6 +56,13 @@ pub mod cookie {
     /// (growslice) are still sent whole: the agent pairs each growth with the
     /// allocation that follows it on the same thread.
     pub const FLAG_AGGREGATE: u64 = 1 << 2;
+    /// One of sampled mode's bursted probes: while the target's
+    /// [`TargetConfig::burst_open`] is 0 the hit is only counted (in
+    /// [`stat::GATED_BY_KIND`]). Uprobes attach and detach one at a time and
+    /// a detach keeps trapping for an RCU grace period or more after its
+    /// program is gone: the gate gives every bursted probe the same window,
+    /// and makes the switching's own traps measured rather than unseen.
+    pub const FLAG_BURST: u64 = 1 << 3;
 
     pub const fn encode(probe_id: u32, kind: u32, flags: u64) -> u64 {
         (probe_id as u64) | ((kind as u64 & 0xffff) << 32) | (flags << 48)
@@ -171,14 +178,18 @@ pub struct TargetConfig {
     pub nested_lo: u64,
     pub nested_hi: u64,
     /// Runtime address of `runtime.gcController.heapLive`, read (never
-    /// written) at each gcStart into `args[4]`; 0 when unknown.
+    /// written) at each gcStart and stopTheWorld into `args[4]`; 0 when unknown.
     pub heap_live_addr: u64,
     /// Runtime address range of `runtime.growslice`: allocations it makes
     /// are sent whole even from aggregating probes (see [`cookie::FLAG_AGGREGATE`]).
     pub pair_lo: u64,
     pub pair_hi: u64,
+    /// 1 while a burst's window is open (always, in exact mode): see
+    /// [`cookie::FLAG_BURST`].
+    pub burst_open: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<TargetConfig>() == 40);
+const _: () = assert!(core::mem::size_of::<TargetConfig>() == 48);
 
 /// Slots of the per-CPU `STATS` array.
 pub mod stat {
@@ -197,7 +208,10 @@ pub mod stat {
     /// Hits that passed the PID filter, per kind: slot `HITS_BY_KIND + kind`.
     /// Their sum is all hits (one counter per hit, not two).
     pub const HITS_BY_KIND: u32 = 6;
-    pub const COUNT: u32 = HITS_BY_KIND + super::kind::MAX + 1;
+    /// Of those, hits on a bursted probe while its gate was shut (attaching or
+    /// detaching): slot `GATED_BY_KIND + kind`. They cost a trap and carry no data.
+    pub const GATED_BY_KIND: u32 = HITS_BY_KIND + super::kind::MAX + 1;
+    pub const COUNT: u32 = GATED_BY_KIND + super::kind::MAX + 1;
 }
 
 #[cfg(feature = "user")]

@@ -78,6 +78,10 @@ fn try_go_entry(ctx: &ProbeContext) -> Result<(), i64> {
     let flags = cookie::flags(ck);
     let kind = cookie::kind(ck);
     bump(stat::HITS_BY_KIND + (kind & 0xf));
+    if flags & cookie::FLAG_BURST != 0 && cfg.burst_open == 0 {
+        bump(stat::GATED_BY_KIND + (kind & 0xf));
+        return Ok(());
+    }
     let caller = arch::entry_return_address(ctx)?;
     if flags & cookie::FLAG_SKIP_NESTED != 0 && caller >= cfg.nested_lo && caller < cfg.nested_hi {
         bump(stat::NESTED);
@@ -88,8 +92,10 @@ fn try_go_entry(ctx: &ProbeContext) -> Result<(), i64> {
     // SAFETY: the per-CPU scratch slot is ours for the duration of this program.
     let ev = unsafe { &mut *ev };
     let mut args = arch::go_args(ctx);
-    if kind == kind::GC_START && cfg.heap_live_addr != 0 {
-        // gcStart takes a 3-word gcTrigger; the 5th slot carries the heap.
+    if (kind == kind::GC_START || kind == kind::STW_STOP || kind == kind::STW_START) && cfg.heap_live_addr != 0 {
+        // No argument of these uses the 5th slot (a worldStop's
+        // stoppingCPUTime is not needed): it carries the heap. The agent
+        // keeps it at each cycle's sweep-termination pause.
         args[4] = unsafe { bpf_probe_read_user(cfg.heap_live_addr as *const u64) }.unwrap_or(0);
     }
     ev.frames[0] = arch::pc(ctx);

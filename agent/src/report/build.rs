@@ -22,6 +22,7 @@ pub struct Inputs<'a> {
     pub attach_notes: &'a HashMap<u32, String>,
     pub agg: &'a Aggregator,
     pub kernel: KernelStats,
+    pub mechanism: crate::probes::Mechanism,
     pub start_unix_ns: u64,
     pub duration_s: f64,
     pub ended_by: String,
@@ -230,7 +231,7 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
     let mut warnings = inp.plan.warnings.clone();
     warnings.extend(culprits::rules_of_thumb(&callsites, &spans));
     warnings.extend(culprits::leak_warnings(&maps, &heap_live, heap_climbing));
-    if heap_live.is_empty() && agg.counts.gc_start > 0 && inp.plan.heap_live.is_none() {
+    if heap_live.is_empty() && agg.counts.cycles > 0 && inp.plan.heap_live.is_none() {
         warnings.push("live heap per GC unavailable: finding runtime.gcController needs the symbol table and DWARF".into());
     }
     if lost > 0 {
@@ -290,8 +291,10 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
         culprits,
         warnings,
         kernel: KernelReport {
+            mechanism: inp.mechanism,
             hits: inp.kernel.hits,
             hits_by_kind: crate::plan::ALL_KINDS.iter().map(|k| (format!("{k:?}"), inp.kernel.hits_of(*k))).filter(|(_, h)| *h > 0).collect(),
+            gated: inp.kernel.gated(),
             ringbuf_full: inp.kernel.ringbuf_full,
             stack_faults: inp.kernel.stack_faults,
             empty_hits: inp.kernel.empty_hits,

@@ -47,10 +47,15 @@ pub struct Report {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct KernelReport {
+    /// How the uprobes were attached.
+    pub mechanism: crate::probes::Mechanism,
     /// Probe hits in the target that reached our program.
     pub hits: u64,
     /// The same, per probe kind.
     pub hits_by_kind: BTreeMap<String, u64>,
+    /// Of those, hits on bursted probes outside a window (sampled mode:
+    /// attaching and detaching). They cost a trap each and carry no data.
+    pub gated: u64,
     pub ringbuf_full: u64,
     pub stack_faults: u64,
     /// Hits on the empty baseline program (benchmarks only).

@@ -2,7 +2,10 @@
 use std::fmt::Write as _;
 
 use super::Report;
-use crate::culprits::{bytes, si};
+use crate::{
+    culprits::{bytes, si},
+    session::Mode,
+};
 
 const TOP: usize = 10;
 
@@ -20,9 +23,22 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(o, "gcprobe report: pid {} {} ({} {})", t.pid, t.exe, t.go_version, t.arch);
     let _ = writeln!(
         o,
-        "window {:.1}s (ended by {}); events: {} mallocgc, {} growslice, {} gc_start, {} stw, {} assist, {} lost",
-        r.window.duration_s, r.window.ended_by, r.events.mallocgc, r.events.growslice, r.events.gc_start, r.events.stw, r.events.assist, r.events.lost
+        "window {:.1}s (ended by {}); events: {} mallocgc, {} growslice, {} stw, {} assist, {} lost",
+        r.window.duration_s, r.window.ended_by, r.events.mallocgc, r.events.growslice, r.events.stw, r.events.assist, r.events.lost
     );
+    let sm = &r.sampling;
+    if sm.mode == Mode::Sampled {
+        let _ = writeln!(
+            o,
+            "sampled: allocation probes attached {:.2}s in {} bursts ({:.2}% of the window){}; estimated slowdown {} (budget {:.1}%)",
+            sm.observed_s,
+            sm.bursts,
+            sm.duty * 100.0,
+            sm.alloc_rate_ci95.map(|c| format!(", rates ±{:.0}%", c * 100.0)).unwrap_or_default(),
+            sm.est_slowdown.map_or("unknown".into(), |e| format!("{:.2}%", e * 100.0)),
+            sm.budget_pct.unwrap_or(0.0)
+        );
+    }
 
     let _ = writeln!(o, "\nCULPRITS");
     if r.culprits.is_empty() {
@@ -71,7 +87,14 @@ pub fn render(r: &Report) -> String {
 
     let s = &r.gc.stw;
     let _ = writeln!(o, "\nGC");
-    let _ = writeln!(o, "  cycles {}   gcStart calls {}   assists {}", r.gc.cycles, r.events.gc_start, r.events.assist);
+    let gc_start = if r.events.gc_start > 0 { format!("   gcStart calls {}", r.events.gc_start) } else { String::new() };
+    // Sampled mode probes assists in the allocation bursts only.
+    let assists = if sm.mode == Mode::Sampled && sm.observed_s > 0.0 {
+        format!("{} in {:.2}s of bursts (~{:.0}/s)", r.events.assist, sm.observed_s, r.events.assist as f64 / sm.observed_s)
+    } else {
+        r.events.assist.to_string()
+    };
+    let _ = writeln!(o, "  cycles {}{gc_start}   assists {assists}", r.gc.cycles);
     let _ = writeln!(
         o,
         "  stop-the-world: {} pauses, total {:.3} ms, p50 {:.0} us, p99 {:.0} us, max {:.0} us",
@@ -84,7 +107,7 @@ pub fn render(r: &Report) -> String {
     if !r.gc.heap_live.is_empty() {
         let series: Vec<String> = r.gc.heap_live.iter().map(|h| bytes(h.bytes)).collect();
         let shown = if series.len() > 12 { format!("{} ... {}", series[..6].join(" "), series[series.len() - 6..].join(" ")) } else { series.join(" ") };
-        let _ = writeln!(o, "  live heap at gcStart: {shown}{}", if r.gc.heap_climbing { "  (climbing)" } else { "" });
+        let _ = writeln!(o, "  live heap at each cycle's start: {shown}{}", if r.gc.heap_climbing { "  (climbing)" } else { "" });
     }
 
     if !r.maps.is_empty() {
