@@ -45,6 +45,21 @@ pub struct Weighted {
     pub bytes: f64,
 }
 
+/// Allocation measured by the runtime's heapLive between GC cycles.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct HeapAlloc {
+    pub bytes: u64,
+    pub ns: u64,
+    pub spans: u64,
+}
+
+impl HeapAlloc {
+    /// Bytes allocated per second, from at least three spans.
+    pub fn bytes_per_s(&self) -> Option<f64> {
+        (self.spans >= 3 && self.ns > 0).then(|| self.bytes as f64 / (self.ns as f64 / 1e9))
+    }
+}
+
 /// Windows during which the allocation probes were attached (sampled mode).
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct Bursts {
@@ -185,8 +200,13 @@ pub struct Aggregator {
     map_args: HashMap<u32, usize>,
     /// Growing maps by address.
     pub maps: HashMap<u64, MapGrowth>,
-    /// `gcController.heapLive` at each gcStart: (ktime, bytes), when readable.
+    /// `gcController.heapLive` at each cycle's start: (ktime, bytes), when readable.
     pub heap_live: Vec<(u64, u64)>,
+    /// The runtime's own allocation total, from heapLive: bytes and
+    /// nanoseconds summed over the spans from one mark termination to the
+    /// next cycle's start (see `heap_at_pause_end`).
+    pub heap_alloc: HeapAlloc,
+    mark_end: Option<(u64, u64)>,
     /// Per thread, the run whose growslice awaits its mallocgc: growslice
     /// allocates `capmem` (capacity rounded to a size class) right after it
     /// is entered, on the same thread (runtime/slice.go).
@@ -250,6 +270,8 @@ impl Aggregator {
             map_args: plan.probes.iter().filter_map(|p| p.map_arg.map(|a| (p.id, a))).collect(),
             maps: HashMap::new(),
             heap_live: Vec::new(),
+            heap_alloc: HeapAlloc::default(),
+            mark_end: None,
             agg_stacks: HashMap::new(),
             agg_seen: HashMap::new(),
             sampled_stacks: HashMap::new(),
@@ -414,10 +436,14 @@ impl Aggregator {
                     return;
                 }
                 self.cycle_mark(cause, ev);
+                self.heap_at_pause_end(cause, ev);
                 self.record_stw(start, end, cause);
             }
             ProbeKind::StwStart => match self.stw_open.take() {
-                Some((start, cause)) if ev.ktime_ns >= start => self.record_stw(start, ev.ktime_ns, cause),
+                Some((start, cause)) if ev.ktime_ns >= start => {
+                    self.heap_at_pause_end(cause, ev);
+                    self.record_stw(start, ev.ktime_ns, cause)
+                }
                 _ => self.counts.unpaired_stw += 1,
             },
             ProbeKind::MapGrow => {
@@ -457,7 +483,24 @@ impl Aggregator {
             self.counts.cycles += 1;
             if ev.args[4] != 0 {
                 self.heap_live.push((ev.ktime_ns, ev.args[4]));
+                if let Some((t, live)) = self.mark_end.take().filter(|&(t, live)| ev.ktime_ns > t && ev.args[4] >= live) {
+                    self.heap_alloc.bytes += ev.args[4] - live;
+                    self.heap_alloc.ns += ev.ktime_ns - t;
+                    self.heap_alloc.spans += 1;
+                }
             }
+        }
+    }
+
+    /// Mark termination resets heapLive to the bytes marked before the world
+    /// restarts (runtime/mgc.go gcMark, resetLive); from then until the next
+    /// cycle's start it only grows, by what the program allocates
+    /// (mcache refills and large allocations, runtime/mcache.go). That gives
+    /// the allocation rate of the program as it runs between cycles, which
+    /// bursts cannot: while the allocation probes trap, it allocates slower.
+    fn heap_at_pause_end(&mut self, cause: StwCause, ev: &Event) {
+        if cause == StwCause::Code(STW_MARK_TERM) && ev.args[4] != 0 {
+            self.mark_end = Some((ev.ktime_ns, ev.args[4]));
         }
     }
 
@@ -657,6 +700,22 @@ mod tests {
         assert_eq!(a.stws[0], StwSpan { start_ktime: 100, duration_ns: 300, cause: StwCause::Code(2) });
         assert_eq!(a.stws[1], StwSpan { start_ktime: 1000, duration_ns: 100, cause: StwCause::Code(1) });
         assert_eq!((a.counts.cycles, a.heap_live.clone()), (1, vec![(400, 4096)]));
+    }
+
+    #[test]
+    fn measures_allocation_from_heap_live_between_cycles() {
+        let mut a = Aggregator::new(42, &plan(GoVersion::new(1, 24, 0)));
+        // Each cycle: sweep termination at heap 1000 + 1 MB·c, mark
+        // termination resetting it to 1000; 1 MB allocated per 1 ms between.
+        for c in 0..5u64 {
+            let t = c * 2_000_000;
+            a.add(&ev(kind::STW_START, t + 10, [0, 2, t, 0, 1000 + if c > 0 { 1_000_000 } else { 0 }], &[1, 2]));
+            a.add(&ev(kind::STW_START, t + 1_000_000, [0, 1, t + 999_000, 0, 1000], &[1, 2]));
+        }
+        let h = a.heap_alloc;
+        assert_eq!((h.spans, h.bytes), (4, 4_000_000));
+        assert!((h.bytes_per_s().unwrap() - 1e9 * 4e6 / h.ns as f64).abs() < 1.0);
+        assert!((h.bytes_per_s().unwrap() / 1e9 - 1.0).abs() < 0.01, "{h:?}");
     }
 
     #[test]

@@ -489,7 +489,12 @@ async fn stream(ring: RingBuf<MapData>, live: &mut Live<'_>) -> io::Result<(Ring
                 // Sampled mode sees allocations only in bursts: rates over
                 // the burst time so far, not over an interval that may hold none.
                 let (dt, base, note) = match driver.as_ref() {
-                    Some(d) => (agg.bursts.window_s, (0, 0, 0), format!("  (est. from {:.2}s of bursts, duty {:.1}%)", agg.bursts.window_s, d.gov.alloc_duty * 100.0)),
+                    // Paced by the runtime's heapLive when known (see report::build).
+                    Some(d) => (
+                        agg.heap_alloc.bytes_per_s().filter(|_| agg.alloc_bytes > 0).map_or(agg.bursts.window_s, |h| agg.alloc_bytes as f64 / h),
+                        (0, 0, 0),
+                        format!("  (est. from {:.2}s of bursts, duty {:.1}%)", agg.bursts.window_s, d.gov.alloc_duty * 100.0),
+                    ),
                     None => (opts.interval.as_secs_f64(), last, String::new()),
                 };
                 let per_s = |n: u64| if dt > 0.0 { n as f64 / dt } else { 0.0 };

@@ -61,6 +61,12 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
     // Allocation counts were seen only while the allocation probes were
     // attached: rates divide by that time.
     let observed = if sampled && agg.bursts.window_s > 0.0 { agg.bursts.window_s.min(dur) } else { dur };
+    // While its allocation probes trap, a busy target allocates slower than
+    // it does unprobed: the bursts give each callsite's share, and the
+    // runtime's heapLive between cycles the pace (see Aggregator::heap_alloc).
+    // Rates divide by the unprobed time the bursts' bytes stand for.
+    let heap_rate = agg.heap_alloc.bytes_per_s().filter(|_| sampled && agg.alloc_bytes > 0);
+    let rate_time = heap_rate.map_or(observed, |h| agg.alloc_bytes as f64 / h);
 
     let mut probes: Vec<ProbeReport> = inp
         .plan
@@ -139,8 +145,8 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
             count: a.count,
             allocs: a.allocs,
             bytes: a.bytes,
-            per_s: a.count as f64 / observed,
-            bytes_per_s: a.bytes as f64 / observed,
+            per_s: a.count as f64 / rate_time,
+            bytes_per_s: a.bytes as f64 / rate_time,
             share_of_bytes: a.bytes as f64 / total_bytes,
             share_of_allocs: a.allocs as f64 / total_allocs,
             bytes_per_s_ci95: (a.bytes > 0 && a.var_bytes > 0.0).then(|| 1.96 * a.var_bytes.sqrt() / a.bytes as f64),
@@ -225,8 +231,8 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
     let lost = inp.kernel.ringbuf_full + agg.counts.undecodable;
     let total = agg.alloc_bytes;
     let culprits = match inp.binary {
-        Some(bin) => culprits::rank(&callsites, observed, total, Some(&mut Diagnoser { bin, sym })),
-        None => culprits::rank(&callsites, observed, total, None),
+        Some(bin) => culprits::rank(&callsites, rate_time, total, Some(&mut Diagnoser { bin, sym })),
+        None => culprits::rank(&callsites, rate_time, total, None),
     };
     let mut warnings = inp.plan.warnings.clone();
     warnings.extend(culprits::rules_of_thumb(&callsites, &spans));
@@ -311,6 +317,9 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
             bursts: agg.bursts.n,
             observed_s: observed,
             duty: observed / dur,
+            alloc_rate_source: if heap_rate.is_some() { "heap_live" } else if sampled { "bursts" } else { "exact" },
+            heap_alloc_bytes_per_s: agg.heap_alloc.bytes_per_s(),
+            burst_alloc_bytes_per_s: sampled.then(|| agg.alloc_bytes as f64 / observed),
             alloc_rate_ci95: (sampled && total_var > 0.0).then(|| 1.96 * total_var.sqrt() / agg.alloc_bytes.max(1) as f64),
             target_cpu_s: inp.sampling.target_cpu_s,
             probe_cost_s,

@@ -85,6 +85,16 @@ pub struct SamplingReport {
     pub observed_s: f64,
     /// observed_s / window duration.
     pub duty: f64,
+    /// Where allocation rates come from: "exact" (every allocation),
+    /// "heap_live" (callsite shares from the bursts, paced by the runtime's
+    /// heapLive between GC cycles) or "bursts" (bytes over observed_s).
+    pub alloc_rate_source: &'static str,
+    /// The runtime's allocation rate, from heapLive between GC cycles
+    /// (None without three cycles or the symbols to read it).
+    pub heap_alloc_bytes_per_s: Option<f64>,
+    /// Bytes seen in the bursts over observed_s: lower than the target's
+    /// unprobed rate when the probes' traps slow it down.
+    pub burst_alloc_bytes_per_s: Option<f64>,
     /// Half-width of the 95% confidence interval of the allocation byte
     /// rate, relative (0.1 = ±10%); None when exact or too few bursts.
     pub alloc_rate_ci95: Option<f64>,

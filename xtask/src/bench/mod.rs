@@ -1,0 +1,70 @@
+//! `cargo xtask bench`: what gcprobe costs the target, measured side by side.
+//!
+//! Machines here are shared and noisy, so every figure is a median of runs
+//! alternated within one invocation, or a ratio of such medians, never an
+//! absolute time compared across runs. Three parts:
+//!
+//! - `per-hit`: exact mode's cost per probe hit against an empty BPF program
+//!   at the same attach points (allocbench);
+//! - `curves`: target slowdown versus allocation rate, 10k to 10M per second,
+//!   bare / empty program / exact / sampled, with the agent's CPU and lost
+//!   events (allocrate);
+//! - `accuracy`: sampled mode's top callsites and byte shares against exact
+//!   mode's and against the same runs' `go tool pprof` allocs profiles.
+mod accuracy;
+mod curves;
+mod per_hit;
+mod run;
+
+use std::path::Path;
+
+use anyhow::Result;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum Part {
+    PerHit,
+    Curves,
+    Accuracy,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Alternating rounds of every mode.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Only these parts (default: all).
+    #[arg(long, value_enum)]
+    only: Vec<Part>,
+    /// per-hit: rounds of 64 appends plus one 128-byte make.
+    #[arg(long, default_value_t = 20000)]
+    iters: u32,
+    /// curves: target allocation rates, per second.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000,10000000")]
+    rates: Vec<u64>,
+    /// curves and accuracy: how long each run allocates.
+    #[arg(long, default_value = "3s")]
+    duration: String,
+}
+
+pub fn run(gcprobe: &Path, args: &Args) -> Result<()> {
+    let want = |p: Part| args.only.is_empty() || args.only.contains(&p);
+    if want(Part::PerHit) {
+        per_hit::run(gcprobe, args.rounds, args.iters)?;
+    }
+    if want(Part::Curves) {
+        curves::run(gcprobe, args.rounds, &args.rates, &args.duration)?;
+    }
+    if want(Part::Accuracy) {
+        accuracy::run(gcprobe, &args.duration)?;
+    }
+    Ok(())
+}
+
+/// Median of `v` (NaN for none).
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
