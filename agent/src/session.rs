@@ -283,8 +283,11 @@ pub fn attach(opts: AttachOptions) -> Result<Report, SessionError> {
     let rate_addr = plan.mem_profile_rate.map(|a| a.wrapping_add(bias));
     let read_rate = |agg: &mut Aggregator| {
         if let (Some(mem), Some(addr)) = (&mem, rate_addr) {
-            // An `int`: negative values disable profiling like 0 does.
-            agg.mem_profile_rate = mem.read_u64(addr).map(|r| if (r as i64) < 0 { 0 } else { r });
+            // An `int`: negative values disable profiling like 0 does. A
+            // failed read (the target just exited) keeps the last value.
+            if let Some(r) = mem.read_u64(addr) {
+                agg.mem_profile_rate = Some(if (r as i64) < 0 { 0 } else { r });
+            }
         }
     };
     read_rate(&mut agg);

@@ -46,6 +46,8 @@ pub fn fixture(name: &str) -> PathBuf {
 /// A running Go fixture; killed when dropped.
 pub struct Target {
     pub child: Child,
+    /// The target's stdout after `ready`, line by line.
+    lines: Option<std::sync::mpsc::Receiver<String>>,
 }
 
 impl Target {
@@ -62,15 +64,26 @@ impl Target {
         out.read_line(&mut line).unwrap();
         assert_eq!(line.trim(), "ready", "{} did not start", exe.display());
         // Keep draining stdout so the target never blocks on a full pipe.
-        thread::spawn(move || for _ in out.lines() {});
-        Self { child }
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            for l in out.lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        Self { child, lines: Some(rx) }
     }
 
     /// Starts `exe` without waiting for a ready line.
     pub fn spawn(exe: &PathBuf, args: &[&str]) -> Self {
         let child = Command::new(exe).args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", exe.display()));
-        Self { child }
+        Self { child, lines: None }
+    }
+
+    /// The next line the target printed after `ready` (waits up to a minute).
+    pub fn next_line(&self) -> String {
+        let rx = self.lines.as_ref().expect("started with Target::start");
+        rx.recv_timeout(std::time::Duration::from_secs(60)).expect("a line from the target")
     }
 
     pub fn pid(&self) -> u32 {

@@ -24,7 +24,8 @@ fn pprof_shares(exe: &std::path::Path, profile: &std::path::Path) -> Vec<(u32, f
         .collect()
 }
 
-fn run_allocrate(args: &[&str], gcprobe_args: &[&str]) -> serde_json::Value {
+/// gcprobe's report, and allocrate's own account (its JSON line).
+fn run_allocrate(args: &[&str], gcprobe_args: &[&str]) -> (serde_json::Value, serde_json::Value) {
     let exe = fixture("allocrate");
     let mut t = Target::start(&exe, args, &[]);
     let pid = t.pid().to_string();
@@ -32,10 +33,11 @@ fn run_allocrate(args: &[&str], gcprobe_args: &[&str]) -> serde_json::Value {
     a.extend_from_slice(gcprobe_args);
     let s = Session::start(&a);
     t.send_line("go");
+    let own: serde_json::Value = serde_json::from_str(&t.next_line()).unwrap();
     assert!(t.child.wait().unwrap().success());
     let out = s.finish();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
+    (serde_json::from_slice(&out.stdout).unwrap(), own)
 }
 
 #[test]
@@ -44,7 +46,7 @@ fn runtime_samples_agree_with_go_tool_pprof() {
         return;
     }
     let prof = std::env::temp_dir().join(format!("gcprobe-allocrate-{}.prof", std::process::id()));
-    let r = run_allocrate(&["-rate=300000", "-duration=4s", &format!("-pprof={}", prof.display())], &[]);
+    let (r, own) = run_allocrate(&["-rate=300000", "-duration=4s", &format!("-pprof={}", prof.display())], &[]);
     let s = &r["sampling"];
     assert_eq!(s["mode"], "sampled");
     assert_eq!(s["mem_profile_rate"], 512 * 1024, "{s:#}");
@@ -74,6 +76,27 @@ fn runtime_samples_agree_with_go_tool_pprof() {
     // The bursts name the same append as the culprit.
     let c = culprits(&r).first().unwrap_or_else(|| panic!("{:#}", r["callsites"]));
     assert_eq!(c["line"], fixtures::marker_line("allocrate", "gcprobe:culprit"), "{c:#}");
+
+    // Rates are the unprobed program's, paced by the runtime's heapLive:
+    // the bursts alone see a target slowed by its traps.
+    assert_eq!(s["alloc_rate_source"], "heap_live", "{s:#}");
+    let go_bytes_per_s = own["bytes"].as_f64().unwrap() / own["wall_s"].as_f64().unwrap();
+    let ours: f64 = r["callsites"].as_array().unwrap().iter().filter_map(|c| c["bytes_per_s"].as_f64()).sum();
+    eprintln!("allocation rate: gcprobe {ours:.0} B/s, Go's TotalAlloc {go_bytes_per_s:.0} B/s, bursts alone {}", s["burst_alloc_bytes_per_s"]);
+    assert!((ours / go_bytes_per_s - 1.0).abs() < 0.25, "gcprobe {ours:.0} B/s vs Go {go_bytes_per_s:.0} B/s");
+    // The switching's own traps were counted, and the probe sets were linked
+    // as uprobe_multi on kernels that have them (6.6+, as CI's).
+    let k = &r["kernel"];
+    assert!(k["gated"].as_u64().unwrap() > 0, "{k:#}");
+    if kernel_at_least(6, 6) {
+        assert_eq!(k["mechanism"], "uprobe_multi", "{k:#}");
+    }
+}
+
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let rel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut v = rel.trim().split(|c: char| !c.is_ascii_digit()).filter_map(|x| x.parse::<u32>().ok());
+    (v.next().unwrap(), v.next().unwrap()) >= (major, minor)
 }
 
 #[test]
@@ -81,7 +104,7 @@ fn without_runtime_samples_the_bursts_still_name_the_culprit() {
     if !privileged("without_runtime_samples_the_bursts_still_name_the_culprit") {
         return;
     }
-    let r = run_allocrate(&["-rate=0", "-duration=4s", "-memprofilerate=0"], &["--overhead-budget", "2%"]);
+    let (r, _) = run_allocrate(&["-rate=0", "-duration=4s", "-memprofilerate=0"], &["--overhead-budget", "2%"]);
     let s = &r["sampling"];
     assert_eq!(s["mem_profile_rate"], 0, "{s:#}");
     // A thread may still take the one sample it scheduled under the old rate.
