@@ -53,6 +53,10 @@ pub struct BurstDriver {
     period_stats: KernelStats,
     /// Whether the current period attached or detached the probes.
     switched: bool,
+    /// The runtime-sample probe (mProf_Malloc), while attached.
+    sample_ids: Vec<u32>,
+    /// When the governor took the runtime-sample probe off, if it did.
+    pub samples_off_at: Option<Instant>,
     /// When the driver next acts.
     pub next: Instant,
 }
@@ -60,12 +64,16 @@ pub struct BurstDriver {
 impl BurstDriver {
     /// Starts the first period: the caller has just attached every probe
     /// with the gate shut; the first window opens now.
-    pub fn start(gov: Governor, plan: &ProbePlan, attached: &mut Attached, target: &Process, agg: &mut Aggregator) -> Result<Self, ProbeError> {
+    pub fn start(mut gov: Governor, plan: &ProbePlan, attached: &mut Attached, target: &Process, agg: &mut Aggregator) -> Result<Self, ProbeError> {
         let probes: Vec<(u32, ProbeKind)> =
             plan.probes.iter().filter(|p| p.kind.group() == ProbeGroup::Burst && attached.is_attached(p.id)).map(|p| (p.id, p.kind)).collect();
+        let sample_ids: Vec<u32> = plan.probes.iter().filter(|p| p.kind.group() == ProbeGroup::Sample && attached.is_attached(p.id)).map(|p| p.id).collect();
+        gov.sampling_runtime = !sample_ids.is_empty();
         let now = Instant::now();
         let first = gov.first();
         let mut d = Self {
+            sample_ids,
+            samples_off_at: None,
             by_rate: probes.iter().map(|p| p.0).collect(),
             probes,
             attached: true,
@@ -105,6 +113,8 @@ impl BurstDriver {
     ) -> Result<(), ProbeError> {
         let now = Instant::now();
         if let Some(t) = self.open_since.filter(|&t| self.plan.window < self.plan.period && now >= t + self.plan.window) {
+            // Takes the kernel's grace period now, while hits still count.
+            let primer = attached.prime_detach();
             attached.set_burst_open(false)?;
             let w = t.elapsed();
             self.open_since = None;
@@ -113,6 +123,7 @@ impl BurstDriver {
             agg.end_burst(w.as_secs_f64());
             self.order_by_rate(&attached.stats());
             attached.detach_in_order(self.by_rate.iter().copied());
+            drop(primer);
             self.attached = false;
             self.switched = true;
         }
@@ -175,9 +186,16 @@ impl BurstDriver {
             hits: stats.hits - self.period_stats.hits,
             burst: Attachment { open: std::mem::take(&mut self.open_for), hits: delta(open_hits) },
             burst_hits: delta(burst_hits),
+            sample_hits: stats.hits_of(ProbeKind::MProf) - self.period_stats.hits_of(ProbeKind::MProf),
             switched: std::mem::take(&mut self.switched),
         });
         self.plan = self.gov.plan_next();
+        if !self.gov.sampling_runtime && !self.sample_ids.is_empty() {
+            let primer = attached.prime_detach();
+            attached.detach_in_order(std::mem::take(&mut self.sample_ids));
+            drop(primer);
+            self.samples_off_at = Some(Instant::now());
+        }
         self.period_start = now;
         self.period_cpu = cpu;
         // Before attaching: the gated hits it causes belong to this period.

@@ -208,7 +208,7 @@ impl FrameChain {
 }
 
 /// File offset of `addr` in our own executable, for the uprobe PMU.
-fn self_file_offset(addr: u64) -> Result<u64, CalibrateError> {
+pub(crate) fn self_file_offset(addr: u64) -> Result<u64, CalibrateError> {
     let maps = std::fs::read_to_string("/proc/self/maps").map_err(CalibrateError::SelfMaps)?;
     for line in maps.lines() {
         let mut f = line.split_whitespace();

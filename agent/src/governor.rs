@@ -39,6 +39,15 @@ const MIN_CPU_RATE: f64 = 0.01;
 /// zero would plan full duty, and a target that idled through the first
 /// window would pay a trap per allocation once it woke.
 const MIN_HITS: f64 = 3.0;
+/// A window that saw fewer hits than this says little about the rate: the
+/// next may be at most `GROWTH` times as long. A target idling at attach
+/// would otherwise get a long window, then pay a trap per allocation for
+/// all of it once it woke.
+const TRUSTED_HITS: u64 = 30;
+const GROWTH: f64 = 4.0;
+/// The runtime-sample probe is judged on this much of the session, not on
+/// the first moments (a target idling at attach has almost no budget).
+const SAMPLE_VERDICT_AFTER: Duration = Duration::from_secs(2);
 
 /// Hits of the bursted probes over the time their gate was open.
 #[derive(Debug, Clone, Copy)]
@@ -60,6 +69,8 @@ pub struct PeriodObservation {
     pub burst: Attachment,
     /// All hits of the bursted probes, gated ones included.
     pub burst_hits: u64,
+    /// Hits of the runtime-sample probe (mProf_Malloc), while attached.
+    pub sample_hits: u64,
     /// The period attached and detached the bursted probes: its gated hits
     /// are one switching cycle's cost.
     pub switched: bool,
@@ -83,8 +94,17 @@ pub struct Governor {
     cpu_rate: Option<f64>,
     /// Bursted hits per open second (EWMA); None before any measurement.
     burst_rate: Option<f64>,
-    /// Always-on hits per second (EWMA).
+    /// Always-on (stop-the-world) hits per second (EWMA).
     continuous_rate: Option<f64>,
+    /// Runtime-sample hits per second while attached (EWMA).
+    sample_rate: Option<f64>,
+    /// Whether the runtime-sample probe is (still) attached; the caller
+    /// clears it when there is none.
+    pub sampling_runtime: bool,
+    /// Wall time observed so far.
+    observed: Duration,
+    /// The last window with the gate open, and its hits.
+    last_window: Option<Attachment>,
     /// Gated hits per attach/detach cycle (EWMA).
     switch_hits: Option<f64>,
     /// The last plan's duty (window / period).
@@ -105,6 +125,10 @@ impl Governor {
             cpu_rate: None,
             burst_rate: None,
             continuous_rate: None,
+            sample_rate: None,
+            sampling_runtime: true,
+            observed: Duration::ZERO,
+            last_window: None,
             switch_hits: None,
             alloc_duty: 1.0,
         }
@@ -124,11 +148,16 @@ impl Governor {
             let base = (cpu - o.hits as f64 * self.cost_s).max(0.0) / wall;
             self.cpu_rate = Some(ewma(self.cpu_rate, base.max(MIN_CPU_RATE)));
         }
+        self.observed += o.wall;
         let open = o.burst.open.as_secs_f64();
         if open > 0.0 {
+            self.last_window = Some(o.burst);
             self.burst_rate = Some(ewma(self.burst_rate, (o.burst.hits as f64).max(MIN_HITS) / open));
         }
-        self.continuous_rate = Some(ewma(self.continuous_rate, o.hits.saturating_sub(o.burst_hits) as f64 / wall));
+        self.continuous_rate = Some(ewma(self.continuous_rate, o.hits.saturating_sub(o.burst_hits + o.sample_hits) as f64 / wall));
+        if self.sampling_runtime {
+            self.sample_rate = Some(ewma(self.sample_rate, o.sample_hits as f64 / wall));
+        }
         if o.switched {
             self.switch_hits = Some(ewma(self.switch_hits, o.burst_hits.saturating_sub(o.burst.hits) as f64));
         }
@@ -136,17 +165,45 @@ impl Governor {
 
     /// The next period and its window.
     pub fn plan_next(&mut self) -> Plan {
+        let mut plan = self.plan_budget();
+        // Plans are made at period ends: while the runtime-sample probe
+        // awaits its verdict, do not plan past it.
+        let undecided = self.sampling_runtime && self.observed < SAMPLE_VERDICT_AFTER;
+        if undecided && plan.period > SAMPLE_VERDICT_AFTER {
+            plan.period = SAMPLE_VERDICT_AFTER;
+            plan.window = plan.window.min(plan.period);
+        }
+        plan
+    }
+
+    fn plan_budget(&mut self) -> Plan {
         let budget = self.budget_s_per_s();
         // The stop-the-world probes stay on even past the budget: without
         // them no pause is timed. The report warns instead.
-        let left = budget - self.continuous_rate.unwrap_or(0.0) * self.cost_s;
+        let stw = self.continuous_rate.unwrap_or(0.0) * self.cost_s;
+        let sample = self.sample_rate.unwrap_or(0.0) * self.cost_s;
+        // The runtime's sample (one hit per MemProfileRate bytes) stays while
+        // it and the pauses take at most half the budget; past that it goes
+        // for good: at this host's trap cost a program allocating a GB/s
+        // would pay more for it than the budget allows, and the bursts cover
+        // what it measures.
+        if self.sampling_runtime && self.observed >= SAMPLE_VERDICT_AFTER && stw + sample > budget / 2.0 {
+            self.sampling_runtime = false;
+        }
+        let left = budget - stw - if self.sampling_runtime { sample } else { 0.0 };
+        // How long the next window may be, on what the last one saw.
+        let max_window = match self.last_window {
+            Some(w) if w.hits < TRUSTED_HITS => w.open.as_secs_f64() * GROWTH,
+            _ => f64::INFINITY,
+        };
         let open_cost = self.burst_rate.unwrap_or(0.0) * self.cost_s;
         let switch_cost = self.switch_hits.unwrap_or(0.0) * self.cost_s;
         let (min_w, max_p) = (MIN_WINDOW.as_secs_f64(), MAX_PERIOD.as_secs_f64());
         if open_cost <= left {
             // Always open: within budget, and no switching to pay for.
-            self.alloc_duty = 1.0;
-            return Plan { period: PERIOD, window: PERIOD };
+            let window = PERIOD.as_secs_f64().min(max_window);
+            self.alloc_duty = window / PERIOD.as_secs_f64();
+            return Plan { period: PERIOD, window: Duration::from_secs_f64(window) };
         }
         if left <= 0.0 {
             self.alloc_duty = min_w / max_p;
@@ -155,7 +212,7 @@ impl Governor {
         // Long enough that switching takes at most half of what is left,
         // and that a minimal window plus one switch fits.
         let period = (2.0 * switch_cost / left).max((open_cost * min_w + switch_cost) / left).max(PERIOD.as_secs_f64()).min(max_p);
-        let window = ((left * period - switch_cost) / open_cost).clamp(min_w, period);
+        let window = ((left * period - switch_cost) / open_cost).min(max_window).clamp(min_w, period);
         self.alloc_duty = window / period;
         Plan { period: Duration::from_secs_f64(period), window: Duration::from_secs_f64(window) }
     }
@@ -186,6 +243,7 @@ mod tests {
             hits: cont + hits + gated,
             burst: Attachment { open: Duration::from_secs_f64(open), hits },
             burst_hits: hits + gated,
+            sample_hits: 0,
             switched: open < 1.0,
         }
     }
@@ -224,10 +282,31 @@ mod tests {
             hits: 0,
             burst: Attachment { open: MIN_WINDOW, hits: 0 },
             burst_hits: 0,
+            sample_hits: 0,
             switched: true,
         });
         g.plan_next();
         assert!(g.alloc_duty < 0.1, "duty {}", g.alloc_duty);
+    }
+
+    #[test]
+    fn windows_grow_step_by_step_while_they_see_too_few_hits() {
+        let mut g = Governor::new(0.01, COST);
+        let idle = |open: f64| PeriodObservation {
+            wall: Duration::from_secs(1),
+            target_cpu_s: Some(0.5),
+            hits: 0,
+            burst: Attachment { open: Duration::from_secs_f64(open), hits: 0 },
+            burst_hits: 0,
+            sample_hits: 0,
+            switched: true,
+        };
+        g.observe(idle(0.005));
+        let p = g.plan_next();
+        assert!((p.window.as_secs_f64() - 0.02).abs() < 1e-9, "{p:?}");
+        g.observe(idle(p.window.as_secs_f64()));
+        let p = g.plan_next();
+        assert!((p.window.as_secs_f64() - 0.08).abs() < 1e-9, "{p:?}");
     }
 
     #[test]
@@ -240,6 +319,32 @@ mod tests {
         let p = g.plan_next();
         assert_eq!((p.window, p.period), (MIN_WINDOW, MAX_PERIOD));
         assert!(g.alloc_duty < 0.001);
+    }
+
+    #[test]
+    fn runtime_samples_go_when_they_take_over_half_the_budget() {
+        let mut g = Governor::new(0.01, COST);
+        let mut o = period(1.0, 0, 0.01, 1000, 0);
+        o.sample_hits = 400; // 0.4% of a core: within half of 1%.
+        o.hits += 400;
+        o.target_cpu_s = o.target_cpu_s.map(|c| c + 400.0 * COST);
+        g.observe(o);
+        g.plan_next();
+        assert!(g.sampling_runtime);
+        o.sample_hits = 800;
+        o.hits += 400;
+        for _ in 0..4 {
+            g.observe(o);
+        }
+        g.plan_next();
+        assert!(!g.sampling_runtime);
+        // Gone for good, and the bursts get the budget back.
+        o.hits -= o.sample_hits;
+        o.sample_hits = 0;
+        g.observe(o);
+        g.plan_next();
+        assert!(!g.sampling_runtime);
+        assert!((g.alloc_duty - 0.01).abs() < 0.003, "duty {}", g.alloc_duty);
     }
 
     #[test]

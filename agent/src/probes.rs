@@ -253,6 +253,24 @@ impl Attached {
         Ok(failures)
     }
 
+    /// Readies the kernel to remove breakpoints without waiting: returns a
+    /// uprobe_multi link on a function of gcprobe's own that nothing calls,
+    /// to be dropped after the detach it primes; None on perf-event uprobes.
+    ///
+    /// Every uprobe (un)registration takes the global `dup_mmap_sem` for
+    /// writing (kernel/events/uprobes.c register_for_each_vma), and a
+    /// percpu rwsem's writer waits an RCU grace period unless another writer
+    /// was there within the last one (kernel/rcu/sync.c rcu_sync_enter). Our
+    /// program leaves a uprobe_multi link before its breakpoints do, so
+    /// during that wait the target traps for nothing and nobody counts it
+    /// (~14-24% more target CPU at 1M allocations/s, measured). Attaching the
+    /// primer takes the wait instead, while the burst's gate is still open.
+    pub fn prime_detach(&self) -> Option<OwnedFd> {
+        let multi = self.multi.as_ref()?;
+        let offset = crate::calibrate::self_file_offset(detach_primer as *const () as u64).ok()?;
+        multi.attach(Path::new("/proc/self/exe"), &[offset], &[0], std::process::id()).ok()
+    }
+
     /// uprobe_multi links, or one perf-event uprobe per probe.
     pub fn mechanism(&self) -> Mechanism {
         if self.multi.is_some() { Mechanism::UprobeMulti } else { Mechanism::PerfEvent }
@@ -327,7 +345,9 @@ impl Attached {
 
     /// Detaches now rather than at drop, so no event arrives after the final drain.
     pub fn detach(&mut self) {
+        let primer = self.prime_detach();
         self.multi_links.clear();
+        drop(primer);
         detach_in_parallel(std::mem::take(&mut self.links).into_values().collect());
         let _ = self.targets.remove(&self.pid);
     }
@@ -345,6 +365,12 @@ fn detach_in_parallel(links: Vec<UProbeLink>) {
             s.spawn(move || drop(link));
         }
     });
+}
+
+/// Where [`Attached::prime_detach`] places its uprobe: never called.
+#[inline(never)]
+extern "C" fn detach_primer(x: u64) -> u64 {
+    std::hint::black_box(x).wrapping_mul(13)
 }
 
 /// A zombie keeps /proc/PID but not its exe: gone either way.

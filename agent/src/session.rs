@@ -246,9 +246,13 @@ pub fn attach(opts: AttachOptions) -> Result<Report, SessionError> {
     }
     // Two sets, so that a burst's detach (a whole uprobe_multi link) leaves
     // the stop-the-world probes in place.
-    let (bursted, steady): (Vec<u32>, Vec<u32>) = wanted.iter().partition(|&&id| plan.probe(id).is_some_and(|p| p.kind.group() == ProbeGroup::Burst));
-    let mut failures = attached.attach(steady)?;
-    failures.extend(attached.attach(bursted)?);
+    // Three sets, each its own uprobe_multi link, so that a burst's detach
+    // (a whole link) or the governor dropping the runtime's sample leaves
+    // the stop-the-world probes in place.
+    let mut failures = Vec::new();
+    for group in [ProbeGroup::Gc, ProbeGroup::Sample, ProbeGroup::Burst] {
+        failures.extend(attached.attach(wanted.iter().copied().filter(|&id| plan.probe(id).is_some_and(|p| p.kind.group() == group)))?);
+    }
     let mut notes = HashMap::new();
     for (id, err) in failures {
         let p = plan.probe(id).expect("failure ids come from the plan");
@@ -336,6 +340,7 @@ pub fn attach(opts: AttachOptions) -> Result<Report, SessionError> {
         calibration,
         cost_s,
         target_cpu_s,
+        runtime_samples_off_after_s: driver.as_ref().and_then(|d| d.samples_off_at).map(|t| t.saturating_duration_since(started).as_secs_f64()),
     };
     let report = report::build(
         &report::Inputs {
@@ -496,7 +501,7 @@ async fn stream(ring: RingBuf<MapData>, live: &mut Live<'_>) -> io::Result<(Ring
                     Some(d) => (
                         agg.heap_alloc.bytes_per_s().filter(|_| agg.alloc_bytes > 0).map_or(agg.bursts.window_s, |h| agg.alloc_bytes as f64 / h),
                         (0, 0, 0),
-                        format!("  (est. from {:.2}s of bursts, duty {:.1}%)", agg.bursts.window_s, d.gov.alloc_duty * 100.0),
+                        format!("  (est. from {:.2}s of bursts, duty {:.2}%)", agg.bursts.window_s, d.gov.alloc_duty * 100.0),
                     ),
                     None => (opts.interval.as_secs_f64(), last, String::new()),
                 };

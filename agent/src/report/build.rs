@@ -37,6 +37,9 @@ pub struct SamplingInputs {
     pub calibration: Option<crate::calibrate::Calibration>,
     pub cost_s: f64,
     pub target_cpu_s: Option<f64>,
+    /// The governor took the runtime-sample probe off this far into the
+    /// session (it would have cost over half the budget).
+    pub runtime_samples_off_after_s: Option<f64>,
 }
 
 #[derive(Default)]
@@ -67,6 +70,8 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
     // Rates divide by the unprobed time the bursts' bytes stand for.
     let heap_rate = agg.heap_alloc.bytes_per_s().filter(|_| sampled && agg.alloc_bytes > 0);
     let rate_time = heap_rate.map_or(observed, |h| agg.alloc_bytes as f64 / h);
+    // The runtime's samples cover the time mProf_Malloc was probed.
+    let samples_s = inp.sampling.runtime_samples_off_after_s.map_or(dur, |t| t.clamp(1e-9, dur));
 
     let mut probes: Vec<ProbeReport> = inp
         .plan
@@ -150,7 +155,7 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
             share_of_bytes: a.bytes as f64 / total_bytes,
             share_of_allocs: a.allocs as f64 / total_allocs,
             bytes_per_s_ci95: (a.bytes > 0 && a.var_bytes > 0.0).then(|| 1.96 * a.var_bytes.sqrt() / a.bytes as f64),
-            runtime_sampled_bytes_per_s: (a.sampled_bytes > 0.0).then(|| a.sampled_bytes / dur),
+            runtime_sampled_bytes_per_s: (a.sampled_bytes > 0.0).then(|| a.sampled_bytes / samples_s),
         })
         .collect();
     callsites.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(b.count.cmp(&a.count)).then(a.function.cmp(&b.function)));
@@ -262,6 +267,12 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
         if agg.bursts.n < 3 {
             warnings.push(format!("only {} allocation bursts in this window: rates are rough; attach for longer", agg.bursts.n));
         }
+        if let Some(t) = inp.sampling.runtime_samples_off_after_s {
+            warnings.push(format!(
+                "runtime samples (mProf_Malloc) stopped after {t:.1}s: with the pause probes they took over half the {:.1}% budget; allocation data after that comes from the bursts",
+                inp.sampling.budget * 100.0
+            ));
+        }
         if let Some(s) = est_slowdown.filter(|s| *s > inp.sampling.budget * 1.5 && agg.bursts.n >= 3) {
             warnings.push(format!("estimated slowdown {:.1}% exceeded the {:.1}% budget", s * 100.0, inp.sampling.budget * 100.0));
         }
@@ -326,6 +337,7 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
             est_slowdown,
             mem_profile_rate: agg.mem_profile_rate,
             runtime_samples: agg.sampled_stacks.values().map(|w| w.samples).sum(),
+            runtime_samples_s: sampled.then_some(samples_s),
         },
         agent: inp.agent.clone(),
     }

@@ -109,6 +109,9 @@ pub struct SamplingReport {
     pub mem_profile_rate: Option<u64>,
     /// mProf_Malloc samples received.
     pub runtime_samples: u64,
+    /// Seconds mProf_Malloc was probed: the governor drops it when it and
+    /// the pause probes would take over half the budget.
+    pub runtime_samples_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -10,11 +10,14 @@
 //!   bare / empty program / exact / sampled, with the agent's CPU and lost
 //!   events (allocrate);
 //! - `accuracy`: sampled mode's top callsites and byte shares against exact
-//!   mode's and against the same runs' `go tool pprof` allocs profiles.
+//!   mode's and against the same runs' `go tool pprof` allocs profiles;
+//! - `unseen`: default-mode throughput of logsummary, a program gcprobe was
+//!   not developed against, as a ratio to running alone.
 mod accuracy;
 mod curves;
 mod per_hit;
 mod run;
+mod unseen;
 
 use std::path::Path;
 
@@ -25,6 +28,7 @@ pub enum Part {
     PerHit,
     Curves,
     Accuracy,
+    Unseen,
 }
 
 #[derive(clap::Args)]
@@ -44,6 +48,9 @@ pub struct Args {
     /// curves and accuracy: how long each run allocates.
     #[arg(long, default_value = "3s")]
     duration: String,
+    /// unseen: how long each logsummary run works.
+    #[arg(long, default_value = "8s")]
+    unseen_duration: String,
 }
 
 pub fn run(gcprobe: &Path, args: &Args) -> Result<()> {
@@ -56,6 +63,9 @@ pub fn run(gcprobe: &Path, args: &Args) -> Result<()> {
     }
     if want(Part::Accuracy) {
         accuracy::run(gcprobe, &args.duration)?;
+    }
+    if want(Part::Unseen) {
+        unseen::run(gcprobe, args.rounds.max(3), &args.unseen_duration)?;
     }
     Ok(())
 }
