@@ -88,12 +88,14 @@ impl BurstDriver {
             next: now + first.period,
             gov,
         };
+        d.open_stats = attached.stats();
         d.open(attached, agg)?;
         Ok(d)
     }
 
+    /// Opens the gate. `open_stats` may be read before the probes attach:
+    /// hits with the gate shut are counted apart, never as the window's.
     fn open(&mut self, attached: &mut Attached, agg: &mut Aggregator) -> Result<(), ProbeError> {
-        self.open_stats = attached.stats();
         attached.set_burst_open(true)?;
         self.open_since = Some(Instant::now());
         agg.begin_burst();
@@ -119,11 +121,13 @@ impl BurstDriver {
             let w = t.elapsed();
             self.open_since = None;
             self.open_for += w;
-            fold(ring, agg, attached);
-            agg.end_burst(w.as_secs_f64());
+            // Detach before folding: the gate already ended the window, and
+            // every moment attached is a trap per allocation for nothing.
             self.order_by_rate(&attached.stats());
             attached.detach_in_order(self.by_rate.iter().copied());
             drop(primer);
+            fold(ring, agg, attached);
+            agg.end_burst(w.as_secs_f64());
             self.attached = false;
             self.switched = true;
         }
@@ -200,7 +204,8 @@ impl BurstDriver {
         self.period_cpu = cpu;
         // Before attaching: the gated hits it causes belong to this period.
         self.period_stats = stats;
-        if !self.attached {
+        if !self.attached && !self.plan.window.is_zero() {
+            self.open_stats = stats;
             // Coldest first: the busiest probes trap gated for the shortest time.
             for (id, e) in attached.attach(self.by_rate.iter().rev().copied())? {
                 eprintln!("gcprobe: warning: probe {id} not re-attached: {e}");

@@ -23,8 +23,13 @@
 //! Merely disabling the program would still trap on every allocation.
 use std::time::Duration;
 
-/// Shortest window: long enough to see a callsite a few times at high rates.
-pub const MIN_WINDOW: Duration = Duration::from_millis(5);
+/// Shortest window: at a million allocations a second (a program that
+/// would also pay most for a long one) it still sees a thousand. The gate
+/// makes a window this short exact; the agent's timer granularity is about
+/// a millisecond.
+pub const MIN_WINDOW: Duration = Duration::from_millis(1);
+/// The first window, before any rate is known.
+const FIRST_WINDOW: Duration = Duration::from_millis(2);
 /// Shortest period: one burst per second when the budget allows.
 pub const PERIOD: Duration = Duration::from_secs(1);
 /// Longest period, so a tiny duty does not blind the session for long.
@@ -34,8 +39,8 @@ const DEFAULT_CPU_RATE: f64 = 1.0;
 /// A target using less CPU than this still gets this much budget (1% of a
 /// core): the slowdown of a near-idle program is not measurable anyway.
 const MIN_CPU_RATE: f64 = 0.01;
-/// Hits assumed when a window saw fewer: zero hits in a 5 ms window bound
-/// the rate at about 3 / 5 ms (the 95% Poisson limit), not at zero. Taking
+/// Hits assumed when a window saw fewer: zero hits in a 1 ms window bound
+/// the rate at about 3 / 1 ms (the 95% Poisson limit), not at zero. Taking
 /// zero would plan full duty, and a target that idled through the first
 /// window would pay a trap per allocation once it woke.
 const MIN_HITS: f64 = 3.0;
@@ -81,7 +86,8 @@ pub struct PeriodObservation {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Plan {
     pub period: Duration,
-    /// The window; `>= period` means always open (and attached).
+    /// The window; `>= period` means always open (and attached), zero no
+    /// burst this period (the governor only wants to plan again).
     pub window: Duration,
 }
 
@@ -136,7 +142,7 @@ impl Governor {
 
     /// The first period: everything on for one short window, to measure.
     pub fn first(&self) -> Plan {
-        Plan { period: MIN_WINDOW, window: MIN_WINDOW }
+        Plan { period: FIRST_WINDOW, window: FIRST_WINDOW }
     }
 
     pub fn observe(&mut self, o: PeriodObservation) {
@@ -165,13 +171,13 @@ impl Governor {
 
     /// The next period and its window.
     pub fn plan_next(&mut self) -> Plan {
-        let mut plan = self.plan_budget();
+        let plan = self.plan_budget();
         // Plans are made at period ends: while the runtime-sample probe
-        // awaits its verdict, do not plan past it.
+        // awaits its verdict, plan again at the verdict, without a burst
+        // (a burst per short period would cost what the long one saves).
         let undecided = self.sampling_runtime && self.observed < SAMPLE_VERDICT_AFTER;
-        if undecided && plan.period > SAMPLE_VERDICT_AFTER {
-            plan.period = SAMPLE_VERDICT_AFTER;
-            plan.window = plan.window.min(plan.period);
+        if undecided && plan.window < plan.period && plan.period > SAMPLE_VERDICT_AFTER - self.observed {
+            return Plan { period: (SAMPLE_VERDICT_AFTER - self.observed).max(Duration::from_millis(100)), window: Duration::ZERO };
         }
         plan
     }
@@ -251,7 +257,7 @@ mod tests {
     #[test]
     fn an_allocation_bound_target_gets_the_budget_as_duty() {
         let mut g = Governor::new(0.01, COST);
-        assert_eq!(g.first().window, MIN_WINDOW);
+        assert_eq!(g.first().window, FIRST_WINDOW);
         // While open the target does nothing but trap: 1 / cost hits per second.
         for _ in 0..10 {
             g.observe(period(1.0, 0, 0.01, 1000, 0));
@@ -365,7 +371,7 @@ mod tests {
 
     #[test]
     fn tiny_duties_stretch_the_period_not_shrink_the_window() {
-        let mut g = Governor::new(0.001, COST);
+        let mut g = Governor::new(0.0002, COST);
         for _ in 0..10 {
             g.observe(period(1.0, 0, 0.01, 1000, 0));
         }
