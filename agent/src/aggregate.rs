@@ -594,6 +594,7 @@ mod tests {
             go,
             probes: vec![],
             skipped: vec![],
+            not_needed: vec![],
             growslice_abi: GrowsliceAbi::for_version(go),
             stw_reason_arg: go >= GoVersion::new(1, 21, 0),
             stw_span_arg: go >= GoVersion::new(1, 22, 0),

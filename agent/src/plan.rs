@@ -235,6 +235,9 @@ pub struct ProbePlan {
     pub go: GoVersion,
     pub probes: Vec<PlannedProbe>,
     pub skipped: Vec<SkippedProbe>,
+    /// Probes this runtime makes unnecessary (the data comes from another),
+    /// and why: shown by `gcprobe plan`, not reported as missing.
+    pub not_needed: Vec<SkippedProbe>,
     pub growslice_abi: GrowsliceAbi,
     /// `stopTheWorldWithSema` takes a `stwReason` (Go 1.21+).
     pub stw_reason_arg: bool,
@@ -281,6 +284,7 @@ impl ProbePlan {
             go,
             probes: Vec::new(),
             skipped: Vec::new(),
+            not_needed: Vec::new(),
             growslice_abi: GrowsliceAbi::for_version(go),
             stw_reason_arg: go >= GoVersion::new(1, 21, 0),
             stw_span_arg: go >= GoVersion::new(1, 22, 0),
@@ -305,7 +309,7 @@ impl ProbePlan {
             if kind == ProbeKind::StwStop && plan.stw_span_arg {
                 // startTheWorldWithSema's worldStop carries the reason and
                 // the start: half the hits of a probe at each end.
-                plan.skipped.push(SkippedProbe {
+                plan.not_needed.push(SkippedProbe {
                     name: short.into(),
                     symbol: symbol.into(),
                     reason: "not needed: startTheWorldWithSema receives each pause's reason and start (Go 1.22+)".into(),
@@ -332,7 +336,7 @@ impl ProbePlan {
         // heap: a gcStart probe would only add hits (every allocating
         // goroutine that sees the trigger calls it, runtime/mgc.go).
         if plan.stw_reason_arg {
-            plan.skipped.push(SkippedProbe {
+            plan.not_needed.push(SkippedProbe {
                 name: "gcStart".into(),
                 symbol: "runtime.gcStart".into(),
                 reason: "not needed: the stop-the-world reason marks each cycle (Go 1.21+)".into(),

@@ -205,7 +205,7 @@ pub fn print_plan(pid: Option<u32>, exe: Option<PathBuf>) -> Result<(), SessionE
     for p in &plan.probes {
         println!("  probe {:<32} {:<14} vaddr {:#x} file offset {:#x}{}", p.symbol, format!("{:?}", p.kind), p.vaddr, p.file_offset, if p.required { "" } else { " (optional)" });
     }
-    for s in &plan.skipped {
+    for s in plan.skipped.iter().chain(&plan.not_needed) {
         println!("  skip  {:<32} {}", s.symbol, s.reason);
     }
     for w in &plan.warnings {
