@@ -57,6 +57,8 @@ pub struct BurstDriver {
     sample_ids: Vec<u32>,
     /// When the governor took the runtime-sample probe off, if it did.
     pub samples_off_at: Option<Instant>,
+    started: Instant,
+    start_stats: KernelStats,
     /// When the driver next acts.
     pub next: Instant,
 }
@@ -74,6 +76,8 @@ impl BurstDriver {
         let mut d = Self {
             sample_ids,
             samples_off_at: None,
+            started: now,
+            start_stats: attached.stats(),
             by_rate: probes.iter().map(|p| p.0).collect(),
             probes,
             attached: true,
@@ -134,11 +138,29 @@ impl BurstDriver {
         if now >= self.period_start + self.plan.period || self.over_budget(attached, now) {
             self.end_period(attached, ring, agg, target, &fold)?;
         }
+        self.judge_runtime_samples(attached, now);
         self.next = match self.open_since {
             Some(t) if self.plan.window < self.plan.period => (t + self.plan.window).min(self.period_start + self.plan.period),
             _ => self.period_start + self.plan.period,
         };
         Ok(())
+    }
+
+    /// Takes the runtime-sample probe off once the governor says it costs
+    /// too much (see `Governor::drop_runtime_samples`).
+    fn judge_runtime_samples(&mut self, attached: &mut Attached, now: Instant) {
+        if self.sample_ids.is_empty() {
+            return;
+        }
+        let s = attached.stats();
+        let since = |k: ProbeKind| s.hits_of(k) - self.start_stats.hits_of(k);
+        let stw = since(ProbeKind::StwStart) + since(ProbeKind::StwStop) + since(ProbeKind::GcStart);
+        if self.gov.drop_runtime_samples(now - self.started, stw, since(ProbeKind::MProf)) {
+            let primer = attached.prime_detach();
+            attached.detach_in_order(std::mem::take(&mut self.sample_ids));
+            drop(primer);
+            self.samples_off_at = Some(Instant::now());
+        }
     }
 
     /// Busiest kind in the window just closed first: the k-th detach keeps
@@ -194,17 +216,11 @@ impl BurstDriver {
             switched: std::mem::take(&mut self.switched),
         });
         self.plan = self.gov.plan_next();
-        if !self.gov.sampling_runtime && !self.sample_ids.is_empty() {
-            let primer = attached.prime_detach();
-            attached.detach_in_order(std::mem::take(&mut self.sample_ids));
-            drop(primer);
-            self.samples_off_at = Some(Instant::now());
-        }
         self.period_start = now;
         self.period_cpu = cpu;
         // Before attaching: the gated hits it causes belong to this period.
         self.period_stats = stats;
-        if !self.attached && !self.plan.window.is_zero() {
+        if !self.attached {
             self.open_stats = stats;
             // Coldest first: the busiest probes trap gated for the shortest time.
             for (id, e) in attached.attach(self.by_rate.iter().rev().copied())? {

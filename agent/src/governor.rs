@@ -30,8 +30,11 @@ use std::time::Duration;
 pub const MIN_WINDOW: Duration = Duration::from_millis(1);
 /// The first window, before any rate is known.
 const FIRST_WINDOW: Duration = Duration::from_millis(2);
-/// Shortest period: one burst per second when the budget allows.
+/// Shortest period once the session is under way: one burst per second
+/// when the budget allows.
 pub const PERIOD: Duration = Duration::from_secs(1);
+/// The second period's floor, doubling per period up to PERIOD.
+const FIRST_PERIOD: Duration = Duration::from_millis(100);
 /// Longest period, so a tiny duty does not blind the session for long.
 pub const MAX_PERIOD: Duration = Duration::from_secs(120);
 /// Before any measurement: assume the target keeps one core busy.
@@ -51,7 +54,7 @@ const MIN_HITS: f64 = 3.0;
 const TRUSTED_HITS: u64 = 30;
 const GROWTH: f64 = 4.0;
 /// The runtime-sample probe is judged on this much of the session, not on
-/// the first moments (a target idling at attach has almost no budget).
+/// its first moments (a target idling at attach has almost no budget).
 const SAMPLE_VERDICT_AFTER: Duration = Duration::from_secs(2);
 
 /// Hits of the bursted probes over the time their gate was open.
@@ -86,8 +89,7 @@ pub struct PeriodObservation {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Plan {
     pub period: Duration,
-    /// The window; `>= period` means always open (and attached), zero no
-    /// burst this period (the governor only wants to plan again).
+    /// The window; `>= period` means always open (and attached).
     pub window: Duration,
 }
 
@@ -107,8 +109,8 @@ pub struct Governor {
     /// Whether the runtime-sample probe is (still) attached; the caller
     /// clears it when there is none.
     pub sampling_runtime: bool,
-    /// Wall time observed so far.
-    observed: Duration,
+    /// Periods planned so far.
+    periods: u32,
     /// The last window with the gate open, and its hits.
     last_window: Option<Attachment>,
     /// Gated hits per attach/detach cycle (EWMA).
@@ -133,7 +135,7 @@ impl Governor {
             continuous_rate: None,
             sample_rate: None,
             sampling_runtime: true,
-            observed: Duration::ZERO,
+            periods: 0,
             last_window: None,
             switch_hits: None,
             alloc_duty: 1.0,
@@ -154,11 +156,14 @@ impl Governor {
             let base = (cpu - o.hits as f64 * self.cost_s).max(0.0) / wall;
             self.cpu_rate = Some(ewma(self.cpu_rate, base.max(MIN_CPU_RATE)));
         }
-        self.observed += o.wall;
         let open = o.burst.open.as_secs_f64();
         if open > 0.0 {
+            let r = (o.burst.hits as f64).max(MIN_HITS) / open;
+            // An estimate from a window that saw almost nothing is a bound,
+            // not a measurement: the first real one replaces it.
+            let prior_trusted = self.last_window.is_some_and(|w| w.hits >= TRUSTED_HITS);
+            self.burst_rate = Some(if prior_trusted { ewma(self.burst_rate, r) } else { r });
             self.last_window = Some(o.burst);
-            self.burst_rate = Some(ewma(self.burst_rate, (o.burst.hits as f64).max(MIN_HITS) / open));
         }
         self.continuous_rate = Some(ewma(self.continuous_rate, o.hits.saturating_sub(o.burst_hits + o.sample_hits) as f64 / wall));
         if self.sampling_runtime {
@@ -169,17 +174,33 @@ impl Governor {
         }
     }
 
+    /// The runtime-sample probe's verdict, from what the session has seen
+    /// so far (`elapsed`, and the pause-probe and mProf hits in it): true
+    /// once it and the pause probes take over half the budget, and from
+    /// then on. At this host's trap cost a program allocating a GB/s would
+    /// pay more for the sample than the budget allows, and the bursts cover
+    /// what it measures.
+    pub fn drop_runtime_samples(&mut self, elapsed: Duration, stw_hits: u64, sample_hits: u64) -> bool {
+        if !self.sampling_runtime || elapsed < SAMPLE_VERDICT_AFTER {
+            return !self.sampling_runtime;
+        }
+        let per_s = |h: u64| h as f64 / elapsed.as_secs_f64() * self.cost_s;
+        if per_s(stw_hits) + per_s(sample_hits) > self.budget_s_per_s() / 2.0 {
+            self.sampling_runtime = false;
+        }
+        !self.sampling_runtime
+    }
+
     /// The next period and its window.
     pub fn plan_next(&mut self) -> Plan {
-        let plan = self.plan_budget();
-        // Plans are made at period ends: while the runtime-sample probe
-        // awaits its verdict, plan again at the verdict, without a burst
-        // (a burst per short period would cost what the long one saves).
-        let undecided = self.sampling_runtime && self.observed < SAMPLE_VERDICT_AFTER;
-        if undecided && plan.window < plan.period && plan.period > SAMPLE_VERDICT_AFTER - self.observed {
-            return Plan { period: (SAMPLE_VERDICT_AFTER - self.observed).max(Duration::from_millis(100)), window: Duration::ZERO };
-        }
-        plan
+        self.periods += 1;
+        self.plan_budget()
+    }
+
+    /// Periods start short and double up to PERIOD, as the budget allows:
+    /// a session of a second still sees several bursts.
+    fn min_period(&self) -> Duration {
+        PERIOD.min(FIRST_PERIOD * 2u32.saturating_pow(self.periods.saturating_sub(1).min(16)))
     }
 
     fn plan_budget(&mut self) -> Plan {
@@ -193,9 +214,6 @@ impl Governor {
         // for good: at this host's trap cost a program allocating a GB/s
         // would pay more for it than the budget allows, and the bursts cover
         // what it measures.
-        if self.sampling_runtime && self.observed >= SAMPLE_VERDICT_AFTER && stw + sample > budget / 2.0 {
-            self.sampling_runtime = false;
-        }
         let left = budget - stw - if self.sampling_runtime { sample } else { 0.0 };
         // How long the next window may be, on what the last one saw.
         let max_window = match self.last_window {
@@ -205,11 +223,12 @@ impl Governor {
         let open_cost = self.burst_rate.unwrap_or(0.0) * self.cost_s;
         let switch_cost = self.switch_hits.unwrap_or(0.0) * self.cost_s;
         let (min_w, max_p) = (MIN_WINDOW.as_secs_f64(), MAX_PERIOD.as_secs_f64());
+        let min_p = self.min_period().as_secs_f64();
         if open_cost <= left {
             // Always open: within budget, and no switching to pay for.
-            let window = PERIOD.as_secs_f64().min(max_window);
-            self.alloc_duty = window / PERIOD.as_secs_f64();
-            return Plan { period: PERIOD, window: Duration::from_secs_f64(window) };
+            let window = min_p.min(max_window);
+            self.alloc_duty = window / min_p;
+            return Plan { period: Duration::from_secs_f64(min_p), window: Duration::from_secs_f64(window) };
         }
         if left <= 0.0 {
             self.alloc_duty = min_w / max_p;
@@ -217,7 +236,7 @@ impl Governor {
         }
         // Long enough that switching takes at most half of what is left,
         // and that a minimal window plus one switch fits.
-        let period = (2.0 * switch_cost / left).max((open_cost * min_w + switch_cost) / left).max(PERIOD.as_secs_f64()).min(max_p);
+        let period = (2.0 * switch_cost / left).max((open_cost * min_w + switch_cost) / left).max(min_p).min(max_p);
         let window = ((left * period - switch_cost) / open_cost).min(max_window).clamp(min_w, period);
         self.alloc_duty = window / period;
         Plan { period: Duration::from_secs_f64(period), window: Duration::from_secs_f64(window) }
@@ -261,6 +280,7 @@ mod tests {
         // While open the target does nothing but trap: 1 / cost hits per second.
         for _ in 0..10 {
             g.observe(period(1.0, 0, 0.01, 1000, 0));
+            g.plan_next();
         }
         let p = g.plan_next();
         assert!((g.alloc_duty - 0.01).abs() < 0.002, "duty {}", g.alloc_duty);
@@ -330,27 +350,24 @@ mod tests {
     #[test]
     fn runtime_samples_go_when_they_take_over_half_the_budget() {
         let mut g = Governor::new(0.01, COST);
-        let mut o = period(1.0, 0, 0.01, 1000, 0);
-        o.sample_hits = 400; // 0.4% of a core: within half of 1%.
-        o.hits += 400;
-        o.target_cpu_s = o.target_cpu_s.map(|c| c + 400.0 * COST);
-        g.observe(o);
-        g.plan_next();
-        assert!(g.sampling_runtime);
-        o.sample_hits = 800;
-        o.hits += 400;
-        for _ in 0..4 {
-            g.observe(o);
-        }
-        g.plan_next();
+        g.observe(period(1.0, 0, 0.01, 1000, 0));
+        // 400 samples/s (0.4% of a core) and 50 pause hits/s: within half of 1%.
+        let s = Duration::from_secs(3);
+        assert!(!g.drop_runtime_samples(s, 150, 1200));
+        // Judged only after 2 s, however costly the start.
+        assert!(!g.drop_runtime_samples(Duration::from_secs(1), 50, 2000));
+        // 800/s: over half; and gone for good.
+        assert!(g.drop_runtime_samples(s, 150, 2400));
+        assert!(g.drop_runtime_samples(s, 0, 0));
         assert!(!g.sampling_runtime);
-        // Gone for good, and the bursts get the budget back.
-        o.hits -= o.sample_hits;
-        o.sample_hits = 0;
-        g.observe(o);
-        g.plan_next();
-        assert!(!g.sampling_runtime);
-        assert!((g.alloc_duty - 0.01).abs() < 0.003, "duty {}", g.alloc_duty);
+    }
+
+    #[test]
+    fn periods_start_short_and_double() {
+        let mut g = Governor::new(0.5, COST);
+        g.observe(period(1.0, 0, 1.0, 10, 0));
+        let ps: Vec<f64> = (0..6).map(|_| g.plan_next().period.as_secs_f64()).collect();
+        assert_eq!(ps, [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]);
     }
 
     #[test]
@@ -360,6 +377,7 @@ mod tests {
             // 100k allocations/s while open; each switch traps 10k times
             // gated (0.1 CPU s): within half of a 1% budget, one per 20 s.
             g.observe(period(1.0, 0, 0.01, 1000, 10_000));
+            g.plan_next();
         }
         let p = g.plan_next();
         assert!((p.period.as_secs_f64() - 20.0).abs() < 0.5, "{p:?}");
@@ -374,6 +392,7 @@ mod tests {
         let mut g = Governor::new(0.0002, COST);
         for _ in 0..10 {
             g.observe(period(1.0, 0, 0.01, 1000, 0));
+            g.plan_next();
         }
         let p = g.plan_next();
         assert_eq!(p.window, MIN_WINDOW);
