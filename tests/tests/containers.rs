@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use gcprobe_tests::*;
 
-/// The single child of `pid` (unshare --fork's child, which execs the fixture).
+/// The single child of `pid` (unshare --fork's child, which execs the fixture;
+/// --kill-child takes it down with unshare, so no test leaves it running).
 fn only_child(pid: u32) -> u32 {
     let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
     let kids: Vec<u32> = children.split_whitespace().map(|c| c.parse().unwrap()).collect();
@@ -18,7 +19,7 @@ fn target_in_its_own_pid_namespace() {
         return;
     }
     let exe = fixture("appendloop");
-    let unshare = Target::start(&PathBuf::from("unshare"), &["--pid", "--fork", "--mount-proc", exe.to_str().unwrap(), "-mode=grow"], &[]);
+    let unshare = Target::start(&PathBuf::from("unshare"), &["--pid", "--fork", "--kill-child", "--mount-proc", exe.to_str().unwrap(), "-mode=grow"], &[]);
     let host_pid = only_child(unshare.pid());
     // Inside its namespace the fixture is PID 1; the host sees another number.
     let status = std::fs::read_to_string(format!("/proc/{host_pid}/status")).unwrap();
