@@ -16,6 +16,7 @@ pub mod memory;
 pub mod pclntab;
 pub mod plan;
 pub mod probes;
+pub mod record;
 pub mod process;
 pub mod report;
 pub mod session;
