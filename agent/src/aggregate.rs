@@ -310,6 +310,21 @@ impl Aggregator {
         }
     }
 
+    /// Sampled mode's allocation pace: the runtime's heapLive rate, when
+    /// known and there are burst bytes to pace. While its allocation probes
+    /// trap, a busy target allocates slower than unprobed: the bursts give
+    /// each callsite's share, heapLive between cycles the pace.
+    pub fn heap_pace(&self) -> Option<f64> {
+        self.heap_alloc.bytes_per_s().filter(|_| self.alloc_bytes > 0)
+    }
+
+    /// What sampled-mode counts divide by to be rates: the unprobed time the
+    /// bursts' bytes stand for at the heapLive pace, else `observed` (the
+    /// bursts' own time).
+    pub fn rate_time(&self, observed: f64) -> f64 {
+        self.heap_pace().map_or(observed, |h| self.alloc_bytes as f64 / h)
+    }
+
     /// Opens a burst of the allocation probes (sampled mode).
     pub fn begin_burst(&mut self) {
         for s in self.alloc_stacks.values_mut() {

@@ -73,26 +73,27 @@ impl BurstDriver {
         gov.sampling_runtime = !sample_ids.is_empty();
         let now = Instant::now();
         let first = gov.first();
+        // Read before the gate opens: hits with it shut never count as the window's.
+        let stats = attached.stats();
         let mut d = Self {
             sample_ids,
             samples_off_at: None,
             started: now,
-            start_stats: attached.stats(),
+            start_stats: stats,
             by_rate: probes.iter().map(|p| p.0).collect(),
             probes,
             attached: true,
             open_since: None,
-            open_stats: attached.stats(),
+            open_stats: stats,
             open_for: Duration::ZERO,
             plan: first,
             period_start: now,
             period_cpu: target.cpu_time_s(),
-            period_stats: attached.stats(),
+            period_stats: stats,
             switched: true,
             next: now + first.period,
             gov,
         };
-        d.open_stats = attached.stats();
         d.open(attached, agg)?;
         Ok(d)
     }
@@ -212,7 +213,7 @@ impl BurstDriver {
             hits: stats.hits - self.period_stats.hits,
             burst: Attachment { open: std::mem::take(&mut self.open_for), hits: delta(open_hits) },
             burst_hits: delta(burst_hits),
-            sample_hits: stats.hits_of(ProbeKind::MProf) - self.period_stats.hits_of(ProbeKind::MProf),
+            sample_hits: delta(|s| s.hits_of(ProbeKind::MProf)),
             switched: std::mem::take(&mut self.switched),
         });
         self.plan = self.gov.plan_next();

@@ -191,29 +191,22 @@ impl Governor {
         !self.sampling_runtime
     }
 
-    /// The next period and its window.
-    pub fn plan_next(&mut self) -> Plan {
-        self.periods += 1;
-        self.plan_budget()
-    }
-
     /// Periods start short and double up to PERIOD, as the budget allows:
     /// a session of a second still sees several bursts.
     fn min_period(&self) -> Duration {
         PERIOD.min(FIRST_PERIOD * 2u32.saturating_pow(self.periods.saturating_sub(1).min(16)))
     }
 
-    fn plan_budget(&mut self) -> Plan {
+    /// The next period and its window.
+    pub fn plan_next(&mut self) -> Plan {
+        self.periods += 1;
         let budget = self.budget_s_per_s();
         // The stop-the-world probes stay on even past the budget: without
         // them no pause is timed. The report warns instead.
         let stw = self.continuous_rate.unwrap_or(0.0) * self.cost_s;
+        // Until `drop_runtime_samples` takes it off, the runtime's sample
+        // costs like the pause probes.
         let sample = self.sample_rate.unwrap_or(0.0) * self.cost_s;
-        // The runtime's sample (one hit per MemProfileRate bytes) stays while
-        // it and the pauses take at most half the budget; past that it goes
-        // for good: at this host's trap cost a program allocating a GB/s
-        // would pay more for it than the budget allows, and the bursts cover
-        // what it measures.
         let left = budget - stw - if self.sampling_runtime { sample } else { 0.0 };
         // How long the next window may be, on what the last one saw.
         let max_window = match self.last_window {
@@ -273,6 +266,20 @@ mod tests {
         }
     }
 
+    /// A period of `wall` in which the target used `cpu` seconds and the
+    /// gate was open `open` without a hit.
+    fn idle(wall: Duration, cpu: f64, open: Duration) -> PeriodObservation {
+        PeriodObservation {
+            wall,
+            target_cpu_s: Some(cpu),
+            hits: 0,
+            burst: Attachment { open, hits: 0 },
+            burst_hits: 0,
+            sample_hits: 0,
+            switched: true,
+        }
+    }
+
     #[test]
     fn an_allocation_bound_target_gets_the_budget_as_duty() {
         let mut g = Governor::new(0.01, COST);
@@ -300,17 +307,9 @@ mod tests {
     #[test]
     fn a_first_window_without_hits_does_not_plan_full_duty_for_a_sleepy_target() {
         let mut g = Governor::new(0.01, COST);
-        // 5 ms, no allocation seen, target at 2% of a core: 3 hits / 5 ms
-        // would cost 0.6% of a core against a 0.02% budget.
-        g.observe(PeriodObservation {
-            wall: MIN_WINDOW,
-            target_cpu_s: Some(0.0001),
-            hits: 0,
-            burst: Attachment { open: MIN_WINDOW, hits: 0 },
-            burst_hits: 0,
-            sample_hits: 0,
-            switched: true,
-        });
+        // 1 ms, no allocation seen, target at 10% of a core: 3 hits / 1 ms
+        // would cost 3% of a core against a 0.1% budget.
+        g.observe(idle(MIN_WINDOW, 0.0001, MIN_WINDOW));
         g.plan_next();
         assert!(g.alloc_duty < 0.1, "duty {}", g.alloc_duty);
     }
@@ -318,19 +317,11 @@ mod tests {
     #[test]
     fn windows_grow_step_by_step_while_they_see_too_few_hits() {
         let mut g = Governor::new(0.01, COST);
-        let idle = |open: f64| PeriodObservation {
-            wall: Duration::from_secs(1),
-            target_cpu_s: Some(0.5),
-            hits: 0,
-            burst: Attachment { open: Duration::from_secs_f64(open), hits: 0 },
-            burst_hits: 0,
-            sample_hits: 0,
-            switched: true,
-        };
-        g.observe(idle(0.005));
+        let second = Duration::from_secs(1);
+        g.observe(idle(second, 0.5, Duration::from_millis(5)));
         let p = g.plan_next();
         assert!((p.window.as_secs_f64() - 0.02).abs() < 1e-9, "{p:?}");
-        g.observe(idle(p.window.as_secs_f64()));
+        g.observe(idle(second, 0.5, p.window));
         let p = g.plan_next();
         assert!((p.window.as_secs_f64() - 0.08).abs() < 1e-9, "{p:?}");
     }

@@ -161,6 +161,8 @@ pub struct Attached {
     /// The program loaded for uprobe_multi links; None when the kernel
     /// cannot link one, and every probe is a perf-event uprobe.
     multi: Option<MultiProgram>,
+    /// File offset of [`detach_primer`] in gcprobe's own executable.
+    primer_offset: Option<u64>,
     stats: PerCpuArray<MapData, u64>,
     targets: HashMap<MapData, u32, TargetConfig>,
     agg: PerCpuHashMap<MapData, AggKey, AggValue>,
@@ -199,7 +201,9 @@ impl Attached {
         let mut targets: HashMap<MapData, u32, TargetConfig> =
             HashMap::try_from(take(&mut ebpf, "TARGETS")?).map_err(|source| ProbeError::Map { name: "TARGETS", source })?;
         targets.insert(pid, cfg, 0).map_err(|source| ProbeError::Map { name: "TARGETS", source })?;
-        Ok((Self { multi_links: Vec::new(), links: BTreeMap::new(), multi, stats, targets, agg, cfg, pid, exe: exe.to_owned(), program, points, ebpf }, ring))
+        // Once: /proc/self/maps does not change under a running agent.
+        let primer_offset = multi.as_ref().and_then(|_| crate::calibrate::self_file_offset(detach_primer as *const () as u64).ok());
+        Ok((Self { multi_links: Vec::new(), links: BTreeMap::new(), multi, primer_offset, stats, targets, agg, cfg, pid, exe: exe.to_owned(), program, points, ebpf }, ring))
     }
 
     /// Attaches the given plan probes (those already attached are skipped),
@@ -266,8 +270,7 @@ impl Attached {
     /// (~14-24% more target CPU at 1M allocations/s, measured). Attaching the
     /// primer takes the wait instead, while the burst's gate is still open.
     pub fn prime_detach(&self) -> Option<OwnedFd> {
-        let multi = self.multi.as_ref()?;
-        let offset = crate::calibrate::self_file_offset(detach_primer as *const () as u64).ok()?;
+        let (multi, offset) = (self.multi.as_ref()?, self.primer_offset?);
         multi.attach(Path::new("/proc/self/exe"), &[offset], &[0], std::process::id()).ok()
     }
 
@@ -310,14 +313,8 @@ impl Attached {
 
     pub fn stats(&self) -> KernelStats {
         let sum = |slot: u32| -> u64 { self.stats.get(&slot, 0).map(|v| v.iter().copied().sum()).unwrap_or(0) };
-        let mut hits_by_kind = [0; kind::MAX as usize + 1];
-        for (k, h) in hits_by_kind.iter_mut().enumerate() {
-            *h = sum(stat::HITS_BY_KIND + k as u32);
-        }
-        let mut gated_by_kind = [0; kind::MAX as usize + 1];
-        for (k, h) in gated_by_kind.iter_mut().enumerate() {
-            *h = sum(stat::GATED_BY_KIND + k as u32);
-        }
+        let by_kind = |base: u32| -> [u64; kind::MAX as usize + 1] { std::array::from_fn(|k| sum(base + k as u32)) };
+        let (hits_by_kind, gated_by_kind) = (by_kind(stat::HITS_BY_KIND), by_kind(stat::GATED_BY_KIND));
         KernelStats {
             hits: hits_by_kind.iter().sum(),
             gated_by_kind,

@@ -244,8 +244,6 @@ pub fn attach(opts: AttachOptions) -> Result<Report, SessionError> {
         // Bursts open the gate once every bursted probe is in place.
         attached.set_burst_open(false)?;
     }
-    // Two sets, so that a burst's detach (a whole uprobe_multi link) leaves
-    // the stop-the-world probes in place.
     // Three sets, each its own uprobe_multi link, so that a burst's detach
     // (a whole link) or the governor dropping the runtime's sample leaves
     // the stop-the-world probes in place.
@@ -408,6 +406,19 @@ fn fold_all(ring: &mut RingBuf<MapData>, agg: &mut Aggregator, attached: &Attach
     agg.add_kernel_totals(&attached.agg_totals());
 }
 
+/// Lets the burst driver act; true when the target is gone. Other errors
+/// cost a burst, not the session: they are reported and the session goes on.
+fn fire(d: &mut BurstDriver, attached: &mut Attached, ring: &mut RingBuf<MapData>, agg: &mut Aggregator, process: &Process) -> bool {
+    match d.fire(attached, ring, agg, process, fold_all) {
+        Ok(()) => false,
+        Err(ProbeError::TargetGone { .. }) => true,
+        Err(e) => {
+            eprintln!("gcprobe: warning: burst: {}", error_chain(&e));
+            false
+        }
+    }
+}
+
 /// What the event loop works on.
 struct Live<'a> {
     opts: &'a AttachOptions,
@@ -463,21 +474,15 @@ async fn stream(ring: RingBuf<MapData>, live: &mut Live<'_>) -> io::Result<(Ring
             }
             _ = tokio::time::sleep_until(governor_due.unwrap_or_else(tokio::time::Instant::now)), if governor_due.is_some() => {
                 let d = driver.as_mut().expect("guarded by governor_due");
-                if let Err(e) = d.fire(attached, ring.get_mut(), agg, process, fold_all) {
-                    if matches!(e, ProbeError::TargetGone { .. }) {
-                        break "target-exited";
-                    }
-                    eprintln!("gcprobe: warning: burst: {}", error_chain(&e));
+                if fire(d, attached, ring.get_mut(), agg, process) {
+                    break "target-exited";
                 }
             }
             _ = flush.tick() => {
                 fold_all(ring.get_mut(), agg, attached);
                 if let Some(d) = driver.as_mut() {
-                    if let Err(e) = d.fire(attached, ring.get_mut(), agg, process, fold_all) {
-                        if matches!(e, ProbeError::TargetGone { .. }) {
-                            break "target-exited";
-                        }
-                        eprintln!("gcprobe: warning: burst: {}", error_chain(&e));
+                    if fire(d, attached, ring.get_mut(), agg, process) {
+                        break "target-exited";
                     }
                 }
                 *cpu_last = process.cpu_time_s().or(*cpu_last);
@@ -499,7 +504,7 @@ async fn stream(ring: RingBuf<MapData>, live: &mut Live<'_>) -> io::Result<(Ring
                 let (dt, base, note) = match driver.as_ref() {
                     // Paced by the runtime's heapLive when known (see report::build).
                     Some(d) => (
-                        agg.heap_alloc.bytes_per_s().filter(|_| agg.alloc_bytes > 0).map_or(agg.bursts.window_s, |h| agg.alloc_bytes as f64 / h),
+                        agg.rate_time(agg.bursts.window_s),
                         (0, 0, 0),
                         format!("  (est. from {:.2}s of bursts, duty {:.2}%)", agg.bursts.window_s, d.gov.alloc_duty * 100.0),
                     ),

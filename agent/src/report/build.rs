@@ -64,12 +64,9 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
     // Allocation counts were seen only while the allocation probes were
     // attached: rates divide by that time.
     let observed = if sampled && agg.bursts.window_s > 0.0 { agg.bursts.window_s.min(dur) } else { dur };
-    // While its allocation probes trap, a busy target allocates slower than
-    // it does unprobed: the bursts give each callsite's share, and the
-    // runtime's heapLive between cycles the pace (see Aggregator::heap_alloc).
-    // Rates divide by the unprobed time the bursts' bytes stand for.
-    let heap_rate = agg.heap_alloc.bytes_per_s().filter(|_| sampled && agg.alloc_bytes > 0);
-    let rate_time = heap_rate.map_or(observed, |h| agg.alloc_bytes as f64 / h);
+    // Paced by the runtime's heapLive (see Aggregator::rate_time).
+    let heap_rate = agg.heap_pace().filter(|_| sampled);
+    let rate_time = if sampled { agg.rate_time(observed) } else { observed };
     // The runtime's samples cover the time mProf_Malloc was probed.
     let samples_s = inp.sampling.runtime_samples_off_after_s.map_or(dur, |t| t.clamp(1e-9, dur));
 
