@@ -228,6 +228,8 @@ pub struct Aggregator {
     /// Ring-buffer records and bytes read.
     pub ring_records: u64,
     pub ring_bytes: u64,
+    /// Set by a recorder: new stacks and types are listed here as they come.
+    pub fresh: Option<Fresh>,
 }
 
 /// runtime.MemProfileRate's default (runtime/mprof.go).
@@ -281,14 +283,17 @@ impl Aggregator {
             bursts: Bursts::default(),
             ring_records: 0,
             ring_bytes: 0,
+            fresh: None,
         }
     }
 
     /// Folds the kernel's per-key running totals: only what grew since the
     /// last read is added. A key whose stack record has not been read yet is
     /// left for the next read (the ring is drained before the map is read,
-    /// so this only happens when the record was lost).
-    pub fn add_kernel_totals(&mut self, totals: &[(AggKey, AggValue)]) {
+    /// so this only happens when the record was lost). Returns the totals
+    /// that changed something: folding just those again gives the same state.
+    pub fn add_kernel_totals(&mut self, totals: &[(AggKey, AggValue)]) -> Vec<(AggKey, AggValue)> {
+        let mut applied = Vec::new();
         for &(key, total) in totals {
             let seen = self.agg_seen.get(&key).copied().unwrap_or_default();
             let (count, bytes) = (total.count.saturating_sub(seen.count), total.bytes.saturating_sub(seen.bytes));
@@ -296,6 +301,7 @@ impl Aggregator {
                 continue;
             }
             let Some(stack) = self.agg_stacks.get(&key.stack_id) else { continue };
+            applied.push((key, total));
             self.agg_seen.insert(key, total);
             self.counts.mallocgc += count;
             self.alloc_bytes += bytes;
@@ -304,10 +310,15 @@ impl Aggregator {
             if mean > 0 {
                 let _ = self.alloc_sizes.entry(key.probe_id).or_insert_with(size_histogram).record_n(mean.min(1 << 36), count);
             }
-            if let Some(s) = entry(&mut self.alloc_stacks, stack, &mut self.counts.overflow) {
+            if let Some(s) = entry(&mut self.alloc_stacks, stack, &mut self.counts.overflow, self.fresh.as_mut().map(|f| &mut f.stacks)) {
                 s.add(count, bytes);
             }
         }
+        applied
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
     }
 
     /// Sampled mode's allocation pace: the runtime's heapLive rate, when
@@ -375,7 +386,7 @@ impl Aggregator {
                 };
                 let w = pprof_weight(size, rate);
                 let key = ev.frames.get(1..).unwrap_or(&[]);
-                if let Some(s) = entry(&mut self.sampled_stacks, key, &mut self.counts.overflow) {
+                if let Some(s) = entry(&mut self.sampled_stacks, key, &mut self.counts.overflow, self.fresh.as_mut().map(|f| &mut f.stacks)) {
                     s.samples += 1;
                     s.count += w;
                     s.bytes += w * size as f64;
@@ -389,7 +400,7 @@ impl Aggregator {
                     self.alloc_sizes.entry(ev.probe_id).or_insert_with(size_histogram).saturating_record(size);
                 }
                 let key = ev.frames.get(1..).unwrap_or(&[]);
-                if let Some(s) = entry(&mut self.alloc_stacks, key, &mut self.counts.overflow) {
+                if let Some(s) = entry(&mut self.alloc_stacks, key, &mut self.counts.overflow, self.fresh.as_mut().map(|f| &mut f.stacks)) {
                     s.add(1, size);
                 }
                 if let Some(run) = self.pending_alloc.remove(&ev.tid) {
@@ -409,9 +420,14 @@ impl Aggregator {
                 let previous = self.grow_runs.insert(run, Growth { new_len: a.new_len, alloc: 0 });
                 let finished = if a.old_cap == 0 { previous } else { None };
                 self.pending_alloc.insert(ev.tid, run);
-                if let Some(s) = entry(&mut self.grow_stacks, key, &mut self.counts.overflow) {
+                if let Some(s) = entry(&mut self.grow_stacks, key, &mut self.counts.overflow, self.fresh.as_mut().map(|f| &mut f.grow_stacks)) {
                     s.count += 1;
                     s.new_len_sum += a.new_len;
+                    if s.elem_type != a.elem_type {
+                        if let Some(f) = &mut self.fresh {
+                            f.types.push(a.elem_type);
+                        }
+                    }
                     s.elem_type = a.elem_type;
                     s.old_len_sum += a.old_len;
                     if a.old_cap == 0 {
@@ -470,10 +486,13 @@ impl Aggregator {
                     return;
                 }
                 let cycle = self.counts.cycles;
-                let m = self.maps.entry(map).or_insert_with(|| MapGrowth {
-                    first_ktime: ev.ktime_ns,
-                    stack: ev.frames.get(1..).unwrap_or(&[]).into(),
-                    ..MapGrowth::default()
+                let fresh = &mut self.fresh;
+                let m = self.maps.entry(map).or_insert_with(|| {
+                    let stack: Box<[u64]> = ev.frames.get(1..).unwrap_or(&[]).into();
+                    if let Some(f) = fresh {
+                        f.stacks.push(stack.clone());
+                    }
+                    MapGrowth { first_ktime: ev.ktime_ns, stack, ..MapGrowth::default() }
                 });
                 m.growths += 1;
                 m.last_ktime = ev.ktime_ns;
@@ -540,7 +559,11 @@ impl Aggregator {
             self.cycle_open = false;
             StwCause::Code(STW_MARK_TERM)
         } else {
-            StwCause::Caller(ev.frames.get(1).copied().unwrap_or(0))
+            let caller = ev.frames.get(1).copied().unwrap_or(0);
+            if let Some(f) = &mut self.fresh {
+                f.stacks.push(Box::new([caller]));
+            }
+            StwCause::Caller(caller)
         }
     }
 }
@@ -587,15 +610,29 @@ impl Aggregator {
     }
 }
 
-fn entry<'a, V: Default>(map: &'a mut HashMap<Box<[u64]>, V>, key: &[u64], overflow: &mut u64) -> Option<&'a mut V> {
-    if !map.contains_key(key) && map.len() >= MAX_STACKS {
-        *overflow += 1;
-        return None;
-    }
+/// The stats of `key`, inserted if new (and then listed in `fresh`), or
+/// None past MAX_STACKS.
+fn entry<'a, V: Default>(map: &'a mut HashMap<Box<[u64]>, V>, key: &[u64], overflow: &mut u64, fresh: Option<&mut Vec<Box<[u64]>>>) -> Option<&'a mut V> {
     if !map.contains_key(key) {
+        if map.len() >= MAX_STACKS {
+            *overflow += 1;
+            return None;
+        }
         map.insert(key.into(), V::default());
+        if let Some(f) = fresh {
+            f.push(key.into());
+        }
     }
     map.get_mut(key)
+}
+
+/// What entered the aggregator since the recorder last looked: stacks to
+/// symbolize, growslice stacks to find loops for, element types to name.
+#[derive(Debug, Default)]
+pub struct Fresh {
+    pub stacks: Vec<Box<[u64]>>,
+    pub grow_stacks: Vec<Box<[u64]>>,
+    pub types: Vec<u64>,
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ pub enum BuildInfoError {
 }
 
 /// A Go release, comparable: `go1.21.13` is (1, 21, 13).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct GoVersion {
     pub major: u32,
     pub minor: u32,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use aya::maps::{MapData, RingBuf};
 
 use crate::{
-    aggregate::Aggregator,
+    feed::Feed,
     governor::{Attachment, Governor, PeriodObservation, Plan},
     plan::{ProbeGroup, ProbeKind, ProbePlan},
     probes::{Attached, KernelStats, ProbeError},
@@ -66,7 +66,7 @@ pub struct BurstDriver {
 impl BurstDriver {
     /// Starts the first period: the caller has just attached every probe
     /// with the gate shut; the first window opens now.
-    pub fn start(mut gov: Governor, plan: &ProbePlan, attached: &mut Attached, target: &Process, agg: &mut Aggregator) -> Result<Self, ProbeError> {
+    pub fn start(mut gov: Governor, plan: &ProbePlan, attached: &mut Attached, target: &Process, feed: &mut Feed) -> Result<Self, ProbeError> {
         let probes: Vec<(u32, ProbeKind)> =
             plan.probes.iter().filter(|p| p.kind.group() == ProbeGroup::Burst && attached.is_attached(p.id)).map(|p| (p.id, p.kind)).collect();
         let sample_ids: Vec<u32> = plan.probes.iter().filter(|p| p.kind.group() == ProbeGroup::Sample && attached.is_attached(p.id)).map(|p| p.id).collect();
@@ -94,16 +94,16 @@ impl BurstDriver {
             next: now + first.period,
             gov,
         };
-        d.open(attached, agg)?;
+        d.open(attached, feed)?;
         Ok(d)
     }
 
     /// Opens the gate. `open_stats` may be read before the probes attach:
     /// hits with the gate shut are counted apart, never as the window's.
-    fn open(&mut self, attached: &mut Attached, agg: &mut Aggregator) -> Result<(), ProbeError> {
+    fn open(&mut self, attached: &mut Attached, feed: &mut Feed) -> Result<(), ProbeError> {
         attached.set_burst_open(true)?;
         self.open_since = Some(Instant::now());
-        agg.begin_burst();
+        feed.begin_burst();
         Ok(())
     }
 
@@ -114,9 +114,9 @@ impl BurstDriver {
         &mut self,
         attached: &mut Attached,
         ring: &mut RingBuf<MapData>,
-        agg: &mut Aggregator,
+        feed: &mut Feed,
         target: &Process,
-        fold: impl Fn(&mut RingBuf<MapData>, &mut Aggregator, &Attached),
+        fold: impl Fn(&mut RingBuf<MapData>, &mut Feed, &Attached),
     ) -> Result<(), ProbeError> {
         let now = Instant::now();
         if let Some(t) = self.open_since.filter(|&t| self.plan.window < self.plan.period && now >= t + self.plan.window) {
@@ -131,13 +131,13 @@ impl BurstDriver {
             self.order_by_rate(&attached.stats());
             attached.detach_in_order(self.by_rate.iter().copied());
             drop(primer);
-            fold(ring, agg, attached);
-            agg.end_burst(w.as_secs_f64());
+            fold(ring, feed, attached);
+            feed.end_burst(w.as_secs_f64());
             self.attached = false;
             self.switched = true;
         }
         if now >= self.period_start + self.plan.period || self.over_budget(attached, now) {
-            self.end_period(attached, ring, agg, target, &fold)?;
+            self.end_period(attached, ring, feed, target, &fold)?;
         }
         self.judge_runtime_samples(attached, now);
         self.next = match self.open_since {
@@ -191,18 +191,18 @@ impl BurstDriver {
         &mut self,
         attached: &mut Attached,
         ring: &mut RingBuf<MapData>,
-        agg: &mut Aggregator,
+        feed: &mut Feed,
         target: &Process,
-        fold: &impl Fn(&mut RingBuf<MapData>, &mut Aggregator, &Attached),
+        fold: &impl Fn(&mut RingBuf<MapData>, &mut Feed, &Attached),
     ) -> Result<(), ProbeError> {
         let now = Instant::now();
         // A window that spans the period: close its books, keep the gate open.
-        fold(ring, agg, attached);
+        fold(ring, feed, attached);
         if let Some(t) = self.open_since {
             self.open_for += now - t;
-            agg.end_burst((now - t).as_secs_f64());
+            feed.end_burst((now - t).as_secs_f64());
             self.open_since = Some(now);
-            agg.begin_burst();
+            feed.begin_burst();
         }
         let stats = attached.stats();
         let cpu = target.cpu_time_s();
@@ -229,7 +229,7 @@ impl BurstDriver {
             }
             self.attached = true;
             self.switched = true;
-            self.open(attached, agg)?;
+            self.open(attached, feed)?;
         }
         Ok(())
     }

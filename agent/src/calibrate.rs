@@ -28,7 +28,7 @@ pub enum CalibrateError {
 }
 
 /// Per-hit costs on this host, nanoseconds.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Calibration {
     /// Our program, counting into the kernel map (most allocation hits).
     pub aggregated_ns: f64,

@@ -3,7 +3,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand};
 
-use crate::session::{Format, Mode};
+use crate::{render::Format, session::Mode};
 
 #[derive(Debug, Parser)]
 #[command(name = "gcprobe", version, about = "Live eBPF probe for Go programs: which loop fills the heap, and how long GC stops the world")]
@@ -16,24 +16,19 @@ pub struct Cli {
 pub enum Command {
     /// Attach to a running Go process and report allocation callsites, culprits and GC pauses.
     Attach(AttachArgs),
+    /// Attach to a running Go process and record the session to a file, for `gcprobe report` anywhere later.
+    Record(RecordArgs),
+    /// Report on a recording: no root and no target binary needed.
+    Report(ReportArgs),
+    /// Start a Go program under probes from its first instruction; report at its exit, and fail on rules.
+    Run(RunArgs),
     /// Print the probe plan for a Go binary or process without attaching (no root needed).
     Plan(PlanArgs),
 }
 
+/// How a live session observes, shared by attach, record and run.
 #[derive(Debug, clap::Args)]
-pub struct AttachArgs {
-    /// Process ID of the Go program, as this host sees it.
-    #[arg(long, short)]
-    pub pid: u32,
-    /// Stop after this long (e.g. 10s, 1m30s); default: until Ctrl-C or the target exits.
-    #[arg(long, short, value_parser = parse_duration)]
-    pub duration: Option<Duration>,
-    /// Report format.
-    #[arg(long, short, value_enum, default_value_t = Format::Text)]
-    pub format: Format,
-    /// Write the report here instead of stdout.
-    #[arg(long, short)]
-    pub output: Option<PathBuf>,
+pub struct SessionArgs {
     /// Interval of the live summary on stderr.
     #[arg(long, value_parser = parse_duration, default_value = "2s")]
     pub interval: Duration,
@@ -52,6 +47,75 @@ pub struct AttachArgs {
     /// Benchmark baseline: attach an empty program at the same points.
     #[arg(long, hide = true)]
     pub empty_probes: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AttachArgs {
+    /// Process ID of the Go program, as this host sees it.
+    #[arg(long, short)]
+    pub pid: u32,
+    /// Stop after this long (e.g. 10s, 1m30s); default: until Ctrl-C or the target exits.
+    #[arg(long, short, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Report format.
+    #[arg(long, short, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Write the report here instead of stdout.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub session: SessionArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RecordArgs {
+    /// Process ID of the Go program, as this host sees it.
+    #[arg(long, short)]
+    pub pid: u32,
+    /// Stop after this long (e.g. 10s, 1m30s); default: until Ctrl-C or the target exits.
+    #[arg(long, short, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// The recording to write.
+    #[arg(long, short)]
+    pub output: PathBuf,
+    /// Replace the recording if the file exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Format of the report printed on stdout when the session ends.
+    #[arg(long, short, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    #[command(flatten)]
+    pub session: SessionArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// A file written by `gcprobe record`.
+    pub file: PathBuf,
+    /// Report format.
+    #[arg(long, short, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Write the report here instead of stdout.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Report format (printed when the program exits).
+    #[arg(long, short, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Write the report here instead of stdout.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Also record the session to this file.
+    #[arg(long)]
+    pub record: Option<PathBuf>,
+    #[command(flatten)]
+    pub session: SessionArgs,
+    /// The program and its arguments.
+    #[arg(required = true, last = true, value_name = "CMD")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -103,9 +167,9 @@ mod tests {
         assert!(Cli::try_parse_from(["gcprobe", "attach", "--pid", "1", "--duration", "soon"]).is_err());
         assert!(Cli::try_parse_from(["gcprobe", "plan"]).is_err());
         let Command::Attach(a) = Cli::try_parse_from(["gcprobe", "attach", "-p", "1"]).unwrap().command else { panic!() };
-        assert_eq!((a.mode, a.overhead_budget), (Mode::Sampled, 0.01));
+        assert_eq!((a.session.mode, a.session.overhead_budget), (Mode::Sampled, 0.01));
         let Command::Attach(a) = Cli::try_parse_from(["gcprobe", "attach", "-p", "1", "--mode", "exact", "--overhead-budget", "0.5%"]).unwrap().command else { panic!() };
-        assert_eq!((a.mode, a.overhead_budget), (Mode::Exact, 0.005));
+        assert_eq!((a.session.mode, a.session.overhead_budget), (Mode::Exact, 0.005));
         for bad in ["0%", "-1%", "101", "lots", "nan"] {
             assert!(Cli::try_parse_from(["gcprobe", "attach", "-p", "1", "--overhead-budget", bad]).is_err(), "{bad}");
         }

@@ -4,7 +4,8 @@
 //! allocated bytes means slices grow without preallocation; a stop-the-world
 //! longer than 5 ms is a pause users notice.
 use crate::{
-    diagnose::{short, Diagnoser},
+    diagnose::{self, short},
+    facts::Facts,
     report::{Callsite, Culprit},
 };
 
@@ -16,17 +17,14 @@ const MIN_SHARE: f64 = 0.05;
 /// long-lived slice is not blamed.
 const MIN_GROWTHS: u64 = 20;
 
-pub fn rank(callsites: &[Callsite], duration_s: f64, total_bytes: u64, mut diag: Option<&mut Diagnoser<'_>>) -> Vec<Culprit> {
+pub fn rank(callsites: &[Callsite], duration_s: f64, total_bytes: u64, facts: &mut dyn Facts) -> Vec<Culprit> {
     let mut out: Vec<Culprit> = callsites
         .iter()
         .filter(|c| c.probe == "growslice" && c.share_of_bytes >= MIN_SHARE && c.count >= MIN_GROWTHS)
         .map(|c| {
             let per_s = c.count as f64 / duration_s.max(1e-9);
             let mean_len = c.mean_new_len.map(|l| format!(", growing to {l:.0} elements on average")).unwrap_or_default();
-            let d = match (diag.as_deref_mut(), &c.evidence) {
-                (Some(d), Some(ev)) => Some(d.diagnose(&c.function, &c.frames, ev, duration_s, total_bytes)),
-                _ => None,
-            };
+            let d = c.evidence.as_ref().map(|ev| diagnose::diagnose(facts, &c.function, ev, duration_s, total_bytes));
             let default_fix = "preallocate before the loop: make([]T, 0, n) with n the expected length (len(m) when ranging over a map or slice), or reuse one buffer across calls";
             let suggestion = d.as_ref().map(|d| d.suggestion.clone()).unwrap_or_else(|| default_fix.into());
             Culprit {
@@ -210,7 +208,7 @@ mod tests {
 
     #[test]
     fn ranks_append_growth_by_share() {
-        let c = rank(&[cs("growslice", 10, 500, 0.2), cs("mallocgc", 20, 9000, 0.6), cs("growslice", 30, 900, 0.7), cs("growslice", 40, 5, 0.5), cs("growslice", 50, 900, 0.01)], 2.0, 1000, None);
+        let c = rank(&[cs("growslice", 10, 500, 0.2), cs("mallocgc", 20, 9000, 0.6), cs("growslice", 30, 900, 0.7), cs("growslice", 40, 5, 0.5), cs("growslice", 50, 900, 0.01)], 2.0, 1000, &mut crate::facts::NoFacts);
         let lines: Vec<_> = c.iter().map(|c| (c.rank, c.line.unwrap())).collect();
         // Plain allocations, rare growth and tiny shares are not culprits.
         assert_eq!(lines, [(1, 30), (2, 10)]);

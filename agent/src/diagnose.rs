@@ -1,12 +1,13 @@
 //! Turns a hot append callsite into a diagnosis: the `for` that drives it, the
 //! loop's kind and what it ranges over, the element type, what one call costs,
 //! and the fix with its expected saving.
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     binary::Binary,
     culprits::bytes,
-    gotypes::{self, TypeInfo},
+    facts::Facts,
+    gotypes::TypeInfo,
     loops,
     symbolize::{Frame, Symbolizer},
 };
@@ -14,9 +15,9 @@ use crate::{
 /// What the aggregator knows about one growslice callsite.
 #[derive(Debug, Clone, Default)]
 pub struct GrowEvidence {
-    /// Return addresses (runtime) of the heaviest stack through this site,
-    /// starting with the growslice call's.
-    pub pcs: Vec<u64>,
+    /// Return addresses (runtime) of the heaviest growslice stack through
+    /// this site, starting with the growslice call's.
+    pub stack: Box<[u64]>,
     /// Element `*_type` (runtime address).
     pub elem_type: u64,
     pub growths: u64,
@@ -28,7 +29,7 @@ pub struct GrowEvidence {
     pub bytes: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoopReport {
     pub file: Option<String>,
     pub line: Option<u32>,
@@ -68,94 +69,90 @@ pub struct Diagnosis {
     pub expected_saving: Option<Saving>,
 }
 
-pub struct Diagnoser<'a> {
-    pub bin: &'a Binary,
-    pub sym: &'a mut Symbolizer,
+/// The diagnosis of a growslice callsite: the static facts (loop, element
+/// type) from `facts`, the rest from what the session counted.
+pub fn diagnose(facts: &mut dyn Facts, callsite_fn: &str, ev: &GrowEvidence, duration_s: f64, total_bytes: u64) -> Diagnosis {
+    let elem_type = facts.elem_type(ev.elem_type);
+    let loop_ = facts.append_loop(callsite_fn, &ev.stack);
+    let per_call = (ev.calls > 0).then(|| PerCall {
+        calls: ev.calls,
+        growslice: ev.growths as f64 / ev.calls as f64,
+        bytes: ev.bytes as f64 / ev.calls as f64,
+        final_len: (ev.finished_calls > 0).then(|| ev.final_len_sum as f64 / ev.finished_calls as f64),
+        final_cap: match &elem_type {
+            Some(t) if ev.finished_calls > 0 && t.size > 0 => Some(ev.final_alloc_sum as f64 / ev.finished_calls as f64 / t.size as f64),
+            _ => None,
+        },
+        copied_bytes: elem_type.as_ref().map(|t| ev.old_len_sum as f64 * t.size as f64 / ev.calls as f64),
+    });
+    let expected_saving = match (&per_call, &elem_type) {
+        // Conservative: one allocation sized to the largest final length
+        // the evidence allows.
+        (Some(pc), Some(t)) => pc.final_cap.map(|cap| {
+            let right_sized = cap * t.size as f64;
+            let saved_per_call = (pc.bytes - right_sized).max(0.0);
+            let per_s = saved_per_call * ev.calls as f64 / duration_s.max(1e-9);
+            Saving {
+                bytes_per_s: per_s,
+                share_of_bytes: saved_per_call * ev.calls as f64 / total_bytes.max(1) as f64,
+                allocations_per_call_after: 1,
+            }
+        }),
+        _ => None,
+    };
+    let suggestion = match builder_kind(callsite_fn) {
+        Some(ty) => suggest_grow(ty, loop_.as_ref(), per_call.as_ref(), expected_saving.as_ref()),
+        None => suggest(loop_.as_ref(), elem_type.as_ref(), per_call.as_ref(), expected_saving.as_ref()),
+    };
+    Diagnosis { loop_, elem_type, per_call, suggestion, expected_saving }
 }
 
-impl Diagnoser<'_> {
-    /// `frames` is the callsite's stack, innermost first.
-    pub fn diagnose(&mut self, callsite_fn: &str, frames: &[Frame], ev: &GrowEvidence, duration_s: f64, total_bytes: u64) -> Diagnosis {
-        let elem_type = self
-            .sym
-            .types_base()
-            .and_then(|types| gotypes::describe(self.bin, types, ev.elem_type.wrapping_sub(self.sym.bias())));
-        // The append may sit in a helper that was not inlined; its loop is
-        // then in a caller: walk up a few return addresses.
-        let loop_ = range_func_loop(callsite_fn, frames)
-            .or_else(|| ev.pcs.iter().take(4).find_map(|&pc| self.find_loop(callsite_fn, pc)));
-        let per_call = (ev.calls > 0).then(|| PerCall {
-            calls: ev.calls,
-            growslice: ev.growths as f64 / ev.calls as f64,
-            bytes: ev.bytes as f64 / ev.calls as f64,
-            final_len: (ev.finished_calls > 0).then(|| ev.final_len_sum as f64 / ev.finished_calls as f64),
-            final_cap: match &elem_type {
-                Some(t) if ev.finished_calls > 0 && t.size > 0 => Some(ev.final_alloc_sum as f64 / ev.finished_calls as f64 / t.size as f64),
-                _ => None,
-            },
-            copied_bytes: elem_type.as_ref().map(|t| ev.old_len_sum as f64 * t.size as f64 / ev.calls as f64),
-        });
-        let expected_saving = match (&per_call, &elem_type) {
-            // Conservative: one allocation sized to the largest final length
-            // the evidence allows.
-            (Some(pc), Some(t)) => pc.final_cap.map(|cap| {
-                let right_sized = cap * t.size as f64;
-                let saved_per_call = (pc.bytes - right_sized).max(0.0);
-                let per_s = saved_per_call * ev.calls as f64 / duration_s.max(1e-9);
-                Saving {
-                    bytes_per_s: per_s,
-                    share_of_bytes: saved_per_call * ev.calls as f64 / total_bytes.max(1) as f64,
-                    allocations_per_call_after: 1,
-                }
-            }),
-            _ => None,
-        };
-        let suggestion = match builder_kind(callsite_fn) {
-            Some(ty) => suggest_grow(ty, loop_.as_ref(), per_call.as_ref(), expected_saving.as_ref()),
-            None => suggest(loop_.as_ref(), elem_type.as_ref(), per_call.as_ref(), expected_saving.as_ref()),
-        };
-        Diagnosis { loop_, elem_type, per_call, suggestion, expected_saving }
-    }
+/// The loop driving an append, from the binary's code: `frames` are the
+/// growslice stack's (innermost first), `stack` its return addresses.
+pub(crate) fn append_loop(bin: &Binary, sym: &mut Symbolizer, callsite_fn: &str, frames: &[Frame], stack: &[u64]) -> Option<LoopReport> {
+    // The append may sit in a helper that was not inlined; its loop is
+    // then in a caller: walk up a few return addresses.
+    range_func_loop(callsite_fn, frames).or_else(|| stack.iter().take(4).find_map(|&pc| find_loop(bin, sym, callsite_fn, pc)))
+}
 
-    fn find_loop(&mut self, callsite_fn: &str, ret_pc: u64) -> Option<LoopReport> {
-        let call = ret_pc.wrapping_sub(self.sym.bias()).wrapping_sub(1);
-        let (entry, size) = self.sym.function_at(call)?;
-        let code = self.bin.bytes_at(entry, usize::try_from(size).ok()?)?;
-        let insns = loops::decode(self.bin.arch, code, entry).ok()?;
-        // Go 1.23 range-over-func: the body is a closure `f-range1`, called by
-        // the iterator; its loop lives in the iterator, not here.
-        let in_closure = callsite_fn.contains("-range");
-        let Some(lp) = loops::innermost_loop(&insns, call) else {
-            return in_closure.then(|| LoopReport { file: None, line: None, kind: "func-iterator".into(), over: None });
-        };
-        // The loop belongs to the innermost non-runtime function at its
-        // header. The header is the loop's condition check and carries the
-        // `for` line; trust it when it precedes the callsite's own line in that
-        // function. Otherwise (a `for {}` with no condition) take the smallest
-        // line of that function inside the loop. Not the smallest line always:
-        // nested loops reload outer-loop spills inside the inner one.
-        let head = self.sym.frames_at_vaddr(lp.head);
-        let owner = head.iter().find(|f| !f.is_runtime()).or(head.last())?.clone();
-        let at_call = self.sym.frames_at_vaddr(call).iter().find(|f| f.function == owner.function).and_then(|f| f.line);
-        let line = match (owner.line, at_call) {
-            (Some(h), Some(c)) if h <= c => Some(h),
-            _ => {
-                let mut best: Option<u32> = None;
-                for &ip in &lp.insns {
-                    let frames = self.sym.frames_at_vaddr(ip);
-                    if let Some(l) = frames.iter().find(|f| f.function == owner.function && f.file == owner.file).and_then(|f| f.line) {
-                        best = Some(best.map_or(l, |b| b.min(l)));
-                    }
+fn find_loop(bin: &Binary, sym: &mut Symbolizer, callsite_fn: &str, ret_pc: u64) -> Option<LoopReport> {
+    let call = ret_pc.wrapping_sub(sym.bias()).wrapping_sub(1);
+    let (entry, size) = sym.function_at(call)?;
+    let code = bin.bytes_at(entry, usize::try_from(size).ok()?)?;
+    let insns = loops::decode(bin.arch, code, entry).ok()?;
+    // Go 1.23 range-over-func: the body is a closure `f-range1`, called by
+    // the iterator; its loop lives in the iterator, not here.
+    let in_closure = callsite_fn.contains("-range");
+    let Some(lp) = loops::innermost_loop(&insns, call) else {
+        return in_closure.then(|| LoopReport { file: None, line: None, kind: "func-iterator".into(), over: None });
+    };
+    // The loop belongs to the innermost non-runtime function at its
+    // header. The header is the loop's condition check and carries the
+    // `for` line; trust it when it precedes the callsite's own line in that
+    // function. Otherwise (a `for {}` with no condition) take the smallest
+    // line of that function inside the loop. Not the smallest line always:
+    // nested loops reload outer-loop spills inside the inner one.
+    let head = sym.frames_at_vaddr(lp.head);
+    let owner = head.iter().find(|f| !f.is_runtime()).or(head.last())?.clone();
+    let at_call = sym.frames_at_vaddr(call).iter().find(|f| f.function == owner.function).and_then(|f| f.line);
+    let line = match (owner.line, at_call) {
+        (Some(h), Some(c)) if h <= c => Some(h),
+        _ => {
+            let mut best: Option<u32> = None;
+            for &ip in &lp.insns {
+                let frames = sym.frames_at_vaddr(ip);
+                if let Some(l) = frames.iter().find(|f| f.function == owner.function && f.file == owner.file).and_then(|f| f.line) {
+                    best = Some(best.map_or(l, |b| b.min(l)));
                 }
-                best.or(owner.line)
             }
-        };
-        let callee_names: Vec<String> = lp.calls.iter().filter_map(|&t| self.sym.frames_at_vaddr(t).last().map(|f| f.function.clone())).collect();
-        let code_kind = kind_from_calls(&callee_names, in_closure);
-        let source = owner.file.as_deref().zip(line).and_then(|(f, l)| source_line(f, l));
-        let (kind, over) = refine_with_source(code_kind, source.as_deref());
-        Some(LoopReport { file: owner.file, line, kind, over })
-    }
+            best.or(owner.line)
+        }
+    };
+    let callee_names: Vec<String> = lp.calls.iter().filter_map(|&t| sym.frames_at_vaddr(t).last().map(|f| f.function.clone())).collect();
+    let code_kind = kind_from_calls(&callee_names, in_closure);
+    let source = owner.file.as_deref().zip(line).and_then(|(f, l)| source_line(f, l));
+    let (kind, over) = refine_with_source(code_kind, source.as_deref());
+    Some(LoopReport { file: owner.file, line, kind, over })
 }
 
 /// Go 1.23 range-over-func: the loop body becomes a closure `F-rangeN` that

@@ -5,14 +5,14 @@
 //! Hash u32 @16, TFlag u8 @20, Align_ @21, FieldAlign_ @22, Kind_ @23,
 //! Equal @24, GCData @32, Str NameOff (i32) @40. `Str` is an offset from
 //! moduledata.types to a name: a flags byte, a uvarint length, the bytes.
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::binary::Binary;
 
 /// abi.TFlagExtraStar: the stored name has a '*' prefix to drop.
 const TFLAG_EXTRA_STAR: u8 = 1 << 1;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TypeInfo {
     pub name: String,
     /// Bytes per element.

@@ -54,7 +54,7 @@ impl Symbols<'_> {
 }
 
 /// What a probe measures. Travels through the kernel as `gcprobe_common::kind`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ProbeKind {
     Malloc,
     Growslice,
@@ -138,7 +138,7 @@ impl TryFrom<u32> for ProbeKind {
 }
 
 /// Argument layout of `runtime.growslice`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum GrowsliceAbi {
     /// Go 1.19: `growslice(et *_type, old slice, cap int) slice`
     /// (go1.19/src/runtime/slice.go) — RAX=et, RBX/RCX/RDI=old, RSI=cap.
@@ -196,7 +196,7 @@ pub const STW_REASONS: &[&str] = &[
 pub const STW_REASON_SWEEP_TERM: &str = "GC sweep termination";
 pub const STW_REASON_MARK_TERM: &str = "GC mark termination";
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PlannedProbe {
     pub id: u32,
     /// Short name for reports: `mallocgc`, `growslice`, ...
@@ -223,14 +223,14 @@ impl PlannedProbe {
 }
 
 /// A probe the plan wanted but could not place, and why.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SkippedProbe {
     pub name: String,
     pub symbol: String,
     pub reason: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ProbePlan {
     pub go: GoVersion,
     pub probes: Vec<PlannedProbe>,

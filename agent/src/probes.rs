@@ -83,7 +83,7 @@ impl Program {
 }
 
 /// Per-CPU counters summed across CPUs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KernelStats {
     pub hits: u64,
     pub ringbuf_full: u64,
@@ -144,7 +144,7 @@ pub fn target_config(plan: &ProbePlan, bias: u64) -> TargetConfig {
 pub type AttachFailures = Vec<(u32, ProgramError)>;
 
 /// How the uprobes are attached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mechanism {
     /// BPF uprobe_multi links: a set per link (Linux 6.6+).

@@ -22,15 +22,19 @@ use crate::{
     aggregate::Aggregator,
     binary::{Binary, BinaryError},
     buildinfo::{self, BuildInfoError},
-    culprits::{bytes, si},
-    events::Event,
-    pclntab::{Pclntab, PclntabError},
     bursts::BurstDriver,
     calibrate,
+    culprits::{bytes, si},
+    facts::{BinaryFacts, Facts as _},
+    feed::Feed,
     governor::Governor,
+    launch::{Held, LaunchError},
+    pclntab::{Pclntab, PclntabError},
     plan::{PlanError, ProbeGroup, ProbePlan, Symbols},
     probes::{self, AttachPoint, Attached, ProbeError, Program},
     process::{self, Process, ProcessError},
+    record::{End, Meta, Progress, RecordError, Recorder, FLUSH_BYTES},
+    render::{self, Format, RenderError},
     report::{self, Report},
     symbolize::{dwarf::DwarfError, Symbolizer},
 };
@@ -69,12 +73,12 @@ pub enum SessionError {
     },
     #[error("event loop I/O")]
     Io(#[source] io::Error),
-    #[error("writing the report to {path}")]
-    Output {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error("recording")]
+    Record(#[from] RecordError),
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    #[error(transparent)]
+    Render(#[from] RenderError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,14 +114,8 @@ impl SessionError {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Text,
-    Json,
-}
-
 /// How allocations are observed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Every allocation entry point, all the time: exact counts, and the
@@ -129,9 +127,26 @@ pub enum Mode {
     Sampled,
 }
 
+/// What to attach to.
+#[derive(Debug, Clone)]
+pub enum TargetSpec {
+    Pid(u32),
+    /// `gcprobe run`: start it, held at its first instruction until attached.
+    Launch { program: String, args: Vec<String> },
+}
+
+/// Where `gcprobe record` writes.
+#[derive(Debug, Clone)]
+pub struct RecordTo {
+    pub path: PathBuf,
+    /// Replace an existing file.
+    pub force: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct AttachOptions {
-    pub pid: u32,
+    pub target: TargetSpec,
+    pub record: Option<RecordTo>,
     pub duration: Option<Duration>,
     pub format: Format,
     pub output: Option<PathBuf>,
@@ -214,16 +229,43 @@ pub fn print_plan(pid: Option<u32>, exe: Option<PathBuf>) -> Result<(), SessionE
     Ok(())
 }
 
-pub fn attach(opts: AttachOptions) -> Result<Report, SessionError> {
+/// What a session ends with.
+pub struct Outcome {
+    pub report: Report,
+    /// `gcprobe run`: how the program exited.
+    pub exit: Option<std::process::ExitStatus>,
+    /// The recording's path and size, when recording.
+    pub recorded: Option<(PathBuf, u64)>,
+}
+
+/// Attaches to a process (or starts one, held at its first instruction),
+/// streams until the session ends, and writes the report in the format
+/// asked for. Attach, record and run are this one pipeline: a recording
+/// holds exactly what the live report was made from.
+pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
     if !process::has_bpf_privileges() {
         return Err(SessionError::Privileges);
     }
-    let Inspected { process, exe: ExeInfo { binary, build, pclntab, plan } } = inspect(opts.pid)?;
+    // Before touching the target: a bad path must cost it nothing.
+    let mut recorder = match &opts.record {
+        Some(r) => Some(Recorder::create(&r.path, r.force)?),
+        None => None,
+    };
+    let mut held = match &opts.target {
+        TargetSpec::Launch { program, args } => Some(Held::spawn(program, args)?),
+        TargetSpec::Pid(_) => None,
+    };
+    let pid = match (&opts.target, &held) {
+        (_, Some(h)) => h.pid(),
+        (TargetSpec::Pid(p), None) => *p,
+        (TargetSpec::Launch { .. }, None) => unreachable!("spawned above"),
+    };
+    let Inspected { process, exe: ExeInfo { binary, build, pclntab, plan } } = inspect(pid)?;
     for w in &plan.warnings {
         eprintln!("gcprobe: warning: {w}");
     }
     let bias = binary.load_bias(&process.exe_mappings()?)?;
-    let mut sym = Symbolizer::new(&binary, pclntab, bias)?;
+    let mut facts = BinaryFacts::new(&binary, Symbolizer::new(&binary, pclntab, bias)?);
 
     // Measure what a hit costs here before touching the target.
     let calibration = match calibrate::calibrate() {
@@ -236,7 +278,7 @@ pub fn attach(opts: AttachOptions) -> Result<Report, SessionError> {
     let cost_s = calibration.map_or(FALLBACK_COST_NS / 1e9, |c| c.cost_s());
 
     let cfg = probes::target_config(&plan, bias);
-    let (mut attached, ring) = Attached::load(&process.exe_path, opts.pid, cfg, AttachPoint::from_plan(&plan), opts.program)?;
+    let (mut attached, ring) = Attached::load(&process.exe_path, pid, cfg, AttachPoint::from_plan(&plan), opts.program)?;
     // Exact mode has no use for the runtime's sample; sampled mode starts
     // with everything attached: that is its first, short burst.
     let wanted: Vec<u32> = plan.probes.iter().filter(|p| opts.mode == Mode::Sampled || p.kind.group() != ProbeGroup::Sample).map(|p| p.id).collect();
@@ -261,47 +303,96 @@ pub fn attach(opts: AttachOptions) -> Result<Report, SessionError> {
         notes.insert(id, format!("attach failed: {err}"));
     }
     if !process.alive() {
-        return Err(ProcessError::Exited { pid: opts.pid }.into());
+        return Err(ProcessError::Exited { pid }.into());
     }
     let attached_ids: Vec<u32> = attached.attached_ids().collect();
     if !opts.quiet {
         eprintln!(
-            "gcprobe: attached {} probes to pid {} ({}, {}), {} mode{}{}",
+            "gcprobe: attached {} probes to pid {} ({}, {}), {} mode{}{}{}",
             attached_ids.len(),
-            opts.pid,
+            pid,
             process.exe_display,
             build.version_raw,
             match opts.mode { Mode::Exact => "exact", Mode::Sampled => "sampled" },
             if opts.mode == Mode::Sampled { format!(", budget {:.1}% at {:.1} us/hit", opts.budget * 100.0, cost_s * 1e6) } else { String::new() },
-            opts.duration.map(|d| format!(" for {}", humantime::format_duration(d))).unwrap_or_else(|| "; Ctrl-C to stop".into())
+            recorder.as_ref().map(|r| format!(", recording to {}", r.path().display())).unwrap_or_default(),
+            match (&held, opts.duration) {
+                (Some(_), _) => "; until it exits".into(),
+                (None, Some(d)) => format!(" for {}", humantime::format_duration(d)),
+                (None, None) => "; Ctrl-C to stop".into(),
+            }
         );
     }
 
-    let start_unix_ns = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let meta = Meta {
+        gcprobe_version: env!("CARGO_PKG_VERSION").into(),
+        target: report::Target {
+            pid,
+            exe: process.exe_display.clone(),
+            go_version: build.version_raw.clone(),
+            arch: binary.arch.go_name().into(),
+            build_id: binary.build_id.clone(),
+        },
+        exe_path: process.exe_path.display().to_string(),
+        load_bias: bias,
+        plan,
+        attached: attached_ids,
+        attach_notes: notes,
+        mode: opts.mode,
+        budget: opts.budget,
+        calibration,
+        cost_s,
+        start_unix_ns: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0),
+        start_monotonic_ns: monotonic_ns(),
+        symbols_from: facts.source().into(),
+    };
+    let plan = &meta.plan;
+    if let Some(r) = &mut recorder {
+        r.meta(&meta)?;
+    }
+    // Everything is in place: the program may run.
+    if let Some(h) = &mut held {
+        h.release();
+    }
     let started = Instant::now();
     let cpu_start = process.cpu_time_s();
-    let mut agg = Aggregator::new(opts.pid, &plan);
-    let mem = crate::memory::TargetMemory::open(opts.pid).ok();
+    let mut feed = Feed::new(Aggregator::new(pid, plan));
+    if recorder.is_some() {
+        feed = feed.recording();
+    }
+    let mem = crate::memory::TargetMemory::open(pid).ok();
     let rate_addr = plan.mem_profile_rate.map(|a| a.wrapping_add(bias));
-    let read_rate = |agg: &mut Aggregator| {
-        if let (Some(mem), Some(addr)) = (&mem, rate_addr) {
-            // An `int`: negative values disable profiling like 0 does. A
-            // failed read (the target just exited) keeps the last value.
-            if let Some(r) = mem.read_u64(addr) {
-                agg.mem_profile_rate = Some(if (r as i64) < 0 { 0 } else { r });
-            }
+    let read_rate = |feed: &mut Feed| {
+        // A failed read (the target just exited) keeps the last value.
+        if let Some(r) = mem.as_ref().zip(rate_addr).and_then(|(mem, addr)| mem.read_u64(addr)) {
+            feed.mem_profile_rate(r);
         }
     };
-    read_rate(&mut agg);
+    read_rate(&mut feed);
     let mut driver = match opts.mode {
-        Mode::Sampled => Some(BurstDriver::start(Governor::new(opts.budget, cost_s), &plan, &mut attached, &process, &mut agg)?),
+        Mode::Sampled => Some(BurstDriver::start(Governor::new(opts.budget, cost_s), plan, &mut attached, &process, &mut feed)?),
         Mode::Exact => None,
     };
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(SessionError::Io)?;
-    let mut live = Live { opts: &opts, agg: &mut agg, attached: &mut attached, driver: driver.as_mut(), process: &process, mem: mem.as_ref(), read_rate: &read_rate, started, cpu_last: cpu_start };
+    let mut live = Live {
+        opts: &opts,
+        feed: &mut feed,
+        attached: &mut attached,
+        driver: driver.as_mut(),
+        process: &process,
+        held: held.as_ref(),
+        mem: mem.as_ref(),
+        read_rate: &read_rate,
+        started,
+        cpu_start,
+        cpu_last: cpu_start,
+        recorder: recorder.as_mut(),
+        facts: &mut facts,
+        record_error: None,
+    };
     let (mut ring, ended_by) = rt.block_on(stream(ring, &mut live)).map_err(SessionError::Io)?;
-    let cpu_last = live.cpu_last;
+    let (cpu_last, record_error) = (live.cpu_last, live.record_error.take());
     let duration_s = started.elapsed().as_secs_f64();
 
     // Shut the gate and detach first, then drain what the kernel already
@@ -318,47 +409,48 @@ pub fn attach(opts: AttachOptions) -> Result<Report, SessionError> {
     let cpu_end = process.cpu_time_s().or(cpu_last);
     let totals = attached.agg_totals();
     attached.detach();
-    drain_into(&mut ring, &mut agg);
-    agg.add_kernel_totals(&totals);
+    drain_into(&mut ring, &mut feed);
+    feed.kernel_totals(&totals);
     if let Some(w) = open_burst {
-        agg.end_burst(w.as_secs_f64());
+        feed.end_burst(w.as_secs_f64());
     }
-    let target_cpu_s = cpu_start.zip(cpu_end).map(|(a, b)| b - a);
-
-    let target = report::Target {
-        pid: opts.pid,
-        exe: process.exe_display.clone(),
-        go_version: build.version_raw.clone(),
-        arch: binary.arch.go_name().into(),
-        build_id: binary.build_id.clone(),
-    };
-    let sampling = report::SamplingInputs {
-        mode: opts.mode,
-        budget: opts.budget,
-        calibration,
-        cost_s,
-        target_cpu_s,
-        runtime_samples_off_after_s: driver.as_ref().and_then(|d| d.samples_off_at).map(|t| t.saturating_duration_since(started).as_secs_f64()),
-    };
-    let report = report::build(
-        &report::Inputs {
-            target,
-            binary: Some(&binary),
-            plan: &plan,
-            attached: &attached_ids,
-            attach_notes: &notes,
-            agg: &agg,
+    let end = End {
+        ended_by: ended_by.into(),
+        progress: Progress {
+            elapsed_s: duration_s,
             kernel,
             mechanism,
-            start_unix_ns,
-            duration_s,
-            ended_by: ended_by.into(),
+            target_cpu_s: cpu_start.zip(cpu_end).map(|(a, b)| b - a),
             agent: self_usage(),
-            sampling,
+            runtime_samples_off_after_s: driver.as_ref().and_then(|d| d.samples_off_at).map(|t| t.saturating_duration_since(started).as_secs_f64()),
         },
-        &mut sym,
-    );
-    Ok(report)
+    };
+    let exit = match held {
+        Some(h) => Some(h.wait()?),
+        None => None,
+    };
+    let recorded = match (recorder, &record_error) {
+        (Some(r), None) => {
+            let path = r.path().to_owned();
+            Some((path, r.finish(&mut feed, &mut facts, &end)?))
+        }
+        _ => None,
+    };
+    let report = meta.report(&end, &feed.agg, &mut facts);
+    render::write(opts.format, opts.output.as_deref(), &report, &meta, &end, &feed.agg, &mut facts)?;
+    // The report is out; a recording that failed part way is still an error.
+    if let Some(e) = record_error {
+        return Err(e.into());
+    }
+    Ok(Outcome { report, exit, recorded })
+}
+
+/// CLOCK_MONOTONIC, the clock of the kernel's event times (bpf_ktime_get_ns).
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime fills the struct we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Per-hit cost assumed when calibration fails: the top of what this kind of
@@ -388,28 +480,23 @@ fn self_usage() -> report::AgentReport {
 
 const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 
-fn drain_into(ring: &mut RingBuf<MapData>, agg: &mut Aggregator) {
+fn drain_into(ring: &mut RingBuf<MapData>, feed: &mut Feed) {
     while let Some(item) = ring.next() {
-        agg.ring_records += 1;
-        agg.ring_bytes += item.len() as u64;
-        match Event::decode(&item) {
-            Ok(ev) => agg.add(&ev),
-            Err(_) => agg.add_undecodable(),
-        }
+        feed.ring(&item);
     }
 }
 
 /// Everything queued so far: the ring first (it defines stacks), then the
 /// kernel's running totals.
-fn fold_all(ring: &mut RingBuf<MapData>, agg: &mut Aggregator, attached: &Attached) {
-    drain_into(ring, agg);
-    agg.add_kernel_totals(&attached.agg_totals());
+fn fold_all(ring: &mut RingBuf<MapData>, feed: &mut Feed, attached: &Attached) {
+    drain_into(ring, feed);
+    feed.kernel_totals(&attached.agg_totals());
 }
 
 /// Lets the burst driver act; true when the target is gone. Other errors
 /// cost a burst, not the session: they are reported and the session goes on.
-fn fire(d: &mut BurstDriver, attached: &mut Attached, ring: &mut RingBuf<MapData>, agg: &mut Aggregator, process: &Process) -> bool {
-    match d.fire(attached, ring, agg, process, fold_all) {
+fn fire(d: &mut BurstDriver, attached: &mut Attached, ring: &mut RingBuf<MapData>, feed: &mut Feed, process: &Process) -> bool {
+    match d.fire(attached, ring, feed, process, fold_all) {
         Ok(()) => false,
         Err(ProbeError::TargetGone { .. }) => true,
         Err(e) => {
@@ -420,23 +507,50 @@ fn fire(d: &mut BurstDriver, attached: &mut Attached, ring: &mut RingBuf<MapData
 }
 
 /// What the event loop works on.
-struct Live<'a> {
+struct Live<'a, 'b> {
     opts: &'a AttachOptions,
-    agg: &'a mut Aggregator,
+    feed: &'a mut Feed,
     attached: &'a mut Attached,
     driver: Option<&'a mut BurstDriver>,
     process: &'a Process,
+    /// `gcprobe run`'s child: signals are passed on to it.
+    held: Option<&'a Held>,
     mem: Option<&'a crate::memory::TargetMemory>,
-    read_rate: &'a dyn Fn(&mut Aggregator),
+    read_rate: &'a dyn Fn(&mut Feed),
     started: Instant,
+    cpu_start: Option<f64>,
     /// The target's CPU time at the last flush.
     cpu_last: Option<f64>,
+    recorder: Option<&'a mut Recorder>,
+    facts: &'a mut BinaryFacts<'b>,
+    /// Writing the recording failed: the session ends, the report is still made.
+    record_error: Option<RecordError>,
 }
 
-async fn stream(ring: RingBuf<MapData>, live: &mut Live<'_>) -> io::Result<(RingBuf<MapData>, &'static str)> {
-    let Live { opts, agg, attached, driver, process, mem, read_rate, started, cpu_last } = live;
-    let (opts, process, mem, read_rate, started) = (*opts, *process, *mem, *read_rate, *started);
-    let pidfd = match pidfd_open(opts.pid) {
+impl Live<'_, '_> {
+    /// Hands the ops gathered so far to the recorder, with the session's
+    /// figures as of now (what a report of a file cut here would use).
+    fn record(&mut self) -> Result<(), ()> {
+        let Some(rec) = self.recorder.as_deref_mut() else { return Ok(()) };
+        let progress = Progress {
+            elapsed_s: self.started.elapsed().as_secs_f64(),
+            kernel: self.attached.stats(),
+            mechanism: self.attached.mechanism(),
+            target_cpu_s: self.cpu_start.zip(self.cpu_last).map(|(a, b)| b - a),
+            agent: self_usage(),
+            runtime_samples_off_after_s: self.driver.as_ref().and_then(|d| d.samples_off_at).map(|t| t.saturating_duration_since(self.started).as_secs_f64()),
+        };
+        rec.flush(self.feed, self.facts, &progress).map_err(|e| {
+            eprintln!("gcprobe: error: recording stopped: {}", error_chain(&e));
+            self.record_error = Some(e);
+        })
+    }
+}
+
+async fn stream(ring: RingBuf<MapData>, live: &mut Live<'_, '_>) -> io::Result<(RingBuf<MapData>, &'static str)> {
+    let (opts, process, started) = (live.opts, live.process, live.started);
+    let pid = live.feed.agg.pid();
+    let pidfd = match pidfd_open(pid) {
         Ok(fd) => fd,
         // Gone between attach and here: still a session, with a report.
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok((ring, "target-exited")),
@@ -463,45 +577,63 @@ async fn stream(ring: RingBuf<MapData>, live: &mut Live<'_>) -> io::Result<(Ring
     tokio::pin!(deadline);
     let mut last = (0u64, 0u64, 0u64);
     let mut sampled_at_gc = 0u64;
+    let mut signals = 0;
 
     let ended_by = loop {
-        let governor_due = driver.as_ref().map(|d| tokio::time::Instant::from_std(d.next));
+        let governor_due = live.driver.as_ref().map(|d| tokio::time::Instant::from_std(d.next));
+        // A signal to `gcprobe run` goes on to the program, whose exit ends
+        // the session; a second one ends it at once.
+        let mut on_signal = |sig: i32| match live.held {
+            Some(h) if signals == 0 => {
+                signals += 1;
+                h.signal(sig);
+                false
+            }
+            _ => true,
+        };
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                drain_into(guard.get_inner_mut(), agg);
+                drain_into(guard.get_inner_mut(), live.feed);
                 guard.clear_ready();
+                if live.feed.pending() >= FLUSH_BYTES && live.record().is_err() {
+                    break "record-error";
+                }
             }
             _ = tokio::time::sleep_until(governor_due.unwrap_or_else(tokio::time::Instant::now)), if governor_due.is_some() => {
-                let d = driver.as_mut().expect("guarded by governor_due");
-                if fire(d, attached, ring.get_mut(), agg, process) {
+                let d = live.driver.as_mut().expect("guarded by governor_due");
+                if fire(d, live.attached, ring.get_mut(), live.feed, process) {
                     break "target-exited";
                 }
             }
             _ = flush.tick() => {
-                fold_all(ring.get_mut(), agg, attached);
-                if let Some(d) = driver.as_mut() {
-                    if fire(d, attached, ring.get_mut(), agg, process) {
+                fold_all(ring.get_mut(), live.feed, live.attached);
+                if let Some(d) = live.driver.as_mut() {
+                    if fire(d, live.attached, ring.get_mut(), live.feed, process) {
                         break "target-exited";
                     }
                 }
-                *cpu_last = process.cpu_time_s().or(*cpu_last);
-                if agg.counts.cycles != sampled_at_gc {
-                    sampled_at_gc = agg.counts.cycles;
-                    read_rate(agg);
-                    if let Some(mem) = mem {
-                        if !agg.maps.is_empty() {
-                            agg.sample_map_lens(|addr| mem.read_u64(addr));
+                live.cpu_last = process.cpu_time_s().or(live.cpu_last);
+                if live.feed.agg.counts.cycles != sampled_at_gc {
+                    sampled_at_gc = live.feed.agg.counts.cycles;
+                    (live.read_rate)(live.feed);
+                    if let Some(mem) = live.mem {
+                        if !live.feed.agg.maps.is_empty() {
+                            live.feed.map_lens(|addr| mem.read_u64(addr));
                         }
                     }
                 }
+                if live.record().is_err() {
+                    break "record-error";
+                }
             }
             _ = tick.tick(), if !opts.quiet => {
+                let agg = &live.feed.agg;
                 let c = &agg.counts;
-                let stats = attached.stats();
+                let stats = live.attached.stats();
                 // Sampled mode sees allocations only in bursts: rates over
                 // the burst time so far, not over an interval that may hold none.
-                let (dt, base, note) = match driver.as_ref() {
+                let (dt, base, note) = match live.driver.as_ref() {
                     // Paced by the runtime's heapLive when known (see report::build).
                     Some(d) => (
                         agg.rate_time(agg.bursts.window_s),
@@ -525,8 +657,8 @@ async fn stream(ring: RingBuf<MapData>, live: &mut Live<'_>) -> io::Result<(Ring
                 last = (c.mallocgc, agg.alloc_bytes, c.growslice);
             }
             _ = &mut deadline => break "duration",
-            _ = sigint.recv() => break "signal",
-            _ = sigterm.recv() => break "signal",
+            _ = sigint.recv() => if on_signal(libc::SIGINT) { break "signal" },
+            _ = sigterm.recv() => if on_signal(libc::SIGTERM) { break "signal" },
             _ = pidfd.readable() => break "target-exited",
         }
     };
@@ -544,21 +676,24 @@ fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-pub fn write_report(report: &Report, format: Format, output: Option<&PathBuf>) -> Result<(), SessionError> {
-    let text = match format {
-        Format::Text => report::text::render(report),
-        Format::Json => {
-            let mut s = serde_json::to_string_pretty(report).expect("report serializes");
-            s.push('\n');
-            s
-        }
-    };
-    match output {
-        Some(path) => std::fs::write(path, text).map_err(|source| SessionError::Output { path: path.clone(), source }),
-        None => {
-            use std::io::Write as _;
-            let mut out = io::stdout().lock();
-            out.write_all(text.as_bytes()).map_err(|source| SessionError::Output { path: "<stdout>".into(), source })
-        }
+/// `gcprobe report FILE`: the report of a recording, as the live session
+/// printed it; a file cut short reports what it holds and says what it lost.
+pub fn report_recording(path: &Path, format: Format, output: Option<&Path>) -> Result<Report, SessionError> {
+    let crate::record::Replayed { meta, end, agg, mut facts, damage, bytes } = crate::record::replay(path)?;
+    let mut report = meta.report(&end, &agg, &mut facts);
+    if let Some(d) = damage {
+        let what = match d.cause {
+            crate::record::frame::DamageCause::Truncated => "cut short",
+            crate::record::frame::DamageCause::Corrupt => "corrupt",
+            crate::record::frame::DamageCause::BadLength => "corrupt (impossible frame length)",
+        };
+        let note = format!(
+            "recording {what} at byte {} of {bytes}: the last {} bytes were lost; this report covers the first {:.1}s",
+            d.offset, d.bytes_lost, end.progress.elapsed_s
+        );
+        eprintln!("gcprobe: warning: {}: {note}", path.display());
+        report.warnings.push(note);
     }
+    render::write(format, output, &report, &meta, &end, &agg, &mut facts)?;
+    Ok(report)
 }

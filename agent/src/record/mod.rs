@@ -1,6 +1,178 @@
 //! `gcprobe record`'s file: everything a report needs, written as the
-//! session runs, readable anywhere later (issue 6, in progress).
+//! session runs, readable anywhere later without root or the target binary.
 //!
-//! This module so far holds the framing (see [`frame`]); the frame kinds and
-//! their payloads come with `gcprobe record` and `gcprobe report FILE`.
+//! The framing is in [`frame`]. A recording is a META frame, then, at every
+//! flush (200 ms, or 1 MiB of events), a SYMBOLS frame for what was new and
+//! an OPS frame of the aggregator's inputs ending in a checkpoint, then an
+//! END frame when the session ends cleanly. A file cut short anywhere still
+//! reports up to its last complete OPS frame. See docs/recording.md.
 pub mod frame;
+pub mod ops;
+mod replay;
+mod writer;
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use replay::{replay, RecordedFacts, Replayed};
+pub use writer::{Recorder, FLUSH_BYTES};
+
+use crate::{
+    aggregate::Aggregator,
+    calibrate::Calibration,
+    facts::Facts,
+    diagnose::LoopReport,
+    gotypes::TypeInfo,
+    plan::ProbePlan,
+    probes::{KernelStats, Mechanism},
+    report::{self, AgentReport, Report, Target},
+    session::Mode,
+    symbolize::Frame,
+};
+
+/// Frame kinds.
+pub mod kind {
+    /// JSON [`super::Meta`]: always the first frame.
+    pub const META: u8 = 1;
+    /// JSON [`super::Symbols`]: facts about PCs and types first seen since the last flush.
+    pub const SYMBOLS: u8 = 2;
+    /// Binary ops (see [`super::ops`]), the last one a checkpoint.
+    pub const OPS: u8 = 3;
+    /// JSON [`super::End`]: the session ended cleanly.
+    pub const END: u8 = 4;
+}
+
+/// What is known when the session starts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Meta {
+    /// The gcprobe that wrote the file.
+    pub gcprobe_version: String,
+    pub target: Target,
+    /// Host path of the executable as the recorder opened it.
+    pub exe_path: String,
+    /// Runtime address minus link-time address of the executable.
+    pub load_bias: u64,
+    pub plan: ProbePlan,
+    pub attached: Vec<u32>,
+    pub attach_notes: HashMap<u32, String>,
+    pub mode: Mode,
+    pub budget: f64,
+    pub calibration: Option<Calibration>,
+    pub cost_s: f64,
+    pub start_unix_ns: u64,
+    /// CLOCK_MONOTONIC at the start: event times (ktime) minus this, plus
+    /// `start_unix_ns`, is wall-clock time.
+    pub start_monotonic_ns: u64,
+    /// What named frames: dwarf, gopclntab or symtab.
+    pub symbols_from: String,
+}
+
+impl Meta {
+    /// The report of a session, live or recorded: the one place its inputs
+    /// are put together, so both read the same.
+    pub fn report(&self, end: &End, agg: &Aggregator, facts: &mut dyn Facts) -> Report {
+        let p = &end.progress;
+        report::build(
+            &report::Inputs {
+                target: self.target.clone(),
+                plan: &self.plan,
+                attached: &self.attached,
+                attach_notes: &self.attach_notes,
+                agg,
+                kernel: p.kernel,
+                mechanism: p.mechanism,
+                start_unix_ns: self.start_unix_ns,
+                duration_s: p.elapsed_s,
+                ended_by: end.ended_by.clone(),
+                agent: p.agent.clone(),
+                sampling: report::SamplingInputs {
+                    mode: self.mode,
+                    budget: self.budget,
+                    calibration: self.calibration,
+                    cost_s: self.cost_s,
+                    target_cpu_s: p.target_cpu_s,
+                    runtime_samples_off_after_s: p.runtime_samples_off_after_s,
+                },
+            },
+            facts,
+        )
+    }
+}
+
+/// The session's running figures, written with every OPS frame.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Progress {
+    pub elapsed_s: f64,
+    pub kernel: KernelStats,
+    pub mechanism: Mechanism,
+    pub target_cpu_s: Option<f64>,
+    pub agent: AgentReport,
+    pub runtime_samples_off_after_s: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct End {
+    /// duration, signal, target-exited, or (replay only) recording-cut-short.
+    pub ended_by: String,
+    pub progress: Progress,
+}
+
+/// Facts about what was first seen since the last flush.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Symbols {
+    /// Return address → frames of its call, innermost first.
+    pub frames: Vec<(u64, Vec<Frame>)>,
+    /// Element `*_type` address → its type.
+    pub types: Vec<(u64, Option<TypeInfo>)>,
+    /// Growslice stack → the loop driving it.
+    pub loops: Vec<(Vec<u64>, Option<LoopReport>)>,
+}
+
+impl Symbols {
+    fn is_empty(&self) -> bool {
+        self.frames.is_empty() && self.types.is_empty() && self.loops.is_empty()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("{path}: already exists (use --force to overwrite it)")]
+    Exists { path: String },
+    #[error("{path}")]
+    Create {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}")]
+    Write {
+        path: String,
+        #[source]
+        source: frame::FrameError,
+    },
+    #[error("{path}")]
+    Open {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}")]
+    Format {
+        path: String,
+        #[source]
+        source: frame::FrameError,
+    },
+    #[error("{path}: the recording has no metadata frame (it was cut short before the session started)")]
+    NoMeta { path: String },
+    #[error("{path}: the recording holds no events (it was cut short as the session started)")]
+    NoData { path: String },
+    #[error("{path}: frame at byte {offset} is not valid {what}")]
+    BadFrame {
+        path: String,
+        offset: u64,
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}

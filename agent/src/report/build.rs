@@ -5,18 +5,15 @@ use super::*;
 use crate::{
     aggregate::{Aggregator, StwCause},
     plan::{ProbePlan, STW_REASON_MARK_TERM, STW_REASON_SWEEP_TERM},
-    binary::Binary,
     culprits,
-    diagnose::{Diagnoser, GrowEvidence},
+    diagnose::GrowEvidence,
+    facts::Facts,
     probes::KernelStats,
-    symbolize::Symbolizer,
 };
 
 /// Everything a report is made from.
 pub struct Inputs<'a> {
     pub target: Target,
-    /// The target's executable, for loop and type analysis of culprits.
-    pub binary: Option<&'a Binary>,
     pub plan: &'a ProbePlan,
     pub attached: &'a [u32],
     pub attach_notes: &'a HashMap<u32, String>,
@@ -57,7 +54,7 @@ struct Acc {
     heaviest_grow: u64,
 }
 
-pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
+pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
     let agg = inp.agg;
     let dur = inp.duration_s.max(1e-9);
     let sampled = inp.sampling.mode == crate::session::Mode::Sampled;
@@ -127,7 +124,7 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
         e.old_len_sum += g.old_len_sum;
         if g.count >= a.heaviest_grow {
             a.heaviest_grow = g.count;
-            e.pcs = stack.iter().take(8).copied().collect();
+            e.stack = stack.clone();
             e.elem_type = g.elem_type;
         }
     }
@@ -205,9 +202,8 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
         .maps
         .iter()
         .map(|(addr, m)| {
-            let frames = return_frames(sym, &m.stack);
-            let (idx, _) = callsite_index(&frames);
-            let f = frames[idx.min(frames.len() - 1)].clone();
+            let (frames, idx, _) = callsite(sym, &m.stack);
+            let f = frames[idx].clone();
             MapReport {
                 map: format!("{addr:#x}"),
                 growths: m.growths,
@@ -232,10 +228,7 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
 
     let lost = inp.kernel.ringbuf_full + agg.counts.undecodable;
     let total = agg.alloc_bytes;
-    let culprits = match inp.binary {
-        Some(bin) => culprits::rank(&callsites, rate_time, total, Some(&mut Diagnoser { bin, sym })),
-        None => culprits::rank(&callsites, rate_time, total, None),
-    };
+    let culprits = culprits::rank(&callsites, rate_time, total, sym);
     let mut warnings = inp.plan.warnings.clone();
     warnings.extend(culprits::rules_of_thumb(&callsites, &spans));
     warnings.extend(culprits::leak_warnings(&maps, &heap_live, heap_climbing));
@@ -248,8 +241,8 @@ pub fn build(inp: &Inputs<'_>, sym: &mut Symbolizer) -> Report {
     if sym.source() == "symtab" {
         warnings.push("the binary has neither DWARF nor a readable .gopclntab: frames are named from the symbol table, without file:line or inlined frames".into());
     }
-    if sym.unresolved > 0 {
-        warnings.push(format!("{} return addresses could not be symbolized", sym.unresolved));
+    if sym.unresolved() > 0 {
+        warnings.push(format!("{} return addresses could not be symbolized", sym.unresolved()));
     }
     let probe_cost_s = inp.kernel.hits as f64 * inp.sampling.cost_s;
     let est_slowdown = inp.sampling.target_cpu_s.map(|cpu| probe_cost_s / (cpu - probe_cost_s).max(1e-3));
@@ -348,13 +341,27 @@ type RowKey = (String, String, Option<String>, Option<u32>);
 /// come from growing a slice there and mallocgc otherwise. Returns the row,
 /// the symbolized frames, the callsite's index in them and whether a
 /// growslice frame sits below it.
-fn row<'a>(acc: &'a mut HashMap<RowKey, Acc>, sym: &mut Symbolizer, stack: &[u64], probe: Option<&str>) -> (&'a mut Acc, Vec<Frame>, usize, bool) {
-    let frames = return_frames(sym, stack);
-    let (idx, via_grow) = callsite_index(&frames);
-    let f = &frames[idx.min(frames.len().saturating_sub(1))];
+fn row<'a>(acc: &'a mut HashMap<RowKey, Acc>, sym: &mut dyn Facts, stack: &[u64], probe: Option<&str>) -> (&'a mut Acc, Vec<Frame>, usize, bool) {
+    let (frames, idx, via_grow) = callsite(sym, stack);
+    let f = &frames[idx];
     let probe = probe.unwrap_or(if via_grow { "growslice" } else { "mallocgc" });
     let a = acc.entry((probe.into(), f.function.clone(), f.file.clone(), f.line)).or_default();
     (a, frames, idx, via_grow)
+}
+
+/// A stack's frames, the index of its callsite frame in them, and whether a
+/// growslice frame sits below it.
+fn callsite(sym: &mut dyn Facts, stack: &[u64]) -> (Vec<Frame>, usize, bool) {
+    let frames = return_frames(sym, stack);
+    let (idx, via_grow) = callsite_index(&frames);
+    let idx = idx.min(frames.len() - 1);
+    (frames, idx, via_grow)
+}
+
+/// The function a stack's callsite row is named after.
+pub fn callsite_function(sym: &mut dyn Facts, stack: &[u64]) -> String {
+    let (mut frames, idx, _) = callsite(sym, stack);
+    frames.swap_remove(idx).function
 }
 
 fn size_stats(unit: &'static str, h: &hdrhistogram::Histogram<u64>) -> SizeStats {
@@ -362,10 +369,10 @@ fn size_stats(unit: &'static str, h: &hdrhistogram::Histogram<u64>) -> SizeStats
 }
 
 /// Symbolizes a stack of return addresses.
-fn return_frames(sym: &mut Symbolizer, stack: &[u64]) -> Vec<Frame> {
+pub(crate) fn return_frames(sym: &mut dyn Facts, stack: &[u64]) -> Vec<Frame> {
     let mut out = Vec::new();
     for &pc in stack {
-        out.extend(sym.frames(pc, true).iter().cloned());
+        out.extend(sym.frames(pc).iter().cloned());
     }
     if out.is_empty() {
         out.push(Frame { function: "(no stack)".into(), file: None, line: None, inlined: false });
@@ -396,12 +403,12 @@ fn is_alloc_helper(function: &str) -> bool {
     HELPERS.iter().any(|h| function.starts_with(h))
 }
 
-fn cause_name(sym: &mut Symbolizer, cause: StwCause) -> String {
+pub(crate) fn cause_name(sym: &mut dyn Facts, cause: StwCause) -> String {
     match cause {
         StwCause::Code(c) => StwCause::code_name(c),
         StwCause::Caller(pc) => {
             // Before Go 1.21 the reason is not an argument; who calls names it.
-            let frames = sym.frames(pc, true);
+            let frames = sym.frames(pc);
             let outer = frames.last().map(|f| f.function.as_str()).unwrap_or("");
             if outer.starts_with("runtime.gcStart") {
                 STW_REASON_SWEEP_TERM.into()

@@ -7,9 +7,9 @@ pub mod text;
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-pub use build::{build, Inputs, SamplingInputs};
+pub use build::{build, callsite_function, Inputs, SamplingInputs};
 
 use crate::{
     diagnose::{GrowEvidence, LoopReport, PerCall, Saving},
@@ -114,14 +114,14 @@ pub struct SamplingReport {
     pub runtime_samples_s: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentReport {
     /// User plus system CPU seconds of the gcprobe process for the whole session.
     pub cpu_s: f64,
     pub max_rss_kib: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Target {
     pub pid: u32,
     pub exe: String,

@@ -9,7 +9,7 @@ use std::{collections::HashMap, rc::Rc};
 
 use crate::{binary::Binary, pclntab::Pclntab};
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Frame {
     pub function: String,
     pub file: Option<String>,

@@ -1,0 +1,143 @@
+//! What the target's executable says about the PCs and types a session saw:
+//! the static half of a report, apart from the counts.
+//!
+//! A live session asks the binary ([`BinaryFacts`]); a report from a
+//! recording asks the answers the recorder stored as it went
+//! (`record::RecordedFacts`). The report is built the same way from either,
+//! which is what makes a recording's report equal the live one.
+use std::{
+    collections::{HashMap, HashSet},
+    rc::Rc,
+};
+
+use crate::{
+    binary::Binary,
+    diagnose::{self, LoopReport},
+    gotypes::{self, TypeInfo},
+    symbolize::{Frame, Symbolizer},
+};
+
+pub trait Facts {
+    /// Frames of the call that returns to runtime address `ret_pc`,
+    /// innermost (inlined) first.
+    fn frames(&mut self, ret_pc: u64) -> Rc<[Frame]>;
+    /// The element type of a slice grown with `*_type` at runtime address `addr`.
+    fn elem_type(&mut self, addr: u64) -> Option<TypeInfo>;
+    /// The loop driving the appends of growslice stack `stack` (return
+    /// addresses, the growslice call's first), whose callsite is `callsite_fn`.
+    fn append_loop(&mut self, callsite_fn: &str, stack: &[u64]) -> Option<LoopReport>;
+    /// What names frames: "dwarf", "gopclntab" or "symtab".
+    fn source(&self) -> &str;
+    /// Distinct return addresses asked for that no table could name.
+    fn unresolved(&self) -> u64;
+}
+
+/// A frame list that is only an address: nothing named it.
+pub fn is_unresolved(frames: &[Frame]) -> bool {
+    matches!(frames, [f] if f.file.is_none() && f.function.strip_prefix("0x").is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit())))
+}
+
+/// Distinct unresolved return addresses, counted the same way by every
+/// [`Facts`]: each PC once, however often it is asked for.
+#[derive(Default)]
+pub struct UnresolvedCount(HashSet<u64>);
+
+impl UnresolvedCount {
+    pub fn note(&mut self, pc: u64, frames: &[Frame]) {
+        if is_unresolved(frames) {
+            self.0.insert(pc);
+        }
+    }
+    pub fn get(&self) -> u64 {
+        self.0.len() as u64
+    }
+}
+
+/// Answers from the executable itself: symbol tables, DWARF, machine code,
+/// type descriptors, and the source files when they are on this machine.
+pub struct BinaryFacts<'a> {
+    pub bin: &'a Binary,
+    pub sym: Symbolizer,
+    unresolved: UnresolvedCount,
+    loops: HashMap<Box<[u64]>, Option<LoopReport>>,
+}
+
+impl<'a> BinaryFacts<'a> {
+    pub fn new(bin: &'a Binary, sym: Symbolizer) -> Self {
+        Self { bin, sym, unresolved: UnresolvedCount::default(), loops: HashMap::new() }
+    }
+}
+
+impl Facts for BinaryFacts<'_> {
+    fn frames(&mut self, ret_pc: u64) -> Rc<[Frame]> {
+        let f = self.sym.frames(ret_pc, true);
+        self.unresolved.note(ret_pc, &f);
+        f
+    }
+
+    fn elem_type(&mut self, addr: u64) -> Option<TypeInfo> {
+        let types = self.sym.types_base()?;
+        gotypes::describe(self.bin, types, addr.wrapping_sub(self.sym.bias()))
+    }
+
+    fn append_loop(&mut self, callsite_fn: &str, stack: &[u64]) -> Option<LoopReport> {
+        if let Some(l) = self.loops.get(stack) {
+            return l.clone();
+        }
+        let frames: Vec<Frame> = stack.iter().flat_map(|&pc| self.frames(pc).to_vec()).collect();
+        let l = diagnose::append_loop(self.bin, &mut self.sym, callsite_fn, &frames, stack);
+        self.loops.insert(stack.into(), l.clone());
+        l
+    }
+
+    fn source(&self) -> &str {
+        self.sym.source()
+    }
+
+    fn unresolved(&self) -> u64 {
+        self.unresolved.get()
+    }
+}
+
+/// Knows nothing: for tests of what is built around the facts.
+#[cfg(test)]
+pub struct NoFacts;
+
+#[cfg(test)]
+impl Facts for NoFacts {
+    fn frames(&mut self, ret_pc: u64) -> Rc<[Frame]> {
+        vec![Frame { function: format!("{ret_pc:#x}"), file: None, line: None, inlined: false }].into()
+    }
+    fn elem_type(&mut self, _: u64) -> Option<TypeInfo> {
+        None
+    }
+    fn append_loop(&mut self, _: &str, _: &[u64]) -> Option<LoopReport> {
+        None
+    }
+    fn source(&self) -> &str {
+        "symtab"
+    }
+    fn unresolved(&self) -> u64 {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_bare_addresses_are_unresolved() {
+        let f = |name: &str, file: Option<&str>| vec![Frame { function: name.into(), file: file.map(Into::into), line: None, inlined: false }];
+        assert!(is_unresolved(&f("0x4a2f10", None)));
+        assert!(!is_unresolved(&f("0x", None)));
+        assert!(!is_unresolved(&f("main.main", None)));
+        assert!(!is_unresolved(&f("0x/pkg.F", None)));
+        assert!(!is_unresolved(&f("0x4a2f10", Some("a.go"))));
+        let mut c = UnresolvedCount::default();
+        c.note(1, &f("0x1", None));
+        c.note(1, &f("0x1", None));
+        c.note(2, &f("main.f", None));
+        assert_eq!(c.get(), 1);
+    }
+}

@@ -1,0 +1,120 @@
+//! The one way into the aggregator. Every change a session makes to it goes
+//! through a [`Feed`] as an [`Op`]; when recording, the feed also keeps the
+//! ops for the recorder, and a replay applies the same ops in the same order
+//! to reach the same state. Live and recorded reports agree by construction.
+use std::time::Instant;
+
+use gcprobe_common::{AggKey, AggValue};
+
+use crate::{
+    aggregate::{Aggregator, Fresh},
+    events::Event,
+    record::ops::Op,
+};
+
+pub struct Feed {
+    pub agg: Aggregator,
+    started: Instant,
+    /// Encoded ops not yet handed to the recorder (None: not recording).
+    log: Option<Vec<u8>>,
+}
+
+impl Feed {
+    pub fn new(agg: Aggregator) -> Self {
+        Self { agg, started: Instant::now(), log: None }
+    }
+
+    /// Keeps every op from now on for a recorder, and lists new stacks and
+    /// types in the aggregator for it to symbolize.
+    pub fn recording(mut self) -> Self {
+        self.log = Some(Vec::new());
+        self.agg.fresh = Some(Fresh::default());
+        self
+    }
+
+    /// Bytes of ops waiting for the recorder.
+    pub fn pending(&self) -> usize {
+        self.log.as_ref().map_or(0, Vec::len)
+    }
+
+    /// The ops so far, and what they brought in, for the recorder.
+    pub fn take_log(&mut self) -> (Vec<u8>, Fresh) {
+        (self.log.as_mut().map(std::mem::take).unwrap_or_default(), self.agg.fresh.as_mut().map(std::mem::take).unwrap_or_default())
+    }
+
+    fn log(&mut self, op: &Op<'_>) {
+        if let Some(l) = &mut self.log {
+            op.encode(l);
+        }
+    }
+
+    /// One ring-buffer record, as read.
+    pub fn ring(&mut self, raw: &[u8]) {
+        self.log(&Op::Ring(raw));
+        apply_ring(&mut self.agg, raw);
+    }
+
+    /// The kernel's running totals, as read.
+    pub fn kernel_totals(&mut self, totals: &[(AggKey, AggValue)]) {
+        let applied = self.agg.add_kernel_totals(totals);
+        if !applied.is_empty() {
+            self.log(&Op::Totals(applied));
+        }
+    }
+
+    pub fn begin_burst(&mut self) {
+        self.log(&Op::BeginBurst { t_s: self.started.elapsed().as_secs_f64() });
+        self.agg.begin_burst();
+    }
+
+    pub fn end_burst(&mut self, window_s: f64) {
+        self.log(&Op::EndBurst { window_s });
+        self.agg.end_burst(window_s);
+    }
+
+    /// runtime.MemProfileRate as read from the target (an `int`: negative
+    /// values disable profiling like 0 does).
+    pub fn mem_profile_rate(&mut self, raw: u64) {
+        let rate = if (raw as i64) < 0 { 0 } else { raw };
+        self.log(&Op::MemProfileRate(rate));
+        self.agg.mem_profile_rate = Some(rate);
+    }
+
+    /// Samples the busiest maps' lengths through `read`.
+    pub fn map_lens(&mut self, mut read: impl FnMut(u64) -> Option<u64>) {
+        let mut reads = Vec::new();
+        self.agg.sample_map_lens(|addr| {
+            let v = read(addr);
+            reads.push((addr, v));
+            v
+        });
+        if !reads.is_empty() {
+            self.log(&Op::MapLens(reads));
+        }
+    }
+}
+
+/// Replays one recorded op. Checkpoints carry no aggregator state and are
+/// the reader's business.
+pub fn apply(agg: &mut Aggregator, op: &Op<'_>) {
+    match op {
+        Op::Ring(raw) => apply_ring(agg, raw),
+        Op::Totals(t) => {
+            agg.add_kernel_totals(t);
+        }
+        Op::BeginBurst { .. } => agg.begin_burst(),
+        Op::EndBurst { window_s } => agg.end_burst(*window_s),
+        Op::MemProfileRate(r) => agg.mem_profile_rate = Some(*r),
+        Op::MapLens(reads) => agg.sample_map_lens(|addr| reads.iter().find(|r| r.0 == addr).and_then(|r| r.1)),
+        Op::Checkpoint(_) => {}
+    }
+}
+
+fn apply_ring(agg: &mut Aggregator, raw: &[u8]) {
+    agg.ring_records += 1;
+    agg.ring_bytes += raw.len() as u64;
+    match Event::decode(raw) {
+        Ok(ev) => agg.add(&ev),
+        Err(_) => agg.add_undecodable(),
+    }
+}

@@ -1,0 +1,112 @@
+//! `gcprobe run`: start a program held at its first instruction, so the
+//! probes are in place before it runs any code.
+//!
+//! The child asks to be traced (PTRACE_TRACEME) and execs; the kernel stops
+//! it with SIGTRAP as execve returns, before the new image's first
+//! instruction (ptrace(2), "execve(2) under ptrace"). By then the executable
+//! is mapped, so its load bias is known and uprobes attach into the mapping.
+//! Then we detach and it runs. Nothing is written to its memory.
+use std::{
+    io,
+    os::unix::process::{CommandExt as _, ExitStatusExt as _},
+    process::{Child, Command, ExitStatus},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("cannot start {program}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{program} did not stop at exec (wait status {status:#x})")]
+    NoStop { program: String, status: i32 },
+    #[error("waiting for {program}")]
+    Wait {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A child stopped at its first instruction until [`Held::release`].
+pub struct Held {
+    child: Child,
+    program: String,
+    released: bool,
+}
+
+impl Held {
+    pub fn spawn(program: &str, args: &[String]) -> Result<Self, LaunchError> {
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        // SAFETY: ptrace(PTRACE_TRACEME) is async-signal-safe and touches
+        // nothing of the parent's state.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::ptrace(libc::PTRACE_TRACEME, 0, std::ptr::null_mut::<libc::c_void>(), std::ptr::null_mut::<libc::c_void>()) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|source| LaunchError::Spawn { program: program.into(), source })?;
+        let mut held = Self { child, program: program.into(), released: false };
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        let r = unsafe { libc::waitpid(held.pid() as libc::pid_t, &mut status, 0) };
+        if r < 0 {
+            return Err(LaunchError::Wait { program: program.into(), source: io::Error::last_os_error() });
+        }
+        if !(libc::WIFSTOPPED(status) && libc::WSTOPSIG(status) == libc::SIGTRAP) {
+            held.released = true;
+            return Err(LaunchError::NoStop { program: program.into(), status });
+        }
+        Ok(held)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Lets the program run.
+    pub fn release(&mut self) {
+        if !self.released {
+            // SAFETY: detaching from our own stopped tracee; 0 = no signal.
+            unsafe { libc::ptrace(libc::PTRACE_DETACH, self.pid() as libc::pid_t, std::ptr::null_mut::<libc::c_void>(), std::ptr::null_mut::<libc::c_void>()) };
+            self.released = true;
+        }
+    }
+
+    /// Sends `sig` to the program (forwarding ours).
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.pid() as libc::pid_t, sig) };
+    }
+
+    /// Waits for the program to exit.
+    pub fn wait(mut self) -> Result<ExitStatus, LaunchError> {
+        self.release();
+        let program = self.program.clone();
+        self.child.wait().map_err(|source| LaunchError::Wait { program, source })
+    }
+}
+
+impl Drop for Held {
+    /// A program never released (gcprobe failed before it ran) is killed:
+    /// it has not run a single instruction, and must not run unobserved
+    /// after gcprobe said it could not observe it.
+    fn drop(&mut self) {
+        if !self.released {
+            let _ = self.child.kill();
+            self.release();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The exit code a shell would report for `status`.
+pub fn exit_code(status: ExitStatus) -> i32 {
+    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}

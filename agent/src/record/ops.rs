@@ -1,0 +1,201 @@
+//! The payload of an OPS frame: every change made to the aggregator, in the
+//! order the live session made it, so a replay reaches the same state.
+//!
+//! ```text
+//! op = tag:u8 body
+//!   1 RING        len:u32 record[len]          a ring-buffer record as read
+//!   2 TOTALS      n:u32 (stack_id:u64 probe_id:u32 size_bucket:u32 count:u64 bytes:u64)[n]
+//!                                              kernel running totals that changed
+//!   3 BEGIN_BURST t_s:f64                      seconds since the session started
+//!   4 END_BURST   window_s:f64
+//!   5 MEM_RATE    rate:u64                     runtime.MemProfileRate as read
+//!   6 MAP_LENS    n:u32 (addr:u64 has:u8 len:u64)[n]   map lengths read at a GC
+//!   7 CHECKPOINT  len:u32 json[len]            the session's progress (see meta)
+//! ```
+//! Integers are little-endian. Ring records are kept byte for byte as the
+//! kernel wrote them (native order: little-endian on both supported hosts).
+use gcprobe_common::{AggKey, AggValue};
+
+const RING: u8 = 1;
+const TOTALS: u8 = 2;
+const BEGIN_BURST: u8 = 3;
+const END_BURST: u8 = 4;
+const MEM_RATE: u8 = 5;
+const MAP_LENS: u8 = 6;
+const CHECKPOINT: u8 = 7;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op<'a> {
+    Ring(&'a [u8]),
+    Totals(Vec<(AggKey, AggValue)>),
+    BeginBurst { t_s: f64 },
+    EndBurst { window_s: f64 },
+    MemProfileRate(u64),
+    MapLens(Vec<(u64, Option<u64>)>),
+    Checkpoint(&'a [u8]),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("OPS frame is malformed at byte {offset}: {what}")]
+pub struct OpsError {
+    pub offset: usize,
+    pub what: &'static str,
+}
+
+impl Op<'_> {
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Op::Ring(r) => {
+                out.push(RING);
+                out.extend_from_slice(&(r.len() as u32).to_le_bytes());
+                out.extend_from_slice(r);
+            }
+            Op::Totals(t) => {
+                out.push(TOTALS);
+                out.extend_from_slice(&(t.len() as u32).to_le_bytes());
+                for (k, v) in t {
+                    out.extend_from_slice(&k.stack_id.to_le_bytes());
+                    out.extend_from_slice(&k.probe_id.to_le_bytes());
+                    out.extend_from_slice(&k.size_bucket.to_le_bytes());
+                    out.extend_from_slice(&v.count.to_le_bytes());
+                    out.extend_from_slice(&v.bytes.to_le_bytes());
+                }
+            }
+            Op::BeginBurst { t_s } => {
+                out.push(BEGIN_BURST);
+                out.extend_from_slice(&t_s.to_le_bytes());
+            }
+            Op::EndBurst { window_s } => {
+                out.push(END_BURST);
+                out.extend_from_slice(&window_s.to_le_bytes());
+            }
+            Op::MemProfileRate(r) => {
+                out.push(MEM_RATE);
+                out.extend_from_slice(&r.to_le_bytes());
+            }
+            Op::MapLens(l) => {
+                out.push(MAP_LENS);
+                out.extend_from_slice(&(l.len() as u32).to_le_bytes());
+                for (addr, len) in l {
+                    out.extend_from_slice(&addr.to_le_bytes());
+                    out.push(u8::from(len.is_some()));
+                    out.extend_from_slice(&len.unwrap_or(0).to_le_bytes());
+                }
+            }
+            Op::Checkpoint(j) => {
+                out.push(CHECKPOINT);
+                out.extend_from_slice(&(j.len() as u32).to_le_bytes());
+                out.extend_from_slice(j);
+            }
+        }
+    }
+
+    /// Every op of an OPS frame's payload, in order.
+    pub fn decode_all(payload: &[u8]) -> Result<Vec<Op<'_>>, OpsError> {
+        let mut r = Reader { buf: payload, at: 0 };
+        let mut ops = Vec::new();
+        while r.at < payload.len() {
+            let tag = r.u8()?;
+            ops.push(match tag {
+                RING => {
+                    let n = r.u32()? as usize;
+                    Op::Ring(r.take(n)?)
+                }
+                TOTALS => {
+                    let n = r.u32()? as usize;
+                    let mut t = Vec::with_capacity(n.min(payload.len() / 32));
+                    for _ in 0..n {
+                        let key = AggKey { stack_id: r.u64()?, probe_id: r.u32()?, size_bucket: r.u32()? };
+                        t.push((key, AggValue { count: r.u64()?, bytes: r.u64()? }));
+                    }
+                    Op::Totals(t)
+                }
+                BEGIN_BURST => Op::BeginBurst { t_s: r.f64()? },
+                END_BURST => Op::EndBurst { window_s: r.f64()? },
+                MEM_RATE => Op::MemProfileRate(r.u64()?),
+                MAP_LENS => {
+                    let n = r.u32()? as usize;
+                    let mut l = Vec::with_capacity(n.min(payload.len() / 17));
+                    for _ in 0..n {
+                        let addr = r.u64()?;
+                        let has = r.u8()? != 0;
+                        let len = r.u64()?;
+                        l.push((addr, has.then_some(len)));
+                    }
+                    Op::MapLens(l)
+                }
+                CHECKPOINT => {
+                    let n = r.u32()? as usize;
+                    Op::Checkpoint(r.take(n)?)
+                }
+                _ => return Err(OpsError { offset: r.at - 1, what: "unknown op tag" }),
+            });
+        }
+        Ok(ops)
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], OpsError> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or(OpsError { offset: self.at, what: "op runs past the frame" })?;
+        let s = &self.buf[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, OpsError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32, OpsError> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+    fn u64(&mut self) -> Result<u64, OpsError> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+    fn f64(&mut self) -> Result<f64, OpsError> {
+        Ok(f64::from_bits(self.u64()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ops_round_trip() {
+        let key = AggKey { stack_id: 7, probe_id: 2, size_bucket: 40 };
+        let ops = vec![
+            Op::Ring(&[1, 2, 3]),
+            Op::Totals(vec![(key, AggValue { count: 3, bytes: 96 })]),
+            Op::BeginBurst { t_s: 1.25 },
+            Op::EndBurst { window_s: 0.002 },
+            Op::MemProfileRate(524288),
+            Op::MapLens(vec![(0xc000, Some(12)), (0xd000, None)]),
+            Op::Checkpoint(b"{}"),
+        ];
+        let mut buf = Vec::new();
+        for op in &ops {
+            op.encode(&mut buf);
+        }
+        assert_eq!(Op::decode_all(&buf).unwrap(), ops);
+    }
+
+    #[test]
+    fn malformed_ops_are_errors_not_panics() {
+        let mut buf = Vec::new();
+        Op::Ring(&[9; 10]).encode(&mut buf);
+        for cut in 0..buf.len() {
+            let r = Op::decode_all(&buf[..cut]);
+            assert!(cut == 0 || r.is_err(), "cut at {cut}");
+        }
+        assert_eq!(Op::decode_all(&[42]).unwrap_err(), OpsError { offset: 0, what: "unknown op tag" });
+        // A huge count must not allocate before the bytes are there.
+        let mut huge = vec![TOTALS];
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(Op::decode_all(&huge).is_err());
+    }
+}

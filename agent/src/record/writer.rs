@@ -1,0 +1,102 @@
+//! Writes a recording as the session runs.
+use std::{
+    collections::HashSet,
+    fs::{File, OpenOptions},
+    path::{Path, PathBuf},
+};
+
+use super::{frame::FrameWriter, kind, ops::Op, End, Meta, Progress, RecordError, Symbols};
+use crate::{facts::Facts, feed::Feed, report};
+
+/// Ops are handed to the file at every flush tick, or sooner once this many
+/// bytes wait: what a crash can lose, and what the recorder holds in memory.
+pub const FLUSH_BYTES: usize = 1 << 20;
+
+pub struct Recorder {
+    out: FrameWriter<File>,
+    path: PathBuf,
+    seen_pcs: HashSet<u64>,
+    seen_types: HashSet<u64>,
+}
+
+impl Recorder {
+    /// Creates the file (refusing to replace one unless `force`) and writes
+    /// its header: done before attaching, so a bad path costs the target nothing.
+    pub fn create(path: &Path, force: bool) -> Result<Self, RecordError> {
+        let display = path.display().to_string();
+        let mut o = OpenOptions::new();
+        o.write(true);
+        if force {
+            o.create(true).truncate(true);
+        } else {
+            o.create_new(true);
+        }
+        let file = o.open(path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::AlreadyExists => RecordError::Exists { path: display.clone() },
+            _ => RecordError::Create { path: display.clone(), source },
+        })?;
+        let out = FrameWriter::new(file).map_err(|source| RecordError::Write { path: display, source })?;
+        Ok(Self { out, path: path.to_owned(), seen_pcs: HashSet::new(), seen_types: HashSet::new() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.out.written()
+    }
+
+    pub fn meta(&mut self, meta: &Meta) -> Result<(), RecordError> {
+        let json = serde_json::to_vec(meta).expect("meta serializes");
+        self.frame(kind::META, &json)
+    }
+
+    /// Writes what the feed gathered since the last flush: first the facts
+    /// about new stacks and types (so a cut in between loses events, never
+    /// the names of events kept), then the ops, closed by `progress`.
+    pub fn flush(&mut self, feed: &mut Feed, facts: &mut dyn Facts, progress: &Progress) -> Result<(), RecordError> {
+        let (mut ops, fresh) = feed.take_log();
+        let mut syms = Symbols::default();
+        for stack in fresh.stacks.iter().chain(&fresh.grow_stacks) {
+            for &pc in stack.iter() {
+                if self.seen_pcs.insert(pc) {
+                    syms.frames.push((pc, facts.frames(pc).to_vec()));
+                }
+            }
+        }
+        // Each growslice stack is new here once (the aggregator lists a
+        // stack when it first enters): its loop is looked for once.
+        for stack in &fresh.grow_stacks {
+            let callsite_fn = report::callsite_function(facts, stack);
+            syms.loops.push((stack.to_vec(), facts.append_loop(&callsite_fn, stack)));
+        }
+        for &t in &fresh.types {
+            if self.seen_types.insert(t) {
+                syms.types.push((t, facts.elem_type(t)));
+            }
+        }
+        if !syms.is_empty() {
+            let json = serde_json::to_vec(&syms).expect("symbols serialize");
+            self.frame(kind::SYMBOLS, &json)?;
+        }
+        let json = serde_json::to_vec(progress).expect("progress serializes");
+        Op::Checkpoint(&json).encode(&mut ops);
+        self.frame(kind::OPS, &ops)
+    }
+
+    /// The last flush and the END frame, then the data to disk.
+    pub fn finish(mut self, feed: &mut Feed, facts: &mut dyn Facts, end: &End) -> Result<u64, RecordError> {
+        self.flush(feed, facts, &end.progress)?;
+        let json = serde_json::to_vec(end).expect("end serializes");
+        self.frame(kind::END, &json)?;
+        let file = self.out.into_inner();
+        file.sync_data().map_err(|source| RecordError::Create { path: self.path.display().to_string(), source })?;
+        Ok(file.metadata().map(|m| m.len()).unwrap_or(0))
+    }
+
+    fn frame(&mut self, kind: u8, payload: &[u8]) -> Result<(), RecordError> {
+        self.out.frame(kind, payload).map_err(|source| RecordError::Write { path: self.path.display().to_string(), source })
+    }
+}
