@@ -9,6 +9,7 @@ pub mod cli;
 pub mod culprits;
 pub mod diagnose;
 pub mod events;
+pub mod export;
 pub mod gotypes;
 pub mod governor;
 pub mod loops;
