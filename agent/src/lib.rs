@@ -9,6 +9,7 @@ pub mod cli;
 pub mod culprits;
 pub mod diagnose;
 pub mod events;
+pub mod export;
 pub mod facts;
 pub mod feed;
 pub mod gotypes;
