@@ -188,6 +188,8 @@ pub struct Aggregator {
     pub stws: Vec<StwSpan>,
     pub stw_hist: Histogram<u64>,
     pub assists_by_tid: HashMap<u32, u64>,
+    /// (tid, ktime) of each assist, for timelines; the first MAX_STACKS.
+    pub assist_times: Vec<(u32, u64)>,
     pub first_ktime: Option<u64>,
     pub last_ktime: u64,
     /// Before Go 1.21 (no reason argument): threads inside gcStart, and
@@ -263,6 +265,7 @@ impl Aggregator {
             // 1 ns .. 1000 s.
             stw_hist: Histogram::new_with_bounds(1, 1_000_000_000_000, 3).expect("static bounds"),
             assists_by_tid: HashMap::new(),
+            assist_times: Vec::new(),
             first_ktime: None,
             last_ktime: 0,
             in_gc_start: HashSet::new(),
@@ -504,6 +507,9 @@ impl Aggregator {
             ProbeKind::Assist => {
                 self.counts.assist += 1;
                 *self.assists_by_tid.entry(ev.tid).or_default() += 1;
+                if self.assist_times.len() < MAX_STACKS {
+                    self.assist_times.push((ev.tid, ev.ktime_ns));
+                }
             }
         }
     }

@@ -6,6 +6,7 @@ use std::{
 
 use crate::{
     aggregate::Aggregator,
+    export,
     facts::Facts,
     record::{End, Meta},
     report::{self, Report},
@@ -17,10 +18,16 @@ pub enum Format {
     Text,
     /// The report as JSON (gcprobe.report/v1).
     Json,
+    /// Allocations as a gzipped pprof profile, for `go tool pprof` (needs -o when stdout is a terminal).
+    Pprof,
+    /// The GC timeline as Chrome trace-event JSON, for ui.perfetto.dev.
+    Perfetto,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
+    #[error("pprof profiles are binary: write one to a file with -o FILE, or pipe stdout")]
+    BinaryToTerminal,
     #[error("writing the report to {path}")]
     Write {
         path: PathBuf,
@@ -29,8 +36,22 @@ pub enum RenderError {
     },
 }
 
-pub fn write(format: Format, output: Option<&Path>, report: &Report, _meta: &Meta, _end: &End, _agg: &Aggregator, _facts: &mut dyn Facts) -> Result<(), RenderError> {
+pub fn write(format: Format, output: Option<&Path>, report: &Report, meta: &Meta, end: &End, agg: &Aggregator, facts: &mut dyn Facts) -> Result<(), RenderError> {
+    use std::io::IsTerminal as _;
+    if format == Format::Pprof && output.is_none() && io::stdout().is_terminal() {
+        return Err(RenderError::BinaryToTerminal);
+    }
     let bytes = match format {
+        Format::Pprof => {
+            let mut b = Vec::new();
+            export::allocation_profile(meta, end, agg, facts, &mut b).expect("writing to memory");
+            b
+        }
+        Format::Perfetto => {
+            let mut s = serde_json::to_string(&export::gc_timeline(meta, end, agg, facts)).expect("trace serializes");
+            s.push('\n');
+            s.into_bytes()
+        }
         Format::Text => report::text::render(report).into_bytes(),
         Format::Json => {
             let mut s = serde_json::to_string_pretty(report).expect("report serializes");

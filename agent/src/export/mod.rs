@@ -5,3 +5,99 @@
 //! sessions or aggregation, so either side can change without the other.
 pub mod perfetto;
 pub mod pprof;
+
+use serde_json::{json, Map};
+
+use crate::{
+    aggregate::Aggregator,
+    facts::Facts,
+    plan::{STW_REASON_MARK_TERM, STW_REASON_SWEEP_TERM},
+    record::{End, Meta},
+    report,
+    session::Mode,
+};
+
+/// A session's allocations as a pprof heap profile: alloc_objects and
+/// alloc_space per stack (Go's own sample types), plus growslice calls.
+/// Sampled mode's counts are scaled to the whole window, as Go scales its
+/// sampled heap profiles, at the rate the report uses.
+pub fn allocation_profile(meta: &Meta, end: &End, agg: &Aggregator, facts: &mut dyn Facts, out: impl std::io::Write) -> std::io::Result<()> {
+    let (observed, rate_time) = report::rate_times(agg, meta.mode, end.progress.elapsed_s);
+    let scale = end.progress.elapsed_s.max(1e-9) / rate_time;
+    let v = |n: u64| (n as f64 * scale).round() as i64;
+    let mut samples: Vec<pprof::Sample> = agg.alloc_stacks.iter().map(|(stack, s)| pprof::Sample { pcs: stack.to_vec(), values: vec![v(s.count), v(s.bytes), 0] }).collect();
+    samples.extend(agg.grow_stacks.iter().map(|(stack, g)| pprof::Sample { pcs: stack.to_vec(), values: vec![0, 0, v(g.count)] }));
+    let mut comments = vec![format!("gcprobe {} {} mode, pid {} {}", meta.gcprobe_version, mode_name(meta.mode), meta.target.pid, meta.target.exe)];
+    if meta.mode == Mode::Sampled {
+        comments.push(format!(
+            "values estimated for the {:.1}s window from {observed:.3}s of allocation bursts (x{scale:.1})",
+            end.progress.elapsed_s
+        ));
+    }
+    let p = pprof::Profile {
+        sample_types: vec![("alloc_objects", "count"), ("alloc_space", "bytes"), ("growslice", "count")],
+        default_sample_type: Some("alloc_space"),
+        samples,
+        time_nanos: meta.start_unix_ns as i64,
+        duration_nanos: (end.progress.elapsed_s * 1e9) as i64,
+        mapping: pprof::MappingInfo { file: meta.target.exe.clone(), build_id: meta.target.build_id.clone(), memory: None },
+        comments,
+    };
+    pprof::write(&p, |pc| facts.frames(pc), out)
+}
+
+/// The session's GC timeline: cycles (sweep termination's stop to mark
+/// termination's restart), each stop-the-world pause with its reason,
+/// assists on the threads that made them, and the live heap at each cycle.
+pub fn gc_timeline(meta: &Meta, end: &End, agg: &Aggregator, facts: &mut dyn Facts) -> serde_json::Value {
+    let mut stw = Vec::with_capacity(agg.stws.len());
+    let mut cycles = Vec::new();
+    let mut cycle_start: Option<u64> = None;
+    for s in &agg.stws {
+        let reason = report::cause_name(facts, s.cause);
+        let end_ns = s.start_ktime + s.duration_ns;
+        if reason == STW_REASON_SWEEP_TERM {
+            cycle_start = Some(s.start_ktime);
+        } else if reason == STW_REASON_MARK_TERM {
+            if let Some(start) = cycle_start.take() {
+                let mut args = Map::new();
+                args.insert("cycle".into(), json!(cycles.len() + 1));
+                if let Some(&(_, live)) = agg.heap_live.iter().find(|h| h.0 >= start && h.0 <= end_ns) {
+                    args.insert("heap_live_at_start_bytes".into(), json!(live));
+                }
+                cycles.push(perfetto::Span { start_ns: start, end_ns, name: format!("GC cycle {}", cycles.len() + 1), args });
+            }
+        }
+        let mut args = Map::new();
+        args.insert("duration_us".into(), json!(s.duration_ns as f64 / 1e3));
+        stw.push(perfetto::Span { start_ns: s.start_ktime, end_ns, name: reason, args });
+    }
+    let t = perfetto::Timeline {
+        pid: meta.target.pid,
+        process_name: format!("{} ({})", meta.target.exe, meta.target.go_version),
+        origin_ns: meta.start_monotonic_ns,
+        gc_cycles: cycles,
+        stw,
+        assists: agg.assist_times.clone(),
+        heap_live: agg.heap_live.clone(),
+        bursts: Vec::new(),
+        metadata: vec![
+            ("gcprobe_version".into(), json!(meta.gcprobe_version)),
+            ("go_version".into(), json!(meta.target.go_version)),
+            ("mode".into(), json!(mode_name(meta.mode))),
+            ("start_unix_ns".into(), json!(meta.start_unix_ns)),
+            ("duration_s".into(), json!(end.progress.elapsed_s)),
+            ("ended_by".into(), json!(end.ended_by)),
+            // Assists are seen only inside allocation bursts in sampled mode.
+            ("assists_complete".into(), json!(meta.mode == Mode::Exact)),
+        ],
+    };
+    perfetto::chrome_trace(&t)
+}
+
+fn mode_name(m: Mode) -> &'static str {
+    match m {
+        Mode::Exact => "exact",
+        Mode::Sampled => "sampled",
+    }
+}

@@ -58,12 +58,9 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
     let agg = inp.agg;
     let dur = inp.duration_s.max(1e-9);
     let sampled = inp.sampling.mode == crate::session::Mode::Sampled;
-    // Allocation counts were seen only while the allocation probes were
-    // attached: rates divide by that time.
-    let observed = if sampled && agg.bursts.window_s > 0.0 { agg.bursts.window_s.min(dur) } else { dur };
+    let (observed, rate_time) = rate_times(agg, inp.sampling.mode, dur);
     // Paced by the runtime's heapLive (see Aggregator::rate_time).
     let heap_rate = agg.heap_pace().filter(|_| sampled);
-    let rate_time = if sampled { agg.rate_time(observed) } else { observed };
     // The runtime's samples cover the time mProf_Malloc was probed.
     let samples_s = inp.sampling.runtime_samples_off_after_s.map_or(dur, |t| t.clamp(1e-9, dur));
 
@@ -333,6 +330,19 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
     }
 }
 
+/// The time allocation counts were observed over, and the time they stand
+/// for (what counts divide by to be rates). Sampled mode sees allocations
+/// only while the allocation probes were attached, and paces them by the
+/// runtime's heapLive when it can (see Aggregator::rate_time).
+pub fn rate_times(agg: &Aggregator, mode: crate::session::Mode, duration_s: f64) -> (f64, f64) {
+    let dur = duration_s.max(1e-9);
+    if mode != crate::session::Mode::Sampled {
+        return (dur, dur);
+    }
+    let observed = if agg.bursts.window_s > 0.0 { agg.bursts.window_s.min(dur) } else { dur };
+    (observed, agg.rate_time(observed))
+}
+
 /// A callsite row: (probe, function, file, line).
 type RowKey = (String, String, Option<String>, Option<u32>);
 
@@ -403,7 +413,7 @@ fn is_alloc_helper(function: &str) -> bool {
     HELPERS.iter().any(|h| function.starts_with(h))
 }
 
-pub(crate) fn cause_name(sym: &mut dyn Facts, cause: StwCause) -> String {
+pub fn cause_name(sym: &mut dyn Facts, cause: StwCause) -> String {
     match cause {
         StwCause::Code(c) => StwCause::code_name(c),
         StwCause::Caller(pc) => {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use build::{build, callsite_function, Inputs, SamplingInputs};
+pub use build::{build, callsite_function, cause_name, rate_times, Inputs, SamplingInputs};
 
 use crate::{
     diagnose::{GrowEvidence, LoopReport, PerCall, Saving},
