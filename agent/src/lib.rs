@@ -19,6 +19,7 @@ pub mod probes;
 pub mod record;
 pub mod process;
 pub mod report;
+pub mod rules;
 pub mod session;
 pub mod symbolize;
 pub mod uprobe_multi;
