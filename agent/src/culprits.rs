@@ -81,10 +81,16 @@ fn summary(c: &Callsite, d: Option<&crate::diagnose::Diagnosis>, fix: &str) -> S
     format!("{} grows {ty} at {at}{lp}{per_call}: {:.0}% of allocated bytes. Fix: {fix}.", c.function, c.share_of_bytes * 100.0)
 }
 
+/// The share of all allocated bytes that went to growing slices (0–1). One
+/// definition for the rule of thumb and `--fail-on growslice.share`.
+pub fn growslice_share(callsites: &[Callsite]) -> f64 {
+    callsites.iter().filter(|c| c.probe == "growslice").map(|c| c.share_of_bytes).sum()
+}
+
 pub fn rules_of_thumb(callsites: &[Callsite], stws: &[(u64, String)]) -> Vec<String> {
     let mut w = Vec::new();
     let long_stws: Vec<_> = stws.iter().filter(|(d, _)| *d > STW_WARN_NS).collect();
-    let grow: f64 = callsites.iter().filter(|c| c.probe == "growslice").map(|c| c.share_of_bytes).sum();
+    let grow = growslice_share(callsites);
     if grow > GROWSLICE_SHARE_WARN {
         w.push(format!(
             "growslice accounts for {:.0}% of allocated bytes (rule of thumb: above 30%, slices are growing without preallocation)",

@@ -24,6 +24,7 @@ pub mod record;
 pub mod process;
 pub mod render;
 pub mod report;
+pub mod rules;
 pub mod session;
 pub mod symbolize;
 pub mod uprobe_multi;
