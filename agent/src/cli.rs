@@ -3,7 +3,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand};
 
-use crate::{render::Format, session::Mode};
+use crate::{render::Format, rules::Rule, session::Mode};
 
 #[derive(Debug, Parser)]
 #[command(name = "gcprobe", version, about = "Live eBPF probe for Go programs: which loop fills the heap, and how long GC stops the world")]
@@ -41,9 +41,9 @@ pub struct SessionArgs {
     #[arg(long, value_enum, default_value_t = Mode::Sampled)]
     pub mode: Mode,
     /// Sampled mode: the slowdown gcprobe may cost the target, in percent of
-    /// its CPU time (e.g. 1%, 0.5%).
-    #[arg(long, value_parser = parse_budget, default_value = "1%")]
-    pub overhead_budget: f64,
+    /// its CPU time (e.g. 1%, 0.5%). Default 1%; `run` 5%.
+    #[arg(long, value_parser = parse_budget)]
+    pub overhead_budget: Option<f64>,
     /// Benchmark baseline: attach an empty program at the same points.
     #[arg(long, hide = true)]
     pub empty_probes: bool,
@@ -98,10 +98,17 @@ pub struct ReportArgs {
     /// Write the report here instead of stdout.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+    /// Exit 10 when this holds of the report, e.g. 'stw.p99 > 5ms' (repeatable).
+    #[arg(long = "fail-on", value_name = "RULE", value_parser = parse_rule)]
+    pub fail_on: Vec<Rule>,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
+    /// Exit 10 when this holds of the report, e.g. 'stw.p99 > 5ms',
+    /// 'growslice.share > 30%', 'gc.cycles_per_s > 10' (repeatable).
+    #[arg(long = "fail-on", value_name = "RULE", value_parser = parse_rule)]
+    pub fail_on: Vec<Rule>,
     /// Report format (printed when the program exits).
     #[arg(long, short, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -127,6 +134,10 @@ pub struct PlanArgs {
     /// A Go executable on disk.
     #[arg(long)]
     pub exe: Option<PathBuf>,
+}
+
+fn parse_rule(s: &str) -> Result<Rule, String> {
+    s.parse().map_err(|e: crate::rules::RuleError| e.to_string())
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -167,9 +178,9 @@ mod tests {
         assert!(Cli::try_parse_from(["gcprobe", "attach", "--pid", "1", "--duration", "soon"]).is_err());
         assert!(Cli::try_parse_from(["gcprobe", "plan"]).is_err());
         let Command::Attach(a) = Cli::try_parse_from(["gcprobe", "attach", "-p", "1"]).unwrap().command else { panic!() };
-        assert_eq!((a.session.mode, a.session.overhead_budget), (Mode::Sampled, 0.01));
+        assert_eq!((a.session.mode, a.session.overhead_budget), (Mode::Sampled, None));
         let Command::Attach(a) = Cli::try_parse_from(["gcprobe", "attach", "-p", "1", "--mode", "exact", "--overhead-budget", "0.5%"]).unwrap().command else { panic!() };
-        assert_eq!((a.session.mode, a.session.overhead_budget), (Mode::Exact, 0.005));
+        assert_eq!((a.session.mode, a.session.overhead_budget), (Mode::Exact, Some(0.005)));
         for bad in ["0%", "-1%", "101", "lots", "nan"] {
             assert!(Cli::try_parse_from(["gcprobe", "attach", "-p", "1", "--overhead-budget", bad]).is_err(), "{bad}");
         }

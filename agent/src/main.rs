@@ -6,6 +6,8 @@ use gcprobe::{
     launch,
     probes::Program,
     render::Format,
+    report::Report,
+    rules::{self, Rule},
     session::{self, AttachOptions, RecordTo, SessionError, TargetSpec},
 };
 
@@ -22,8 +24,29 @@ fn main() -> ExitCode {
     }
 }
 
+/// Exit status when a --fail-on rule held (distinct from gcprobe's own
+/// errors, 1 to 7, and clap's usage error, 2).
+const RULE_HELD: u8 = 10;
+
+/// Prints each rule's verdict on stderr; true when any held.
+fn judge(rules: &[Rule], report: &Report) -> bool {
+    let verdicts = rules::evaluate(rules, report);
+    for v in &verdicts {
+        eprintln!("gcprobe: {} {}: {}", if v.held { "FAIL" } else { "ok  " }, v.rule, v.shown);
+    }
+    verdicts.iter().any(|v| v.held)
+}
+
+/// The overhead budget unless one is given: 1% for a program in service;
+/// 5% for `run`, which starts the program to measure it (CI), where a short
+/// run at 1% of a mostly idle program's CPU buys too few bursts to trust.
+const BUDGET: f64 = 0.01;
+const RUN_BUDGET: f64 = 0.05;
+
 fn options(target: TargetSpec, s: SessionArgs, duration: Option<std::time::Duration>, format: Format, output: Option<std::path::PathBuf>, record: Option<RecordTo>) -> AttachOptions {
+    let budget = s.overhead_budget.unwrap_or(if matches!(target, TargetSpec::Launch { .. }) { RUN_BUDGET } else { BUDGET });
     AttachOptions {
+        budget,
         target,
         record,
         duration,
@@ -33,7 +56,6 @@ fn options(target: TargetSpec, s: SessionArgs, duration: Option<std::time::Durat
         quiet: s.quiet,
         program: if s.empty_probes { Program::Empty } else { Program::Real },
         mode: s.mode,
-        budget: s.overhead_budget,
     }
 }
 
@@ -51,16 +73,25 @@ fn run(cli: Cli) -> Result<ExitCode, SessionError> {
             }
         }
         Command::Report(r) => {
-            session::report_recording(&r.file, r.format, r.output.as_deref())?;
+            let report = session::report_recording(&r.file, r.format, r.output.as_deref())?;
+            if judge(&r.fail_on, &report) {
+                return Ok(ExitCode::from(RULE_HELD));
+            }
         }
         Command::Run(r) => {
             let mut cmd = r.command.into_iter();
             let program = cmd.next().expect("clap requires CMD");
             let record = r.record.map(|path| RecordTo { path, force: false });
             let out = session::attach(options(TargetSpec::Launch { program, args: cmd.collect() }, r.session, None, r.format, r.output, record))?;
+            let held = judge(&r.fail_on, &out.report);
+            // The program's own failure comes first: its GC figures may not
+            // mean much, and a CI step must fail either way.
             let code = out.exit.map_or(0, launch::exit_code);
             if code != 0 {
                 return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
+            }
+            if held {
+                return Ok(ExitCode::from(RULE_HELD));
             }
         }
         Command::Plan(PlanArgs { pid, exe }) => session::print_plan(pid, exe)?,
