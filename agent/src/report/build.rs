@@ -86,7 +86,7 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
 
     // Callsites: the first frame outside the runtime, per probe class.
     let mut acc: HashMap<RowKey, Acc> = HashMap::new();
-    for (stack, st) in &agg.alloc_stacks {
+    for (stack, st) in sorted(&agg.alloc_stacks) {
         let (a, frames, idx, via_grow) = row(&mut acc, sym, stack, None);
         a.allocs += st.count;
         a.bytes += st.bytes;
@@ -99,14 +99,14 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
             a.frames = frames[idx..].to_vec();
         }
     }
-    for (stack, w) in &agg.sampled_stacks {
+    for (stack, w) in sorted(&agg.sampled_stacks) {
         let (a, frames, idx, _) = row(&mut acc, sym, stack, None);
         a.sampled_bytes += w.bytes;
         if a.frames.is_empty() {
             a.frames = frames[idx..].to_vec();
         }
     }
-    for (stack, g) in &agg.grow_stacks {
+    for (stack, g) in sorted(&agg.grow_stacks) {
         let (a, frames, idx, _) = row(&mut acc, sym, stack, Some("growslice"));
         a.count += g.count;
         a.grow_len_sum += g.new_len_sum;
@@ -149,7 +149,11 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
             runtime_sampled_bytes_per_s: (a.sampled_bytes > 0.0).then(|| a.sampled_bytes / samples_s),
         })
         .collect();
-    callsites.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(b.count.cmp(&a.count)).then(a.function.cmp(&b.function)));
+    // A total order: rows tie on bytes and counts, and hash order differs
+    // from one process to the next.
+    callsites.sort_by(|a, b| {
+        b.bytes.cmp(&a.bytes).then(b.count.cmp(&a.count)).then_with(|| (&a.function, &a.file, a.line, &a.probe).cmp(&(&b.function, &b.file, b.line, &b.probe)))
+    });
 
     // Stop-the-world.
     let mut stw = Stw {
@@ -243,7 +247,7 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
     }
     let probe_cost_s = inp.kernel.hits as f64 * inp.sampling.cost_s;
     let est_slowdown = inp.sampling.target_cpu_s.map(|cpu| probe_cost_s / (cpu - probe_cost_s).max(1e-3));
-    let total_var: f64 = agg.alloc_stacks.values().filter_map(|s| agg.bursts.bytes_var(s)).sum();
+    let total_var: f64 = sorted(&agg.alloc_stacks).into_iter().filter_map(|(_, s)| agg.bursts.bytes_var(s)).sum();
     if sampled {
         if agg.mprof_rate_assumed > 0 {
             warnings.push(format!(
@@ -341,6 +345,15 @@ pub fn rate_times(agg: &Aggregator, mode: crate::session::Mode, duration_s: f64)
     }
     let observed = if agg.bursts.window_s > 0.0 { agg.bursts.window_s.min(dur) } else { dur };
     (observed, agg.rate_time(observed))
+}
+
+/// A map's entries in key order. Hash maps iterate in a per-process random
+/// order; summing floats or breaking ties in that order would make a
+/// recording's report differ from the live one in its last digits.
+fn sorted<V>(m: &HashMap<Box<[u64]>, V>) -> Vec<(&Box<[u64]>, &V)> {
+    let mut v: Vec<_> = m.iter().collect();
+    v.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    v
 }
 
 /// A callsite row: (probe, function, file, line).
