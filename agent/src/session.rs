@@ -426,7 +426,13 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
         },
     };
     let exit = match held {
-        Some(h) => Some(h.wait()?),
+        Some(h) => {
+            // A second signal: the user wants out now, program included.
+            if ended_by == "signal" {
+                h.signal(libc::SIGKILL);
+            }
+            Some(h.wait()?)
+        }
         None => None,
     };
     let recorded = match (recorder, &record_error) {
