@@ -121,7 +121,7 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
         e.old_len_sum += g.old_len_sum;
         if g.count >= a.heaviest_grow {
             a.heaviest_grow = g.count;
-            e.stack = stack.clone();
+            e.stack = stack.into();
             e.elem_type = g.elem_type;
         }
     }
@@ -350,8 +350,8 @@ pub fn rate_times(agg: &Aggregator, mode: crate::session::Mode, duration_s: f64)
 /// A map's entries in key order. Hash maps iterate in a per-process random
 /// order; summing floats or breaking ties in that order would make a
 /// recording's report differ from the live one in its last digits.
-fn sorted<V>(m: &HashMap<Box<[u64]>, V>) -> Vec<(&Box<[u64]>, &V)> {
-    let mut v: Vec<_> = m.iter().collect();
+fn sorted<V>(m: &HashMap<Box<[u64]>, V>) -> Vec<(&[u64], &V)> {
+    let mut v: Vec<_> = m.iter().map(|(k, v)| (&**k, v)).collect();
     v.sort_unstable_by(|a, b| a.0.cmp(b.0));
     v
 }
