@@ -53,6 +53,12 @@ const MIN_HITS: f64 = 3.0;
 /// all of it once it woke.
 const TRUSTED_HITS: u64 = 30;
 const GROWTH: f64 = 4.0;
+/// A period may be at most this many times the last. Rates measured over
+/// a short period are noisy: a program's start-up (`gcprobe run`) can put
+/// a few runtime samples into the 2 ms first period, which reads as the
+/// budget spent, and planning MAX_PERIOD on that would leave the rest of
+/// a short run without a burst.
+const PERIOD_GROWTH: f64 = 4.0;
 /// The runtime-sample probe is judged on this much of the session, not on
 /// its first moments (a target idling at attach has almost no budget).
 const SAMPLE_VERDICT_AFTER: Duration = Duration::from_secs(2);
@@ -117,6 +123,8 @@ pub struct Governor {
     switch_hits: Option<f64>,
     /// The last plan's duty (window / period).
     pub alloc_duty: f64,
+    /// The last plan's period.
+    last_period: Duration,
 }
 
 fn ewma(old: Option<f64>, new: f64) -> f64 {
@@ -139,6 +147,7 @@ impl Governor {
             last_window: None,
             switch_hits: None,
             alloc_duty: 1.0,
+            last_period: FIRST_WINDOW,
         }
     }
 
@@ -197,8 +206,21 @@ impl Governor {
         PERIOD.min(FIRST_PERIOD * 2u32.saturating_pow(self.periods.saturating_sub(1).min(16)))
     }
 
-    /// The next period and its window.
+    /// The next period and its window, the period no more than
+    /// PERIOD_GROWTH times the last.
     pub fn plan_next(&mut self) -> Plan {
+        let mut p = self.plan_unbounded();
+        let cap = (self.last_period.mul_f64(PERIOD_GROWTH)).max(self.min_period());
+        if p.period > cap {
+            // Keep the duty the plan wanted, in the shorter period.
+            p = Plan { period: cap, window: p.window.mul_f64(cap.as_secs_f64() / p.period.as_secs_f64()).max(MIN_WINDOW).min(cap) };
+            self.alloc_duty = p.window.as_secs_f64() / cap.as_secs_f64();
+        }
+        self.last_period = p.period;
+        p
+    }
+
+    fn plan_unbounded(&mut self) -> Plan {
         self.periods += 1;
         let budget = self.budget_s_per_s();
         // The stop-the-world probes stay on even past the budget: without
@@ -333,9 +355,44 @@ mod tests {
             // 4000 always-on hits/s × 10 µs = 4% of one core: over a 1% budget.
             g.observe(period(1.0, 4000, 0.01, 500, 0));
         }
-        let p = g.plan_next();
-        assert_eq!((p.window, p.period), (MIN_WINDOW, MAX_PERIOD));
+        // Periods lengthen 4x per plan up to MAX_PERIOD, each with a minimal window.
+        let periods: Vec<Duration> = (0..8).map(|_| g.plan_next()).inspect(|p| assert_eq!(p.window, MIN_WINDOW)).map(|p| p.period).collect();
+        assert!(periods.windows(2).all(|w| w[1] <= w[0].mul_f64(PERIOD_GROWTH) && w[1] >= w[0]), "{periods:?}");
+        assert_eq!(*periods.last().unwrap(), MAX_PERIOD);
         assert!(g.alloc_duty < 0.001);
+    }
+
+    #[test]
+    fn a_noisy_first_period_does_not_blind_the_session() {
+        // `gcprobe run`: the 2 ms first period held three runtime samples
+        // of the program's start-up, 1500/s: the budget looks spent.
+        let mut g = Governor::new(0.05, COST);
+        g.observe(PeriodObservation {
+            wall: FIRST_WINDOW,
+            target_cpu_s: Some(0.002),
+            hits: 60,
+            burst: Attachment { open: FIRST_WINDOW, hits: 50 },
+            burst_hits: 50,
+            sample_hits: 3,
+            switched: true,
+        });
+        let p = g.plan_next();
+        assert!(p.period <= FIRST_PERIOD, "{p:?}");
+        // Then calm: no samples, a few hits per window. Bursts come back at
+        // least once a second.
+        for _ in 0..6 {
+            let w = g.plan_next();
+            g.observe(PeriodObservation {
+                wall: w.period,
+                target_cpu_s: Some(0.1 * w.period.as_secs_f64()),
+                hits: 20,
+                burst: Attachment { open: w.window, hits: 20 },
+                burst_hits: 20,
+                sample_hits: 0,
+                switched: true,
+            });
+        }
+        assert!(g.plan_next().period <= PERIOD, "{:?}", g.plan_next());
     }
 
     #[test]

@@ -200,7 +200,7 @@ fn run_fails_on_rules() {
     let rec = dir.join("run.gcprobe");
     let out = run("grow", &["--record", rec.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(10), "{stderr}");
+    assert_eq!(out.status.code(), Some(10), "{stderr}\n{}", String::from_utf8_lossy(&out.stdout));
     assert!(stderr.contains("FAIL growslice.share > 30%") && stderr.contains("ok   stw.max > 10s"), "{stderr}");
     // The program's stdout and then the report.
     let text = String::from_utf8_lossy(&out.stdout);
