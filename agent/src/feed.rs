@@ -48,10 +48,15 @@ impl Feed {
         }
     }
 
+    /// Logs `op` and applies it as a replay will.
+    fn push(&mut self, op: Op<'_>) {
+        self.log(&op);
+        apply(&mut self.agg, &op);
+    }
+
     /// One ring-buffer record, as read.
     pub fn ring(&mut self, raw: &[u8]) {
-        self.log(&Op::Ring(raw));
-        apply_ring(&mut self.agg, raw);
+        self.push(Op::Ring(raw));
     }
 
     /// The kernel's running totals, as read.
@@ -63,21 +68,17 @@ impl Feed {
     }
 
     pub fn begin_burst(&mut self) {
-        self.log(&Op::BeginBurst { t_s: self.started.elapsed().as_secs_f64() });
-        self.agg.begin_burst();
+        self.push(Op::BeginBurst { t_s: self.started.elapsed().as_secs_f64() });
     }
 
     pub fn end_burst(&mut self, window_s: f64) {
-        self.log(&Op::EndBurst { window_s });
-        self.agg.end_burst(window_s);
+        self.push(Op::EndBurst { window_s });
     }
 
     /// runtime.MemProfileRate as read from the target (an `int`: negative
     /// values disable profiling like 0 does).
     pub fn mem_profile_rate(&mut self, raw: u64) {
-        let rate = if (raw as i64) < 0 { 0 } else { raw };
-        self.log(&Op::MemProfileRate(rate));
-        self.agg.mem_profile_rate = Some(rate);
+        self.push(Op::MemProfileRate(if (raw as i64) < 0 { 0 } else { raw }));
     }
 
     /// Samples the busiest maps' lengths through `read`.
@@ -98,7 +99,14 @@ impl Feed {
 /// the reader's business.
 pub fn apply(agg: &mut Aggregator, op: &Op<'_>) {
     match op {
-        Op::Ring(raw) => apply_ring(agg, raw),
+        Op::Ring(raw) => {
+            agg.ring_records += 1;
+            agg.ring_bytes += raw.len() as u64;
+            match Event::decode(raw) {
+                Ok(ev) => agg.add(&ev),
+                Err(_) => agg.add_undecodable(),
+            }
+        }
         Op::Totals(t) => {
             agg.add_kernel_totals(t);
         }
@@ -107,14 +115,5 @@ pub fn apply(agg: &mut Aggregator, op: &Op<'_>) {
         Op::MemProfileRate(r) => agg.mem_profile_rate = Some(*r),
         Op::MapLens(reads) => agg.sample_map_lens(|addr| reads.iter().find(|r| r.0 == addr).and_then(|r| r.1)),
         Op::Checkpoint(_) => {}
-    }
-}
-
-fn apply_ring(agg: &mut Aggregator, raw: &[u8]) {
-    agg.ring_records += 1;
-    agg.ring_bytes += raw.len() as u64;
-    match Event::decode(raw) {
-        Ok(ev) => agg.add(&ev),
-        Err(_) => agg.add_undecodable(),
     }
 }

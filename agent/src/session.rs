@@ -127,6 +127,15 @@ pub enum Mode {
     Sampled,
 }
 
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Exact => "exact",
+            Mode::Sampled => "sampled",
+        }
+    }
+}
+
 /// What to attach to.
 #[derive(Debug, Clone)]
 pub enum TargetSpec {
@@ -313,7 +322,7 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
             pid,
             process.exe_display,
             build.version_raw,
-            match opts.mode { Mode::Exact => "exact", Mode::Sampled => "sampled" },
+            opts.mode.name(),
             if opts.mode == Mode::Sampled { format!(", budget {:.1}% at {:.1} us/hit", opts.budget * 100.0, cost_s * 1e6) } else { String::new() },
             recorder.as_ref().map(|r| format!(", recording to {}", r.path().display())).unwrap_or_default(),
             match (&held, opts.duration) {
@@ -414,17 +423,7 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
     if let Some(w) = open_burst {
         feed.end_burst(w.as_secs_f64());
     }
-    let end = End {
-        ended_by: ended_by.into(),
-        progress: Progress {
-            elapsed_s: duration_s,
-            kernel,
-            mechanism,
-            target_cpu_s: cpu_start.zip(cpu_end).map(|(a, b)| b - a),
-            agent: self_usage(),
-            runtime_samples_off_after_s: driver.as_ref().and_then(|d| d.samples_off_at).map(|t| t.saturating_duration_since(started).as_secs_f64()),
-        },
-    };
+    let end = End { ended_by: ended_by.into(), progress: progress(started, duration_s, kernel, mechanism, cpu_start, cpu_end, driver.as_ref()) };
     let exit = match held {
         Some(h) => {
             // A second signal: the user wants out now, program included.
@@ -449,6 +448,19 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
         return Err(e.into());
     }
     Ok(Outcome { report, exit, recorded })
+}
+
+/// The session's figures `elapsed_s` into it; `cpu_*` are the target's CPU
+/// clock at the start and at the latest reading.
+fn progress(started: Instant, elapsed_s: f64, kernel: probes::KernelStats, mechanism: probes::Mechanism, cpu_start: Option<f64>, cpu_now: Option<f64>, driver: Option<&BurstDriver>) -> Progress {
+    Progress {
+        elapsed_s,
+        kernel,
+        mechanism,
+        target_cpu_s: cpu_start.zip(cpu_now).map(|(a, b)| b - a),
+        agent: self_usage(),
+        runtime_samples_off_after_s: driver.and_then(|d| d.samples_off_at).map(|t| t.saturating_duration_since(started).as_secs_f64()),
+    }
 }
 
 /// CLOCK_MONOTONIC, the clock of the kernel's event times (bpf_ktime_get_ns).
@@ -538,14 +550,7 @@ impl Live<'_, '_> {
     /// figures as of now (what a report of a file cut here would use).
     fn record(&mut self) -> Result<(), ()> {
         let Some(rec) = self.recorder.as_deref_mut() else { return Ok(()) };
-        let progress = Progress {
-            elapsed_s: self.started.elapsed().as_secs_f64(),
-            kernel: self.attached.stats(),
-            mechanism: self.attached.mechanism(),
-            target_cpu_s: self.cpu_start.zip(self.cpu_last).map(|(a, b)| b - a),
-            agent: self_usage(),
-            runtime_samples_off_after_s: self.driver.as_ref().and_then(|d| d.samples_off_at).map(|t| t.saturating_duration_since(self.started).as_secs_f64()),
-        };
+        let progress = progress(self.started, self.started.elapsed().as_secs_f64(), self.attached.stats(), self.attached.mechanism(), self.cpu_start, self.cpu_last, self.driver.as_deref());
         rec.flush(self.feed, self.facts, &progress).map_err(|e| {
             eprintln!("gcprobe: error: recording stopped: {}", error_chain(&e));
             self.record_error = Some(e);

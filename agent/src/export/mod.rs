@@ -27,7 +27,7 @@ pub fn allocation_profile(meta: &Meta, end: &End, agg: &Aggregator, facts: &mut 
     let v = |n: u64| (n as f64 * scale).round() as i64;
     let mut samples: Vec<pprof::Sample> = agg.alloc_stacks.iter().map(|(stack, s)| pprof::Sample { pcs: stack.to_vec(), values: vec![v(s.count), v(s.bytes), 0] }).collect();
     samples.extend(agg.grow_stacks.iter().map(|(stack, g)| pprof::Sample { pcs: stack.to_vec(), values: vec![0, 0, v(g.count)] }));
-    let mut comments = vec![format!("gcprobe {} {} mode, pid {} {}", meta.gcprobe_version, mode_name(meta.mode), meta.target.pid, meta.target.exe)];
+    let mut comments = vec![format!("gcprobe {} {} mode, pid {} {}", meta.gcprobe_version, meta.mode.name(), meta.target.pid, meta.target.exe)];
     if meta.mode == Mode::Sampled {
         comments.push(format!(
             "values estimated for the {:.1}s window from {observed:.3}s of allocation bursts (x{scale:.1})",
@@ -84,7 +84,7 @@ pub fn gc_timeline(meta: &Meta, end: &End, agg: &Aggregator, facts: &mut dyn Fac
         metadata: vec![
             ("gcprobe_version".into(), json!(meta.gcprobe_version)),
             ("go_version".into(), json!(meta.target.go_version)),
-            ("mode".into(), json!(mode_name(meta.mode))),
+            ("mode".into(), json!(meta.mode.name())),
             ("start_unix_ns".into(), json!(meta.start_unix_ns)),
             ("duration_s".into(), json!(end.progress.elapsed_s)),
             ("ended_by".into(), json!(end.ended_by)),
@@ -93,11 +93,4 @@ pub fn gc_timeline(meta: &Meta, end: &End, agg: &Aggregator, facts: &mut dyn Fac
         ],
     };
     perfetto::chrome_trace(&t)
-}
-
-fn mode_name(m: Mode) -> &'static str {
-    match m {
-        Mode::Exact => "exact",
-        Mode::Sampled => "sampled",
-    }
 }

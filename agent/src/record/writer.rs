@@ -92,7 +92,7 @@ impl Recorder {
         let json = serde_json::to_vec(end).expect("end serializes");
         self.frame(kind::END, &json)?;
         let file = self.out.into_inner();
-        file.sync_data().map_err(|source| RecordError::Create { path: self.path.display().to_string(), source })?;
+        file.sync_data().map_err(|e| RecordError::Write { path: self.path.display().to_string(), source: super::frame::FrameError::Io(e) })?;
         Ok(file.metadata().map(|m| m.len()).unwrap_or(0))
     }
 
