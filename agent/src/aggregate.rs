@@ -45,18 +45,46 @@ pub struct Weighted {
     pub bytes: f64,
 }
 
-/// Allocation measured by the runtime's heapLive between GC cycles.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
-pub struct HeapAlloc {
-    pub bytes: u64,
-    pub ns: u64,
-    pub spans: u64,
+/// One GC cycle as its pauses saw it. The heap figures are the runtime's
+/// own, read by the kernel at the pause (None where it could not read them).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Cycle {
+    /// The sweep-termination pause that began it.
+    pub start_ktime: u64,
+    /// `heapLive` then: the heap that triggered the cycle.
+    pub heap_at_start: Option<u64>,
+    /// `gcPercentHeapGoal` then: the GOGC goal the cycle was paced toward.
+    pub goal: Option<u64>,
+    /// `heapLive` as mark termination restarts the world: the bytes marked
+    /// live (runtime/mgc.go gcMark resets heapLive to them).
+    pub marked: Option<u64>,
 }
 
-impl HeapAlloc {
-    /// Bytes allocated per second, from at least three spans.
+/// The runtime's allocation total over the session, from the controller's
+/// `totalAlloc` read on a timer: what `MemStats.TotalAlloc` counts.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct RuntimeAlloc {
+    pub first: Option<(u64, u64)>,
+    pub last: Option<(u64, u64)>,
+}
+
+impl RuntimeAlloc {
+    fn add(&mut self, ktime: u64, total: u64) {
+        self.first.get_or_insert((ktime, total));
+        self.last = Some((ktime, total));
+    }
+
+    /// Bytes per second between the first and last reads, once they are
+    /// at least 200 ms apart (the timer's period).
     pub fn bytes_per_s(&self) -> Option<f64> {
-        (self.spans >= 3 && self.ns > 0).then(|| self.bytes as f64 / (self.ns as f64 / 1e9))
+        let ((t0, a0), (t1, a1)) = (self.first?, self.last?);
+        let dt = t1.checked_sub(t0)? as f64 / 1e9;
+        (dt >= 0.19 && a1 >= a0).then(|| (a1 - a0) as f64 / dt)
+    }
+
+    pub fn bytes(&self) -> Option<u64> {
+        let ((_, a0), (_, a1)) = (self.first?, self.last?);
+        a1.checked_sub(a0)
     }
 }
 
@@ -202,13 +230,12 @@ pub struct Aggregator {
     map_args: HashMap<u32, usize>,
     /// Growing maps by address.
     pub maps: HashMap<u64, MapGrowth>,
-    /// `gcController.heapLive` at each cycle's start: (ktime, bytes), when readable.
-    pub heap_live: Vec<(u64, u64)>,
-    /// The runtime's own allocation total, from heapLive: bytes and
-    /// nanoseconds summed over the spans from one mark termination to the
-    /// next cycle's start (see `heap_at_pause_end`).
-    pub heap_alloc: HeapAlloc,
-    mark_end: Option<(u64, u64)>,
+    /// GC cycles begun in the window, oldest first (the first MAX_STACKS).
+    pub cycles: Vec<Cycle>,
+    /// The GC settings as first read, and every change after that: (ktime, settings).
+    pub settings: Vec<(u64, crate::gcctl::Settings)>,
+    /// The runtime's allocation total, read with the settings.
+    pub runtime_alloc: RuntimeAlloc,
     /// Per thread, the run whose growslice awaits its mallocgc: growslice
     /// allocates `capmem` (capacity rounded to a size class) right after it
     /// is entered, on the same thread (runtime/slice.go).
@@ -274,9 +301,9 @@ impl Aggregator {
             pending_alloc: HashMap::new(),
             map_args: plan.probes.iter().filter_map(|p| p.map_arg.map(|a| (p.id, a))).collect(),
             maps: HashMap::new(),
-            heap_live: Vec::new(),
-            heap_alloc: HeapAlloc::default(),
-            mark_end: None,
+            cycles: Vec::new(),
+            settings: Vec::new(),
+            runtime_alloc: RuntimeAlloc::default(),
             agg_stacks: HashMap::new(),
             agg_seen: HashMap::new(),
             sampled_stacks: HashMap::new(),
@@ -324,19 +351,28 @@ impl Aggregator {
         self.pid
     }
 
-    /// Sampled mode's allocation pace: the runtime's heapLive rate, when
-    /// known and there are burst bytes to pace. While its allocation probes
-    /// trap, a busy target allocates slower than unprobed: the bursts give
-    /// each callsite's share, heapLive between cycles the pace.
+    /// Sampled mode's allocation pace: the runtime's own allocation rate
+    /// (`totalAlloc`), when known and there are burst bytes to pace. While
+    /// its allocation probes trap, a busy target allocates slower than
+    /// unprobed: the bursts give each callsite's share, the runtime the pace.
     pub fn heap_pace(&self) -> Option<f64> {
-        self.heap_alloc.bytes_per_s().filter(|_| self.alloc_bytes > 0)
+        self.runtime_alloc.bytes_per_s().filter(|&r| r > 0.0 && self.alloc_bytes > 0)
     }
 
     /// What sampled-mode counts divide by to be rates: the unprobed time the
-    /// bursts' bytes stand for at the heapLive pace, else `observed` (the
+    /// bursts' bytes stand for at the runtime's pace, else `observed` (the
     /// bursts' own time).
     pub fn rate_time(&self, observed: f64) -> f64 {
         self.heap_pace().map_or(observed, |h| self.alloc_bytes as f64 / h)
+    }
+
+    /// The GC controller's settings and allocation total, read at `ktime`.
+    pub fn gc_settings(&mut self, ktime: u64, s: crate::gcctl::Settings) {
+        self.runtime_alloc.add(ktime, s.total_alloc);
+        let changed = self.settings.last().is_none_or(|(_, l)| (l.gc_percent, l.memory_limit, l.heap_minimum) != (s.gc_percent, s.memory_limit, s.heap_minimum));
+        if changed && self.settings.len() < MAX_SAMPLED_MAPS {
+            self.settings.push((ktime, s));
+        }
     }
 
     /// Opens a burst of the allocation probes (sampled mode).
@@ -517,30 +553,25 @@ impl Aggregator {
 
 impl Aggregator {
     /// A cycle starts by stopping the world for sweep termination
-    /// (runtime/mgc.go gcStart); the kernel read the heap at that probe.
+    /// (runtime/mgc.go gcStart); the kernel read the heap and its goal at
+    /// that probe.
     fn cycle_mark(&mut self, cause: StwCause, ev: &Event) {
         if cause == StwCause::Code(STW_SWEEP_TERM) {
             self.counts.cycles += 1;
-            if ev.args[4] != 0 {
-                self.heap_live.push((ev.ktime_ns, ev.args[4]));
-                if let Some((t, live)) = self.mark_end.take().filter(|&(t, live)| ev.ktime_ns > t && ev.args[4] >= live) {
-                    self.heap_alloc.bytes += ev.args[4] - live;
-                    self.heap_alloc.ns += ev.ktime_ns - t;
-                    self.heap_alloc.spans += 1;
-                }
+            if self.cycles.len() < MAX_STACKS {
+                self.cycles.push(Cycle { start_ktime: ev.ktime_ns, heap_at_start: ev.heap_live, goal: ev.heap_goal, marked: None });
             }
         }
     }
 
     /// Mark termination resets heapLive to the bytes marked before the world
-    /// restarts (runtime/mgc.go gcMark, resetLive); from then until the next
-    /// cycle's start it only grows, by what the program allocates
-    /// (mcache refills and large allocations, runtime/mcache.go). That gives
-    /// the allocation rate of the program as it runs between cycles, which
-    /// bursts cannot: while the allocation probes trap, it allocates slower.
+    /// restarts (runtime/mgc.go gcMark, resetLive), and commits the next
+    /// goal: at its end the heap read is the cycle's live heap.
     fn heap_at_pause_end(&mut self, cause: StwCause, ev: &Event) {
-        if cause == StwCause::Code(STW_MARK_TERM) && ev.args[4] != 0 {
-            self.mark_end = Some((ev.ktime_ns, ev.args[4]));
+        if cause == StwCause::Code(STW_MARK_TERM) {
+            if let Some(c) = self.cycles.last_mut().filter(|c| c.marked.is_none() && c.start_ktime <= ev.ktime_ns) {
+                c.marked = ev.heap_live;
+            }
         }
     }
 
@@ -660,13 +691,19 @@ mod tests {
             growslice_range: None,
             mprof_size_arg: 2,
             mem_profile_rate: None,
-            heap_live: None,
+            gc_controller: crate::gcctl::Located::Unavailable { reason: "test".into() },
             warnings: vec![],
         }
     }
 
     fn ev(k: u32, t: u64, args: [u64; 5], frames: &[u64]) -> Event {
         Event::decode(&events::encode(k, 0, t, args, frames)).unwrap()
+    }
+
+    /// A pause at which the kernel read the heap (args[4]) and the goal (args[3]).
+    fn pause(k: u32, t: u64, args: [u64; 5]) -> Event {
+        let flags = gcprobe_common::event_flag::HEAP_LIVE | gcprobe_common::event_flag::HEAP_GOAL;
+        Event::decode(&events::encode_full(k, 0, t, args, &[1, 2], 0, flags)).unwrap()
     }
 
     #[test]
@@ -724,11 +761,11 @@ mod tests {
         });
         let mut a = Aggregator::new(42, &p);
         for cycle in 0..4u64 {
-            a.add(&ev(kind::STW_STOP, cycle * 100, [2, 0, 0, 0, 1000 + cycle], &[1, 2]));
+            a.add(&pause(kind::STW_STOP, cycle * 100, [2, 0, 0, 4000, 1000 + cycle]));
             a.add(&ev(kind::STW_START, cycle * 100 + 1, [0; 5], &[1, 2]));
             // Mark termination: not a new cycle, and its heap is not the trigger's.
-            a.add(&ev(kind::STW_STOP, cycle * 100 + 50, [1, 0, 0, 0, 5], &[1, 2]));
-            a.add(&ev(kind::STW_START, cycle * 100 + 51, [0; 5], &[1, 2]));
+            a.add(&pause(kind::STW_STOP, cycle * 100 + 50, [1, 0, 0, 0, 5]));
+            a.add(&pause(kind::STW_START, cycle * 100 + 51, [0, 0, 0, 4100, 600 + cycle]));
             a.add(&ev(kind::MAP_GROW, cycle * 100 + 1, [0xa, 0xbeef, 0, 0, 0], &[1, 0x500]));
             a.add(&ev(kind::MAP_GROW, cycle * 100 + 2, [0xa, 0xbeef, 0, 0, 0], &[1, 0x500]));
         }
@@ -737,7 +774,8 @@ mod tests {
         assert_eq!((m.growths, m.cycles_growing), (8, 4));
         assert_eq!(&*m.stack, &[0x500]);
         assert_eq!(a.maps[&0xf00d].cycles_growing, 1);
-        assert_eq!(a.heap_live, vec![(0, 1000), (100, 1001), (200, 1002), (300, 1003)]);
+        let starts: Vec<_> = a.cycles.iter().map(|c| (c.start_ktime, c.heap_at_start, c.goal, c.marked)).collect();
+        assert_eq!(starts, [0, 1, 2, 3].map(|c| (c * 100, Some(1000 + c), Some(4000), Some(600 + c))));
         assert_eq!(a.counts.cycles, 4);
         a.sample_map_lens(|addr| (addr == 0xbeef).then_some(77));
         a.sample_map_lens(|_| Some(99)); // same cycle: not sampled again
@@ -751,30 +789,43 @@ mod tests {
         // (now, reason, startedStopping, finishedStopping, heap): sweep
         // termination ending at the probe's own time, then mark termination
         // with the end passed in, then a start with no stop recorded.
-        a.add(&ev(kind::STW_START, 400, [0, 2, 100, 150, 4096], &[1, 2]));
-        a.add(&ev(kind::STW_START, 1200, [1100, 1, 1000, 1010, 8192], &[1, 2]));
+        a.add(&pause(kind::STW_START, 400, [0, 2, 100, 150, 4096]));
+        a.add(&pause(kind::STW_START, 1200, [1100, 1, 1000, 1010, 8192]));
         a.add(&ev(kind::STW_START, 1300, [0, 7, 0, 0, 0], &[1, 2]));
         assert_eq!(a.counts.stw, 2);
         assert_eq!(a.counts.unpaired_stw, 1);
         assert_eq!(a.stws[0], StwSpan { start_ktime: 100, duration_ns: 300, cause: StwCause::Code(2) });
         assert_eq!(a.stws[1], StwSpan { start_ktime: 1000, duration_ns: 100, cause: StwCause::Code(1) });
-        assert_eq!((a.counts.cycles, a.heap_live.clone()), (1, vec![(400, 4096)]));
+        assert_eq!(a.counts.cycles, 1);
+        assert_eq!(a.cycles, vec![Cycle { start_ktime: 400, heap_at_start: Some(4096), goal: Some(150), marked: Some(8192) }]);
     }
 
     #[test]
-    fn measures_allocation_from_heap_live_between_cycles() {
+    fn heap_without_the_kernels_read_is_no_heap() {
         let mut a = Aggregator::new(42, &plan(GoVersion::new(1, 24, 0)));
-        // Each cycle: sweep termination at heap 1000 + 1 MB·c, mark
-        // termination resetting it to 1000; 1 MB allocated per 1 ms between.
-        for c in 0..5u64 {
-            let t = c * 2_000_000;
-            a.add(&ev(kind::STW_START, t + 10, [0, 2, t, 0, 1000 + if c > 0 { 1_000_000 } else { 0 }], &[1, 2]));
-            a.add(&ev(kind::STW_START, t + 1_000_000, [0, 1, t + 999_000, 0, 1000], &[1, 2]));
-        }
-        let h = a.heap_alloc;
-        assert_eq!((h.spans, h.bytes), (4, 4_000_000));
-        assert!((h.bytes_per_s().unwrap() - 1e9 * 4e6 / h.ns as f64).abs() < 1.0);
-        assert!((h.bytes_per_s().unwrap() / 1e9 - 1.0).abs() < 0.01, "{h:?}");
+        // Go 1.23+ worldStop: stoppingCPUTime lands in the fifth register.
+        a.add(&ev(kind::STW_START, 400, [0, 2, 100, 150, 611], &[1, 2]));
+        a.add(&ev(kind::STW_START, 1200, [1100, 1, 1000, 1010, 1012], &[1, 2]));
+        assert_eq!(a.cycles, vec![Cycle { start_ktime: 400, heap_at_start: None, goal: None, marked: None }]);
+    }
+
+    #[test]
+    fn paces_allocation_by_the_runtimes_total() {
+        let mut a = Aggregator::new(42, &plan(GoVersion::new(1, 24, 0)));
+        let s = |total_alloc| crate::gcctl::Settings { gc_percent: 100, memory_limit: i64::MAX, heap_minimum: 4 << 20, total_alloc };
+        a.gc_settings(1_000_000_000, s(10 << 20));
+        assert_eq!(a.runtime_alloc.bytes_per_s(), None);
+        a.gc_settings(1_100_000_000, s(20 << 20));
+        assert_eq!(a.runtime_alloc.bytes_per_s(), None, "under one timer period");
+        a.gc_settings(3_000_000_000, s(210 << 20));
+        assert_eq!(a.runtime_alloc.bytes_per_s(), Some((100 << 20) as f64));
+        assert_eq!(a.runtime_alloc.bytes(), Some(200 << 20));
+        // Settings are kept when they change, not at every read.
+        assert_eq!(a.settings.len(), 1);
+        a.gc_settings(3_200_000_000, crate::gcctl::Settings { gc_percent: 50, heap_minimum: 2 << 20, ..s(211 << 20) });
+        assert_eq!(a.settings.iter().map(|(t, s)| (*t, s.gc_percent)).collect::<Vec<_>>(), [(1_000_000_000, 100), (3_200_000_000, 50)]);
+        // No burst bytes: nothing to pace.
+        assert_eq!(a.heap_pace(), None);
     }
 
     #[test]

@@ -83,7 +83,16 @@ pub struct Section {
     pub name: String,
     pub addr: u64,
     pub offset: u64,
+    /// Bytes in the file (0 for NOBITS sections).
     pub size: u64,
+    /// Bytes in memory.
+    pub mem_size: u64,
+}
+
+impl Section {
+    pub fn holds(&self, vaddr: u64) -> bool {
+        vaddr >= self.addr && vaddr - self.addr < self.mem_size
+    }
 }
 
 pub struct Binary {
@@ -160,8 +169,9 @@ impl Binary {
         let sections = obj
             .sections()
             .filter_map(|s| {
-                let (offset, size) = s.file_range()?;
-                Some(Section { name: s.name().ok()?.to_owned(), addr: s.address(), offset, size })
+                // NOBITS sections (.bss, .noptrbss) have no file bytes but hold variables.
+                let (offset, size) = s.file_range().unwrap_or((0, 0));
+                Some(Section { name: s.name().ok()?.to_owned(), addr: s.address(), offset, size, mem_size: s.size() })
             })
             .collect::<Vec<_>>();
         let has_dwarf = sections.iter().any(|s| s.name == ".debug_info" || s.name == ".zdebug_info");

@@ -28,6 +28,10 @@ pub struct Event {
     /// Set when the record only names the frames of an in-kernel aggregation
     /// key (`stack_id`): its hit is counted in the kernel's map, not here.
     pub defines_stack: Option<u64>,
+    /// `gcController.heapLive` and `.gcPercentHeapGoal`, when the kernel read
+    /// them at this pause (never a register's leftover).
+    pub heap_live: Option<u64>,
+    pub heap_goal: Option<u64>,
 }
 
 impl Event {
@@ -55,6 +59,8 @@ impl Event {
             args: raw.args,
             frames,
             defines_stack: (raw.flags & event_flag::STACK_ONLY != 0).then_some(raw.stack_id),
+            heap_live: (raw.flags & event_flag::HEAP_LIVE != 0).then_some(raw.args[event_flag::HEAP_LIVE_SLOT]),
+            heap_goal: (raw.flags & event_flag::HEAP_GOAL != 0).then_some(raw.args[event_flag::HEAP_GOAL_SLOT]),
         })
     }
 }
@@ -91,6 +97,18 @@ mod tests {
         let bytes = encode_full(kind::MALLOC, 1, 99, [0; 5], &[0x10, 0x20], 0xabc1, event_flag::STACK_ONLY);
         assert_eq!(bytes.len(), HEADER + 16);
         assert_eq!(Event::decode(&bytes).unwrap().defines_stack, Some(0xabc1));
+    }
+
+    #[test]
+    fn heap_slots_mean_something_only_when_flagged() {
+        // A pause whose fifth register held 611 (stoppingCPUTime) is no heap.
+        let ev = Event::decode(&encode(kind::STW_START, 0, 9, [1, 2, 3, 4, 611], &[0x10, 0x20])).unwrap();
+        assert_eq!((ev.heap_live, ev.heap_goal), (None, None));
+        let both = encode_full(kind::STW_START, 0, 9, [1, 2, 3, 8 << 20, 6 << 20], &[0x10, 0x20], 0, event_flag::HEAP_LIVE | event_flag::HEAP_GOAL);
+        let ev = Event::decode(&both).unwrap();
+        assert_eq!((ev.heap_live, ev.heap_goal), (Some(6 << 20), Some(8 << 20)));
+        let live = encode_full(kind::STW_START, 0, 9, [1, 2, 3, 8 << 20, 6 << 20], &[0x10, 0x20], 0, event_flag::HEAP_LIVE);
+        assert_eq!(Event::decode(&live).unwrap().heap_goal, None);
     }
 
     #[test]

@@ -81,6 +81,12 @@ impl Feed {
         self.push(Op::MemProfileRate(if (raw as i64) < 0 { 0 } else { raw }));
     }
 
+    /// The GC controller's settings and allocation total, read at `ktime`
+    /// (CLOCK_MONOTONIC, the events' clock).
+    pub fn gc_settings(&mut self, ktime: u64, settings: crate::gcctl::Settings) {
+        self.push(Op::GcSettings { ktime, settings });
+    }
+
     /// Samples the busiest maps' lengths through `read`.
     pub fn map_lens(&mut self, mut read: impl FnMut(u64) -> Option<u64>) {
         let mut reads = Vec::new();
@@ -114,6 +120,7 @@ pub fn apply(agg: &mut Aggregator, op: &Op<'_>) {
         Op::EndBurst { window_s } => agg.end_burst(*window_s),
         Op::MemProfileRate(r) => agg.mem_profile_rate = Some(*r),
         Op::MapLens(reads) => agg.sample_map_lens(|addr| reads.iter().find(|r| r.0 == addr).and_then(|r| r.1)),
+        Op::GcSettings { ktime, settings } => agg.gc_settings(*ktime, *settings),
         Op::Checkpoint(_) => {}
     }
 }

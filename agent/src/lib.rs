@@ -12,6 +12,7 @@ pub mod events;
 pub mod export;
 pub mod facts;
 pub mod feed;
+pub mod gcctl;
 pub mod gotypes;
 pub mod governor;
 pub mod launch;

@@ -254,9 +254,10 @@ pub struct ProbePlan {
     pub mprof_size_arg: usize,
     /// Link-time address of `runtime.MemProfileRate` (needs the symbol table).
     pub mem_profile_rate: Option<u64>,
-    /// Link-time address of `runtime.gcController.heapLive`: needs the
-    /// symbol table (the variable) and DWARF (the field offset).
-    pub heap_live: Option<u64>,
+    /// `runtime.gcController`, or why it could not be found: the live heap,
+    /// the heap goal, GOGC, the memory limit and the allocation total.
+    #[serde(default = "gc_controller_unrecorded")]
+    pub gc_controller: crate::gcctl::Located,
     pub warnings: Vec<String>,
 }
 
@@ -292,7 +293,7 @@ impl ProbePlan {
             growslice_range: None,
             mprof_size_arg: if go < GoVersion::new(1, 23, 0) { 1 } else { 2 },
             mem_profile_rate: bin.symbol("runtime.MemProfileRate").map(|s| s.addr),
-            heap_live: None,
+            gc_controller: crate::gcctl::locate(syms, go),
             warnings,
         };
 
@@ -378,8 +379,6 @@ impl ProbePlan {
             }
         }
 
-        plan.heap_live = heap_live_address(bin);
-
         // Go 1.26+ (GOEXPERIMENT sizespecializedmalloc, default in 1.27): compiled
         // code calls size-class-specialized allocators directly, bypassing
         // mallocgc (cmd/compile/internal/ssagen/ssa.go, runtime/malloc_generated.go).
@@ -405,15 +404,8 @@ impl ProbePlan {
     }
 }
 
-/// `&runtime.gcController + offsetof(gcControllerState, heapLive)`. The field
-/// moves between releases, so its offset comes from the binary's own DWARF.
-fn heap_live_address(bin: &Binary) -> Option<u64> {
-    let var = bin.symbol("runtime.gcController")?;
-    if !bin.has_dwarf {
-        return None;
-    }
-    let off = crate::symbolize::dwarf::member_offset(bin.data(), "runtime.gcControllerState", "heapLive").ok()??;
-    Some(var.addr + off)
+fn gc_controller_unrecorded() -> crate::gcctl::Located {
+    crate::gcctl::Located::Unavailable { reason: "not in this recording (made by an older gcprobe)".into() }
 }
 
 fn is_size_specialized_malloc(name: &str) -> bool {

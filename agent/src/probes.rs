@@ -130,14 +130,16 @@ impl AttachPoint {
 }
 
 /// The kernel's per-target settings: the plan's link-time addresses moved by
-/// the load bias.
-pub fn target_config(plan: &ProbePlan, bias: u64) -> TargetConfig {
+/// the load bias. `gc` is the GC controller the session checked against the
+/// target's memory (None: the kernel reads nothing at pauses).
+pub fn target_config(plan: &ProbePlan, gc: Option<&crate::gcctl::GcController>, bias: u64) -> TargetConfig {
     let at = |r: Option<(u64, u64)>| r.map_or((0, 0), |(lo, hi)| (lo.wrapping_add(bias), hi.wrapping_add(bias)));
     let (nested_lo, nested_hi) = at(plan.nested_range);
     let (pair_lo, pair_hi) = at(plan.growslice_range);
-    let heap_live_addr = plan.heap_live.map_or(0, |a| a.wrapping_add(bias));
+    let heap_live_addr = gc.map_or(0, |c| c.heap_live_addr(bias));
+    let heap_goal_addr = gc.map_or(0, |c| c.heap_goal_addr(bias));
     // Exact mode never shuts the gate; sampled mode opens it per burst.
-    TargetConfig { nested_lo, nested_hi, heap_live_addr, pair_lo, pair_hi, burst_open: 1, _pad: 0 }
+    TargetConfig { nested_lo, nested_hi, heap_live_addr, heap_goal_addr, pair_lo, pair_hi, burst_open: 1, _pad: 0 }
 }
 
 /// Probes whose attach failed, by plan id; the caller decides what is fatal.

@@ -226,6 +226,21 @@ pub fn print_plan(pid: Option<u32>, exe: Option<PathBuf>) -> Result<(), SessionE
         println!("main module {m} {v}");
     }
     println!("growslice ABI {:?}; stopTheWorld reason argument: {}; startTheWorld worldStop argument: {}", plan.growslice_abi, plan.stw_reason_arg, plan.stw_span_arg);
+    match &plan.gc_controller {
+        crate::gcctl::Located::Found(c) => println!(
+            "runtime.gcController at {:#x} (address from {}, layout from {}): heap, goal, GOGC, memory limit and allocation total readable",
+            c.addr,
+            match c.address_from {
+                crate::gcctl::AddressSource::Symbol => "the symbol table".to_owned(),
+                crate::gcctl::AddressSource::MachineCode { calls } => format!("machine code, {calls} calls agreeing"),
+            },
+            match c.layout_from {
+                crate::gcctl::LayoutSource::Dwarf => "DWARF",
+                crate::gcctl::LayoutSource::Table => "gcprobe's table for this Go version",
+            }
+        ),
+        crate::gcctl::Located::Unavailable { reason } => println!("runtime.gcController unavailable: {reason}"),
+    }
     for p in &plan.probes {
         println!("  probe {:<32} {:<14} vaddr {:#x} file offset {:#x}{}", p.symbol, format!("{:?}", p.kind), p.vaddr, p.file_offset, if p.required { "" } else { " (optional)" });
     }
@@ -269,7 +284,7 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
         (TargetSpec::Pid(p), None) => *p,
         (TargetSpec::Launch { .. }, None) => unreachable!("spawned above"),
     };
-    let Inspected { process, exe: ExeInfo { binary, build, pclntab, plan } } = inspect(pid)?;
+    let Inspected { process, exe: ExeInfo { binary, build, pclntab, mut plan } } = inspect(pid)?;
     for w in &plan.warnings {
         eprintln!("gcprobe: warning: {w}");
     }
@@ -286,7 +301,9 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
     };
     let cost_s = calibration.map_or(FALLBACK_COST_NS / 1e9, |c| c.cost_s());
 
-    let cfg = probes::target_config(&plan, bias);
+    let mem = crate::memory::TargetMemory::open(pid).ok();
+    check_gc_controller(&mut plan, bias, mem.as_ref());
+    let cfg = probes::target_config(&plan, plan.gc_controller.found(), bias);
     let (mut attached, ring) = Attached::load(&process.exe_path, pid, cfg, AttachPoint::from_plan(&plan), opts.program)?;
     // Exact mode has no use for the runtime's sample; sampled mode starts
     // with everything attached: that is its first, short burst.
@@ -369,7 +386,6 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
     if recorder.is_some() {
         feed = feed.recording();
     }
-    let mem = crate::memory::TargetMemory::open(pid).ok();
     let rate_addr = plan.mem_profile_rate.map(|a| a.wrapping_add(bias));
     let read_rate = |feed: &mut Feed| {
         // A failed read (the target just exited) keeps the last value.
@@ -378,6 +394,16 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
         }
     };
     read_rate(&mut feed);
+    let gc = plan.gc_controller.found();
+    let read_gc = |feed: &mut Feed| {
+        if let Some(s) = mem.as_ref().zip(gc).and_then(|(mem, c)| c.settings(bias, |a| mem.read_u64(a))) {
+            // Zeros before gcinit (a program held at its first instruction) are no settings.
+            if s.check() == crate::gcctl::Check::Consistent {
+                feed.gc_settings(monotonic_ns(), s);
+            }
+        }
+    };
+    read_gc(&mut feed);
     let mut driver = match opts.mode {
         Mode::Sampled => Some(BurstDriver::start(Governor::new(opts.budget, cost_s), plan, &mut attached, &process, &mut feed)?),
         Mode::Exact => None,
@@ -393,6 +419,7 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
         held: held.as_ref(),
         mem: mem.as_ref(),
         read_rate: &read_rate,
+        read_gc: &read_gc,
         started,
         cpu_start,
         cpu_last: cpu_start,
@@ -420,6 +447,7 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
     attached.detach();
     drain_into(&mut ring, &mut feed);
     feed.kernel_totals(&totals);
+    read_gc(&mut feed);
     if let Some(w) = open_burst {
         feed.end_burst(w.as_secs_f64());
     }
@@ -448,6 +476,24 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
         return Err(e.into());
     }
     Ok(Outcome { report, exit, recorded })
+}
+
+/// Holds the plan's GC controller against the target's memory: a wrong
+/// address or layout shows as fields that contradict each other, and then
+/// nothing is read from it (the kernel included), with the reason reported.
+fn check_gc_controller(plan: &mut ProbePlan, bias: u64, mem: Option<&crate::memory::TargetMemory>) {
+    use crate::gcctl::{Check, Located};
+    let Some(c) = plan.gc_controller.found() else { return };
+    let reason = match mem.map(|m| c.settings(bias, |a| m.read_u64(a))) {
+        None => "the target's memory cannot be read (/proc/PID/mem)".to_owned(),
+        Some(None) => format!("runtime.gcController at {:#x} cannot be read", c.addr),
+        Some(Some(s)) if s.check() == Check::Inconsistent => {
+            format!("runtime.gcController at {:#x} holds inconsistent values (GOGC {}, minimum heap {}): not trusted", c.addr, s.gc_percent, s.heap_minimum)
+        }
+        Some(Some(_)) => return,
+    };
+    eprintln!("gcprobe: warning: GC heap figures unavailable: {reason}");
+    plan.gc_controller = Located::Unavailable { reason };
 }
 
 /// The session's figures `elapsed_s` into it; `cpu_*` are the target's CPU
@@ -535,6 +581,8 @@ struct Live<'a, 'b> {
     held: Option<&'a Held>,
     mem: Option<&'a crate::memory::TargetMemory>,
     read_rate: &'a dyn Fn(&mut Feed),
+    /// Reads the GC controller's settings and allocation total into the feed.
+    read_gc: &'a dyn Fn(&mut Feed),
     started: Instant,
     cpu_start: Option<f64>,
     /// The target's CPU time at the last flush.
@@ -625,6 +673,7 @@ async fn stream(ring: RingBuf<MapData>, live: &mut Live<'_, '_>) -> io::Result<(
                     }
                 }
                 live.cpu_last = process.cpu_time_s().or(live.cpu_last);
+                (live.read_gc)(live.feed);
                 if live.feed.agg.counts.cycles != sampled_at_gc {
                     sampled_at_gc = live.feed.agg.counts.cycles;
                     (live.read_rate)(live.feed);

@@ -109,6 +109,15 @@ pub mod event_flag {
     /// The record only defines `stack_id`'s frames: its hit is already
     /// counted in the `AGG` map, and must not be counted again.
     pub const STACK_ONLY: u32 = 1;
+    /// `args[4]` holds `gcController.heapLive`, read by the kernel at this pause.
+    pub const HEAP_LIVE: u32 = 1 << 1;
+    /// `args[3]` holds `gcController.gcPercentHeapGoal`, read likewise.
+    pub const HEAP_GOAL: u32 = 1 << 2;
+    /// Which argument slots carry those reads: the pause probes' own
+    /// arguments never use them (worldStop's finishedStopping and
+    /// stoppingCPUTime, Go 1.22+, are not needed).
+    pub const HEAP_LIVE_SLOT: usize = 4;
+    pub const HEAP_GOAL_SLOT: usize = 3;
 }
 
 /// The largest record: header plus [`MAX_FRAMES`] frames. The kernel builds
@@ -178,8 +187,13 @@ pub struct TargetConfig {
     pub nested_lo: u64,
     pub nested_hi: u64,
     /// Runtime address of `runtime.gcController.heapLive`, read (never
-    /// written) at each gcStart and stopTheWorld into `args[4]`; 0 when unknown.
+    /// written) at each pause probe into `args[4]`; 0 when unknown. The
+    /// event says whether the read happened ([`event_flag::HEAP_LIVE`]):
+    /// without it `args[4]` is whatever the register held.
     pub heap_live_addr: u64,
+    /// Runtime address of `gcController.gcPercentHeapGoal`, read likewise
+    /// into `args[3]` ([`event_flag::HEAP_GOAL`]); 0 when unknown.
+    pub heap_goal_addr: u64,
     /// Runtime address range of `runtime.growslice`: allocations it makes
     /// are sent whole even from aggregating probes (see [`cookie::FLAG_AGGREGATE`]).
     pub pair_lo: u64,
@@ -189,7 +203,9 @@ pub struct TargetConfig {
     pub burst_open: u32,
     pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<TargetConfig>() == 48);
+const _: () = assert!(core::mem::size_of::<TargetConfig>() == 56);
+const _: () = assert!(core::mem::offset_of!(TargetConfig, heap_goal_addr) == 24);
+const _: () = assert!(core::mem::offset_of!(TargetConfig, burst_open) == 48);
 
 /// Slots of the per-CPU `STATS` array.
 pub mod stat {

@@ -18,7 +18,7 @@ use aya_ebpf::{
     programs::ProbeContext,
     EbpfContext,
 };
-use gcprobe_common::{cookie, event_flag, kind, size_bucket, stat, AggKey, AggValue, EventHeader, RawEvent, TargetConfig, MAX_FRAMES};
+use gcprobe_common::{cookie, event_flag, kind, size_bucket, stat, AggKey, AggValue, EventHeader, RawEvent, TargetConfig, MAX_ARGS, MAX_FRAMES};
 
 /// Event stream to the agent. 16 MiB holds ~100k typical records: seconds of
 /// a busy allocator at this VM's uprobe cost, so the agent can fall behind briefly.
@@ -92,11 +92,13 @@ fn try_go_entry(ctx: &ProbeContext) -> Result<(), i64> {
     // SAFETY: the per-CPU scratch slot is ours for the duration of this program.
     let ev = unsafe { &mut *ev };
     let mut args = arch::go_args(ctx);
-    if (kind == kind::GC_START || kind == kind::STW_STOP || kind == kind::STW_START) && cfg.heap_live_addr != 0 {
-        // No argument of these uses the 5th slot (a worldStop's
-        // stoppingCPUTime is not needed): it carries the heap. The agent
-        // keeps it at each cycle's sweep-termination pause.
-        args[4] = unsafe { bpf_probe_read_user(cfg.heap_live_addr as *const u64) }.unwrap_or(0);
+    let mut event_flags = 0;
+    if kind == kind::GC_START || kind == kind::STW_STOP || kind == kind::STW_START {
+        // The heap at each pause, in slots these functions' arguments do
+        // not use; a flag says a slot was read, so a register's leftover is
+        // never taken for the heap.
+        event_flags |= read_into(&mut args, event_flag::HEAP_LIVE_SLOT, cfg.heap_live_addr, event_flag::HEAP_LIVE);
+        event_flags |= read_into(&mut args, event_flag::HEAP_GOAL_SLOT, cfg.heap_goal_addr, event_flag::HEAP_GOAL);
     }
     ev.frames[0] = arch::pc(ctx);
     ev.frames[1] = caller;
@@ -105,7 +107,6 @@ fn try_go_entry(ctx: &ProbeContext) -> Result<(), i64> {
     } else {
         (2, 0)
     };
-    let mut event_flags = 0;
     let mut id = 0;
     if flags & cookie::FLAG_AGGREGATE != 0 && !(caller >= cfg.pair_lo && caller < cfg.pair_hi) {
         let size = args[0];
@@ -115,7 +116,7 @@ fn try_go_entry(ctx: &ProbeContext) -> Result<(), i64> {
         }
         if AGG.insert(&key, &AggValue { count: 1, bytes: size }, BPF_NOEXIST as u64).is_ok() {
             bump(stat::AGGREGATED);
-            event_flags = event_flag::STACK_ONLY;
+            event_flags |= event_flag::STACK_ONLY;
             id = stack_id;
         } else if count_into(&key, size) {
             // Another CPU created the key between our lookup and insert.
@@ -152,6 +153,22 @@ fn try_go_entry(ctx: &ProbeContext) -> Result<(), i64> {
         return Err(-1);
     }
     Ok(())
+}
+
+/// Reads the target's u64 at `addr` (never writes it) into `args[slot]`;
+/// returns `flag` when it did.
+#[inline(always)]
+fn read_into(args: &mut [u64; MAX_ARGS], slot: usize, addr: u64, flag: u32) -> u32 {
+    if addr == 0 || slot >= MAX_ARGS {
+        return 0;
+    }
+    match unsafe { bpf_probe_read_user(addr as *const u64) } {
+        Ok(v) => {
+            args[slot] = v;
+            flag
+        }
+        Err(_) => 0,
+    }
 }
 
 /// Adds one hit to `key`'s per-CPU value; false when the key is absent.

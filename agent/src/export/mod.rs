@@ -62,8 +62,12 @@ pub fn gc_timeline(meta: &Meta, end: &End, agg: &Aggregator, facts: &mut dyn Fac
             if let Some(start) = cycle_start.take() {
                 let mut args = Map::new();
                 args.insert("cycle".into(), json!(cycles.len() + 1));
-                if let Some(&(_, live)) = agg.heap_live.iter().find(|h| h.0 >= start && h.0 <= end_ns) {
-                    args.insert("heap_live_at_start_bytes".into(), json!(live));
+                if let Some(c) = agg.cycles.iter().find(|c| c.start_ktime >= start && c.start_ktime <= end_ns) {
+                    for (name, v) in [("heap_live_at_start_bytes", c.heap_at_start), ("heap_goal_bytes", c.goal), ("heap_marked_bytes", c.marked)] {
+                        if let Some(v) = v {
+                            args.insert(name.into(), json!(v));
+                        }
+                    }
                 }
                 cycles.push(perfetto::Span { start_ns: start, end_ns, name: format!("GC cycle {}", cycles.len() + 1), args });
             }
@@ -79,7 +83,7 @@ pub fn gc_timeline(meta: &Meta, end: &End, agg: &Aggregator, facts: &mut dyn Fac
         gc_cycles: cycles,
         stw,
         assists: agg.assist_times.clone(),
-        heap_live: agg.heap_live.clone(),
+        heap_live: agg.cycles.iter().filter_map(|c| Some((c.start_ktime, c.heap_at_start?))).collect(),
         bursts: Vec::new(),
         metadata: vec![
             ("gcprobe_version".into(), json!(meta.gcprobe_version)),

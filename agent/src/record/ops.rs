@@ -11,6 +11,8 @@
 //!   5 MEM_RATE    rate:u64                     runtime.MemProfileRate as read
 //!   6 MAP_LENS    n:u32 (addr:u64 has:u8 len:u64)[n]   map lengths read at a GC
 //!   7 CHECKPOINT  len:u32 json[len]            the session's progress (see meta)
+//!   8 GC_SETTINGS ktime:u64 gc_percent:i32 memory_limit:i64 heap_minimum:u64 total_alloc:u64
+//!                                              runtime.gcController as read on the timer
 //! ```
 //! Integers are little-endian. Ring records are kept byte for byte as the
 //! kernel wrote them (native order: little-endian on both supported hosts).
@@ -23,6 +25,7 @@ const END_BURST: u8 = 4;
 const MEM_RATE: u8 = 5;
 const MAP_LENS: u8 = 6;
 const CHECKPOINT: u8 = 7;
+const GC_SETTINGS: u8 = 8;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op<'a> {
@@ -33,6 +36,7 @@ pub enum Op<'a> {
     MemProfileRate(u64),
     MapLens(Vec<(u64, Option<u64>)>),
     Checkpoint(&'a [u8]),
+    GcSettings { ktime: u64, settings: crate::gcctl::Settings },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -87,6 +91,14 @@ impl Op<'_> {
                 out.extend_from_slice(&(j.len() as u32).to_le_bytes());
                 out.extend_from_slice(j);
             }
+            Op::GcSettings { ktime, settings: s } => {
+                out.push(GC_SETTINGS);
+                out.extend_from_slice(&ktime.to_le_bytes());
+                out.extend_from_slice(&s.gc_percent.to_le_bytes());
+                out.extend_from_slice(&s.memory_limit.to_le_bytes());
+                out.extend_from_slice(&s.heap_minimum.to_le_bytes());
+                out.extend_from_slice(&s.total_alloc.to_le_bytes());
+            }
         }
     }
 
@@ -128,6 +140,15 @@ impl Op<'_> {
                     let n = r.u32()? as usize;
                     Op::Checkpoint(r.take(n)?)
                 }
+                GC_SETTINGS => Op::GcSettings {
+                    ktime: r.u64()?,
+                    settings: crate::gcctl::Settings {
+                        gc_percent: r.u32()? as i32,
+                        memory_limit: r.u64()? as i64,
+                        heap_minimum: r.u64()?,
+                        total_alloc: r.u64()?,
+                    },
+                },
                 _ => return Err(OpsError { offset: r.at - 1, what: "unknown op tag" }),
             });
         }
@@ -176,6 +197,7 @@ mod tests {
             Op::MemProfileRate(524288),
             Op::MapLens(vec![(0xc000, Some(12)), (0xd000, None)]),
             Op::Checkpoint(b"{}"),
+            Op::GcSettings { ktime: 9, settings: crate::gcctl::Settings { gc_percent: -1, memory_limit: i64::MAX, heap_minimum: 3, total_alloc: 1 << 40 } },
         ];
         let mut buf = Vec::new();
         for op in &ops {

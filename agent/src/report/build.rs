@@ -54,12 +54,17 @@ struct Acc {
     heaviest_grow: u64,
 }
 
+/// The runtime keeps GC CPU time per cycle (gcController's mark-time fields,
+/// reset at each cycle's start) and cumulatively in `work.cpuStats`, neither
+/// of which gcprobe reads yet.
+const CPU_SHARE_UNMEASURED: &str = "not measured: gcprobe does not read the runtime's GC CPU counters (work.cpuStats) yet";
+
 pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
     let agg = inp.agg;
     let dur = inp.duration_s.max(1e-9);
     let sampled = inp.sampling.mode == crate::session::Mode::Sampled;
     let (observed, rate_time) = rate_times(agg, inp.sampling.mode, dur);
-    // Paced by the runtime's heapLive (see Aggregator::rate_time).
+    // Paced by the runtime's own allocation total (see Aggregator::rate_time).
     let heap_rate = agg.heap_pace().filter(|_| sampled);
     // The runtime's samples cover the time mProf_Malloc was probed.
     let samples_s = inp.sampling.runtime_samples_off_after_s.map_or(dur, |t| t.clamp(1e-9, dur));
@@ -224,7 +229,8 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
         .collect();
     maps.sort_by(|a, b| b.likely_leak.cmp(&a.likely_leak).then(b.growths.cmp(&a.growths)).then(a.map.cmp(&b.map)));
     maps.truncate(50);
-    let heap_live: Vec<HeapSample> = agg.heap_live.iter().map(|&(k, b)| HeapSample { t_s: secs(k), bytes: b }).collect();
+    let heap_live: Vec<HeapSample> =
+        agg.cycles.iter().filter_map(|c| Some(HeapSample { t_s: secs(c.start_ktime), bytes: c.heap_at_start?, goal: c.goal, marked: c.marked })).collect();
     let heap_climbing = culprits::climbing(&heap_live.iter().map(|h| h.bytes).collect::<Vec<_>>());
 
     let lost = inp.kernel.ringbuf_full + agg.counts.undecodable;
@@ -233,9 +239,11 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
     let mut warnings = inp.plan.warnings.clone();
     warnings.extend(culprits::rules_of_thumb(&callsites, &spans));
     warnings.extend(culprits::leak_warnings(&maps, &heap_live, heap_climbing));
-    if heap_live.is_empty() && agg.counts.cycles > 0 && inp.plan.heap_live.is_none() {
-        warnings.push("live heap per GC unavailable: finding runtime.gcController needs the symbol table and DWARF".into());
-    }
+    let heap_unavailable = gc::unavailable(inp.plan.gc_controller.reason(), agg);
+    let settings = gc::GcSettings::from_agg(agg);
+    let heap_medians = gc::HeapMedians::from_agg(agg);
+    let runtime_alloc = agg.runtime_alloc.bytes_per_s();
+    let cycles_per_s = cycles as f64 / dur;
     if lost > 0 {
         warnings.push(format!("{lost} events were lost (ring buffer full or undecodable): counts and rates are lower bounds"));
     }
@@ -292,7 +300,21 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
             lost,
             nested_skipped: inp.kernel.nested,
         },
-        gc: Gc { cycles, stw, assists_by_thread: assists, heap_live, heap_climbing },
+        gc: Gc {
+            cycles,
+            cycles_per_s,
+            stw,
+            assists_by_thread: assists,
+            heap_live,
+            heap_climbing,
+            heap_unavailable,
+            heap_medians,
+            diagnosis: gc::explain(cycles_per_s, settings.as_ref(), heap_medians, runtime_alloc),
+            settings,
+            alloc_bytes_per_s: runtime_alloc,
+            cpu_share: None,
+            cpu_share_unavailable: Some(CPU_SHARE_UNMEASURED.into()),
+        },
         callsites,
         maps,
         sizes,
@@ -319,8 +341,8 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
             bursts: agg.bursts.n,
             observed_s: observed,
             duty: observed / dur,
-            alloc_rate_source: if heap_rate.is_some() { "heap_live" } else if sampled { "bursts" } else { "exact" },
-            heap_alloc_bytes_per_s: agg.heap_alloc.bytes_per_s(),
+            alloc_rate_source: if heap_rate.is_some() { "runtime_total_alloc" } else if sampled { "bursts" } else { "exact" },
+            heap_alloc_bytes_per_s: runtime_alloc,
             burst_alloc_bytes_per_s: sampled.then(|| agg.alloc_bytes as f64 / observed),
             alloc_rate_ci95: (sampled && total_var > 0.0).then(|| 1.96 * total_var.sqrt() / agg.alloc_bytes.max(1) as f64),
             target_cpu_s: inp.sampling.target_cpu_s,

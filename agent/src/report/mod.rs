@@ -3,6 +3,7 @@
 //! Built once from the aggregator and the symbolizer; rendered as text for
 //! people (`text`) or JSON for tools. Fields may be added, never removed.
 mod build;
+pub mod gc;
 pub mod text;
 
 use std::collections::BTreeMap;
@@ -86,11 +87,11 @@ pub struct SamplingReport {
     /// observed_s / window duration.
     pub duty: f64,
     /// Where allocation rates come from: "exact" (every allocation),
-    /// "heap_live" (callsite shares from the bursts, paced by the runtime's
-    /// heapLive between GC cycles) or "bursts" (bytes over observed_s).
+    /// "runtime_total_alloc" (callsite shares from the bursts, paced by the
+    /// runtime's own allocation total) or "bursts" (bytes over observed_s).
     pub alloc_rate_source: &'static str,
-    /// The runtime's allocation rate, from heapLive between GC cycles
-    /// (None without three cycles or the symbols to read it).
+    /// The runtime's allocation rate over the window (`gc.alloc_bytes_per_s`;
+    /// None when runtime.gcController could not be read).
     pub heap_alloc_bytes_per_s: Option<f64>,
     /// Bytes seen in the bursts over observed_s: lower than the target's
     /// unprobed rate when the probes' traps slow it down.
@@ -165,20 +166,43 @@ pub struct Events {
 pub struct Gc {
     /// Completed sweep-termination pauses: one per GC cycle that started.
     pub cycles: u64,
+    /// `cycles` over the window.
+    pub cycles_per_s: f64,
     pub stw: Stw,
     /// gcAssistAlloc calls per thread id, busiest first.
     pub assists_by_thread: Vec<(u32, u64)>,
-    /// The runtime's live-heap estimate at each gcStart (empty when the binary
-    /// lacks the symbols and DWARF to find it).
+    /// The runtime's heap at each cycle's start (`gcController.heapLive`),
+    /// with the cycle's GOGC goal and the bytes it marked live; empty when
+    /// they could not be read (`heap_unavailable` says why).
     pub heap_live: Vec<HeapSample>,
     /// The live heap rose across most cycles: a likely leak.
     pub heap_climbing: bool,
+    /// Why `heap_live`, `settings` and `alloc_bytes_per_s` are missing.
+    pub heap_unavailable: Option<String>,
+    /// Medians over the window's cycles.
+    pub heap_medians: gc::HeapMedians,
+    /// GOGC and GOMEMLIMIT as the runtime held them.
+    pub settings: Option<gc::GcSettings>,
+    /// The runtime's own allocation rate over the window
+    /// (`gcController.totalAlloc`, what MemStats.TotalAlloc reports).
+    pub alloc_bytes_per_s: Option<f64>,
+    /// GC's share of the target's CPU; None, with the reason in
+    /// `cpu_share_unavailable`, where it is not measured.
+    pub cpu_share: Option<f64>,
+    pub cpu_share_unavailable: Option<String>,
+    /// Why GC runs this often, in one sentence (frequent GC only).
+    pub diagnosis: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct HeapSample {
     pub t_s: f64,
+    /// `heapLive` as the cycle started: the heap that triggered it.
     pub bytes: u64,
+    /// The GOGC goal it was paced toward (`gcPercentHeapGoal`).
+    pub goal: Option<u64>,
+    /// Bytes marked live by the cycle.
+    pub marked: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -94,7 +94,8 @@ pub fn render(r: &Report) -> String {
     } else {
         r.events.assist.to_string()
     };
-    let _ = writeln!(o, "  cycles {}{gc_start}   assists {assists}", r.gc.cycles);
+    let _ = writeln!(o, "  cycles {} ({:.1}/s){gc_start}   assists {assists}", r.gc.cycles, r.gc.cycles_per_s);
+    gc_heap(&mut o, &r.gc);
     let _ = writeln!(
         o,
         "  stop-the-world: {} pauses, total {:.3} ms, p50 {:.0} us, p99 {:.0} us, max {:.0} us",
@@ -107,7 +108,7 @@ pub fn render(r: &Report) -> String {
     if !r.gc.heap_live.is_empty() {
         let series: Vec<String> = r.gc.heap_live.iter().map(|h| bytes(h.bytes)).collect();
         let shown = if series.len() > 12 { format!("{} ... {}", series[..6].join(" "), series[series.len() - 6..].join(" ")) } else { series.join(" ") };
-        let _ = writeln!(o, "  live heap at each cycle's start: {shown}{}", if r.gc.heap_climbing { "  (climbing)" } else { "" });
+        let _ = writeln!(o, "  heap at each cycle's start: {shown}{}", if r.gc.heap_climbing { "  (climbing)" } else { "" });
     }
 
     if !r.maps.is_empty() {
@@ -138,4 +139,31 @@ pub fn render(r: &Report) -> String {
         }
     }
     o
+}
+
+/// The runtime's own GC figures: settings, heap per cycle, allocation rate,
+/// and why GC runs this often; or why they are missing.
+fn gc_heap(o: &mut String, gc: &super::Gc) {
+    if let Some(why) = &gc.heap_unavailable {
+        let _ = writeln!(o, "  heap, goal, GOGC and GOMEMLIMIT: unavailable: {why}");
+        return;
+    }
+    if let Some(s) = &gc.settings {
+        let changed = if s.changes > 0 { format!(" (changed {} times in the window)", s.changes) } else { String::new() };
+        let _ = writeln!(o, "  settings: GOGC={}, GOMEMLIMIT {}, minimum heap goal {}{changed}", s.gogc_text(), s.limit_text(), bytes(s.heap_minimum_bytes));
+    }
+    let m = &gc.heap_medians;
+    let fig = |v: Option<u64>| v.map_or("?".into(), bytes);
+    if m.marked.is_some() || m.goal.is_some() {
+        let _ = writeln!(o, "  per cycle (median): live heap {}, goal {}, heap at start {}", fig(m.marked), fig(m.goal), fig(m.at_start));
+    }
+    if let Some(a) = gc.alloc_bytes_per_s {
+        let _ = writeln!(o, "  allocation (the runtime's own total): {}/s", bytes(a as u64));
+    }
+    if let Some(why) = &gc.cpu_share_unavailable {
+        let _ = writeln!(o, "  GC CPU share: {why}");
+    }
+    if let Some(d) = &gc.diagnosis {
+        let _ = writeln!(o, "  why: {d}");
+    }
 }

@@ -90,11 +90,11 @@ fn clean_path(p: &str) -> String {
     p.strip_prefix("./").unwrap_or(p).to_owned()
 }
 
-/// Offset of `member` within the struct type named `strukt` (Go names them
-/// `runtime.gcControllerState`), from DWARF type info; `Ok(None)` when the
-/// binary has no such type or member. Used to read runtime variables whose
+/// Offsets of the members of the struct type named `strukt` (Go names them
+/// `runtime.gcControllerState`), from DWARF type info, in one walk; `Ok(None)`
+/// when the binary has no such type. Used to read runtime variables whose
 /// layout changes between Go versions.
-pub fn member_offset(data: &[u8], strukt: &str, member: &str) -> Result<Option<u64>, gimli::Error> {
+pub fn member_offsets(data: &[u8], strukt: &str) -> Result<Option<std::collections::HashMap<String, u64>>, gimli::Error> {
     use object::{Object as _, ObjectSection as _};
     let Ok(obj) = object::File::parse(data) else { return Ok(None) };
     let load = |id: gimli::SectionId| -> Result<std::borrow::Cow<'_, [u8]>, gimli::Error> {
@@ -106,20 +106,20 @@ pub fn member_offset(data: &[u8], strukt: &str, member: &str) -> Result<Option<u
     while let Some(header) = units.next()? {
         let unit = dwarf.unit(header)?;
         let mut entries = unit.entries();
-        let mut in_struct: Option<isize> = None;
+        let mut found: Option<(isize, std::collections::HashMap<String, u64>)> = None;
         while let Some(e) = entries.next_dfs()? {
             let depth = e.depth();
-            if in_struct.is_some_and(|d| depth <= d) {
-                in_struct = None;
+            if found.as_ref().is_some_and(|(d, _)| depth <= *d) {
+                return Ok(found.map(|f| f.1));
             }
             let name = match e.attr_value(gimli::DW_AT_name) {
                 Some(v) => dwarf.attr_string(&unit, v).ok().map(|s| s.to_string_lossy().into_owned()),
                 None => None,
             };
-            match e.tag() {
-                gimli::DW_TAG_structure_type if name.as_deref() == Some(strukt) => in_struct = Some(depth),
-                gimli::DW_TAG_member if in_struct.is_some() && name.as_deref() == Some(member) => {
-                    return Ok(match e.attr_value(gimli::DW_AT_data_member_location) {
+            match (e.tag(), &mut found) {
+                (gimli::DW_TAG_structure_type, None) if name.as_deref() == Some(strukt) => found = Some((depth, Default::default())),
+                (gimli::DW_TAG_member, Some((_, members))) => {
+                    let off = match e.attr_value(gimli::DW_AT_data_member_location) {
                         Some(gimli::AttributeValue::Udata(o)) => Some(o),
                         Some(gimli::AttributeValue::Data1(o)) => Some(u64::from(o)),
                         Some(gimli::AttributeValue::Data2(o)) => Some(u64::from(o)),
@@ -127,10 +127,16 @@ pub fn member_offset(data: &[u8], strukt: &str, member: &str) -> Result<Option<u
                         Some(gimli::AttributeValue::Data8(o)) => Some(o),
                         Some(gimli::AttributeValue::Sdata(o)) => u64::try_from(o).ok(),
                         _ => None,
-                    });
+                    };
+                    if let (Some(n), Some(o)) = (name, off) {
+                        members.insert(n, o);
+                    }
                 }
                 _ => {}
             }
+        }
+        if found.is_some() {
+            return Ok(found.map(|f| f.1));
         }
     }
     Ok(None)
