@@ -47,6 +47,17 @@ pub struct SessionArgs {
     /// Benchmark baseline: attach an empty program at the same points.
     #[arg(long, hide = true)]
     pub empty_probes: bool,
+    #[command(flatten)]
+    pub render: RenderArgs,
+}
+
+/// How the text report is laid out.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct RenderArgs {
+    /// Frames shown per callsite in the text report (the callsite, its
+    /// inline chain and callers; JSON always has them all).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub stack_depth: u16,
 }
 
 #[derive(Debug, clap::Args)]
@@ -101,6 +112,8 @@ pub struct ReportArgs {
     /// Exit 10 when this holds of the report, e.g. 'stw.p99 > 5ms' (repeatable).
     #[arg(long = "fail-on", value_name = "RULE", value_parser = parse_rule)]
     pub fail_on: Vec<Rule>,
+    #[command(flatten)]
+    pub render: RenderArgs,
 }
 
 #[derive(Debug, clap::Args)]

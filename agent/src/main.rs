@@ -12,9 +12,11 @@ use gcprobe::{
 };
 
 fn main() -> ExitCode {
+    // A session's --duration counts from here: start-up is part of the wait.
+    let invoked = std::time::Instant::now();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
-    match run(cli) {
+    match run(cli, invoked) {
         Ok(code) => code,
         Err(e) => {
             // One line: the error and its causes, no backtrace.
@@ -43,9 +45,11 @@ fn judge(rules: &[Rule], report: &Report) -> bool {
 const BUDGET: f64 = 0.01;
 const RUN_BUDGET: f64 = 0.05;
 
-fn options(target: TargetSpec, s: SessionArgs, duration: Option<std::time::Duration>, format: Format, output: Option<std::path::PathBuf>, record: Option<RecordTo>) -> AttachOptions {
+fn options(invoked: std::time::Instant, target: TargetSpec, s: SessionArgs, duration: Option<std::time::Duration>, format: Format, output: Option<std::path::PathBuf>, record: Option<RecordTo>) -> AttachOptions {
     let budget = s.overhead_budget.unwrap_or(if matches!(target, TargetSpec::Launch { .. }) { RUN_BUDGET } else { BUDGET });
     AttachOptions {
+        invoked,
+        stack_depth: s.render.stack_depth.into(),
         budget,
         target,
         record,
@@ -59,21 +63,21 @@ fn options(target: TargetSpec, s: SessionArgs, duration: Option<std::time::Durat
     }
 }
 
-fn run(cli: Cli) -> Result<ExitCode, SessionError> {
+fn run(cli: Cli, invoked: std::time::Instant) -> Result<ExitCode, SessionError> {
     match cli.command {
         Command::Attach(a) => {
-            session::attach(options(TargetSpec::Pid(a.pid), a.session, a.duration, a.format, a.output, None))?;
+            session::attach(options(invoked, TargetSpec::Pid(a.pid), a.session, a.duration, a.format, a.output, None))?;
         }
         Command::Record(r) => {
             let quiet = r.session.quiet;
             let to = RecordTo { path: r.output, force: r.force };
-            let out = session::attach(options(TargetSpec::Pid(r.pid), r.session, r.duration, r.format, None, Some(to)))?;
+            let out = session::attach(options(invoked, TargetSpec::Pid(r.pid), r.session, r.duration, r.format, None, Some(to)))?;
             if let (Some((path, bytes)), false) = (out.recorded, quiet) {
                 eprintln!("gcprobe: recorded {bytes} bytes to {}; `gcprobe report {}` reports on it anywhere", path.display(), path.display());
             }
         }
         Command::Report(r) => {
-            let report = session::report_recording(&r.file, r.format, r.output.as_deref())?;
+            let report = session::report_recording(&r.file, r.format, r.render.stack_depth.into(), r.output.as_deref())?;
             if judge(&r.fail_on, &report) {
                 return Ok(ExitCode::from(RULE_HELD));
             }
@@ -82,7 +86,7 @@ fn run(cli: Cli) -> Result<ExitCode, SessionError> {
             let mut cmd = r.command.into_iter();
             let program = cmd.next().expect("clap requires CMD");
             let record = r.record.map(|path| RecordTo { path, force: false });
-            let out = session::attach(options(TargetSpec::Launch { program, args: cmd.collect() }, r.session, None, r.format, r.output, record))?;
+            let out = session::attach(options(invoked, TargetSpec::Launch { program, args: cmd.collect() }, r.session, None, r.format, r.output, record))?;
             let held = judge(&r.fail_on, &out.report);
             // The program's own failure comes first: its GC figures may not
             // mean much, and a CI step must fail either way.

@@ -36,7 +36,9 @@ pub enum RenderError {
     },
 }
 
-pub fn write(format: Format, output: Option<&Path>, report: &Report, meta: &Meta, end: &End, agg: &Aggregator, facts: &mut dyn Facts) -> Result<(), RenderError> {
+/// Writes the session's results as `format`; `stack_depth` frames per
+/// callsite in the text report.
+pub fn write(format: Format, stack_depth: usize, output: Option<&Path>, report: &Report, meta: &Meta, end: &End, agg: &Aggregator, facts: &mut dyn Facts) -> Result<(), RenderError> {
     use std::io::IsTerminal as _;
     if format == Format::Pprof && output.is_none() && io::stdout().is_terminal() {
         return Err(RenderError::BinaryToTerminal);
@@ -52,7 +54,7 @@ pub fn write(format: Format, output: Option<&Path>, report: &Report, meta: &Meta
             s.push('\n');
             s.into_bytes()
         }
-        Format::Text => report::text::render(report).into_bytes(),
+        Format::Text => report::text::render(report, stack_depth).into_bytes(),
         Format::Json => {
             let mut s = serde_json::to_string_pretty(report).expect("report serializes");
             s.push('\n');

@@ -154,6 +154,8 @@ pub struct RecordTo {
 
 #[derive(Debug, Clone)]
 pub struct AttachOptions {
+    /// When gcprobe was started: `duration` counts from here, start-up included.
+    pub invoked: Instant,
     pub target: TargetSpec,
     pub record: Option<RecordTo>,
     pub duration: Option<Duration>,
@@ -165,6 +167,8 @@ pub struct AttachOptions {
     pub mode: Mode,
     /// Allowed slowdown of the target, as a fraction (0.01 = 1%).
     pub budget: f64,
+    /// Frames per callsite in the text report.
+    pub stack_depth: usize,
 }
 
 /// Everything learned about the target before touching the kernel.
@@ -319,7 +323,12 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
     for group in [ProbeGroup::Gc, ProbeGroup::Sample, ProbeGroup::Burst] {
         failures.extend(attached.attach(wanted.iter().copied().filter(|&id| plan.probe(id).is_some_and(|p| p.kind.group() == group)))?);
     }
-    let mut notes = HashMap::new();
+    let mut notes: HashMap<u32, String> = plan
+        .probes
+        .iter()
+        .filter(|p| !wanted.contains(&p.id))
+        .map(|p| (p.id, "not placed in exact mode: every allocation is probed, so the runtime's own sample adds nothing".to_owned()))
+        .collect();
     for (id, err) in failures {
         let p = plan.probe(id).expect("failure ids come from the plan");
         if p.required {
@@ -470,7 +479,7 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
         _ => None,
     };
     let report = meta.report(&end, &feed.agg, &mut facts);
-    render::write(opts.format, opts.output.as_deref(), &report, &meta, &end, &feed.agg, &mut facts)?;
+    render::write(opts.format, opts.stack_depth, opts.output.as_deref(), &report, &meta, &end, &feed.agg, &mut facts)?;
     // The report is out; a recording that failed part way is still an error.
     if let Some(e) = record_error {
         return Err(e.into());
@@ -627,9 +636,11 @@ async fn stream(ring: RingBuf<MapData>, live: &mut Live<'_, '_>) -> io::Result<(
     // how long a trickle of events can sit unread.
     let mut flush = tokio::time::interval(FLUSH_INTERVAL);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // From gcprobe's own start: attaching and calibrating are part of what
+    // the user asked to wait for.
     let deadline = async {
         match opts.duration {
-            Some(d) => tokio::time::sleep(d).await,
+            Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(opts.invoked + d)).await,
             None => std::future::pending().await,
         }
     };
@@ -738,7 +749,7 @@ fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
 
 /// `gcprobe report FILE`: the report of a recording, as the live session
 /// printed it; a file cut short reports what it holds and says what it lost.
-pub fn report_recording(path: &Path, format: Format, output: Option<&Path>) -> Result<Report, SessionError> {
+pub fn report_recording(path: &Path, format: Format, stack_depth: usize, output: Option<&Path>) -> Result<Report, SessionError> {
     let crate::record::Replayed { meta, end, agg, mut facts, damage, bytes } = crate::record::replay(path)?;
     let mut report = meta.report(&end, &agg, &mut facts);
     if let Some(d) = damage {
@@ -754,6 +765,6 @@ pub fn report_recording(path: &Path, format: Format, output: Option<&Path>) -> R
         eprintln!("gcprobe: warning: {}: {note}", path.display());
         report.warnings.push(note);
     }
-    render::write(format, output, &report, &meta, &end, &agg, &mut facts)?;
+    render::write(format, stack_depth, output, &report, &meta, &end, &agg, &mut facts)?;
     Ok(report)
 }

@@ -123,7 +123,9 @@ pub fn attach_json_with(pid: u32, duration: &str, extra: &[&str]) -> serde_json:
     args.extend_from_slice(extra);
     let out = gcprobe(&args);
     assert!(out.status.success(), "gcprobe failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("report is JSON")
+    let r = serde_json::from_slice(&out.stdout).expect("report is JSON");
+    assert_totals_agree(&r);
+    r
 }
 
 /// A gcprobe attach running in the background, once it has attached.
@@ -183,4 +185,28 @@ pub fn assert_appendloop_culprit(r: &serde_json::Value) {
     let c = culprits(r).first().unwrap_or_else(|| panic!("no culprit: {:#}", r["callsites"]));
     assert_eq!(str_of(c, "function"), "main.(*Index).Names", "{c:#}");
     assert_eq!(c["line"], fixtures::marker_line("appendloop", "gcprobe:culprit"), "{c:#}");
+}
+
+/// Every total in a report equals the sum of its parts, whichever section shows it.
+pub fn assert_totals_agree(r: &serde_json::Value) {
+    let gc = &r["gc"];
+    let stw = &gc["stw"];
+    let reasons = stw["by_reason"].as_object().expect("by_reason");
+    let by_reason: u64 = reasons.values().map(|v| v["count"].as_u64().unwrap()).sum();
+    assert_eq!(r["events"]["stw"], stw["count"], "events.stw vs gc.stw.count");
+    assert_eq!(stw["count"].as_u64().unwrap(), by_reason, "stw count vs the sum by reason");
+    let total_ms: f64 = reasons.values().map(|v| v["total_ms"].as_f64().unwrap()).sum();
+    assert!((total_ms - stw["total_ms"].as_f64().unwrap()).abs() < 1e-6, "stw total vs the sum by reason");
+    let sweeps = reasons.get("GC sweep termination").map_or(0, |v| v["count"].as_u64().unwrap());
+    assert_eq!(gc["cycles"].as_u64().unwrap(), sweeps, "cycles vs sweep-termination pauses");
+    let dur = r["window"]["duration_s"].as_f64().unwrap();
+    assert!((gc["cycles_per_s"].as_f64().unwrap() * dur - sweeps as f64).abs() < 1e-6, "cycles_per_s × window vs cycles");
+    assert!(gc["heap_live"].as_array().unwrap().len() as u64 <= sweeps, "more heap samples than cycles");
+    let rows = r["callsites"].as_array().expect("callsites");
+    if !rows.is_empty() {
+        for share in ["share_of_bytes", "share_of_allocs"] {
+            let sum: f64 = rows.iter().map(|c| c[share].as_f64().unwrap()).sum();
+            assert!((sum - 1.0).abs() < 1e-6 || sum == 0.0, "{share} sums to {sum}");
+        }
+    }
 }

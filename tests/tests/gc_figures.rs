@@ -79,6 +79,7 @@ fn stripped_sampled_rates_agree_with_total_alloc() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
 
+        assert_totals_agree(&r);
         let sm = &r["sampling"];
         assert_eq!(sm["alloc_rate_source"], "runtime_total_alloc", "go {go}: {sm:#}");
         let go_rate = own["bytes"].as_f64().unwrap() / own["wall_s"].as_f64().unwrap();
@@ -137,6 +138,7 @@ fn cycle_heaps_match_gctrace_on_a_stripped_build() {
     let out = s.finish();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_totals_agree(&r);
     let lines = trace.join().unwrap();
     let start = lines.iter().position(|l| l == "START").expect("START marker");
     let theirs: Vec<(u64, u64, u64)> = lines[start..].iter().filter_map(|l| gctrace_heap(l)).collect();

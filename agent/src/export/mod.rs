@@ -76,6 +76,23 @@ pub fn gc_timeline(meta: &Meta, end: &End, agg: &Aggregator, facts: &mut dyn Fac
         args.insert("duration_us".into(), json!(s.duration_ns as f64 / 1e3));
         stw.push(perfetto::Span { start_ns: s.start_ktime, end_ns, name: reason, args });
     }
+    let mut metadata = vec![
+        ("gcprobe_version".into(), json!(meta.gcprobe_version)),
+        ("go_version".into(), json!(meta.target.go_version)),
+        ("mode".into(), json!(meta.mode.name())),
+        ("start_unix_ns".into(), json!(meta.start_unix_ns)),
+        ("duration_s".into(), json!(end.progress.elapsed_s)),
+        ("ended_by".into(), json!(end.ended_by)),
+        // Assists are seen only inside allocation bursts in sampled mode.
+        ("assists_complete".into(), json!(meta.mode == Mode::Exact)),
+    ];
+    let mut notes = Vec::new();
+    if stw.is_empty() && agg.assist_times.is_empty() {
+        // An empty trace would look like a broken one.
+        let why = format!("no GC cycle, stop-the-world pause or assist in this {:.1}s window: the program did not collect while gcprobe watched", end.progress.elapsed_s);
+        metadata.push(("note".into(), json!(why)));
+        notes.push((meta.start_monotonic_ns, why));
+    }
     let t = perfetto::Timeline {
         pid: meta.target.pid,
         process_name: format!("{} ({})", meta.target.exe, meta.target.go_version),
@@ -85,16 +102,8 @@ pub fn gc_timeline(meta: &Meta, end: &End, agg: &Aggregator, facts: &mut dyn Fac
         assists: agg.assist_times.clone(),
         heap_live: agg.cycles.iter().filter_map(|c| Some((c.start_ktime, c.heap_at_start?))).collect(),
         bursts: Vec::new(),
-        metadata: vec![
-            ("gcprobe_version".into(), json!(meta.gcprobe_version)),
-            ("go_version".into(), json!(meta.target.go_version)),
-            ("mode".into(), json!(meta.mode.name())),
-            ("start_unix_ns".into(), json!(meta.start_unix_ns)),
-            ("duration_s".into(), json!(end.progress.elapsed_s)),
-            ("ended_by".into(), json!(end.ended_by)),
-            // Assists are seen only inside allocation bursts in sampled mode.
-            ("assists_complete".into(), json!(meta.mode == Mode::Exact)),
-        ],
+        notes,
+        metadata,
     };
     perfetto::chrome_trace(&t)
 }

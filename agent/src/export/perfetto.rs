@@ -30,6 +30,9 @@ pub struct Timeline {
     pub heap_live: Vec<(u64, u64)>,
     /// gcprobe's own sampling windows.
     pub bursts: Vec<Span>,
+    /// (ktime ns, text): global instants a viewer shows on the timeline,
+    /// e.g. why the trace holds no GC events.
+    pub notes: Vec<(u64, String)>,
     /// Written as the trace's top-level "metadata" object.
     pub metadata: Vec<(String, Value)>,
 }
@@ -77,6 +80,10 @@ pub fn chrome_trace(t: &Timeline) -> Value {
         events.push((ts(ns), json!({"ph": "C", "pid": pid, "tid": 0, "ts": ts(ns), "name": "heap live", "cat": "gc", "args": {"bytes": bytes}})));
     }
 
+    for (ns, text) in &t.notes {
+        events.push((ts(*ns), json!({"ph": "i", "s": "g", "pid": pid, "tid": 0, "ts": ts(*ns), "name": text, "cat": "gcprobe"})));
+    }
+
     events.sort_by(|a, b| a.0.total_cmp(&b.0));
     let metadata: Map<String, Value> = t.metadata.iter().cloned().collect();
     json!({
@@ -112,6 +119,7 @@ mod tests {
             assists: vec![(4243, origin + 500_000), (4242, origin + 600_000), (4243, origin + 700_000)],
             heap_live: vec![(origin, 1 << 20), (origin + 2_000_000, 3 << 20), (origin - 1_000, 1 << 19)],
             bursts: vec![],
+            notes: vec![],
             metadata: vec![("gcprobe_version".into(), json!("0.1.0")), ("go_version".into(), json!("go1.24.11"))],
         }
     }
@@ -195,6 +203,11 @@ mod tests {
         let v = chrome_trace(&Timeline::default());
         assert_eq!(events(&v).len(), 1, "only the process name: {v}");
         assert_eq!(v["metadata"], json!({}));
+        // A note says why on the timeline itself.
+        let t = Timeline { origin_ns: 5_000, notes: vec![(7_000, "no GC in this window".into())], ..Default::default() };
+        let v = chrome_trace(&t);
+        let [note] = &of(&v, "i")[..] else { panic!("{v}") };
+        assert_eq!((note["name"].as_str(), note["s"].as_str(), note["ts"].as_f64()), (Some("no GC in this window"), Some("g"), Some(2.0)));
     }
 
     #[test]

@@ -238,6 +238,7 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
     let culprits = culprits::rank(&callsites, rate_time, total, sym);
     let mut warnings = inp.plan.warnings.clone();
     warnings.extend(culprits::rules_of_thumb(&callsites, &spans));
+    warnings.extend(culprits::generated_code_notes(&callsites));
     warnings.extend(culprits::leak_warnings(&maps, &heap_live, heap_climbing));
     let heap_unavailable = gc::unavailable(inp.plan.gc_controller.reason(), agg);
     let settings = gc::GcSettings::from_agg(agg);
@@ -272,9 +273,20 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
                 inp.sampling.budget * 100.0
             ));
         }
-        if let Some(s) = est_slowdown.filter(|s| *s > inp.sampling.budget * 1.5 && agg.bursts.n >= 3) {
-            warnings.push(format!("estimated slowdown {:.1}% exceeded the {:.1}% budget", s * 100.0, inp.sampling.budget * 100.0));
+        if let Some(s) = est_slowdown.filter(|s| *s > inp.sampling.budget) {
+            warnings.push(format!(
+                "estimated slowdown {:.2}% exceeded the {:.1}% budget{}",
+                s * 100.0,
+                inp.sampling.budget * 100.0,
+                if agg.bursts.n < 3 { " (a short session pays for its first bursts)" } else { "" }
+            ));
         }
+    } else if let Some(s) = est_slowdown {
+        // Every allocation trapped: the program measured is the slowed one.
+        warnings.push(format!(
+            "exact mode slowed the target by an estimated {:.0}%: its allocation rates, GC cycles and pauses are those of the slowed program (sampled mode measures the program as it runs)",
+            s * 100.0
+        ));
     }
     if inp.sampling.calibration.is_none() {
         warnings.push(format!("per-hit cost not calibrated; assumed {:.0} ns", inp.sampling.cost_s * 1e9));
@@ -294,7 +306,7 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
         events: Events {
             mallocgc: agg.counts.mallocgc,
             growslice: agg.counts.growslice,
-            gc_start: agg.counts.gc_start,
+            gc_start: inp.plan.probes.iter().any(|p| p.kind == crate::plan::ProbeKind::GcStart).then_some(agg.counts.gc_start),
             stw: agg.counts.stw,
             assist: agg.counts.assist,
             lost,

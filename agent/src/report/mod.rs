@@ -153,7 +153,9 @@ pub struct ProbeReport {
 pub struct Events {
     pub mallocgc: u64,
     pub growslice: u64,
-    pub gc_start: u64,
+    /// gcStart calls; None where it is not probed (Go 1.21+: the
+    /// sweep-termination pause marks each cycle instead).
+    pub gc_start: Option<u64>,
     pub stw: u64,
     pub assist: u64,
     /// Dropped in the kernel (ring buffer full) or undecodable in the agent.

@@ -17,7 +17,8 @@ fn loc(file: &Option<String>, line: Option<u32>) -> String {
     }
 }
 
-pub fn render(r: &Report) -> String {
+/// The report for people; `stack_depth` frames per callsite, itself included.
+pub fn render(r: &Report, stack_depth: usize) -> String {
     let mut o = String::new();
     let t = &r.target;
     let _ = writeln!(o, "gcprobe report: pid {} {} ({} {})", t.pid, t.exe, t.go_version, t.arch);
@@ -30,13 +31,24 @@ pub fn render(r: &Report) -> String {
     if sm.mode == Mode::Sampled {
         let _ = writeln!(
             o,
-            "sampled: allocation probes attached {:.2}s in {} bursts ({:.2}% of the window){}; estimated slowdown {} (budget {:.1}%)",
+            "sampled: allocation probes attached {:.2}s in {} bursts ({:.2}% of the window){}; estimated slowdown {} ({} the {:.1}% budget)",
             sm.observed_s,
             sm.bursts,
             sm.duty * 100.0,
             sm.alloc_rate_ci95.map(|c| format!(", rates ±{:.0}%", c * 100.0)).unwrap_or_default(),
             sm.est_slowdown.map_or("unknown".into(), |e| format!("{:.2}%", e * 100.0)),
+            match (sm.est_slowdown, sm.budget_pct) {
+                (Some(e), Some(b)) if e * 100.0 > b => "OVER",
+                (Some(_), Some(_)) => "within",
+                _ => "against",
+            },
             sm.budget_pct.unwrap_or(0.0)
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "exact: every allocation probed; estimated slowdown {}: rates and GC figures are the slowed program's",
+            sm.est_slowdown.map_or("unknown".into(), |e| format!("{:.0}%", e * 100.0))
         );
     }
 
@@ -56,7 +68,9 @@ pub fn render(r: &Report) -> String {
     }
 
     let _ = writeln!(o, "\nTOP CALLSITES (by bytes)");
-    let _ = writeln!(o, "  {:>6} {:>10} {:>10} {:>10}  {:<9} callsite", "share", "bytes", "bytes/s", "count/s", "probe");
+    // Sampled mode sees bytes in its bursts and estimates the window's rates.
+    let (seen, rate, count) = if sm.mode == Mode::Sampled { ("in bursts", "est. B/s", "est. n/s") } else { ("bytes", "bytes/s", "count/s") };
+    let _ = writeln!(o, "  {:>6} {:>10} {:>10} {:>10}  {:<9} callsite", "share", seen, rate, count, "probe");
     for c in r.callsites.iter().take(TOP) {
         let _ = writeln!(
             o,
@@ -70,7 +84,7 @@ pub fn render(r: &Report) -> String {
             loc(&c.file, c.line)
         );
         // The inline chain and the next caller, so a culprit inside a helper shows who calls it.
-        for f in c.frames.iter().skip(1).take(3) {
+        for f in c.frames.iter().skip(1).take(stack_depth.saturating_sub(1)) {
             let _ = writeln!(o, "  {:>51} <- {}{} {}", "", if f.inlined { "(inlined) " } else { "" }, f.function, loc(&f.file, f.line));
         }
     }
@@ -87,7 +101,7 @@ pub fn render(r: &Report) -> String {
 
     let s = &r.gc.stw;
     let _ = writeln!(o, "\nGC");
-    let gc_start = if r.events.gc_start > 0 { format!("   gcStart calls {}", r.events.gc_start) } else { String::new() };
+    let gc_start = r.events.gc_start.map(|n| format!("   gcStart calls {n}")).unwrap_or_default();
     // Sampled mode probes assists in the allocation bursts only.
     let assists = if sm.mode == Mode::Sampled && sm.observed_s > 0.0 {
         format!("{} in {:.2}s of bursts (~{:.0}/s)", r.events.assist, sm.observed_s, r.events.assist as f64 / sm.observed_s)
