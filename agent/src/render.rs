@@ -36,9 +36,19 @@ pub enum RenderError {
     },
 }
 
-/// Writes the session's results as `format`; `stack_depth` frames per
-/// callsite in the text report.
-pub fn write(format: Format, stack_depth: usize, output: Option<&Path>, report: &Report, meta: &Meta, end: &End, agg: &Aggregator, facts: &mut dyn Facts) -> Result<(), RenderError> {
+/// Where and how the results go.
+#[derive(Debug, Clone, Copy)]
+pub struct Output<'a> {
+    pub format: Format,
+    /// Frames per callsite in the text report.
+    pub stack_depth: usize,
+    /// A file, or stdout.
+    pub path: Option<&'a Path>,
+}
+
+/// Writes the session's results as asked.
+pub fn write(to: Output<'_>, report: &Report, meta: &Meta, end: &End, agg: &Aggregator, facts: &mut dyn Facts) -> Result<(), RenderError> {
+    let Output { format, stack_depth, path: output } = to;
     use std::io::IsTerminal as _;
     if format == Format::Pprof && output.is_none() && io::stdout().is_terminal() {
         return Err(RenderError::BinaryToTerminal);

@@ -479,7 +479,8 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
         _ => None,
     };
     let report = meta.report(&end, &feed.agg, &mut facts);
-    render::write(opts.format, opts.stack_depth, opts.output.as_deref(), &report, &meta, &end, &feed.agg, &mut facts)?;
+    let to = render::Output { format: opts.format, stack_depth: opts.stack_depth, path: opts.output.as_deref() };
+    render::write(to, &report, &meta, &end, &feed.agg, &mut facts)?;
     // The report is out; a recording that failed part way is still an error.
     if let Some(e) = record_error {
         return Err(e.into());
@@ -765,6 +766,6 @@ pub fn report_recording(path: &Path, format: Format, stack_depth: usize, output:
         eprintln!("gcprobe: warning: {}: {note}", path.display());
         report.warnings.push(note);
     }
-    render::write(format, stack_depth, output, &report, &meta, &end, &agg, &mut facts)?;
+    render::write(render::Output { format, stack_depth, path: output }, &report, &meta, &end, &agg, &mut facts)?;
     Ok(report)
 }
