@@ -177,22 +177,34 @@ pub struct EventCounts {
     /// startTheWorld without a matching stopTheWorld (attach mid-pause).
     pub unpaired_stw: u64,
     pub map_grow: u64,
+    pub map_insert: u64,
 }
 
-/// One map's growth history.
+/// One map's history: seen inserted into or growing.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct MapGrowth {
     pub growths: u64,
+    /// Inserts seen (`runtime.mapassign*` hits; in bursts, in sampled mode).
+    pub inserts: u64,
     /// Distinct GC cycles (counted by gcStart) during which it grew.
     pub cycles_growing: u64,
     last_cycle: Option<u64>,
     pub first_ktime: u64,
     pub last_ktime: u64,
-    /// The insertion path of its first observed growth (return addresses).
+    /// Where entries are inserted (return addresses): the caller of
+    /// mapassign, the `m[k] = v` line, once an insert was seen; until then
+    /// the path of its first observed growth.
     pub stack: Box<[u64]>,
-    /// (GC cycle, len) read at GC starts after it was first seen growing.
+    pub stack_from_insert: bool,
+    /// Its type descriptor (runtime address), from an insert's first argument.
+    pub maptype: Option<u64>,
+    /// (ktime, len) read on the timer and at GCs.
     pub lens: Vec<(u64, u64)>,
 }
+
+/// Length samples kept per map: a sample a second covers a long session;
+/// past this, every other sample is dropped (the series keeps its shape).
+const MAX_LEN_SAMPLES: usize = 512;
 
 /// Maps whose length is sampled at each GC: the most-grown ones.
 const MAX_SAMPLED_MAPS: usize = 50;
@@ -518,26 +530,28 @@ impl Aggregator {
             },
             ProbeKind::MapGrow => {
                 self.counts.map_grow += 1;
-                let Some(&arg) = self.map_args.get(&ev.probe_id) else { return };
-                let map = ev.args[arg.min(MAX_ARGS - 1)];
-                if !self.maps.contains_key(&map) && self.maps.len() >= MAX_STACKS {
-                    self.counts.overflow += 1;
-                    return;
-                }
                 let cycle = self.counts.cycles;
-                let fresh = &mut self.fresh;
-                let m = self.maps.entry(map).or_insert_with(|| {
-                    let stack: Box<[u64]> = ev.frames.get(1..).unwrap_or(&[]).into();
-                    if let Some(f) = fresh {
-                        f.stacks.push(stack.clone());
-                    }
-                    MapGrowth { first_ktime: ev.ktime_ns, stack, ..MapGrowth::default() }
-                });
+                let Some(m) = self.map_of(ev) else { return };
                 m.growths += 1;
-                m.last_ktime = ev.ktime_ns;
                 if m.last_cycle != Some(cycle) {
                     m.cycles_growing += 1;
                     m.last_cycle = Some(cycle);
+                }
+            }
+            ProbeKind::MapInsert => {
+                self.counts.map_insert += 1;
+                let Some(m) = self.map_of(ev) else { return };
+                m.inserts += 1;
+                let new_type = m.maptype.is_none().then_some(ev.args[0]);
+                m.maptype.get_or_insert(ev.args[0]);
+                let restack = (!m.stack_from_insert).then(|| {
+                    m.stack = ev.frames.get(1..2).unwrap_or(&[]).into();
+                    m.stack_from_insert = true;
+                    m.stack.clone()
+                });
+                if let Some(f) = &mut self.fresh {
+                    f.stacks.extend(restack);
+                    f.map_types.extend(new_type);
                 }
             }
             ProbeKind::Assist => {
@@ -628,20 +642,48 @@ fn size_histogram() -> Histogram<u64> {
 }
 
 impl Aggregator {
-    /// Records the length of the busiest growing maps once per GC cycle.
-    /// `len_at` reads a map's first word — its length in both map
-    /// implementations (hmap.count, swiss Map.used: "must be first", for len()).
-    pub fn sample_map_lens(&mut self, mut len_at: impl FnMut(u64) -> Option<u64>) {
-        let cycle = self.counts.cycles;
-        let mut busiest: Vec<(u64, u64)> = self.maps.iter().map(|(a, m)| (m.growths, *a)).collect();
+    /// The map an insert or growth event names, created on first sight
+    /// (None past MAX_STACKS maps, counted as overflow).
+    fn map_of(&mut self, ev: &Event) -> Option<&mut MapGrowth> {
+        let &arg = self.map_args.get(&ev.probe_id)?;
+        let map = ev.args[arg.min(MAX_ARGS - 1)];
+        if !self.maps.contains_key(&map) && self.maps.len() >= MAX_STACKS {
+            self.counts.overflow += 1;
+            return None;
+        }
+        let fresh = &mut self.fresh;
+        let m = self.maps.entry(map).or_insert_with(|| {
+            let stack: Box<[u64]> = ev.frames.get(1..).unwrap_or(&[]).into();
+            if let Some(f) = fresh {
+                f.stacks.push(stack.clone());
+            }
+            MapGrowth { first_ktime: ev.ktime_ns, stack, ..MapGrowth::default() }
+        });
+        m.last_ktime = ev.ktime_ns;
+        Some(m)
+    }
+
+    /// Records the length of the busiest maps (most inserts and growths)
+    /// at `ktime`. `len_at` reads a map's first word — its length in both
+    /// map implementations (hmap.count, swiss Map.used: "must be first",
+    /// for len()).
+    pub fn sample_map_lens(&mut self, ktime: u64, mut len_at: impl FnMut(u64) -> Option<u64>) {
+        let mut busiest: Vec<(u64, u64)> = self.maps.iter().map(|(a, m)| (m.growths + m.inserts, *a)).collect();
         busiest.sort_unstable_by(|a, b| b.cmp(a));
         for (_, addr) in busiest.into_iter().take(MAX_SAMPLED_MAPS) {
             let m = self.maps.get_mut(&addr).expect("listed above");
-            if m.lens.last().is_some_and(|&(c, _)| c == cycle) {
+            if m.lens.last().is_some_and(|&(t, _)| t >= ktime) {
                 continue;
             }
             if let Some(len) = len_at(addr) {
-                m.lens.push((cycle, len));
+                if m.lens.len() >= MAX_LEN_SAMPLES {
+                    let mut i = 0;
+                    m.lens.retain(|_| {
+                        i += 1;
+                        i % 2 == 1
+                    });
+                }
+                m.lens.push((ktime, len));
             }
         }
     }
@@ -670,6 +712,8 @@ pub struct Fresh {
     pub stacks: Vec<Box<[u64]>>,
     pub grow_stacks: Vec<Box<[u64]>>,
     pub types: Vec<u64>,
+    /// Map type descriptors (runtime addresses) first seen in an insert.
+    pub map_types: Vec<u64>,
 }
 
 #[cfg(test)]
@@ -777,10 +821,40 @@ mod tests {
         let starts: Vec<_> = a.cycles.iter().map(|c| (c.start_ktime, c.heap_at_start, c.goal, c.marked)).collect();
         assert_eq!(starts, [0, 1, 2, 3].map(|c| (c * 100, Some(1000 + c), Some(4000), Some(600 + c))));
         assert_eq!(a.counts.cycles, 4);
-        a.sample_map_lens(|addr| (addr == 0xbeef).then_some(77));
-        a.sample_map_lens(|_| Some(99)); // same cycle: not sampled again
-        assert_eq!(a.maps[&0xbeef].lens, vec![(4, 77)]);
-        assert_eq!(a.maps[&0xf00d].lens, vec![(4, 99)]);
+        a.sample_map_lens(1000, |addr| (addr == 0xbeef).then_some(77));
+        a.sample_map_lens(1000, |_| Some(99)); // same time: not read again
+        a.sample_map_lens(2000, |_| Some(99));
+        assert_eq!(a.maps[&0xbeef].lens, vec![(1000, 77), (2000, 99)]);
+        assert_eq!(a.maps[&0xf00d].lens, vec![(1000, 99), (2000, 99)]);
+    }
+
+    #[test]
+    fn inserts_name_the_map_its_type_and_filling_line() {
+        let mut p = plan(GoVersion::new(1, 24, 0));
+        for (id, kind, arg) in [(0, ProbeKind::MapGrow, 0), (1, ProbeKind::MapInsert, 1)] {
+            p.probes.push(crate::plan::PlannedProbe {
+                id, name: "m".into(), symbol: "m".into(), kind, vaddr: 0, file_offset: 0, size: 0, flags: 0, required: false, map_arg: Some(arg),
+            });
+        }
+        let mut a = Aggregator::new(42, &p);
+        a.fresh = Some(Fresh::default());
+        let grow = |t| Event::decode(&events::encode(kind::MAP_GROW, 0, t, [0xbeef, 0, 0, 0, 0], &[1, 0x900, 0x500])).unwrap();
+        let insert = |t, caller| Event::decode(&events::encode(kind::MAP_INSERT, 1, t, [0x7a, 0xbeef, 0, 0, 0], &[2, caller])).unwrap();
+        a.add(&grow(5));
+        assert_eq!(&*a.maps[&0xbeef].stack, &[0x900, 0x500], "a growth's path until an insert is seen");
+        a.add(&insert(6, 0x700));
+        a.add(&insert(7, 0x800));
+        let m = &a.maps[&0xbeef];
+        assert_eq!((m.inserts, m.growths, m.maptype, &*m.stack), (2, 1, Some(0x7a), &[0x700u64][..]));
+        let f = a.fresh.take().unwrap();
+        assert_eq!(f.map_types, [0x7a]);
+        assert_eq!(f.stacks, [vec![0x900u64, 0x500].into_boxed_slice(), vec![0x700].into_boxed_slice()]);
+        // Long sessions keep every other read past the cap.
+        for t in 0..(MAX_LEN_SAMPLES as u64 + 1) {
+            a.sample_map_lens(t + 1, |_| Some(t));
+        }
+        let lens = &a.maps[&0xbeef].lens;
+        assert_eq!((lens.len(), lens[0], lens[1].0, *lens.last().unwrap()), (MAX_LEN_SAMPLES / 2 + 1, (1, 0), 3, (MAX_LEN_SAMPLES as u64 + 1, MAX_LEN_SAMPLES as u64)));
     }
 
     #[test]

@@ -155,17 +155,36 @@ pub fn rules_of_thumb(callsites: &[Callsite], stws: &[(u64, String)]) -> Vec<Str
 /// GC cycles over which a map must be watched before it is called a leak.
 pub const LEAK_MIN_CYCLES: u64 = 3;
 
-/// A map that only grows: its length, read at each GC, never fell and rose
-/// by a quarter over at least LEAK_MIN_CYCLES cycles (a cache never pruned).
-/// Without length samples: growth in LEAK_MIN_CYCLES cycles spread over at
-/// least half the window.
+/// Length reads (about one a second, and at each GC) that make a verdict:
+/// at least this many, spanning at least this long. A leaking service may
+/// collect once a minute, so GC cycles cannot be the clock.
+const LEAK_MIN_SAMPLES: usize = 4;
+const LEAK_MIN_SPAN_NS: u64 = 3_000_000_000;
+
+/// A map that only grows (a cache never pruned): over its length reads
+/// `(ktime, len)` it never fell, rose in most intervals, and grew by at
+/// least 1% and 100 entries. A bounded map churns at its bound; a map
+/// filled once levels off. Without length reads: growth in LEAK_MIN_CYCLES
+/// GC cycles spread over at least half the window.
 pub fn map_leaks(lens: &[(u64, u64)], cycles_growing: u64, growth_spread: f64) -> bool {
-    if lens.len() as u64 >= LEAK_MIN_CYCLES {
+    if lens.len() >= 2 {
+        let (first, last) = (lens[0], lens[lens.len() - 1]);
+        if lens.len() < LEAK_MIN_SAMPLES || last.0.saturating_sub(first.0) < LEAK_MIN_SPAN_NS {
+            return false;
+        }
         let never_shrank = lens.windows(2).all(|w| w[1].1 >= w[0].1);
-        let (first, last) = (lens[0].1, lens[lens.len() - 1].1);
-        return never_shrank && last as f64 >= first as f64 * 1.25;
+        let rose = lens.windows(2).filter(|w| w[1].1 > w[0].1).count();
+        let grew = last.1.saturating_sub(first.1);
+        return never_shrank && rose * 5 >= (lens.len() - 1) * 3 && grew >= 100 && grew * 100 >= first.1;
     }
     cycles_growing >= LEAK_MIN_CYCLES && growth_spread >= 0.5
+}
+
+/// Entries per second between the first and last length reads.
+pub fn map_growth_per_s(lens: &[(u64, u64)]) -> Option<f64> {
+    let (first, last) = (lens.first()?, lens.last()?);
+    let dt = last.0.checked_sub(first.0).filter(|&d| d > 0)? as f64 / 1e9;
+    Some((last.1 as f64 - first.1 as f64) / dt)
 }
 
 /// A steady climb, not GC noise: over at least 6 samples, each third's mean
@@ -184,17 +203,7 @@ pub fn leak_warnings(maps: &[crate::report::MapReport], heap: &[crate::report::H
     let mut w = Vec::new();
     let suspects: Vec<_> = maps.iter().filter(|m| m.likely_leak).collect();
     for m in suspects.iter().take(3) {
-        let evidence = match (m.len_first, m.len_last) {
-            (Some(a), Some(b)) => format!("went from {a} to {b} entries over {} GCs without ever shrinking", m.len_samples),
-            _ => format!("grew {} times across {} GC cycles", m.growths, m.gc_cycles_growing),
-        };
-        w.push(format!(
-            "map {} {evidence}: entries are inserted at {} {}:{} and apparently never removed (likely leak)",
-            m.map,
-            m.function,
-            m.file.as_deref().map(short).unwrap_or("?"),
-            m.line.unwrap_or(0)
-        ));
+        w.push(format!("likely leak: {}", m.summary.as_deref().unwrap_or("a map only grows")));
     }
     if heap_climbing {
         let (a, b) = (heap.first().map_or(0, |h| h.bytes), heap.last().map_or(0, |h| h.bytes));
@@ -207,6 +216,26 @@ pub fn leak_warnings(maps: &[crate::report::MapReport], heap: &[crate::report::H
         ));
     }
     w
+}
+
+/// The verdict on a map that only grows: where it is filled, with what,
+/// how much and how fast, whether the program ever deletes from such a
+/// map, and how to bound it.
+pub fn leak_verdict(m: &crate::report::MapReport) -> String {
+    let what = m.map_type.as_deref().unwrap_or("a map");
+    let at = format!("{} {}:{}", m.function, m.file.as_deref().map(short).unwrap_or("?"), m.line.unwrap_or(0));
+    let growth = match (m.len_first, m.len_last, m.growth_per_s) {
+        (Some(a), Some(b), Some(g)) => format!("{} → {} entries in {:.1}s ({}/s), never shrinking", si(a as f64), si(b as f64), m.observed_s, si(g)),
+        _ => format!("grew {} times across {} GC cycles", m.growths, m.gc_cycles_growing),
+    };
+    let held = m.bytes_held_min.map(|b| format!("; at least {} in its keys and values", bytes(b))).unwrap_or_default();
+    let deletes = match m.deletes_in_program {
+        Some(0) => format!("; the program never calls delete() or clear() on a {what}"),
+        Some(n) => format!("; the program deletes from a {what} at {} ({n} site{}): check that path runs for this map", m.deleted_at.join(", "), if n == 1 { "" } else { "s" }),
+        None => String::new(),
+    };
+    let cap = m.len_first.map(|n| format!(" near today's {} entries", si(n as f64))).unwrap_or_default();
+    format!("{what} filled at {at} only grows: {growth}{held}{deletes}. Bound it: expire entries after a TTL, or cap it{cap} with an LRU")
 }
 
 pub fn si(v: f64) -> String {
@@ -325,9 +354,15 @@ mod tests {
 
     #[test]
     fn maps_that_only_grow_are_leaks() {
-        assert!(map_leaks(&[(1, 100), (2, 150), (5, 400)], 1, 0.0));
-        assert!(!map_leaks(&[(1, 100), (2, 50), (5, 400)], 1, 0.0), "it shrank: pruned");
-        assert!(!map_leaks(&[(1, 100), (2, 101), (5, 110)], 9, 1.0), "barely grew");
+        let s = |v: &[u64]| v.iter().enumerate().map(|(i, &l)| (i as u64 * 1_000_000_000, l)).collect::<Vec<_>>();
+        assert!(map_leaks(&s(&[100_000, 150_000, 200_000, 250_000, 300_000]), 0, 0.0));
+        assert!(!map_leaks(&s(&[100_000, 150_000, 140_000, 250_000, 300_000]), 9, 1.0), "it shrank: pruned");
+        assert!(!map_leaks(&s(&[512, 512, 512, 512, 512, 512]), 9, 1.0), "a bounded map churns at its bound");
+        assert!(!map_leaks(&s(&[1000, 90_000, 100_000, 100_000, 100_000, 100_000]), 0, 0.0), "filled once, then level");
+        assert!(!map_leaks(&s(&[100_000, 100_010, 100_020, 100_030, 100_040]), 0, 0.0), "barely grew");
+        assert!(!map_leaks(&s(&[100, 200, 300]), 0, 0.0), "too few reads");
+        assert!(!map_leaks(&[(0, 100), (1_000_000_000, 200), (2_000_000_000, 300), (2_500_000_000, 400)], 0, 0.0), "too short");
+        assert_eq!(map_growth_per_s(&s(&[1000, 2000, 3000])), Some(1000.0));
         assert!(map_leaks(&[], 4, 0.8));
         assert!(!map_leaks(&[], 4, 0.2));
     }

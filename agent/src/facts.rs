@@ -13,7 +13,7 @@ use std::{
 use crate::{
     binary::Binary,
     diagnose::{self, LoopReport},
-    gotypes::{self, TypeInfo},
+    gotypes::{self, MapTypeInfo, TypeInfo},
     symbolize::{Frame, Symbolizer},
 };
 
@@ -26,6 +26,9 @@ pub trait Facts {
     /// The loop driving the appends of growslice stack `stack` (return
     /// addresses, the growslice call's first), whose callsite is `callsite_fn`.
     fn append_loop(&mut self, callsite_fn: &str, stack: &[u64]) -> Option<LoopReport>;
+    /// The map type at runtime address `addr` (an insert's first argument):
+    /// key, value, and where the program deletes from such maps.
+    fn map_type(&mut self, addr: u64) -> Option<MapTypeInfo>;
     /// What names frames: "dwarf", "gopclntab" or "symtab".
     fn source(&self) -> &str;
     /// Distinct return addresses asked for that no table could name.
@@ -60,13 +63,51 @@ pub struct BinaryFacts<'a> {
     pub sym: Symbolizer,
     unresolved: UnresolvedCount,
     loops: HashMap<Box<[u64]>, Option<LoopReport>>,
+    /// Deletion sites (link-time call addresses) by map type (link-time),
+    /// from one scan of the code, made on first need.
+    deletes: Option<HashMap<u64, Vec<u64>>>,
 }
 
 impl<'a> BinaryFacts<'a> {
     pub fn new(bin: &'a Binary, sym: Symbolizer) -> Self {
-        Self { bin, sym, unresolved: UnresolvedCount::default(), loops: HashMap::new() }
+        Self { bin, sym, unresolved: UnresolvedCount::default(), loops: HashMap::new(), deletes: None }
+    }
+
+    /// Every call to `runtime.mapdelete*` or `runtime.mapclear` outside the
+    /// runtime, by the static map type it passes (Go loads the type
+    /// descriptor into the first argument register right before the call).
+    fn scan_deletes(&self) -> HashMap<u64, Vec<u64>> {
+        let funcs = self.sym.functions();
+        let targets: HashSet<u64> = funcs.iter().filter(|(n, _, _)| is_map_delete(n)).map(|&(_, a, _)| a).collect();
+        let mut out: HashMap<u64, Vec<u64>> = HashMap::new();
+        if targets.is_empty() {
+            return out;
+        }
+        for (name, entry, size) in &funcs {
+            if name.starts_with("runtime.") || name.starts_with("internal/runtime/") {
+                continue;
+            }
+            let Some(code) = usize::try_from(*size).ok().and_then(|n| self.bin.bytes_at(*entry, n)) else { continue };
+            if !crate::callargs::may_call(self.bin.arch, code, *entry, &targets) {
+                continue;
+            }
+            for (call, t) in crate::callargs::first_args(self.bin.arch, code, *entry, &targets) {
+                out.entry(t).or_default().push(call);
+            }
+        }
+        out
     }
 }
+
+/// The runtime's deletion entry points: `delete(m, k)` compiles to a call
+/// of `runtime.mapdelete` or a key-specialized variant, `clear(m)` to
+/// `runtime.mapclear` (cmd/compile/internal/walk), in every Go since 1.19.
+fn is_map_delete(name: &str) -> bool {
+    name == "runtime.mapclear" || name == "runtime.mapdelete" || name.strip_prefix("runtime.mapdelete_").is_some_and(|v| v.starts_with("fast"))
+}
+
+/// Deletion sites named for a report: at most this many.
+const DELETE_SITES_SHOWN: usize = 3;
 
 impl Facts for BinaryFacts<'_> {
     fn frames(&mut self, ret_pc: u64) -> Rc<[Frame]> {
@@ -88,6 +129,27 @@ impl Facts for BinaryFacts<'_> {
         let l = diagnose::append_loop(self.bin, &mut self.sym, callsite_fn, &frames, stack);
         self.loops.insert(stack.into(), l.clone());
         l
+    }
+
+    fn map_type(&mut self, addr: u64) -> Option<MapTypeInfo> {
+        let types = self.sym.types_base()?;
+        let t = addr.wrapping_sub(self.sym.bias());
+        let (k, v) = gotypes::map_key_value(self.bin, t)?;
+        let (key, value) = (gotypes::describe(self.bin, types, k)?, gotypes::describe(self.bin, types, v)?);
+        if self.deletes.is_none() {
+            self.deletes = Some(self.scan_deletes());
+        }
+        let sites = self.deletes.as_ref().and_then(|d| d.get(&t)).cloned().unwrap_or_default();
+        let deleted_at = sites
+            .iter()
+            .take(DELETE_SITES_SHOWN)
+            .map(|&pc| {
+                let f = self.sym.frames_at_vaddr(pc);
+                let inner = &f[0];
+                format!("{} {}:{}", inner.function, inner.file.as_deref().map(diagnose::short).unwrap_or("?"), inner.line.unwrap_or(0))
+            })
+            .collect();
+        Some(MapTypeInfo { key, value, deleted_at, deletes: sites.len() as u64 })
     }
 
     fn source(&self) -> &str {
@@ -112,6 +174,9 @@ impl Facts for NoFacts {
         None
     }
     fn append_loop(&mut self, _: &str, _: &[u64]) -> Option<LoopReport> {
+        None
+    }
+    fn map_type(&mut self, _: u64) -> Option<MapTypeInfo> {
         None
     }
     fn source(&self) -> &str {

@@ -87,16 +87,16 @@ impl Feed {
         self.push(Op::GcSettings { ktime, settings });
     }
 
-    /// Samples the busiest maps' lengths through `read`.
-    pub fn map_lens(&mut self, mut read: impl FnMut(u64) -> Option<u64>) {
+    /// Samples the busiest maps' lengths through `read`, at `ktime`.
+    pub fn map_lens(&mut self, ktime: u64, mut read: impl FnMut(u64) -> Option<u64>) {
         let mut reads = Vec::new();
-        self.agg.sample_map_lens(|addr| {
+        self.agg.sample_map_lens(ktime, |addr| {
             let v = read(addr);
             reads.push((addr, v));
             v
         });
         if !reads.is_empty() {
-            self.log(&Op::MapLens(reads));
+            self.log(&Op::MapLensAt { ktime, reads });
         }
     }
 }
@@ -119,7 +119,9 @@ pub fn apply(agg: &mut Aggregator, op: &Op<'_>) {
         Op::BeginBurst { .. } => agg.begin_burst(),
         Op::EndBurst { window_s } => agg.end_burst(*window_s),
         Op::MemProfileRate(r) => agg.mem_profile_rate = Some(*r),
-        Op::MapLens(reads) => agg.sample_map_lens(|addr| reads.iter().find(|r| r.0 == addr).and_then(|r| r.1)),
+        // Recordings from before MapLensAt sampled at GCs: the last event's time stands in.
+        Op::MapLens(reads) => agg.sample_map_lens(agg.last_ktime, |addr| reads.iter().find(|r| r.0 == addr).and_then(|r| r.1)),
+        Op::MapLensAt { ktime, reads } => agg.sample_map_lens(*ktime, |addr| reads.iter().find(|r| r.0 == addr).and_then(|r| r.1)),
         Op::GcSettings { ktime, settings } => agg.gc_settings(*ktime, *settings),
         Op::Checkpoint(_) => {}
     }

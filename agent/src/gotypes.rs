@@ -41,6 +41,32 @@ pub fn describe(bin: &Binary, types: u64, addr: u64) -> Option<TypeInfo> {
     Some(TypeInfo { name: name.to_owned(), size })
 }
 
+/// A map type: its key and value types, and where the program deletes from
+/// or clears maps of this type (`delete(m, k)`, `clear(m)`), if anywhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapTypeInfo {
+    pub key: TypeInfo,
+    pub value: TypeInfo,
+    /// "function file:line" of the first few deletion sites.
+    pub deleted_at: Vec<String>,
+    /// All deletion sites found in the binary's code.
+    pub deletes: u64,
+}
+
+impl MapTypeInfo {
+    pub fn name(&self) -> String {
+        format!("map[{}]{}", self.key.name, self.value.name)
+    }
+}
+
+/// Key and value type descriptors of the map type at link-time `addr`:
+/// `Key *Type` at 48 and `Elem *Type` at 56, right after the common
+/// `Type` header, in abi.MapType and abi.SwissMapType alike (and go1.19's
+/// runtime.maptype).
+pub fn map_key_value(bin: &Binary, addr: u64) -> Option<(u64, u64)> {
+    Some((bin.read_ptr(addr.checked_add(48)?)?, bin.read_ptr(addr.checked_add(56)?)?))
+}
+
 fn remaining(bin: &Binary, vaddr: u64) -> Option<usize> {
     bin.segments.iter().find_map(|s| s.file_bytes_after(vaddr)).and_then(|n| usize::try_from(n).ok())
 }

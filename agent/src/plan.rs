@@ -65,9 +65,11 @@ pub enum ProbeKind {
     MapGrow,
     /// `runtime.mProf_Malloc`: the runtime's own allocation sample.
     MProf,
+    /// `runtime.mapassign*`: an insert into a map.
+    MapInsert,
 }
 
-pub const ALL_KINDS: [ProbeKind; 8] = [
+pub const ALL_KINDS: [ProbeKind; 9] = [
     ProbeKind::Malloc,
     ProbeKind::Growslice,
     ProbeKind::GcStart,
@@ -76,6 +78,7 @@ pub const ALL_KINDS: [ProbeKind; 8] = [
     ProbeKind::Assist,
     ProbeKind::MapGrow,
     ProbeKind::MProf,
+    ProbeKind::MapInsert,
 ];
 
 /// When a probe is attached, by what it costs.
@@ -96,7 +99,7 @@ pub enum ProbeGroup {
 impl ProbeKind {
     pub const fn group(self) -> ProbeGroup {
         match self {
-            ProbeKind::Malloc | ProbeKind::Growslice | ProbeKind::MapGrow | ProbeKind::Assist => ProbeGroup::Burst,
+            ProbeKind::Malloc | ProbeKind::Growslice | ProbeKind::MapGrow | ProbeKind::MapInsert | ProbeKind::Assist => ProbeGroup::Burst,
             ProbeKind::GcStart | ProbeKind::StwStop | ProbeKind::StwStart => ProbeGroup::Gc,
             ProbeKind::MProf => ProbeGroup::Sample,
         }
@@ -112,6 +115,7 @@ impl ProbeKind {
             ProbeKind::Assist => kind::ASSIST,
             ProbeKind::MapGrow => kind::MAP_GROW,
             ProbeKind::MProf => kind::MPROF,
+            ProbeKind::MapInsert => kind::MAP_INSERT,
         }
     }
 }
@@ -132,6 +136,7 @@ impl TryFrom<u32> for ProbeKind {
             kind::ASSIST => ProbeKind::Assist,
             kind::MAP_GROW => ProbeKind::MapGrow,
             kind::MPROF => ProbeKind::MProf,
+            kind::MAP_INSERT => ProbeKind::MapInsert,
             other => return Err(UnknownKind(other)),
         })
     }
@@ -379,6 +384,22 @@ impl ProbePlan {
             }
         }
 
+        // Map inserts, in bursts: a map that only grows is found by who
+        // inserts into it, and its length is then read on a timer. Every
+        // Go from 1.19 to 1.27 names them runtime.mapassign* (1.24+'s swiss
+        // maps linkname internal/runtime/maps' versions to these names); all
+        // take (type, map, key...). Only the caller is kept: it is the
+        // `m[k] = v` line.
+        for variant in MAP_ASSIGN {
+            if plan.add(syms, variant.trim_start_matches("runtime."), variant, ProbeKind::MapInsert, 0, false) {
+                if let Some(p) = plan.probes.last_mut() {
+                    p.map_arg = Some(1);
+                }
+            } else {
+                plan.not_needed.push(SkippedProbe { name: variant.trim_start_matches("runtime.").into(), symbol: (*variant).into(), reason: "not in binary: no map is written this way".into() });
+            }
+        }
+
         // Go 1.26+ (GOEXPERIMENT sizespecializedmalloc, default in 1.27): compiled
         // code calls size-class-specialized allocators directly, bypassing
         // mallocgc (cmd/compile/internal/ssagen/ssa.go, runtime/malloc_generated.go).
@@ -403,6 +424,16 @@ impl ProbePlan {
         true
     }
 }
+
+/// `runtime.mapassign` and its key-specialized variants (runtime/map_fast*.go).
+pub const MAP_ASSIGN: [&str; 6] = [
+    "runtime.mapassign",
+    "runtime.mapassign_fast32",
+    "runtime.mapassign_fast32ptr",
+    "runtime.mapassign_fast64",
+    "runtime.mapassign_fast64ptr",
+    "runtime.mapassign_faststr",
+];
 
 fn gc_controller_unrecorded() -> crate::gcctl::Located {
     crate::gcctl::Located::Unavailable { reason: "not in this recording (made by an older gcprobe)".into() }

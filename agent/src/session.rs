@@ -457,6 +457,9 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
     drain_into(&mut ring, &mut feed);
     feed.kernel_totals(&totals);
     read_gc(&mut feed);
+    if let Some(mem) = mem.as_ref().filter(|_| !feed.agg.maps.is_empty()) {
+        feed.map_lens(monotonic_ns(), |addr| mem.read_u64(addr));
+    }
     if let Some(w) = open_burst {
         feed.end_burst(w.as_secs_f64());
     }
@@ -553,6 +556,8 @@ fn self_usage() -> report::AgentReport {
 }
 
 const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+/// How often the busiest maps' lengths are read (read-only, /proc/PID/mem).
+const MAP_LEN_PERIOD: Duration = Duration::from_secs(1);
 
 fn drain_into(ring: &mut RingBuf<MapData>, feed: &mut Feed) {
     while let Some(item) = ring.next() {
@@ -648,6 +653,7 @@ async fn stream(ring: RingBuf<MapData>, live: &mut Live<'_, '_>) -> io::Result<(
     tokio::pin!(deadline);
     let mut last = (0u64, 0u64, 0u64);
     let mut sampled_at_gc = 0u64;
+    let mut maps_read_at = Instant::now();
     let mut signals = 0;
 
     let ended_by = loop {
@@ -686,13 +692,17 @@ async fn stream(ring: RingBuf<MapData>, live: &mut Live<'_, '_>) -> io::Result<(
                 }
                 live.cpu_last = process.cpu_time_s().or(live.cpu_last);
                 (live.read_gc)(live.feed);
-                if live.feed.agg.counts.cycles != sampled_at_gc {
+                let new_cycle = live.feed.agg.counts.cycles != sampled_at_gc;
+                if new_cycle {
                     sampled_at_gc = live.feed.agg.counts.cycles;
                     (live.read_rate)(live.feed);
-                    if let Some(mem) = live.mem {
-                        if !live.feed.agg.maps.is_empty() {
-                            live.feed.map_lens(|addr| mem.read_u64(addr));
-                        }
+                }
+                // Map lengths at each GC and at least once a second: a
+                // leaking service may collect once a minute.
+                if new_cycle || maps_read_at.elapsed() >= MAP_LEN_PERIOD {
+                    if let Some(mem) = live.mem.filter(|_| !live.feed.agg.maps.is_empty()) {
+                        maps_read_at = Instant::now();
+                        live.feed.map_lens(monotonic_ns(), |addr| mem.read_u64(addr));
                     }
                 }
                 if live.record().is_err() {

@@ -33,8 +33,11 @@ pub mod kind {
     /// `runtime.mProf_Malloc`: the runtime's own allocation sample, about one
     /// per `runtime.MemProfileRate` bytes (runtime/malloc.go profilealloc).
     pub const MPROF: u32 = 8;
+    /// `runtime.mapassign` and its fast variants: an insert into a map
+    /// (`m[k] = v`), whose caller is the inserting line.
+    pub const MAP_INSERT: u32 = 9;
     /// Highest kind; per-kind hit counters are sized by it.
-    pub const MAX: u32 = 8;
+    pub const MAX: u32 = 9;
 }
 
 /// Attach-cookie layout: `probe_id | kind << 32 | flags << 48`.

@@ -154,3 +154,64 @@ fn cycle_heaps_match_gctrace_on_a_stripped_build() {
     }
     assert_eq!(r["gc"]["settings"]["gogc"], 100);
 }
+
+/// A service whose cache only grows and which collects rarely, attached 30 s
+/// after it started, is flagged in a 15 s default-mode session, with the
+/// filling line, the types, the size, the growth rate and the fact that it
+/// never deletes; the bounded map beside it is not flagged. Classic maps
+/// (1.23) and swiss maps (1.27), stripped. Both sessions run at once, and
+/// each returns within half a second of its --duration.
+#[test]
+fn a_leak_is_found_whenever_you_attach() {
+    if !privileged("a_leak_is_found_whenever_you_attach") {
+        return;
+    }
+    let leak_line = fixtures::marker_line("mapleak", "gcprobe:map-insert");
+    let versions = ["1.23.9", "1.27.3"];
+    let targets: Vec<Target> = versions
+        .iter()
+        .map(|v| Target::start(&fixtures::build("mapleak", v, Flavor::Stripped).unwrap(), &["-now", "-garbage=0", "-batch=16"], &[]))
+        .collect();
+    std::thread::sleep(std::time::Duration::from_secs(30));
+    let sessions: Vec<_> = targets
+        .iter()
+        .map(|t| {
+            let started = std::time::Instant::now();
+            let pid = t.pid().to_string();
+            let child = std::process::Command::new(gcprobe_bin())
+                .args(["attach", "--pid", &pid, "--duration", "15s", "--format", "json", "--quiet"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            (started, child)
+        })
+        .collect();
+    for (go, (started, child)) in versions.iter().zip(sessions) {
+        let out = child.wait_with_output().unwrap();
+        let took = started.elapsed().as_secs_f64();
+        assert!(out.status.success(), "go {go}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(took < 15.5, "go {go}: a 15 s session took {took:.2} s");
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_totals_agree(&r);
+        let maps = r["maps"].as_array().unwrap();
+        let leak = maps.iter().find(|m| m["line"] == leak_line).unwrap_or_else(|| panic!("go {go}: no leaking map in {maps:#?}"));
+        assert_eq!(leak["likely_leak"], true, "go {go}: {leak:#}");
+        assert_eq!(str_of(leak, "function"), "main.remember");
+        assert_eq!(leak["map_type"], "map[string]*main.Session", "go {go}");
+        assert_eq!((leak["key_type"]["size"].as_u64(), leak["value_type"]["size"].as_u64()), (Some(16), Some(8)), "go {go}");
+        assert_eq!(leak["deletes_in_program"], 0, "go {go}");
+        // -batch=16 paces about 16 inserts per millisecond, less the work.
+        let g = leak["growth_per_s"].as_f64().unwrap();
+        assert!((2_000.0..20_000.0).contains(&g), "go {go}: {g} entries/s");
+        let entries = leak["len_last"].as_u64().unwrap();
+        assert!(entries > 300_000, "go {go}: {entries} entries after 45 s");
+        assert_eq!(leak["bytes_held_min"].as_u64(), Some(entries * 24), "go {go}");
+        assert!(str_of(leak, "summary").contains("never calls delete() or clear()"), "go {go}: {}", leak["summary"]);
+        let bounded = maps.iter().find(|m| m["map_type"] == "map[int]*main.Session").unwrap_or_else(|| panic!("go {go}: bounded map unseen"));
+        assert_eq!(bounded["likely_leak"], false, "go {go}: {bounded:#}");
+        assert_eq!(bounded["len_last"], 512, "go {go}");
+        assert!(bounded["deletes_in_program"].as_u64().unwrap() >= 1, "go {go}: {bounded:#}");
+        assert!(bounded["deleted_at"][0].as_str().unwrap().starts_with("main.touch main.go:"), "go {go}: {bounded:#}");
+    }
+}

@@ -127,11 +127,14 @@ pub struct Symbols {
     pub types: Vec<(u64, Option<TypeInfo>)>,
     /// Growslice stack → the loop driving it.
     pub loops: Vec<(Vec<u64>, Option<LoopReport>)>,
+    /// Map type address → key, value and deletion sites.
+    #[serde(default)]
+    pub map_types: Vec<(u64, Option<crate::gotypes::MapTypeInfo>)>,
 }
 
 impl Symbols {
     fn is_empty(&self) -> bool {
-        self.frames.is_empty() && self.types.is_empty() && self.loops.is_empty()
+        self.frames.is_empty() && self.types.is_empty() && self.loops.is_empty() && self.map_types.is_empty()
     }
 }
 

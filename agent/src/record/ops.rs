@@ -13,6 +13,8 @@
 //!   7 CHECKPOINT  len:u32 json[len]            the session's progress (see meta)
 //!   8 GC_SETTINGS ktime:u64 gc_percent:i32 memory_limit:i64 heap_minimum:u64 total_alloc:u64
 //!                                              runtime.gcController as read on the timer
+//!   9 MAP_LENS_AT ktime:u64 n:u32 (addr:u64 has:u8 len:u64)[n]
+//!                                              map lengths read on the timer (6 is the older, untimed form)
 //! ```
 //! Integers are little-endian. Ring records are kept byte for byte as the
 //! kernel wrote them (native order: little-endian on both supported hosts).
@@ -26,6 +28,7 @@ const MEM_RATE: u8 = 5;
 const MAP_LENS: u8 = 6;
 const CHECKPOINT: u8 = 7;
 const GC_SETTINGS: u8 = 8;
+const MAP_LENS_AT: u8 = 9;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op<'a> {
@@ -37,6 +40,7 @@ pub enum Op<'a> {
     MapLens(Vec<(u64, Option<u64>)>),
     Checkpoint(&'a [u8]),
     GcSettings { ktime: u64, settings: crate::gcctl::Settings },
+    MapLensAt { ktime: u64, reads: Vec<(u64, Option<u64>)> },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -79,12 +83,12 @@ impl Op<'_> {
             }
             Op::MapLens(l) => {
                 out.push(MAP_LENS);
-                out.extend_from_slice(&(l.len() as u32).to_le_bytes());
-                for (addr, len) in l {
-                    out.extend_from_slice(&addr.to_le_bytes());
-                    out.push(u8::from(len.is_some()));
-                    out.extend_from_slice(&len.unwrap_or(0).to_le_bytes());
-                }
+                encode_lens(l, out);
+            }
+            Op::MapLensAt { ktime, reads } => {
+                out.push(MAP_LENS_AT);
+                out.extend_from_slice(&ktime.to_le_bytes());
+                encode_lens(reads, out);
             }
             Op::Checkpoint(j) => {
                 out.push(CHECKPOINT);
@@ -125,17 +129,8 @@ impl Op<'_> {
                 BEGIN_BURST => Op::BeginBurst { t_s: r.f64()? },
                 END_BURST => Op::EndBurst { window_s: r.f64()? },
                 MEM_RATE => Op::MemProfileRate(r.u64()?),
-                MAP_LENS => {
-                    let n = r.u32()? as usize;
-                    let mut l = Vec::with_capacity(n.min(payload.len() / 17));
-                    for _ in 0..n {
-                        let addr = r.u64()?;
-                        let has = r.u8()? != 0;
-                        let len = r.u64()?;
-                        l.push((addr, has.then_some(len)));
-                    }
-                    Op::MapLens(l)
-                }
+                MAP_LENS => Op::MapLens(r.lens(payload.len())?),
+                MAP_LENS_AT => Op::MapLensAt { ktime: r.u64()?, reads: r.lens(payload.len())? },
                 CHECKPOINT => {
                     let n = r.u32()? as usize;
                     Op::Checkpoint(r.take(n)?)
@@ -153,6 +148,15 @@ impl Op<'_> {
             });
         }
         Ok(ops)
+    }
+}
+
+fn encode_lens(l: &[(u64, Option<u64>)], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(l.len() as u32).to_le_bytes());
+    for (addr, len) in l {
+        out.extend_from_slice(&addr.to_le_bytes());
+        out.push(u8::from(len.is_some()));
+        out.extend_from_slice(&len.unwrap_or(0).to_le_bytes());
     }
 }
 
@@ -180,6 +184,19 @@ impl<'a> Reader<'a> {
     fn f64(&mut self) -> Result<f64, OpsError> {
         Ok(f64::from_bits(self.u64()?))
     }
+    /// A counted list of (map address, length if read); `payload` bounds
+    /// the preallocation.
+    fn lens(&mut self, payload: usize) -> Result<Vec<(u64, Option<u64>)>, OpsError> {
+        let n = self.u32()? as usize;
+        let mut l = Vec::with_capacity(n.min(payload / 17));
+        for _ in 0..n {
+            let addr = self.u64()?;
+            let has = self.u8()? != 0;
+            let len = self.u64()?;
+            l.push((addr, has.then_some(len)));
+        }
+        Ok(l)
+    }
 }
 
 #[cfg(test)]
@@ -196,6 +213,7 @@ mod tests {
             Op::EndBurst { window_s: 0.002 },
             Op::MemProfileRate(524288),
             Op::MapLens(vec![(0xc000, Some(12)), (0xd000, None)]),
+            Op::MapLensAt { ktime: 77, reads: vec![(0xc000, Some(13))] },
             Op::Checkpoint(b"{}"),
             Op::GcSettings { ktime: 9, settings: crate::gcctl::Settings { gc_percent: -1, memory_limit: i64::MAX, heap_minimum: 3, total_alloc: 1 << 40 } },
         ];

@@ -7,7 +7,7 @@ use crate::{
     diagnose::LoopReport,
     facts::{Facts, UnresolvedCount},
     feed,
-    gotypes::TypeInfo,
+    gotypes::{MapTypeInfo, TypeInfo},
     symbolize::Frame,
 };
 
@@ -28,6 +28,7 @@ pub struct RecordedFacts {
     frames: HashMap<u64, Rc<[Frame]>>,
     types: HashMap<u64, Option<TypeInfo>>,
     loops: HashMap<Box<[u64]>, Option<LoopReport>>,
+    map_types: HashMap<u64, Option<MapTypeInfo>>,
     source: String,
     bias: u64,
     unresolved: UnresolvedCount,
@@ -38,6 +39,7 @@ impl RecordedFacts {
         self.frames.extend(s.frames.into_iter().map(|(pc, f)| (pc, f.into())));
         self.types.extend(s.types);
         self.loops.extend(s.loops.into_iter().map(|(k, v)| (k.into_boxed_slice(), v)));
+        self.map_types.extend(s.map_types);
     }
 }
 
@@ -59,6 +61,10 @@ impl Facts for RecordedFacts {
 
     fn append_loop(&mut self, _callsite_fn: &str, stack: &[u64]) -> Option<LoopReport> {
         self.loops.get(stack).cloned().flatten()
+    }
+
+    fn map_type(&mut self, addr: u64) -> Option<MapTypeInfo> {
+        self.map_types.get(&addr).cloned().flatten()
     }
 
     fn source(&self) -> &str {
@@ -87,6 +93,7 @@ pub fn replay(path: &Path) -> Result<Replayed, RecordError> {
         frames: HashMap::new(),
         types: HashMap::new(),
         loops: HashMap::new(),
+        map_types: HashMap::new(),
         source: meta.symbols_from.clone(),
         bias: meta.load_bias,
         unresolved: UnresolvedCount::default(),

@@ -17,6 +17,8 @@ pub struct Recorder {
     path: PathBuf,
     seen_pcs: HashSet<u64>,
     seen_types: HashSet<u64>,
+    /// A map type can also be a slice's element type ([]map[K]V): its own set.
+    seen_map_types: HashSet<u64>,
 }
 
 impl Recorder {
@@ -36,7 +38,7 @@ impl Recorder {
             _ => RecordError::Create { path: display.clone(), source },
         })?;
         let out = FrameWriter::new(file).map_err(|source| RecordError::Write { path: display, source })?;
-        Ok(Self { out, path: path.to_owned(), seen_pcs: HashSet::new(), seen_types: HashSet::new() })
+        Ok(Self { out, path: path.to_owned(), seen_pcs: HashSet::new(), seen_types: HashSet::new(), seen_map_types: HashSet::new() })
     }
 
     pub fn path(&self) -> &Path {
@@ -75,6 +77,11 @@ impl Recorder {
         for &t in &fresh.types {
             if self.seen_types.insert(t) {
                 syms.types.push((t, facts.elem_type(t)));
+            }
+        }
+        for &t in &fresh.map_types {
+            if self.seen_map_types.insert(t) {
+                syms.map_types.push((t, facts.map_type(t)));
             }
         }
         if !syms.is_empty() {

@@ -210,7 +210,10 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
         .map(|(addr, m)| {
             let (frames, idx, _) = callsite(sym, &m.stack);
             let f = frames[idx].clone();
-            MapReport {
+            let ty = m.maptype.and_then(|t| sym.map_type(t));
+            let likely_leak = culprits::map_leaks(&m.lens, m.cycles_growing, m.last_ktime.saturating_sub(m.first_ktime) as f64 / span);
+            let len_last = m.lens.last().map(|l| l.1);
+            let mut r = MapReport {
                 map: format!("{addr:#x}"),
                 growths: m.growths,
                 gc_cycles_growing: m.cycles_growing,
@@ -221,10 +224,22 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
                 line: f.line,
                 frames: frames[idx..].to_vec(),
                 len_first: m.lens.first().map(|l| l.1),
-                len_last: m.lens.last().map(|l| l.1),
+                len_last,
                 len_samples: m.lens.len(),
-                likely_leak: culprits::map_leaks(&m.lens, m.cycles_growing, m.last_ktime.saturating_sub(m.first_ktime) as f64 / span),
-            }
+                observed_s: m.lens.last().zip(m.lens.first()).map_or(0.0, |(b, a)| b.0.saturating_sub(a.0) as f64 / 1e9),
+                growth_per_s: culprits::map_growth_per_s(&m.lens),
+                likely_leak,
+                inserts: m.inserts,
+                map_type: ty.as_ref().map(|t| t.name()),
+                key_type: ty.as_ref().map(|t| t.key.clone()),
+                value_type: ty.as_ref().map(|t| t.value.clone()),
+                bytes_held_min: ty.as_ref().zip(len_last).map(|(t, n)| n * (t.key.size + t.value.size)),
+                deletes_in_program: ty.as_ref().map(|t| t.deletes),
+                deleted_at: ty.map(|t| t.deleted_at).unwrap_or_default(),
+                summary: None,
+            };
+            r.summary = likely_leak.then(|| culprits::leak_verdict(&r));
+            r
         })
         .collect();
     maps.sort_by(|a, b| b.likely_leak.cmp(&a.likely_leak).then(b.growths.cmp(&a.growths)).then(a.map.cmp(&b.map)));

@@ -221,12 +221,32 @@ pub struct MapReport {
     pub file: Option<String>,
     pub line: Option<u32>,
     pub frames: Vec<Frame>,
-    /// Its length when first sampled and when last sampled (read at GC starts).
+    /// Its length when first and last read (about once a second, and at
+    /// each GC), and how many reads there were.
     pub len_first: Option<u64>,
     pub len_last: Option<u64>,
     pub len_samples: usize,
-    /// Its length only grew, across several GC cycles.
+    /// Seconds between the first and last reads.
+    pub observed_s: f64,
+    /// Entries per second between the first and last reads.
+    pub growth_per_s: Option<f64>,
+    /// Its length only grew, in most intervals, by at least 1%.
     pub likely_leak: bool,
+    /// Inserts seen (`m[k] = v`; in sampled mode only those in bursts).
+    pub inserts: u64,
+    /// `map[K]V`, with its key and value types (known once an insert was seen).
+    pub map_type: Option<String>,
+    pub key_type: Option<TypeInfo>,
+    pub value_type: Option<TypeInfo>,
+    /// len_last × (key size + value size): a floor on the bytes it holds
+    /// (what keys and values point to is not counted).
+    pub bytes_held_min: Option<u64>,
+    /// Calls to delete() or clear() on a map of this type anywhere in the
+    /// program's code, and the first few of them (None: type unknown).
+    pub deletes_in_program: Option<u64>,
+    pub deleted_at: Vec<String>,
+    /// The whole verdict in one sentence (likely leaks).
+    pub summary: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -126,15 +126,22 @@ pub fn render(r: &Report, stack_depth: usize) -> String {
     }
 
     if !r.maps.is_empty() {
-        let _ = writeln!(o, "\nGROWING MAPS");
+        let _ = writeln!(o, "\nMAPS (inserted into or growing; likely leaks first)");
         for m in r.maps.iter().take(5) {
+            if let Some(s) = m.summary.as_deref().filter(|_| m.likely_leak) {
+                let _ = writeln!(o, "  LIKELY LEAK: {s}");
+                continue;
+            }
             let _ = writeln!(
                 o,
-                "  {} {} growths in {} GC cycles{}, inserted at {} {}{}",
-                m.map, m.growths, m.gc_cycles_growing,
-                match (m.len_first, m.len_last) { (Some(a), Some(b)) => format!(", len {a} -> {b}"), _ => String::new() },
-                m.function, loc(&m.file, m.line),
-                if m.likely_leak { "  <- likely leak" } else { "" }
+                "  {} at {}: {} inserts, {} growths{}, filled at {} {}",
+                m.map_type.as_deref().unwrap_or("map"),
+                m.map,
+                m.inserts,
+                m.growths,
+                match (m.len_first, m.len_last) { (Some(a), Some(b)) => format!(", {a} -> {b} entries in {:.1}s", m.observed_s), _ => String::new() },
+                m.function,
+                loc(&m.file, m.line),
             );
         }
     }

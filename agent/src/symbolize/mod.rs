@@ -97,6 +97,15 @@ impl Symbolizer {
         self.bias
     }
 
+    /// Every function (name, link-time entry, size): from the pclntab,
+    /// which stripped binaries keep, else from the symbol table.
+    pub fn functions(&self) -> Vec<(String, u64, u64)> {
+        if let Some(t) = &self.pclntab {
+            return t.functions().filter_map(|f| f.ok()).map(|f| (f.name, f.entry, f.size)).collect();
+        }
+        self.symtab.0.iter().map(|(a, s, n)| (n.clone(), *a, *s)).collect()
+    }
+
     /// `moduledata.types`, for naming type descriptors.
     pub fn types_base(&self) -> Option<u64> {
         self.pclntab.as_ref()?.types
