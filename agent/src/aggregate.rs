@@ -118,7 +118,50 @@ impl Bursts {
     }
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// Values in log-linear buckets (`gcprobe_common::size_bucket`, at most
+/// 25% wide), each with its count and the largest value seen in it: a
+/// percentile that does not hinge on one sample, in a few words of memory
+/// per callsite.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Quantiles(std::collections::BTreeMap<u32, (u64, u64)>);
+
+impl Quantiles {
+    pub fn add(&mut self, v: u64) {
+        let e = self.0.entry(gcprobe_common::size_bucket(v)).or_default();
+        e.0 += 1;
+        e.1 = e.1.max(v);
+    }
+
+    pub fn merge(&mut self, other: &Self) {
+        for (&b, &(n, max)) in &other.0 {
+            let e = self.0.entry(b).or_default();
+            e.0 += n;
+            e.1 = e.1.max(max);
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.0.values().map(|e| e.0).sum()
+    }
+
+    /// A value at least the `q` share of the samples fit under: the largest
+    /// seen in the bucket that holds the `q` quantile. Allocation sizes are
+    /// size classes, so across runs of one workload it is the same value.
+    pub fn quantile_max(&self, q: f64) -> Option<u64> {
+        let total = self.count();
+        let want = ((total as f64 * q).ceil() as u64).clamp(1, total.max(1));
+        let mut seen = 0;
+        for &(n, max) in self.0.values() {
+            seen += n;
+            if seen >= want {
+                return Some(max);
+            }
+        }
+        None
+    }
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct GrowStat {
     pub count: u64,
     /// Sum of the requested new lengths, for the typical final length.
@@ -136,6 +179,9 @@ pub struct GrowStat {
     pub finished_calls: u64,
     pub final_len_sum: u64,
     pub final_alloc_sum: u64,
+    /// The bytes each finished call's last growth allocated: its final
+    /// capacity, for a percentile.
+    pub final_allocs: Quantiles,
 }
 
 /// Why the world stopped: the runtime's reason code (Go 1.21+), or the caller's
@@ -487,6 +533,7 @@ impl Aggregator {
                     if let Some(last) = finished.filter(|g| g.alloc > 0) {
                         s.finished_calls += 1;
                         s.final_len_sum += last.new_len;
+                        s.final_allocs.add(last.alloc);
                         s.final_alloc_sum += last.alloc;
                     }
                 }
@@ -770,13 +817,13 @@ mod tests {
         let mut a = Aggregator::new(42, &plan(GoVersion::new(1, 22, 0)));
         // Go 1.20+: oldPtr, newLen, oldCap, num, et
         a.add(&ev(kind::GROWSLICE, 1, [0, 9, 8, 1, 0xe7], &[0xc0, 0x100]));
-        let g = a.grow_stacks[&[0x100u64][..]];
+        let g = &a.grow_stacks[&[0x100u64][..]];
         assert_eq!((g.count, g.new_len_sum, g.elem_type), (1, 9, 0xe7));
 
         let mut a = Aggregator::new(42, &plan(GoVersion::new(1, 19, 8)));
         // Go 1.19: et, old.ptr, old.len, old.cap, cap
         a.add(&ev(kind::GROWSLICE, 1, [0xe7, 0, 8, 8, 9], &[0xc0, 0x100]));
-        let g = a.grow_stacks[&[0x100u64][..]];
+        let g = &a.grow_stacks[&[0x100u64][..]];
         assert_eq!((g.count, g.new_len_sum, g.elem_type), (1, 9, 0xe7));
     }
 
@@ -789,11 +836,32 @@ mod tests {
             a.add(&ev(kind::GROWSLICE, 1, [0, new_len, old_cap, 1, 0xe7], &[0xc0, 0x100]));
             a.add(&ev(kind::MALLOC, 1, [cap * 16, 0xe7, 1, 0, 0], &[0xa0, 0xc8, 0x100]));
         }
-        let g = a.grow_stacks[&[0x100u64][..]];
+        let g = &a.grow_stacks[&[0x100u64][..]];
         assert_eq!((g.count, g.calls, g.finished_calls, g.final_len_sum), (7, 3, 2, 7));
+        assert_eq!((g.final_allocs.count(), g.final_allocs.quantile_max(0.9)), (2, Some(128)));
         assert_eq!(g.final_alloc_sum, 8 * 16 + 2 * 16);
         // Elements copied: 0, 1, 2, 4, then 0, 1, then 0.
         assert_eq!(g.old_len_sum, 8);
+    }
+
+    #[test]
+    fn percentiles_take_the_largest_value_of_their_bucket() {
+        let mut h = Quantiles::default();
+        assert_eq!(h.quantile_max(0.9), None);
+        // Size classes of a []string's final growth: 24 KiB in most calls, 40 KiB in some.
+        for v in [24576; 85].into_iter().chain([40960; 15]) {
+            h.add(v);
+        }
+        assert_eq!(h.quantile_max(0.9), Some(40960));
+        assert_eq!(h.quantile_max(0.5), Some(24576));
+        // Another run of the same workload, other counts: the same size.
+        let mut other = Quantiles::default();
+        for v in [24576; 70].into_iter().chain([40960; 20]) {
+            other.add(v);
+        }
+        assert_eq!(other.quantile_max(0.9), Some(40960));
+        h.merge(&other);
+        assert_eq!((h.count(), h.quantile_max(0.75)), (190, Some(24576)));
     }
 
     #[test]

@@ -25,9 +25,13 @@ pub struct GrowEvidence {
     pub finished_calls: u64,
     pub final_len_sum: u64,
     pub final_alloc_sum: u64,
+    pub final_allocs: crate::aggregate::Quantiles,
     pub old_len_sum: u64,
     pub bytes: u64,
 }
+
+/// The share of calls whose final length a suggested size covers.
+pub const SIZE_QUANTILE: f64 = 0.9;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoopReport {
@@ -49,6 +53,10 @@ pub struct PerCall {
     pub final_len: Option<f64>,
     /// ...and at most this (the capacity that growth produced).
     pub final_cap: Option<f64>,
+    /// The capacity 9 in 10 calls ended with (the 90th percentile of their
+    /// last growths' allocations, in elements): a size to preallocate that
+    /// never regrows for them, the same across runs.
+    pub final_cap_p90: Option<u64>,
     /// Bytes copied from old to new backing arrays per call.
     pub copied_bytes: Option<f64>,
 }
@@ -79,6 +87,7 @@ pub fn diagnose(facts: &mut dyn Facts, callsite_fn: &str, ev: &GrowEvidence, dur
         growslice: ev.growths as f64 / ev.calls as f64,
         bytes: ev.bytes as f64 / ev.calls as f64,
         final_len: (ev.finished_calls > 0).then(|| ev.final_len_sum as f64 / ev.finished_calls as f64),
+        final_cap_p90: elem_type.as_ref().filter(|t| t.size > 0).and_then(|t| Some(ev.final_allocs.quantile_max(SIZE_QUANTILE)? / t.size)),
         final_cap: match &elem_type {
             Some(t) if ev.finished_calls > 0 && t.size > 0 => Some(ev.final_alloc_sum as f64 / ev.finished_calls as f64 / t.size as f64),
             _ => None,
@@ -210,13 +219,16 @@ fn refine_with_source(code_kind: &str, line: Option<&str>) -> (String, Option<St
 
 fn suggest(lp: Option<&LoopReport>, t: Option<&TypeInfo>, pc: Option<&PerCall>, saving: Option<&Saving>) -> String {
     let ty = t.map(|t| t.name.as_str()).unwrap_or("T");
-    let n = pc.and_then(|p| p.final_len).map(|l| format!("{l:.0}"));
+    let n = pc.and_then(|p| p.final_cap_p90).map(|l| l.to_string());
     let make = match lp {
         Some(LoopReport { kind, over: Some(over), .. }) if matches!(kind.as_str(), "map" | "slice" | "string") => {
             format!("make([]{ty}, 0, len({over}))")
         }
         Some(LoopReport { kind, over: Some(over), .. }) if kind == "integer" => format!("make([]{ty}, 0, {over})"),
-        _ => format!("make([]{ty}, 0, {})", n.as_deref().unwrap_or("n")),
+        _ => match &n {
+            Some(n) => format!("make([]{ty}, 0, {n}) (enough for 9 in 10 of the calls seen)"),
+            None => format!("make([]{ty}, 0, n)"),
+        },
     };
     let at = before_loop(lp);
     let mut s = match lp.map(|l| l.kind.as_str()) {
@@ -252,8 +264,8 @@ fn builder_kind(callsite_fn: &str) -> Option<&'static str> {
 
 fn suggest_grow(ty: &str, lp: Option<&LoopReport>, pc: Option<&PerCall>, saving: Option<&Saving>) -> String {
     let at = before_loop(lp);
-    let n = pc.and_then(|p| p.final_len).map(|l| format!("{l:.0}")).unwrap_or_else(|| "n".into());
-    let mut s = format!("size the {ty} once{at}: b.Grow({n}) (the total bytes it will hold), instead of letting each write regrow it");
+    let n = pc.and_then(|p| p.final_cap_p90).map(|l| l.to_string()).unwrap_or_else(|| "n".into());
+    let mut s = format!("size the {ty} once{at}: b.Grow({n}) (the bytes 9 in 10 of the calls seen ended with), instead of letting each write regrow it");
     if let Some(sv) = saving {
         s.push_str(&format!("; saves at least {}/s ({:.0}% of allocated bytes)", bytes(sv.bytes_per_s as u64), sv.share_of_bytes * 100.0));
     }
@@ -299,13 +311,13 @@ mod tests {
         let t = TypeInfo { name: "string".into(), size: 16 };
         let s = suggest(Some(&lp), Some(&t), None, None);
         assert_eq!(s, "preallocate before the loop at main.go:21: s := make([]string, 0, len(ix.byName))");
-        let pc = PerCall { calls: 10, growslice: 7.0, bytes: 4000.0, final_len: Some(100.0), final_cap: Some(128.0), copied_bytes: None };
+        let pc = PerCall { calls: 10, growslice: 7.0, bytes: 4000.0, final_len: Some(100.0), final_cap: Some(128.0), final_cap_p90: Some(112), copied_bytes: None };
         let sv = Saving { bytes_per_s: 2048.0, share_of_bytes: 0.5, allocations_per_call_after: 1 };
         let s = suggest(None, None, Some(&pc), Some(&sv));
-        assert!(s.starts_with("preallocate before the loop: s := make([]T, 0, 100); saves at least 2.0 KiB/s (50%"), "{s}");
+        assert!(s.starts_with("preallocate before the loop: s := make([]T, 0, 112) (enough for 9 in 10 of the calls seen); saves at least 2.0 KiB/s (50%"), "{s}");
         assert_eq!(builder_kind("strings.(*Builder).WriteString"), Some("strings.Builder"));
         assert_eq!(builder_kind("main.f"), None);
         let g = suggest_grow("strings.Builder", Some(&lp), Some(&pc), None);
-        assert_eq!(g, "size the strings.Builder once before the loop at main.go:21: b.Grow(100) (the total bytes it will hold), instead of letting each write regrow it");
+        assert_eq!(g, "size the strings.Builder once before the loop at main.go:21: b.Grow(112) (the bytes 9 in 10 of the calls seen ended with), instead of letting each write regrow it");
     }
 }

@@ -185,6 +185,30 @@ fn demo_service_culprit_is_its_append() {
     assert_eq!(c["line"], fixtures::marker_line("demo-service", "the culprit:"));
 }
 
+/// Default (sampled) sessions on the same service name the same culprit
+/// with the same suggested size every time: a percentile of the final
+/// lengths in 25%-wide buckets, not one call's.
+#[test]
+fn sampled_sessions_agree_on_the_culprit_and_its_size() {
+    if !privileged("sampled_sessions_agree_on_the_culprit_and_its_size") {
+        return;
+    }
+    let exe = fixture("demo-service");
+    let t = Target::spawn(&exe, &[]);
+    std::thread::sleep(Duration::from_millis(800));
+    let line = fixtures::marker_line("demo-service", "the culprit:");
+    let sizes: Vec<u64> = (0..3)
+        .map(|_| {
+            let r = attach_json_with(t.pid(), "4s", &[]);
+            let c = culprits(&r).first().unwrap_or_else(|| panic!("no culprit: {:#}", r["callsites"])).clone();
+            assert_eq!((str_of(&c, "function"), &c["line"]), ("main.(*Market).OpenOrderIDs", &line.into()), "{c:#}");
+            c["per_call"]["final_cap_p90"].as_u64().expect("a size")
+        })
+        .collect();
+    // 2000 orders per market, up to 2528 open: a capacity that holds 9 in 10 calls.
+    assert!(sizes.iter().all(|&s| s == sizes[0] && (2048..=3200).contains(&s)), "{sizes:?}");
+}
+
 /// (kind, element type) per marked pattern of tests/fixtures/loopkinds, and
 /// the Go version that first compiles it.
 const LOOP_KINDS: &[(&str, &str, &str, (u32, u32))] = &[

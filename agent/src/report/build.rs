@@ -123,6 +123,7 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
         e.finished_calls += g.finished_calls;
         e.final_len_sum += g.final_len_sum;
         e.final_alloc_sum += g.final_alloc_sum;
+        e.final_allocs.merge(&g.final_allocs);
         e.old_len_sum += g.old_len_sum;
         if g.count >= a.heaviest_grow {
             a.heaviest_grow = g.count;
