@@ -294,6 +294,8 @@ pub struct Aggregator {
     pub settings: Vec<(u64, crate::gcctl::Settings)>,
     /// The runtime's allocation total, read with the settings.
     pub runtime_alloc: RuntimeAlloc,
+    /// The runtime's GC CPU counters as first and last read.
+    pub gc_cpu: Option<(crate::gcctl::GcCpu, crate::gcctl::GcCpu)>,
     /// Per thread, the run whose growslice awaits its mallocgc: growslice
     /// allocates `capmem` (capacity rounded to a size class) right after it
     /// is entered, on the same thread (runtime/slice.go).
@@ -362,6 +364,7 @@ impl Aggregator {
             cycles: Vec::new(),
             settings: Vec::new(),
             runtime_alloc: RuntimeAlloc::default(),
+            gc_cpu: None,
             agg_stacks: HashMap::new(),
             agg_seen: HashMap::new(),
             sampled_stacks: HashMap::new(),
@@ -424,9 +427,21 @@ impl Aggregator {
         self.heap_pace().map_or(observed, |h| self.alloc_bytes as f64 / h)
     }
 
+    /// GC's share of the target's CPU between the first and last cycle ends
+    /// the reads saw (the counters move only as a cycle ends): what
+    /// `MemStats.GCCPUFraction` reports, over this window.
+    pub fn gc_cpu_share(&self) -> Option<f64> {
+        let (a, b) = self.gc_cpu?;
+        let total = b.total_ns.checked_sub(a.total_ns).filter(|&t| t > 0)?;
+        Some(b.gc_ns.saturating_sub(a.gc_ns) as f64 / total as f64)
+    }
+
     /// The GC controller's settings and allocation total, read at `ktime`.
     pub fn gc_settings(&mut self, ktime: u64, s: crate::gcctl::Settings) {
         self.runtime_alloc.add(ktime, s.total_alloc);
+        if let Some(c) = s.cpu {
+            self.gc_cpu = Some((self.gc_cpu.map_or(c, |(first, _)| first), c));
+        }
         let changed = self.settings.last().is_none_or(|(_, l)| (l.gc_percent, l.memory_limit, l.heap_minimum) != (s.gc_percent, s.memory_limit, s.heap_minimum));
         if changed && self.settings.len() < MAX_SAMPLED_MAPS {
             self.settings.push((ktime, s));
@@ -954,7 +969,7 @@ mod tests {
     #[test]
     fn paces_allocation_by_the_runtimes_total() {
         let mut a = Aggregator::new(42, &plan(GoVersion::new(1, 24, 0)));
-        let s = |total_alloc| crate::gcctl::Settings { gc_percent: 100, memory_limit: i64::MAX, heap_minimum: 4 << 20, total_alloc };
+        let s = |total_alloc| crate::gcctl::Settings { gc_percent: 100, memory_limit: i64::MAX, heap_minimum: 4 << 20, total_alloc, cpu: None };
         a.gc_settings(1_000_000_000, s(10 << 20));
         assert_eq!(a.runtime_alloc.bytes_per_s(), None);
         a.gc_settings(1_100_000_000, s(20 << 20));
@@ -968,6 +983,13 @@ mod tests {
         assert_eq!(a.settings.iter().map(|(t, s)| (*t, s.gc_percent)).collect::<Vec<_>>(), [(1_000_000_000, 100), (3_200_000_000, 50)]);
         // No burst bytes: nothing to pace.
         assert_eq!(a.heap_pace(), None);
+        // GC CPU: nothing until a cycle's end moved the counters.
+        let cpu = |gc_ns, total_ns| crate::gcctl::Settings { cpu: Some(crate::gcctl::GcCpu { gc_ns, total_ns }), ..s(212 << 20) };
+        a.gc_settings(3_400_000_000, cpu(1_000, 100_000));
+        a.gc_settings(3_600_000_000, cpu(1_000, 100_000));
+        assert_eq!(a.gc_cpu_share(), None);
+        a.gc_settings(3_800_000_000, cpu(6_000, 200_000));
+        assert_eq!(a.gc_cpu_share(), Some(0.05));
     }
 
     #[test]

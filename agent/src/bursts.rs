@@ -20,16 +20,19 @@ use crate::{
     process::Process,
 };
 
-const BURST_KINDS: [ProbeKind; 4] = [ProbeKind::Malloc, ProbeKind::Growslice, ProbeKind::MapGrow, ProbeKind::Assist];
+/// The bursted kinds, from the one place that says which those are.
+fn burst_kinds() -> impl Iterator<Item = ProbeKind> {
+    crate::plan::ALL_KINDS.into_iter().filter(|k| k.group() == ProbeGroup::Burst)
+}
 
 /// All hits of the bursted probes, gated ones included: what they cost.
 fn burst_hits(s: &KernelStats) -> u64 {
-    BURST_KINDS.iter().map(|k| s.hits_of(*k)).sum()
+    burst_kinds().map(|k| s.hits_of(k)).sum()
 }
 
 /// Hits of the bursted probes inside windows: what they measured.
 fn open_hits(s: &KernelStats) -> u64 {
-    BURST_KINDS.iter().map(|k| s.open_hits_of(*k)).sum()
+    burst_kinds().map(|k| s.open_hits_of(k)).sum()
 }
 
 pub struct BurstDriver {

@@ -245,6 +245,12 @@ pub fn print_plan(pid: Option<u32>, exe: Option<PathBuf>) -> Result<(), SessionE
         ),
         crate::gcctl::Located::Unavailable { reason } => println!("runtime.gcController unavailable: {reason}"),
     }
+    if let Some(c) = plan.gc_controller.found() {
+        match &c.cpu_stats {
+            Ok(a) => println!("runtime.work.cpuStats at {a:#x} (machine code): GC CPU share readable"),
+            Err(reason) => println!("GC CPU share unavailable: {reason}"),
+        }
+    }
     for p in &plan.probes {
         println!("  probe {:<32} {:<14} vaddr {:#x} file offset {:#x}{}", p.symbol, format!("{:?}", p.kind), p.vaddr, p.file_offset, if p.required { "" } else { " (optional)" });
     }

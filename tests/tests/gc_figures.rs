@@ -32,6 +32,16 @@ fn machine_code_and_layout_table_agree_with_symbols_and_dwarf() {
         assert!(calls >= 4, "go {go}: only {calls} calls");
         let dwarf = Layout::from_dwarf(&bin).unwrap().expect("DWARF layout");
         assert_eq!(Layout::for_version(version), Some(dwarf), "go {go}: table vs DWARF");
+        // &work.cpuStats, where the runtime keeps its GC CPU counters (1.21+).
+        if version >= buildinfo::GoVersion::new(1, 21, 0) {
+            let work = bin.symbol("runtime.work").expect("runtime.work").addr;
+            let fields = gcprobe::symbolize::dwarf::member_offsets(bin.data(), "runtime.workType").unwrap().expect("workType");
+            let (cpu, _) = gcctl::find_cpu_stats(&syms).unwrap_or_else(|e| panic!("go {go}: {e}"));
+            assert_eq!(cpu, work + fields["cpuStats"], "go {go}: work.cpuStats");
+            let stats = gcprobe::symbolize::dwarf::member_offsets(bin.data(), "runtime.cpuStats").unwrap().expect("cpuStats");
+            let at = |a: &str, b: &str| stats.get(a).or_else(|| stats.get(b)).copied();
+            assert_eq!((at("gcIdleTime", "GCIdleTime"), at("gcTotalTime", "GCTotalTime"), at("totalTime", "TotalTime")), (Some(16), Some(32), Some(80)), "go {go}");
+        }
     }
 }
 
@@ -93,6 +103,17 @@ fn stripped_sampled_rates_agree_with_total_alloc() {
         assert_eq!(gc["settings"]["memory_limit_bytes"], serde_json::Value::Null, "go {go}");
         let heap = gc["heap_live"].as_array().unwrap();
         assert!(!heap.is_empty() && heap.len() as u64 <= gc["cycles"].as_u64().unwrap(), "go {go}: {gc:#}");
+        // GC's share of the CPU from the same counters the program reads
+        // through runtime/metrics (Go 1.21+; 1.19 has none and says so).
+        if go == pins::GO_DEBIAN {
+            assert_eq!(gc["cpu_share"], serde_json::Value::Null, "go {go}");
+            assert!(str_of(gc, "cpu_share_unavailable").contains("no cumulative GC CPU counters"), "go {go}: {gc:#}");
+        } else {
+            let theirs = own["gc_cpu_s"].as_f64().unwrap() / own["total_cpu_s"].as_f64().unwrap();
+            let ours = gc["cpu_share"].as_f64().unwrap_or_else(|| panic!("go {go}: {gc:#}"));
+            eprintln!("go {go}: GC CPU share gcprobe {ours:.4}, runtime/metrics {theirs:.4}");
+            assert!(theirs > 0.0 && (ours / theirs - 1.0).abs() < 0.2, "go {go}: GC CPU share {ours:.4} vs the program's {theirs:.4}");
+        }
         // allocrate keeps almost nothing live: every cycle is paced by the
         // 4 MiB minimum, so each heap figure sits between a few KiB and it.
         for h in heap {

@@ -12,7 +12,7 @@ mod code;
 
 use std::collections::HashMap;
 
-pub use code::{find_controller, FindError};
+pub use code::{find_controller, find_cpu_stats, FindError};
 
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +66,30 @@ pub struct GcController {
     pub address_from: AddressSource,
     pub layout: Layout,
     pub layout_from: LayoutSource,
+    /// Link-time address of `runtime.work.cpuStats`, the runtime's
+    /// cumulative GC CPU counters, or why there is none.
+    #[serde(default = "cpu_stats_unrecorded")]
+    pub cpu_stats: Result<u64, String>,
+}
+
+fn cpu_stats_unrecorded() -> Result<u64, String> {
+    Err("not in this recording (made by an older gcprobe)".into())
+}
+
+/// `cpuStats` (runtime/mstats.go, Go 1.20 on): eleven int64 counters, the
+/// same order in every release through 1.27 (renamed with capitals in
+/// 1.25): gcIdleTime at 16, gcTotalTime at 32, totalTime at 80.
+const CPU_STATS_GC_IDLE: u64 = 16;
+const CPU_STATS_GC_TOTAL: u64 = 32;
+const CPU_STATS_TOTAL: u64 = 80;
+
+/// Where the runtime's cumulative GC CPU counters are, for `go`.
+fn locate_cpu_stats(syms: &Symbols<'_>, go: GoVersion) -> Result<u64, String> {
+    if go < GoVersion::new(1, 21, 0) {
+        return Err(format!("{go} keeps no cumulative GC CPU counters gcprobe has checked (runtime.work.cpuStats, Go 1.21+)"));
+    }
+    let (addr, _) = code::find_cpu_stats(syms).map_err(|e| e.to_string())?;
+    if in_data(syms.bin, addr) { Ok(addr) } else { Err(format!("runtime.work.cpuStats at {addr:#x} is not in a data section")) }
 }
 
 /// Offsets of the fields gcprobe reads, in bytes from the variable's start.
@@ -142,7 +166,7 @@ pub fn locate(syms: &Symbols<'_>, go: GoVersion) -> Located {
     if !in_data(bin, addr) {
         return Located::Unavailable { reason: format!("runtime.gcController at {addr:#x} is not in a data section") };
     }
-    Located::Found(GcController { addr, address_from, layout, layout_from })
+    Located::Found(GcController { addr, address_from, layout, layout_from, cpu_stats: locate_cpu_stats(syms, go) })
 }
 
 /// Go puts package variables in .noptrbss/.bss/.noptrdata/.data.
@@ -167,6 +191,17 @@ pub struct Settings {
     pub heap_minimum: u64,
     /// `totalAlloc`: bytes allocated since the program started.
     pub total_alloc: u64,
+    /// The runtime's cumulative GC CPU counters, where found.
+    pub cpu: Option<GcCpu>,
+}
+
+/// From `work.cpuStats`, updated at each cycle's end: CPU time GC used
+/// apart from idle-priority marking (`gcTotalTime - gcIdleTime`, what
+/// `MemStats.GCCPUFraction` divides), and `totalTime` (GOMAXPROCS × wall time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcCpu {
+    pub gc_ns: u64,
+    pub total_ns: u64,
 }
 
 /// What a read of the controller says about the layout and address used.
@@ -227,6 +262,11 @@ impl GcController {
             memory_limit: read_u64(base + l.memory_limit)? as i64,
             heap_minimum: read_u64(base + l.heap_minimum)?,
             total_alloc: read_u64(base + l.total_alloc)?,
+            cpu: self.cpu_stats.as_ref().ok().and_then(|&at| {
+                let at = at.wrapping_add(bias);
+                let (total, idle) = (read_u64(at + CPU_STATS_GC_TOTAL)?, read_u64(at + CPU_STATS_GC_IDLE)?);
+                Some(GcCpu { gc_ns: total.saturating_sub(idle), total_ns: read_u64(at + CPU_STATS_TOTAL)? })
+            }),
         })
     }
 }
@@ -236,7 +276,7 @@ mod tests {
     use super::*;
 
     fn s(gc_percent: i32, memory_limit: i64, heap_minimum: u64) -> Settings {
-        Settings { gc_percent, memory_limit, heap_minimum, total_alloc: 1 }
+        Settings { gc_percent, memory_limit, heap_minimum, total_alloc: 1, cpu: None }
     }
 
     #[test]
@@ -250,7 +290,7 @@ mod tests {
         assert_eq!(s(100, i64::MAX, 4 << 21).check(), Check::Inconsistent);
         assert_eq!(s(100, -5, 4 << 20).check(), Check::Inconsistent);
         assert_eq!(s(-7, i64::MAX, 0).check(), Check::Inconsistent);
-        assert_eq!(Settings { gc_percent: 0, memory_limit: 0, heap_minimum: 0, total_alloc: 0 }.check(), Check::NotYetInitialized);
+        assert_eq!(Settings { gc_percent: 0, memory_limit: 0, heap_minimum: 0, total_alloc: 0, cpu: None }.check(), Check::NotYetInitialized);
         assert_eq!(s(100, i64::MAX, 4 << 20).limit(), None);
         assert_eq!(s(100, 1 << 30, 4 << 20).limit(), Some(1 << 30));
     }

@@ -12,6 +12,7 @@
 //!   6 MAP_LENS    n:u32 (addr:u64 has:u8 len:u64)[n]   map lengths read at a GC
 //!   7 CHECKPOINT  len:u32 json[len]            the session's progress (see meta)
 //!   8 GC_SETTINGS ktime:u64 gc_percent:i32 memory_limit:i64 heap_minimum:u64 total_alloc:u64
+//!                 has_cpu:u8 gc_cpu_ns:u64 total_cpu_ns:u64
 //!                                              runtime.gcController as read on the timer
 //!   9 MAP_LENS_AT ktime:u64 n:u32 (addr:u64 has:u8 len:u64)[n]
 //!                                              map lengths read on the timer (6 is the older, untimed form)
@@ -102,6 +103,10 @@ impl Op<'_> {
                 out.extend_from_slice(&s.memory_limit.to_le_bytes());
                 out.extend_from_slice(&s.heap_minimum.to_le_bytes());
                 out.extend_from_slice(&s.total_alloc.to_le_bytes());
+                out.push(u8::from(s.cpu.is_some()));
+                let c = s.cpu.unwrap_or(crate::gcctl::GcCpu { gc_ns: 0, total_ns: 0 });
+                out.extend_from_slice(&c.gc_ns.to_le_bytes());
+                out.extend_from_slice(&c.total_ns.to_le_bytes());
             }
         }
     }
@@ -142,6 +147,11 @@ impl Op<'_> {
                         memory_limit: r.u64()? as i64,
                         heap_minimum: r.u64()?,
                         total_alloc: r.u64()?,
+                        cpu: {
+                            let has = r.u8()? != 0;
+                            let c = crate::gcctl::GcCpu { gc_ns: r.u64()?, total_ns: r.u64()? };
+                            has.then_some(c)
+                        },
                     },
                 },
                 _ => return Err(OpsError { offset: r.at - 1, what: "unknown op tag" }),
@@ -215,7 +225,7 @@ mod tests {
             Op::MapLens(vec![(0xc000, Some(12)), (0xd000, None)]),
             Op::MapLensAt { ktime: 77, reads: vec![(0xc000, Some(13))] },
             Op::Checkpoint(b"{}"),
-            Op::GcSettings { ktime: 9, settings: crate::gcctl::Settings { gc_percent: -1, memory_limit: i64::MAX, heap_minimum: 3, total_alloc: 1 << 40 } },
+            Op::GcSettings { ktime: 9, settings: crate::gcctl::Settings { gc_percent: -1, memory_limit: i64::MAX, heap_minimum: 3, total_alloc: 1 << 40, cpu: Some(crate::gcctl::GcCpu { gc_ns: 5, total_ns: 9 }) } },
         ];
         let mut buf = Vec::new();
         for op in &ops {

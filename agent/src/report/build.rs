@@ -54,10 +54,20 @@ struct Acc {
     heaviest_grow: u64,
 }
 
-/// The runtime keeps GC CPU time per cycle (gcController's mark-time fields,
-/// reset at each cycle's start) and cumulatively in `work.cpuStats`, neither
-/// of which gcprobe reads yet.
-const CPU_SHARE_UNMEASURED: &str = "not measured: gcprobe does not read the runtime's GC CPU counters (work.cpuStats) yet";
+/// Why GC's share of the CPU is missing, if it is.
+fn cpu_share_unavailable(plan: &ProbePlan, agg: &Aggregator) -> Option<String> {
+    if agg.gc_cpu_share().is_some() {
+        return None;
+    }
+    Some(match &plan.gc_controller {
+        crate::gcctl::Located::Unavailable { reason } => reason.clone(),
+        crate::gcctl::Located::Found(c) => match &c.cpu_stats {
+            Err(reason) => reason.clone(),
+            // The counters move only when a cycle ends.
+            Ok(_) => "fewer than two GC cycles ended in the window".into(),
+        },
+    })
+}
 
 pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
     let agg = inp.agg;
@@ -340,8 +350,8 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
             diagnosis: gc::explain(cycles_per_s, settings.as_ref(), heap_medians, runtime_alloc),
             settings,
             alloc_bytes_per_s: runtime_alloc,
-            cpu_share: None,
-            cpu_share_unavailable: Some(CPU_SHARE_UNMEASURED.into()),
+            cpu_share: agg.gc_cpu_share(),
+            cpu_share_unavailable: cpu_share_unavailable(inp.plan, agg),
         },
         callsites,
         maps,

@@ -181,8 +181,14 @@ fn gc_heap(o: &mut String, gc: &super::Gc) {
     if let Some(a) = gc.alloc_bytes_per_s {
         let _ = writeln!(o, "  allocation (the runtime's own total): {}/s", bytes(a as u64));
     }
-    if let Some(why) = &gc.cpu_share_unavailable {
-        let _ = writeln!(o, "  GC CPU share: {why}");
+    match (gc.cpu_share, &gc.cpu_share_unavailable) {
+        (Some(s), _) => {
+            let _ = writeln!(o, "  GC CPU share: {:.1}% of the target's CPU capacity (the runtime's own counters, as GCCPUFraction)", s * 100.0);
+        }
+        (None, Some(why)) => {
+            let _ = writeln!(o, "  GC CPU share: unavailable: {why}");
+        }
+        (None, None) => {}
     }
     if let Some(d) = &gc.diagnosis {
         let _ = writeln!(o, "  why: {d}");
