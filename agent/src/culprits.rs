@@ -226,7 +226,9 @@ pub fn leak_verdict(m: &crate::report::MapReport) -> String {
     let at = format!("{} {}:{}", m.function, m.file.as_deref().map(short).unwrap_or("?"), m.line.unwrap_or(0));
     let growth = match (m.len_first, m.len_last, m.growth_per_s) {
         (Some(a), Some(b), Some(g)) => format!("{} → {} entries in {:.1}s ({}/s), never shrinking", si(a as f64), si(b as f64), m.observed_s, si(g)),
-        _ => format!("grew {} times across {} GC cycles", m.growths, m.gc_cycles_growing),
+        // Growth is counted per stretch between GC starts: with 2 cycles in
+        // the window there are 3 stretches, so this never reads "3 of 2 cycles".
+        _ => format!("grew {} times, in {} stretches between GC starts", m.growths, m.gc_cycles_growing),
     };
     let held = m.bytes_held_min.map(|b| format!("; at least {} in its keys and values", bytes(b))).unwrap_or_default();
     let deletes = match m.deletes_in_program {

@@ -103,6 +103,13 @@ fn stripped_sampled_rates_agree_with_total_alloc() {
         assert_eq!(gc["settings"]["memory_limit_bytes"], serde_json::Value::Null, "go {go}");
         let heap = gc["heap_live"].as_array().unwrap();
         assert!(!heap.is_empty() && heap.len() as u64 <= gc["cycles"].as_u64().unwrap(), "go {go}: {gc:#}");
+        // allocrate's two ReadMemStats calls stop the world too, and are no GC.
+        let reasons = gc["stw"]["by_reason"].as_object().unwrap();
+        let named = |r: &str| reasons.get(r).map(|v| v["gc"].clone());
+        assert_eq!((named("GC sweep termination"), named("GC mark termination")), (Some(true.into()), Some(true.into())), "go {go}: {reasons:#?}");
+        let others: Vec<_> = reasons.iter().filter(|(_, v)| v["gc"] == false).map(|(k, _)| k.as_str()).collect();
+        let want = if go == pins::GO_DEBIAN { "outside GC" } else { "read mem stats" };
+        assert!(others.iter().any(|r| r.contains(want)), "go {go}: {reasons:#?}");
         // GC's share of the CPU from the same counters the program reads
         // through runtime/metrics (Go 1.21+; 1.19 has none and says so).
         if go == pins::GO_DEBIAN {

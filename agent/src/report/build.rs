@@ -191,6 +191,7 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
             cycles += 1;
         }
         let r = reasons.entry(reason.clone()).or_default();
+        r.gc = reason == STW_REASON_SWEEP_TERM || reason == STW_REASON_MARK_TERM;
         r.count += 1;
         r.total_ms += s.duration_ns as f64 / 1e6;
         r.max_us = r.max_us.max(s.duration_ns as f64 / 1e3);
@@ -497,6 +498,10 @@ pub fn cause_name(sym: &mut dyn Facts, cause: StwCause) -> String {
                 STW_REASON_SWEEP_TERM.into()
             } else if outer.starts_with("runtime.gcMarkDone") || outer.starts_with("runtime.gcMarkTermination") {
                 STW_REASON_MARK_TERM.into()
+            } else if outer.starts_with("runtime.stopTheWorld") {
+                // stopTheWorld(reason string) runs stopTheWorldWithSema in a
+                // systemstack closure: the frame chain ends there (go1.19 runtime/proc.go).
+                "stop-the-world outside GC (reason not passed before Go 1.21)".into()
             } else {
                 format!("stopTheWorld from {outer}")
             }

@@ -212,7 +212,8 @@ pub struct MapReport {
     /// The map's address in the target.
     pub map: String,
     pub growths: u64,
-    /// GC cycles during which it grew.
+    /// Stretches between GC starts (the one before the first included)
+    /// during which it grew.
     pub gc_cycles_growing: u64,
     pub first_growth_s: f64,
     pub last_growth_s: f64,
@@ -261,6 +262,9 @@ pub struct Stw {
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ReasonStat {
+    /// The collector's own pause (sweep or mark termination); false for
+    /// every other stop: ReadMemStats, GOMAXPROCS, traces, profiles, ...
+    pub gc: bool,
     pub count: u64,
     pub total_ms: f64,
     pub max_us: f64,

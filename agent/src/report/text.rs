@@ -116,7 +116,8 @@ pub fn render(r: &Report, stack_depth: usize) -> String {
         s.count, s.total_ms, s.p50_us, s.p99_us, s.max_us
     );
     for (reason, st) in &s.by_reason {
-        let _ = writeln!(o, "    {:<28} {:>6} pauses  total {:>9.3} ms  max {:>8.0} us", reason, st.count, st.total_ms, st.max_us);
+        let named = if st.gc { reason.clone() } else { format!("{reason} (not GC)") };
+        let _ = writeln!(o, "    {:<28} {:>6} pauses  total {:>9.3} ms  max {:>8.0} us", named, st.count, st.total_ms, st.max_us);
     }
 
     if !r.gc.heap_live.is_empty() {
