@@ -722,7 +722,7 @@ async fn stream(ring: RingBuf<MapData>, live: &mut Live<'_, '_>) -> io::Result<(
                 // Sampled mode sees allocations only in bursts: rates over
                 // the burst time so far, not over an interval that may hold none.
                 let (dt, base, note) = match live.driver.as_ref() {
-                    // Paced by the runtime's heapLive when known (see report::build).
+                    // Paced by the runtime's own allocation total when known (see report::build).
                     Some(d) => (
                         agg.rate_time(agg.bursts.window_s),
                         (0, 0, 0),

@@ -101,6 +101,8 @@ fn stripped_sampled_rates_agree_with_total_alloc() {
         assert_eq!(gc["heap_unavailable"], serde_json::Value::Null, "go {go}: {gc:#}");
         assert_eq!(gc["settings"]["gogc"], 100, "go {go}: {gc:#}");
         assert_eq!(gc["settings"]["memory_limit_bytes"], serde_json::Value::Null, "go {go}");
+        // Many cycles a second on a heap far under the minimum goal: said so.
+        assert!(str_of(gc, "diagnosis").contains("is under the 4.0 MiB minimum goal; GOGC=100; allocation"), "go {go}: {gc:#}");
         let heap = gc["heap_live"].as_array().unwrap();
         assert!(!heap.is_empty() && heap.len() as u64 <= gc["cycles"].as_u64().unwrap(), "go {go}: {gc:#}");
         // allocrate's two ReadMemStats calls stop the world too, and are no GC.

@@ -114,7 +114,7 @@ impl Layout {
         Self { gc_percent, memory_limit, heap_minimum, gc_percent_heap_goal, heap_live, heap_marked, total_alloc }
     }
 
-    /// The layouts checked against each toolchain's DWARF (tests/tests/gcctl.rs):
+    /// The layouts checked against each toolchain's DWARF (tests/tests/gc_figures.rs):
     /// go1.19's `consMarkController` was replaced by `lastConsMark [4]float64`
     /// later; 1.21 through 1.27 share one layout. Go 1.20 is not in the test
     /// matrix, so it gets no table: a stripped go1.20 binary reports the
