@@ -230,26 +230,8 @@ pub fn print_plan(pid: Option<u32>, exe: Option<PathBuf>) -> Result<(), SessionE
         println!("main module {m} {v}");
     }
     println!("growslice ABI {:?}; stopTheWorld reason argument: {}; startTheWorld worldStop argument: {}", plan.growslice_abi, plan.stw_reason_arg, plan.stw_span_arg);
-    match &plan.gc_controller {
-        crate::gcctl::Located::Found(c) => println!(
-            "runtime.gcController at {:#x} (address from {}, layout from {}): heap, goal, GOGC, memory limit and allocation total readable",
-            c.addr,
-            match c.address_from {
-                crate::gcctl::AddressSource::Symbol => "the symbol table".to_owned(),
-                crate::gcctl::AddressSource::MachineCode { calls } => format!("machine code, {calls} calls agreeing"),
-            },
-            match c.layout_from {
-                crate::gcctl::LayoutSource::Dwarf => "DWARF",
-                crate::gcctl::LayoutSource::Table => "gcprobe's table for this Go version",
-            }
-        ),
-        crate::gcctl::Located::Unavailable { reason } => println!("runtime.gcController unavailable: {reason}"),
-    }
-    if let Some(c) = plan.gc_controller.found() {
-        match &c.cpu_stats {
-            Ok(a) => println!("runtime.work.cpuStats at {a:#x} (machine code): GC CPU share readable"),
-            Err(reason) => println!("GC CPU share unavailable: {reason}"),
-        }
+    for line in gc_controller_lines(&plan.gc_controller) {
+        println!("{line}");
     }
     for p in &plan.probes {
         println!("  probe {:<32} {:<14} vaddr {:#x} file offset {:#x}{}", p.symbol, format!("{:?}", p.kind), p.vaddr, p.file_offset, if p.required { "" } else { " (optional)" });
@@ -495,6 +477,30 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
         return Err(e.into());
     }
     Ok(Outcome { report, exit, recorded })
+}
+
+/// What `gcprobe plan` says of the GC controller and its CPU counters.
+fn gc_controller_lines(located: &crate::gcctl::Located) -> Vec<String> {
+    use crate::gcctl::{AddressSource, LayoutSource, Located};
+    let c = match located {
+        Located::Unavailable { reason } => return vec![format!("runtime.gcController unavailable: {reason}")],
+        Located::Found(c) => c,
+    };
+    let from = match c.address_from {
+        AddressSource::Symbol => "the symbol table".to_owned(),
+        AddressSource::MachineCode { calls } => format!("machine code, {calls} calls agreeing"),
+    };
+    let layout = match c.layout_from {
+        LayoutSource::Dwarf => "DWARF",
+        LayoutSource::Table => "gcprobe's table for this Go version",
+    };
+    vec![
+        format!("runtime.gcController at {:#x} (address from {from}, layout from {layout}): heap, goal, GOGC, memory limit and allocation total readable", c.addr),
+        match &c.cpu_stats {
+            Ok(a) => format!("runtime.work.cpuStats at {a:#x} (machine code): GC CPU share readable"),
+            Err(reason) => format!("GC CPU share unavailable: {reason}"),
+        },
+    ]
 }
 
 /// Holds the plan's GC controller against the target's memory: a wrong

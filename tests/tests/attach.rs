@@ -171,14 +171,19 @@ fn sigterm_ends_the_session_with_a_report() {
     assert!(text.contains(&format!("appendloop/main.go:{line} (append-growth)")), "{text}");
 }
 
+/// The demo service, serving for a moment so its request loop is under way.
+fn running_demo_service() -> Target {
+    let t = Target::spawn(&fixture("demo-service"), &[]);
+    std::thread::sleep(Duration::from_millis(800));
+    t
+}
+
 #[test]
 fn demo_service_culprit_is_its_append() {
     if !privileged("demo_service_culprit_is_its_append") {
         return;
     }
-    let exe = fixture("demo-service");
-    let t = Target::spawn(&exe, &[]);
-    std::thread::sleep(Duration::from_millis(800));
+    let t = running_demo_service();
     let r = attach_json(t.pid(), "3s");
     let c = &culprits(&r)[0];
     assert_eq!(str_of(c, "function"), "main.(*Market).OpenOrderIDs", "{c:#}");
@@ -186,16 +191,14 @@ fn demo_service_culprit_is_its_append() {
 }
 
 /// Default (sampled) sessions on the same service name the same culprit
-/// with the same suggested size every time: a percentile of the final
-/// lengths in 25%-wide buckets, not one call's.
+/// with the same suggested size every time: a percentile of the calls'
+/// final capacities, not one call's.
 #[test]
 fn sampled_sessions_agree_on_the_culprit_and_its_size() {
     if !privileged("sampled_sessions_agree_on_the_culprit_and_its_size") {
         return;
     }
-    let exe = fixture("demo-service");
-    let t = Target::spawn(&exe, &[]);
-    std::thread::sleep(Duration::from_millis(800));
+    let t = running_demo_service();
     let line = fixtures::marker_line("demo-service", "the culprit:");
     let sizes: Vec<u64> = (0..3)
         .map(|_| {
