@@ -798,6 +798,7 @@ mod tests {
             mprof_size_arg: 2,
             mem_profile_rate: None,
             gc_controller: crate::gcctl::Located::Unavailable { reason: "test".into() },
+            map_impl: crate::gomaps::MapImpl::Swiss,
             warnings: vec![],
         }
     }

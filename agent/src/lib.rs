@@ -14,6 +14,7 @@ pub mod export;
 pub mod facts;
 pub mod feed;
 pub mod gcctl;
+pub mod gomaps;
 pub mod gotypes;
 pub mod governor;
 pub mod launch;

@@ -23,6 +23,13 @@ impl TargetMemory {
         Ok(Self { file })
     }
 
+    /// `N` bytes at `addr`; `None` if unmapped or the target is gone.
+    pub fn read_array<const N: usize>(&self, addr: u64) -> Option<[u8; N]> {
+        let mut b = [0u8; N];
+        self.file.read_exact_at(&mut b, addr).ok()?;
+        Some(b)
+    }
+
     /// A little-endian u64 at `addr`; `None` if unmapped or the target is gone.
     pub fn read_u64(&self, addr: u64) -> Option<u64> {
         let mut b = [0u8; 8];

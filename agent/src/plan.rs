@@ -263,6 +263,9 @@ pub struct ProbePlan {
     /// the heap goal, GOGC, the memory limit and the allocation total.
     #[serde(default = "gc_controller_unrecorded")]
     pub gc_controller: crate::gcctl::Located,
+    /// How to read a map's length from its header.
+    #[serde(default = "classic_maps")]
+    pub map_impl: crate::gomaps::MapImpl,
     pub warnings: Vec<String>,
 }
 
@@ -299,6 +302,7 @@ impl ProbePlan {
             mprof_size_arg: if go < GoVersion::new(1, 23, 0) { 1 } else { 2 },
             mem_profile_rate: bin.symbol("runtime.MemProfileRate").map(|s| s.addr),
             gc_controller: crate::gcctl::locate(syms, go),
+            map_impl: crate::gomaps::MapImpl::for_binary(syms, go),
             warnings,
         };
 
@@ -434,6 +438,11 @@ pub const MAP_ASSIGN: [&str; 6] = [
     "runtime.mapassign_fast64ptr",
     "runtime.mapassign_faststr",
 ];
+
+/// Recordings made before `map_impl` hold lengths already read.
+fn classic_maps() -> crate::gomaps::MapImpl {
+    crate::gomaps::MapImpl::Classic
+}
 
 fn gc_controller_unrecorded() -> crate::gcctl::Located {
     crate::gcctl::Located::Unavailable { reason: "not in this recording (made by an older gcprobe)".into() }

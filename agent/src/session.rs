@@ -401,6 +401,9 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
         }
     };
     read_gc(&mut feed);
+    // A map's length only where its header still looks like a map's.
+    let map_impl = plan.map_impl;
+    let map_len = |addr: u64| mem.as_ref().and_then(|m| map_impl.len(&m.read_array::<{ crate::gomaps::HEADER_BYTES }>(addr)?));
     let mut driver = match opts.mode {
         Mode::Sampled => Some(BurstDriver::start(Governor::new(opts.budget, cost_s), plan, &mut attached, &process, &mut feed)?),
         Mode::Exact => None,
@@ -414,9 +417,9 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
         driver: driver.as_mut(),
         process: &process,
         held: held.as_ref(),
-        mem: mem.as_ref(),
         read_rate: &read_rate,
         read_gc: &read_gc,
+        map_len: &map_len,
         started,
         cpu_start,
         cpu_last: cpu_start,
@@ -445,8 +448,8 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
     drain_into(&mut ring, &mut feed);
     feed.kernel_totals(&totals);
     read_gc(&mut feed);
-    if let Some(mem) = mem.as_ref().filter(|_| !feed.agg.maps.is_empty()) {
-        feed.map_lens(monotonic_ns(), |addr| mem.read_u64(addr));
+    if !feed.agg.maps.is_empty() {
+        feed.map_lens(monotonic_ns(), map_len);
     }
     if let Some(w) = open_burst {
         feed.end_burst(w.as_secs_f64());
@@ -606,10 +609,11 @@ struct Live<'a, 'b> {
     process: &'a Process,
     /// `gcprobe run`'s child: signals are passed on to it.
     held: Option<&'a Held>,
-    mem: Option<&'a crate::memory::TargetMemory>,
     read_rate: &'a dyn Fn(&mut Feed),
     /// Reads the GC controller's settings and allocation total into the feed.
     read_gc: &'a dyn Fn(&mut Feed),
+    /// A map's length at an address, if its header still looks like a map's.
+    map_len: &'a dyn Fn(u64) -> Option<u64>,
     started: Instant,
     cpu_start: Option<f64>,
     /// The target's CPU time at the last flush.
@@ -711,11 +715,9 @@ async fn stream(ring: RingBuf<MapData>, live: &mut Live<'_, '_>) -> io::Result<(
                 }
                 // Map lengths at each GC and at least once a second: a
                 // leaking service may collect once a minute.
-                if new_cycle || maps_read_at.elapsed() >= MAP_LEN_PERIOD {
-                    if let Some(mem) = live.mem.filter(|_| !live.feed.agg.maps.is_empty()) {
-                        maps_read_at = Instant::now();
-                        live.feed.map_lens(monotonic_ns(), |addr| mem.read_u64(addr));
-                    }
+                if (new_cycle || maps_read_at.elapsed() >= MAP_LEN_PERIOD) && !live.feed.agg.maps.is_empty() {
+                    maps_read_at = Instant::now();
+                    live.feed.map_lens(monotonic_ns(), live.map_len);
                 }
                 if live.record().is_err() {
                     break "record-error";

@@ -5,6 +5,7 @@ use gcprobe::{
     binary::Binary,
     buildinfo,
     gcctl::{self, AddressSource, Check, Layout, LayoutSource},
+    gomaps::MapImpl,
     memory::TargetMemory,
     pclntab::Pclntab,
     plan::Symbols,
@@ -30,6 +31,9 @@ fn machine_code_and_layout_table_agree_with_symbols_and_dwarf() {
         let (addr, calls) = gcctl::find_controller(&syms).unwrap_or_else(|e| panic!("go {go}: {e}"));
         assert_eq!(addr, symbol, "go {go}: machine code vs symbol table");
         assert!(calls >= 4, "go {go}: only {calls} calls");
+        // Which map header the runtime lays out, hmap before 1.24, swiss maps from it.
+        let want = if version < buildinfo::GoVersion::new(1, 24, 0) { MapImpl::Classic } else { MapImpl::Swiss };
+        assert_eq!(MapImpl::for_binary(&syms, version), want, "go {go}");
         let dwarf = Layout::from_dwarf(&bin).unwrap().expect("DWARF layout");
         assert_eq!(Layout::for_version(version), Some(dwarf), "go {go}: table vs DWARF");
         // &work.cpuStats, where the runtime keeps its GC CPU counters (1.21+).
