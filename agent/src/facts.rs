@@ -88,10 +88,10 @@ impl<'a> BinaryFacts<'a> {
                 continue;
             }
             let Some(code) = usize::try_from(*size).ok().and_then(|n| self.bin.bytes_at(*entry, n)) else { continue };
-            if !crate::callargs::may_call(self.bin.arch, code, *entry, &targets) {
+            if !crate::staticrefs::may_call(self.bin.arch, code, *entry, &targets) {
                 continue;
             }
-            for (call, t) in crate::callargs::first_args(self.bin.arch, code, *entry, &targets) {
+            for (call, t) in crate::staticrefs::first_args(self.bin.arch, code, *entry, &targets) {
                 out.entry(t).or_default().push(call);
             }
         }

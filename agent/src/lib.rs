@@ -5,7 +5,7 @@ pub mod binary;
 pub mod bursts;
 pub mod buildinfo;
 pub mod calibrate;
-pub mod callargs;
+pub mod staticrefs;
 pub mod cli;
 pub mod culprits;
 pub mod diagnose;

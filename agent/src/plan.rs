@@ -257,7 +257,8 @@ pub struct ProbePlan {
     /// Which argument of `mProf_Malloc` is the size: `(p, size)` through Go
     /// 1.22, `(mp, p, size)` from 1.23 (runtime/mprof.go).
     pub mprof_size_arg: usize,
-    /// Link-time address of `runtime.MemProfileRate` (needs the symbol table).
+    /// Link-time address of `runtime.MemProfileRate`: the symbol table's,
+    /// or found in the machine code of a stripped binary.
     pub mem_profile_rate: Option<u64>,
     /// `runtime.gcController`, or why it could not be found: the live heap,
     /// the heap goal, GOGC, the memory limit and the allocation total.
@@ -300,7 +301,7 @@ impl ProbePlan {
             nested_range: None,
             growslice_range: None,
             mprof_size_arg: if go < GoVersion::new(1, 23, 0) { 1 } else { 2 },
-            mem_profile_rate: bin.symbol("runtime.MemProfileRate").map(|s| s.addr),
+            mem_profile_rate: mem_profile_rate_address(syms),
             gc_controller: crate::gcctl::locate(syms, go),
             map_impl: crate::gomaps::MapImpl::for_binary(syms, go),
             warnings,
@@ -426,6 +427,41 @@ impl ProbePlan {
         let id = self.probes.len() as u32;
         self.probes.push(PlannedProbe { id, name: short.into(), symbol: symbol.into(), kind, vaddr: sym.addr, file_offset, size: sym.size, flags, required, map_arg: None });
         true
+    }
+}
+
+/// `runtime.MemProfileRate`'s address. Without a symbol table: of the
+/// 8-byte values `runtime.profilealloc` loads (mcache0 and MemProfileRate
+/// in every Go from 1.19 to 1.27, runtime/malloc.go), the one the runtime
+/// initializes: statically to `512 * 1024` (the file holds it, Go 1.20+),
+/// or in `runtime.init` (go1.19's `defaultMemProfileRate(512 * 1024)`).
+fn mem_profile_rate_address(syms: &Symbols<'_>) -> Option<u64> {
+    syms.bin.symbol("runtime.MemProfileRate").map(|s| s.addr).or_else(|| mem_profile_rate_in_code(syms))
+}
+
+/// The machine-code half of [`mem_profile_rate_address`].
+pub fn mem_profile_rate_in_code(syms: &Symbols<'_>) -> Option<u64> {
+    let f = syms.lookup("runtime.profilealloc")?;
+    let code = syms.bin.bytes_at(f.addr, usize::try_from(f.size).ok()?)?;
+    use crate::staticrefs::{data_refs, Access};
+    let arch = syms.bin.arch;
+    let init_stores: Vec<u64> = syms
+        .lookup("runtime.init")
+        .and_then(|i| syms.bin.bytes_at(i.addr, usize::try_from(i.size).ok()?).map(|c| data_refs(arch, c, i.addr)))
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(a, acc)| (acc == Access::Store).then_some(a))
+        .collect();
+    let mut found: Vec<u64> = data_refs(arch, code, f.addr)
+        .into_iter()
+        .filter_map(|(a, acc)| (acc == Access::Load).then_some(a))
+        .filter(|&a| syms.bin.read_ptr(a) == Some(crate::aggregate::DEFAULT_MEM_PROFILE_RATE) || init_stores.contains(&a))
+        .collect();
+    found.sort_unstable();
+    found.dedup();
+    match found[..] {
+        [one] => Some(one),
+        _ => None,
     }
 }
 

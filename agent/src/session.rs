@@ -233,6 +233,10 @@ pub fn print_plan(pid: Option<u32>, exe: Option<PathBuf>) -> Result<(), SessionE
     for line in gc_controller_lines(&plan.gc_controller) {
         println!("{line}");
     }
+    match plan.mem_profile_rate {
+        Some(a) => println!("runtime.MemProfileRate at {a:#x}: the runtime's own samples weighted at the program's rate"),
+        None => println!("runtime.MemProfileRate not found: runtime samples would be weighted for the default 512 KiB"),
+    }
     for p in &plan.probes {
         println!("  probe {:<32} {:<14} vaddr {:#x} file offset {:#x}{}", p.symbol, format!("{:?}", p.kind), p.vaddr, p.file_offset, if p.required { "" } else { " (optional)" });
     }

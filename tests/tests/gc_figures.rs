@@ -34,6 +34,7 @@ fn machine_code_and_layout_table_agree_with_symbols_and_dwarf() {
         // Which map header the runtime lays out, hmap before 1.24, swiss maps from it.
         let want = if version < buildinfo::GoVersion::new(1, 24, 0) { MapImpl::Classic } else { MapImpl::Swiss };
         assert_eq!(MapImpl::for_binary(&syms, version), want, "go {go}");
+        assert_eq!(gcprobe::plan::mem_profile_rate_in_code(&syms), Some(bin.symbol("runtime.MemProfileRate").expect("symbol").addr), "go {go}: MemProfileRate");
         let dwarf = Layout::from_dwarf(&bin).unwrap().expect("DWARF layout");
         assert_eq!(Layout::for_version(version), Some(dwarf), "go {go}: table vs DWARF");
         // &work.cpuStats, where the runtime keeps its GC CPU counters (1.21+).
@@ -247,5 +248,40 @@ fn a_leak_is_found_whenever_you_attach() {
         assert_eq!(bounded["len_last"], 512, "go {go}");
         assert!(bounded["deletes_in_program"].as_u64().unwrap() >= 1, "go {go}: {bounded:#}");
         assert!(bounded["deleted_at"][0].as_str().unwrap().starts_with("main.touch main.go:"), "go {go}: {bounded:#}");
+    }
+}
+
+/// The arm64 decoders (ADRP+ADD into R0 before BL, ADRP+LDR/STR) find the
+/// same runtime variables as the symbol table, in every Go of the matrix
+/// cross-built for arm64. Nothing runs: only the file is read.
+#[test]
+fn arm64_machine_code_agrees_with_symbols() {
+    for go in fixtures::go_versions() {
+        let out = xtask::workspace_root().join("target/fixtures").join(go).join("gcstress-arm64");
+        let st = std::process::Command::new(xtask::tools::ensure_go(go).unwrap())
+            .current_dir(fixtures::source_dir("gcstress"))
+            .args(["build", "-o"])
+            .arg(&out)
+            .arg(".")
+            .env("GOARCH", "arm64")
+            .env("CGO_ENABLED", "0")
+            .env("GOTOOLCHAIN", "local")
+            .env("GOFLAGS", "-mod=mod")
+            .env("GOCACHE", xtask::tools::tools_dir().join("go-build-cache"))
+            .env("GOPATH", xtask::tools::tools_dir().join("gopath"))
+            .status()
+            .unwrap();
+        assert!(st.success(), "go {go}: cross-building for arm64");
+        let (bin, version) = open(&out);
+        assert_eq!(bin.arch, gcprobe::binary::Arch::Aarch64);
+        let pcln = Pclntab::parse(&bin, version).unwrap();
+        let syms = Symbols { bin: &bin, pclntab: pcln.as_ref() };
+        let sym = |n: &str| bin.symbol(n).unwrap_or_else(|| panic!("{n}")).addr;
+        assert_eq!(gcctl::find_controller(&syms).map(|f| f.0), Ok(sym("runtime.gcController")), "go {go}");
+        assert_eq!(gcprobe::plan::mem_profile_rate_in_code(&syms), Some(sym("runtime.MemProfileRate")), "go {go}");
+        if version >= buildinfo::GoVersion::new(1, 21, 0) {
+            let fields = gcprobe::symbolize::dwarf::member_offsets(bin.data(), "runtime.workType").unwrap().expect("workType");
+            assert_eq!(gcctl::find_cpu_stats(&syms).map(|f| f.0), Ok(sym("runtime.work") + fields["cpuStats"]), "go {go}");
+        }
     }
 }

@@ -8,10 +8,10 @@
 //! variable's address loaded into it: `LEAQ runtime.gcController(SB), AX` on
 //! amd64, `ADRP`+`ADD` into R0 on arm64. `.gopclntab` names the methods, so
 //! the calls are known; the address every call agrees on is the variable's
-//! (see [`crate::callargs`]).
+//! (see [`crate::staticrefs`]).
 use std::collections::{BTreeMap, HashSet};
 
-use crate::{callargs, plan::Symbols};
+use crate::{plan::Symbols, staticrefs};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FindError {
@@ -78,7 +78,7 @@ fn find_receiver(syms: &Symbols<'_>, r: &Receiver, min_calls: u32) -> Result<(u6
     for caller in r.callers {
         let Some(f) = syms.lookup(caller) else { continue };
         let Some(code) = syms.bin.bytes_at(f.addr, f.size as usize) else { continue };
-        for (_, a) in callargs::first_args(syms.bin.arch, code, f.addr, &methods) {
+        for (_, a) in staticrefs::first_args(syms.bin.arch, code, f.addr, &methods) {
             *votes.entry(a).or_default() += 1;
         }
     }

@@ -287,7 +287,7 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
     if sampled {
         if agg.mprof_rate_assumed > 0 {
             warnings.push(format!(
-                "{} runtime samples weighted for the default MemProfileRate (512 KiB): the binary has no symbol table to read the real rate from",
+                "{} runtime samples weighted for the default MemProfileRate (512 KiB): runtime.MemProfileRate was not found in the binary to read the real rate from",
                 agg.mprof_rate_assumed
             ));
         }

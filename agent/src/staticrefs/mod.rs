@@ -1,5 +1,6 @@
-//! Static first arguments at calls: which link-time address a function
-//! passes as its first register argument to a known callee.
+//! Static addresses in machine code: which link-time address a function
+//! passes as its first register argument to a known callee, and which
+//! addresses it loads 8-byte values from.
 //!
 //! Go loads the address of a package variable or a type descriptor into the
 //! first argument register right before the call (`LEAQ sym(SB), AX` on
@@ -17,6 +18,23 @@ pub fn first_args(arch: Arch, code: &[u8], entry: u64, targets: &HashSet<u64>) -
     match arch {
         Arch::X86_64 => x86::first_args(code, entry, targets),
         Arch::Aarch64 => arm64::first_args(code, entry, targets),
+    }
+}
+
+/// An 8-byte access to a package variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Load,
+    Store,
+}
+
+/// Addresses `code` loads 8-byte values from or stores them to directly
+/// (`MOVQ sym(SB), reg` / `MOVQ reg, sym(SB)` on amd64; `ADRP` then
+/// `LDR`/`STR xT, [xN, #off]` on arm64), in order.
+pub fn data_refs(arch: Arch, code: &[u8], entry: u64) -> Vec<(u64, Access)> {
+    match arch {
+        Arch::X86_64 => x86::data_refs(code, entry),
+        Arch::Aarch64 => arm64::data_refs(code, entry),
     }
 }
 
@@ -40,6 +58,26 @@ mod x86 {
     use std::collections::HashSet;
 
     use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, InstructionInfoFactory, OpAccess, Register};
+
+    pub fn data_refs(code: &[u8], entry: u64) -> Vec<(u64, super::Access)> {
+        let mut d = Decoder::with_ip(64, code, entry, DecoderOptions::NONE);
+        let mut out = Vec::new();
+        while d.can_decode() {
+            let ins = d.decode();
+            if ins.is_invalid() {
+                break;
+            }
+            let access = match ins.code() {
+                Code::Mov_r64_rm64 => super::Access::Load,
+                Code::Mov_rm64_r64 => super::Access::Store,
+                _ => continue,
+            };
+            if ins.is_ip_rel_memory_operand() {
+                out.push((ins.ip_rel_memory_address(), access));
+            }
+        }
+        out
+    }
 
     /// (call address, static address in RAX) at direct calls to `targets`.
     pub fn first_args(code: &[u8], entry: u64, targets: &HashSet<u64>) -> Vec<(u64, u64)> {
@@ -84,46 +122,70 @@ mod x86 {
 mod arm64 {
     use std::collections::HashSet;
 
-    /// (call address, static address in R0) at `BL`s to `targets`: `ADRP x0,
-    /// page` then `ADD x0, x0, #lo12`, with nothing else writing x0 before the call.
-    pub fn first_args(code: &[u8], entry: u64, targets: &HashSet<u64>) -> Vec<(u64, u64)> {
-        let mut page: Option<u64> = None;
-        let mut x0: Option<u64> = None;
+    use super::Access;
+
+    /// What one instruction does with static addresses.
+    enum Step {
+        /// An 8-byte load or store at a known address.
+        Ref(u64, Access),
+        /// `BL target` with x0 holding a known address, or not.
+        Call { pc: u64, target: u64, x0: Option<u64> },
+    }
+
+    /// Follows static addresses through registers in straight-line code:
+    /// `ADRP` sets a page, `ADD #imm` adds to a known base (Go's linker
+    /// writes `ADRP`+`ADD` into the register itself, or, in go1.19, through
+    /// R27), `LDR`/`STR xT, [xN, #imm12 × 8]` use one. Anything else that
+    /// may write a register forgets it; a call forgets them all.
+    fn steps(code: &[u8], entry: u64) -> Vec<Step> {
+        let mut regs = [None::<u64>; 32];
         let mut out = Vec::new();
         for (i, w) in code.chunks_exact(4).enumerate() {
             let pc = entry + 4 * i as u64;
             let insn = u32::from_le_bytes(w.try_into().expect("4-byte chunk"));
-            let rd = insn & 0x1f;
+            let (rd, rn) = ((insn & 0x1f) as usize, ((insn >> 5) & 0x1f) as usize);
+            let imm12 = u64::from((insn >> 10) & 0xfff);
             if insn & 0x9f00_0000 == 0x9000_0000 {
                 // ADRP: immhi (23:5), immlo (30:29), 4 KiB pages.
-                if rd == 0 {
-                    let imm = (((insn >> 5) & 0x7_ffff) << 2 | (insn >> 29) & 3) as u64;
-                    let off = ((imm << 43) as i64 >> 31) as u64; // sign-extend 21 bits, × 4096
-                    page = Some((pc & !0xfff).wrapping_add(off));
-                    x0 = None;
-                    continue;
+                let imm = (((insn >> 5) & 0x7_ffff) << 2 | (insn >> 29) & 3) as u64;
+                regs[rd] = Some((pc & !0xfff).wrapping_add(((imm << 43) as i64 >> 31) as u64));
+            } else if insn & 0xff80_0000 == 0x9100_0000 {
+                // ADD xd, xn, #imm12{, lsl #12} (64-bit).
+                let imm = if insn & (1 << 22) != 0 { imm12 << 12 } else { imm12 };
+                regs[rd] = regs[rn].map(|b| b.wrapping_add(imm));
+            } else if insn & 0xffc0_0000 == 0xf940_0000 {
+                if let Some(b) = regs[rn] {
+                    out.push(Step::Ref(b.wrapping_add(8 * imm12), Access::Load));
                 }
-            } else if insn & 0xffc0_03ff == 0x9100_0000 {
-                // ADD x0, x0, #imm12 (64-bit, unshifted).
-                if let Some(p) = page.take() {
-                    x0 = Some(p + u64::from((insn >> 10) & 0xfff));
-                    continue;
+                regs[rd] = None;
+            } else if insn & 0xffc0_0000 == 0xf900_0000 {
+                if let Some(b) = regs[rn] {
+                    out.push(Step::Ref(b.wrapping_add(8 * imm12), Access::Store));
                 }
             } else if insn & 0xfc00_0000 == 0x9400_0000 {
-                // BL imm26.
                 let off = (((insn & 0x03ff_ffff) << 6) as i32 >> 4) as i64 as u64;
-                if let Some(r) = x0.filter(|_| targets.contains(&pc.wrapping_add(off))) {
-                    out.push((pc, r));
-                }
-                (page, x0) = (None, None);
-                continue;
-            }
-            // Conservatively: anything whose destination field is x0 may write it.
-            if rd == 0 {
-                (page, x0) = (None, None);
+                out.push(Step::Call { pc, target: pc.wrapping_add(off), x0: regs[0] });
+                regs = [None; 32];
+            } else {
+                regs[rd] = None;
             }
         }
         out
+    }
+
+    pub fn data_refs(code: &[u8], entry: u64) -> Vec<(u64, Access)> {
+        steps(code, entry).into_iter().filter_map(|s| if let Step::Ref(a, acc) = s { Some((a, acc)) } else { None }).collect()
+    }
+
+    /// (call address, static address in R0) at `BL`s to `targets`.
+    pub fn first_args(code: &[u8], entry: u64, targets: &HashSet<u64>) -> Vec<(u64, u64)> {
+        steps(code, entry)
+            .into_iter()
+            .filter_map(|s| match s {
+                Step::Call { pc, target, x0: Some(a) } if targets.contains(&target) => Some((pc, a)),
+                _ => None,
+            })
+            .collect()
     }
 
     #[cfg(test)]
@@ -138,6 +200,14 @@ mod arm64 {
             let code: Vec<u8> = [0x90000ba0u32, 0x910d0000, 0x97fffe9d].iter().flat_map(|w| w.to_le_bytes()).collect();
             let methods = HashSet::from([0x3d8ec - 4 * 0x163]);
             assert_eq!(first_args(&code, 0x3d8e4, &methods), vec![(0x3d8ec, (0x3d8e4 & !0xfff) + 1523712 + 832)]);
+            // go1.27.3 linux/arm64 runtime.profilealloc: ADRP 1409024(PC), R27;
+            // MOVD 1528(R27), R4 loads runtime.MemProfileRate (0x1805f8).
+            let code: Vec<u8> = [0x90000adbu32, 0xf942ff64, 0xf9000464].iter().flat_map(|w| w.to_le_bytes()).collect();
+            assert_eq!(data_refs(&code, 0x28c04), vec![(0x1805f8, crate::staticrefs::Access::Load)]);
+            // go1.19 linux/arm64 runtime.profilealloc: ADRP 1490944(PC), R27;
+            // ADD $856, R27, R27; MOVD (R27), R0 loads runtime.MemProfileRate.
+            let code: Vec<u8> = [0x90000b7bu32, 0x910d637b, 0xf9400360].iter().flat_map(|w| w.to_le_bytes()).collect();
+            assert_eq!(data_refs(&code, 0x1b9bc), vec![((0x1b9bc & !0xfff) + 1490944 + 856, crate::staticrefs::Access::Load)]);
             // A write to x0 in between (MOVD ZR, R0) drops it.
             let code: Vec<u8> = [0x90000ba0u32, 0x910d0000, 0xaa1f03e0, 0x97fffe9c].iter().flat_map(|w| w.to_le_bytes()).collect();
             assert_eq!(first_args(&code, 0x3d8e4, &methods), Vec::<(u64, u64)>::new());
