@@ -255,6 +255,10 @@ const MAX_LEN_SAMPLES: usize = 512;
 /// Maps whose length is sampled at each GC: the most-grown ones.
 const MAX_SAMPLED_MAPS: usize = 50;
 
+/// GC settings kept: the first and up to this many changes in all (a
+/// program flipping GOGC in a loop must not grow memory).
+const MAX_SETTINGS_CHANGES: usize = 64;
+
 pub struct Aggregator {
     pid: u32,
     growslice_abi: GrowsliceAbi,
@@ -443,7 +447,7 @@ impl Aggregator {
             self.gc_cpu = Some((self.gc_cpu.map_or(c, |(first, _)| first), c));
         }
         let changed = self.settings.last().is_none_or(|(_, l)| (l.gc_percent, l.memory_limit, l.heap_minimum) != (s.gc_percent, s.memory_limit, s.heap_minimum));
-        if changed && self.settings.len() < MAX_SAMPLED_MAPS {
+        if changed && self.settings.len() < MAX_SETTINGS_CHANGES {
             self.settings.push((ktime, s));
         }
     }
