@@ -325,8 +325,7 @@ pub struct Aggregator {
     pub fresh: Option<Fresh>,
 }
 
-/// runtime.MemProfileRate's default (runtime/mprof.go).
-pub const DEFAULT_MEM_PROFILE_RATE: u64 = 512 * 1024;
+use crate::plan::DEFAULT_MEM_PROFILE_RATE;
 
 /// pprof's weight for one sampled allocation of `size` bytes at `rate`:
 /// the inverse of the probability that it was sampled

@@ -30,4 +30,5 @@ pub mod report;
 pub mod rules;
 pub mod session;
 pub mod symbolize;
+pub mod symbols;
 pub mod uprobe_multi;

@@ -5,11 +5,8 @@
 //! before anything touches the kernel.
 use gcprobe_common::{cookie, kind};
 
-use crate::{
-    binary::{Binary, Symbol},
-    buildinfo::GoVersion,
-    pclntab::Pclntab,
-};
+use crate::symbols::Symbols;
+use crate::buildinfo::GoVersion;
 
 /// Oldest toolchain whose runtime layout gcprobe has checked: register ABI on
 /// amd64 (1.17) and arm64 (1.18), inline buildinfo (1.18).
@@ -23,34 +20,6 @@ pub enum PlanError {
     TooOld { binary: String, version: GoVersion },
     #[error("{binary}: required symbol {symbol} not found{hint}")]
     MissingSymbol { binary: String, symbol: &'static str, hint: &'static str },
-}
-
-/// Where function addresses come from: the ELF symbol table when present,
-/// else Go's own pclntab (which `-ldflags=-s` leaves in place).
-pub struct Symbols<'a> {
-    pub bin: &'a Binary,
-    pub pclntab: Option<&'a Pclntab>,
-}
-
-impl Symbols<'_> {
-    pub fn lookup(&self, name: &str) -> Option<Symbol> {
-        if let Some(s) = self.bin.symbol(name) {
-            return Some(s.clone());
-        }
-        let f = self.pclntab?.function(name).ok()??;
-        Some(Symbol { name: f.name, addr: f.entry, size: f.size })
-    }
-
-    /// Every function name known to either source.
-    pub fn names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.bin.symbols().map(|s| s.name.clone()).collect();
-        if v.is_empty() {
-            if let Some(t) = self.pclntab {
-                v.extend(t.functions().filter_map(|f| f.ok()).map(|f| f.name));
-            }
-        }
-        v
-    }
 }
 
 /// What a probe measures. Travels through the kernel as `gcprobe_common::kind`.
@@ -430,6 +399,9 @@ impl ProbePlan {
     }
 }
 
+/// runtime.MemProfileRate's default (runtime/mprof.go).
+pub const DEFAULT_MEM_PROFILE_RATE: u64 = 512 * 1024;
+
 /// `runtime.MemProfileRate`'s address. Without a symbol table: of the
 /// 8-byte values `runtime.profilealloc` loads (mcache0 and MemProfileRate
 /// in every Go from 1.19 to 1.27, runtime/malloc.go), the one the runtime
@@ -455,7 +427,7 @@ pub fn mem_profile_rate_in_code(syms: &Symbols<'_>) -> Option<u64> {
     let mut found: Vec<u64> = data_refs(arch, code, f.addr)
         .into_iter()
         .filter_map(|(a, acc)| (acc == Access::Load).then_some(a))
-        .filter(|&a| syms.bin.read_ptr(a) == Some(crate::aggregate::DEFAULT_MEM_PROFILE_RATE) || init_stores.contains(&a))
+        .filter(|&a| syms.bin.read_ptr(a) == Some(DEFAULT_MEM_PROFILE_RATE) || init_stores.contains(&a))
         .collect();
     found.sort_unstable();
     found.dedup();

@@ -8,7 +8,7 @@ use gcprobe::{
     gomaps::MapImpl,
     memory::TargetMemory,
     pclntab::Pclntab,
-    plan::Symbols,
+    symbols::Symbols,
 };
 use gcprobe_tests::*;
 

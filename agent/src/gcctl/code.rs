@@ -11,7 +11,7 @@
 //! (see [`crate::staticrefs`]).
 use std::collections::{BTreeMap, HashSet};
 
-use crate::{plan::Symbols, staticrefs};
+use crate::{symbols::Symbols, staticrefs};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FindError {

@@ -16,7 +16,7 @@ pub use code::{find_controller, find_cpu_stats, FindError};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{binary::Binary, buildinfo::GoVersion, plan::Symbols};
+use crate::{binary::Binary, buildinfo::GoVersion, symbols::Symbols};
 
 /// Where a figure read from the controller would have come from, or why it
 /// is not available: the report prints the reason, never a guess.
