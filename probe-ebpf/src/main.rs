@@ -77,9 +77,14 @@ fn try_go_entry(ctx: &ProbeContext) -> Result<(), i64> {
     let ck = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
     let flags = cookie::flags(ck);
     let kind = cookie::kind(ck);
-    bump(stat::HITS_BY_KIND + (kind & 0xf));
+    // The per-kind counters have kind::MAX + 1 slots each; a cookie the
+    // agent never writes must not index past them.
+    if kind > kind::MAX {
+        return Ok(());
+    }
+    bump(stat::HITS_BY_KIND + kind);
     if flags & cookie::FLAG_BURST != 0 && cfg.burst_open == 0 {
-        bump(stat::GATED_BY_KIND + (kind & 0xf));
+        bump(stat::GATED_BY_KIND + kind);
         return Ok(());
     }
     let caller = arch::entry_return_address(ctx)?;

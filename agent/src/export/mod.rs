@@ -101,7 +101,6 @@ pub fn gc_timeline(meta: &Meta, end: &End, agg: &Aggregator, facts: &mut dyn Fac
         stw,
         assists: agg.assist_times.clone(),
         heap_live: agg.cycles.iter().filter_map(|c| Some((c.start_ktime, c.heap_at_start?))).collect(),
-        bursts: Vec::new(),
         notes,
         metadata,
     };

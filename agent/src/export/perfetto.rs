@@ -28,8 +28,6 @@ pub struct Timeline {
     pub assists: Vec<(u32, u64)>,
     /// (ktime ns, bytes).
     pub heap_live: Vec<(u64, u64)>,
-    /// gcprobe's own sampling windows.
-    pub bursts: Vec<Span>,
     /// (ktime ns, text): global instants a viewer shows on the timeline,
     /// e.g. why the trace holds no GC events.
     pub notes: Vec<(u64, String)>,
@@ -41,7 +39,6 @@ pub struct Timeline {
 /// Linux tid (pid_max is at most 2^22) and below i32::MAX, which viewers expect.
 pub const GC_CYCLES_TID: u32 = 0x7fff_0001;
 pub const STW_TID: u32 = 0x7fff_0002;
-pub const BURSTS_TID: u32 = 0x7fff_0003;
 
 pub fn chrome_trace(t: &Timeline) -> Value {
     let pid = t.pid;
@@ -51,7 +48,7 @@ pub fn chrome_trace(t: &Timeline) -> Value {
     // (ts, event), sorted at the end; metadata goes in first so that a stable
     // sort keeps it ahead of the events at ts 0.
     let mut events: Vec<(f64, Value)> = vec![(0.0, meta(0, "process_name", json!({"name": t.process_name})))];
-    let tracks = [(GC_CYCLES_TID, "GC cycles", "gc", &t.gc_cycles), (STW_TID, "stop-the-world", "stw", &t.stw), (BURSTS_TID, "gcprobe bursts", "gcprobe", &t.bursts)];
+    let tracks = [(GC_CYCLES_TID, "GC cycles", "gc", &t.gc_cycles), (STW_TID, "stop-the-world", "stw", &t.stw)];
     for (sort_index, (tid, track, cat, spans)) in tracks.into_iter().enumerate() {
         // A track without slices would show as an empty row.
         if spans.is_empty() {
@@ -118,7 +115,6 @@ mod tests {
             ],
             assists: vec![(4243, origin + 500_000), (4242, origin + 600_000), (4243, origin + 700_000)],
             heap_live: vec![(origin, 1 << 20), (origin + 2_000_000, 3 << 20), (origin - 1_000, 1 << 19)],
-            bursts: vec![],
             notes: vec![],
             metadata: vec![("gcprobe_version".into(), json!("0.1.0")), ("go_version".into(), json!("go1.24.11"))],
         }
@@ -151,7 +147,6 @@ mod tests {
         let on = |tid: u32| slices.iter().filter(|e| e["tid"] == tid).map(|e| e["name"].as_str().unwrap()).collect::<Vec<_>>();
         assert_eq!(on(GC_CYCLES_TID), ["GC 1", "GC 2"]);
         assert_eq!(on(STW_TID), ["GC sweep termination", "GC mark termination", "GC mark termination"]);
-        assert!(on(BURSTS_TID).is_empty());
 
         // Nanoseconds survive as microsecond fractions.
         let gc1 = slices[0];
@@ -185,17 +180,6 @@ mod tests {
                 (4243, "thread_name", "thread 4243"),
             ]
         );
-    }
-
-    #[test]
-    fn bursts_get_their_own_track() {
-        let t = Timeline { bursts: vec![span(10_000, 110_000, "burst")], ..Default::default() };
-        let v = chrome_trace(&t);
-        let names: Vec<&Value> = of(&v, "M").into_iter().filter(|e| e["name"] == "thread_name").collect();
-        assert_eq!(names.len(), 1);
-        assert_eq!((names[0]["tid"].as_u64(), &names[0]["args"]["name"]), (Some(BURSTS_TID.into()), &json!("gcprobe bursts")));
-        let [burst] = &of(&v, "X")[..] else { panic!("{v}") };
-        assert_eq!((burst["ts"].as_f64(), burst["dur"].as_f64(), burst["tid"].as_u64()), (Some(10.0), Some(100.0), Some(BURSTS_TID.into())));
     }
 
     #[test]

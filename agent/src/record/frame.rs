@@ -36,7 +36,6 @@ pub enum FrameError {
 /// Writes the header, then frames.
 pub struct FrameWriter<W: Write> {
     out: W,
-    written: u64,
 }
 
 impl<W: Write> FrameWriter<W> {
@@ -45,7 +44,7 @@ impl<W: Write> FrameWriter<W> {
         h[..8].copy_from_slice(MAGIC);
         h[8..10].copy_from_slice(&VERSION.to_le_bytes());
         out.write_all(&h).map_err(FrameError::Io)?;
-        Ok(Self { out, written: HEADER_LEN as u64 })
+        Ok(Self { out })
     }
 
     /// Appends one frame in a single write, so a crash leaves at most the
@@ -59,18 +58,7 @@ impl<W: Write> FrameWriter<W> {
         buf.extend_from_slice(&[kind, 0, 0, 0]);
         buf.extend_from_slice(&checksum(kind, payload).to_le_bytes());
         buf.extend_from_slice(payload);
-        self.out.write_all(&buf).map_err(FrameError::Io)?;
-        self.written += buf.len() as u64;
-        Ok(())
-    }
-
-    pub fn flush(&mut self) -> Result<(), FrameError> {
-        self.out.flush().map_err(FrameError::Io)
-    }
-
-    /// Bytes written so far, header included.
-    pub fn written(&self) -> u64 {
-        self.written
+        self.out.write_all(&buf).map_err(FrameError::Io)
     }
 
     pub fn into_inner(self) -> W {

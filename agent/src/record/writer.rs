@@ -45,11 +45,6 @@ impl Recorder {
         &self.path
     }
 
-    /// Bytes written so far.
-    pub fn written(&self) -> u64 {
-        self.out.written()
-    }
-
     pub fn meta(&mut self, meta: &Meta) -> Result<(), RecordError> {
         let json = serde_json::to_vec(meta).expect("meta serializes");
         self.frame(kind::META, &json)

@@ -116,11 +116,6 @@ impl Symbolizer {
         self.frames(vaddr.wrapping_add(self.bias), false)
     }
 
-    /// Frames from the pclntab alone, for cross-checking DWARF.
-    pub fn pclntab_frames(&self, vaddr: u64) -> Option<Vec<Frame>> {
-        self.pclntab.as_ref()?.frames(vaddr).ok()?
-    }
-
     /// Frames for one runtime PC, innermost (inlined) first. Return addresses
     /// point after the CALL, so they are looked up one byte earlier to land on
     /// the call's own line; `frames[0]` of an event is a function entry and is not.
@@ -165,16 +160,6 @@ impl Symbolizer {
                 vec![Frame { function: format!("{vaddr:#x}"), file: None, line: None, inlined: false }]
             }
         }
-    }
-
-    /// Expands a whole event stack: frame 0 is the probed entry PC, the rest are
-    /// return addresses.
-    pub fn stack(&mut self, pcs: &[u64]) -> Vec<Frame> {
-        let mut out = Vec::new();
-        for (i, &pc) in pcs.iter().enumerate() {
-            out.extend(self.frames(pc, i > 0).iter().cloned());
-        }
-        out
     }
 }
 
