@@ -788,22 +788,7 @@ mod tests {
     use gcprobe_common::kind;
 
     fn plan(go: GoVersion) -> ProbePlan {
-        ProbePlan {
-            go,
-            probes: vec![],
-            skipped: vec![],
-            not_needed: vec![],
-            growslice_abi: GrowsliceAbi::for_version(go),
-            stw_reason_arg: go >= GoVersion::new(1, 21, 0),
-            stw_span_arg: go >= GoVersion::new(1, 22, 0),
-            nested_range: None,
-            growslice_range: None,
-            mprof_size_arg: 2,
-            mem_profile_rate: None,
-            gc_controller: crate::gcctl::Located::Unavailable { reason: "test".into() },
-            map_impl: crate::gomaps::MapImpl::Swiss,
-            warnings: vec![],
-        }
+        ProbePlan::for_test(go)
     }
 
     fn ev(k: u32, t: u64, args: [u64; 5], frames: &[u64]) -> Event {

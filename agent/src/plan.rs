@@ -387,6 +387,28 @@ impl ProbePlan {
         Ok(plan)
     }
 
+    /// A plan with no probes for `go`'s argument layouts, for tests that
+    /// feed it events by hand.
+    #[cfg(test)]
+    pub(crate) fn for_test(go: GoVersion) -> Self {
+        ProbePlan {
+            go,
+            probes: vec![],
+            skipped: vec![],
+            not_needed: vec![],
+            growslice_abi: GrowsliceAbi::for_version(go),
+            stw_reason_arg: go >= GoVersion::new(1, 21, 0),
+            stw_span_arg: go >= GoVersion::new(1, 22, 0),
+            nested_range: None,
+            growslice_range: None,
+            mprof_size_arg: 2,
+            mem_profile_rate: None,
+            gc_controller: crate::gcctl::Located::Unavailable { reason: "test".into() },
+            map_impl: crate::gomaps::MapImpl::Swiss,
+            warnings: vec![],
+        }
+    }
+
     fn add(&mut self, syms: &Symbols<'_>, short: &str, symbol: &str, kind: ProbeKind, flags: u64, required: bool) -> bool {
         let Some(sym) = syms.lookup(symbol) else { return false };
         let Some(file_offset) = syms.bin.file_offset(sym.addr) else {

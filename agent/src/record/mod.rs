@@ -179,3 +179,80 @@ pub enum RecordError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use gcprobe_common::{event_flag, kind};
+
+    use super::*;
+    use crate::{buildinfo::GoVersion, events::encode_full, facts::NoFacts, feed::Feed, plan::PlannedProbe};
+
+    /// The recording invariant without root: what a session feeds, recorded
+    /// and replayed, gives the same report, field for field.
+    #[test]
+    fn a_replayed_recording_reports_what_the_live_session_did() {
+        let mut plan = ProbePlan::for_test(GoVersion::new(1, 24, 0));
+        for (id, kind, map_arg) in [(0, crate::plan::ProbeKind::Growslice, None), (1, crate::plan::ProbeKind::Malloc, None), (2, crate::plan::ProbeKind::MapInsert, Some(1))] {
+            plan.probes.push(PlannedProbe { id, name: format!("p{id}"), symbol: format!("s{id}"), kind, vaddr: 0, file_offset: 0, size: 0, flags: 0, required: false, map_arg });
+        }
+        let meta = Meta {
+            gcprobe_version: "test".into(),
+            target: Target { pid: 42, exe: "/bin/x".into(), go_version: "go1.24.11".into(), arch: "amd64".into(), build_id: None },
+            exe_path: "/bin/x".into(),
+            load_bias: 0,
+            plan,
+            attached: vec![0, 1, 2],
+            attach_notes: HashMap::new(),
+            mode: Mode::Exact,
+            budget: 0.01,
+            calibration: None,
+            cost_s: 1e-5,
+            start_unix_ns: 1,
+            start_monotonic_ns: 0,
+            symbols_from: "symtab".into(),
+        };
+        let path = std::env::temp_dir().join(format!("gcprobe-unit-{}.gcprobe", std::process::id()));
+        let mut rec = Recorder::create(&path, true).unwrap();
+        rec.meta(&meta).unwrap();
+        let mut feed = Feed::new(Aggregator::new(42, &meta.plan)).recording();
+        let progress = |t: f64| Progress {
+            elapsed_s: t,
+            kernel: KernelStats::default(),
+            mechanism: Mechanism::UprobeMulti,
+            target_cpu_s: Some(t),
+            agent: AgentReport { cpu_s: 0.1, max_rss_kib: 1 },
+            runtime_samples_off_after_s: None,
+        };
+        let heap = event_flag::HEAP_LIVE | event_flag::HEAP_GOAL;
+        // One facts for the whole session, as attach has.
+        let mut facts = NoFacts::default();
+        for i in 0..200u64 {
+            let t = i * 10_000_000;
+            // An append run (growth then its allocation), a plain
+            // allocation, a map insert, and a GC cycle every 50.
+            feed.ring(&encode_full(kind::GROWSLICE, 0, t, [0, i % 9 + 1, i % 9, 1, 0xe7], &[0x10, 0x500, 0x600], 0, 0));
+            feed.ring(&encode_full(kind::MALLOC, 1, t + 1, [64 * (i % 9 + 1), 0, 1, 0, 0], &[0x20, 0x700, 0x600], 0, 0));
+            feed.ring(&encode_full(kind::MAP_INSERT, 2, t + 2, [0x7a, 0xbeef, 0, 0, 0], &[0x30, 0x800], 0, 0));
+            if i % 50 == 0 {
+                feed.ring(&encode_full(kind::STW_START, 0, t + 3, [t + 3, 2, t, 0, 4 << 20], &[1, 2], 0, heap));
+                feed.ring(&encode_full(kind::STW_START, 0, t + 9, [t + 9, 1, t + 5, 0, 1 << 20], &[1, 2], 0, heap));
+            }
+            if i % 20 == 0 {
+                feed.map_lens(t, |_| Some(i * 10));
+                rec.flush(&mut feed, &mut facts, &progress(t as f64 / 1e9)).unwrap();
+            }
+        }
+        let end = End { ended_by: "duration".into(), progress: progress(2.0) };
+        rec.finish(&mut feed, &mut facts, &end).unwrap();
+        let live = meta.report(&end, &feed.agg, &mut facts);
+        let mut replayed = replay(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let again = replayed.meta.report(&replayed.end, &replayed.agg, &mut replayed.facts);
+        let (a, b) = (serde_json::to_value(&live).unwrap(), serde_json::to_value(&again).unwrap());
+        assert_eq!(a["events"]["growslice"], 200);
+        assert_eq!(a["maps"][0]["inserts"], 200, "{:#}", a["maps"]);
+        assert_eq!(a, b);
+    }
+}
