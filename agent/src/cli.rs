@@ -3,7 +3,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand};
 
-use crate::{render::Format, rules::Rule, session::Mode};
+use crate::{render::Format, report::rules::Rule, session::Mode};
 
 #[derive(Debug, Parser)]
 #[command(name = "gcprobe", version, about = "Live eBPF probe for Go programs: which loop fills the heap, and how long GC stops the world")]
@@ -150,7 +150,7 @@ pub struct PlanArgs {
 }
 
 fn parse_rule(s: &str) -> Result<Rule, String> {
-    s.parse().map_err(|e: crate::rules::RuleError| e.to_string())
+    s.parse().map_err(|e: crate::report::rules::RuleError| e.to_string())
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

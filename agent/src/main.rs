@@ -3,11 +3,11 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use gcprobe::{
     cli::{Cli, Command, PlanArgs, SessionArgs},
-    launch,
-    probes::Program,
+    target::launch,
+    kernel::probes::Program,
     render::Format,
     report::Report,
-    rules::{self, Rule},
+    report::rules::{self, Rule},
     session::{self, AttachOptions, RecordTo, SessionError, TargetSpec},
 };
 

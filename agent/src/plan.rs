@@ -5,8 +5,8 @@
 //! before anything touches the kernel.
 use gcprobe_common::{cookie, kind};
 
-use crate::symbols::Symbols;
-use crate::buildinfo::GoVersion;
+use crate::target::symbols::Symbols;
+use crate::target::buildinfo::GoVersion;
 
 /// Oldest toolchain whose runtime layout gcprobe has checked: register ABI on
 /// amd64 (1.17) and arm64 (1.18), inline buildinfo (1.18).
@@ -232,10 +232,10 @@ pub struct ProbePlan {
     /// `runtime.gcController`, or why it could not be found: the live heap,
     /// the heap goal, GOGC, the memory limit and the allocation total.
     #[serde(default = "gc_controller_unrecorded")]
-    pub gc_controller: crate::gcctl::Located,
+    pub gc_controller: crate::target::gcctl::Located,
     /// How to read a map's length from its header.
     #[serde(default = "classic_maps")]
-    pub map_impl: crate::gomaps::MapImpl,
+    pub map_impl: crate::target::gomaps::MapImpl,
     pub warnings: Vec<String>,
 }
 
@@ -271,8 +271,8 @@ impl ProbePlan {
             growslice_range: None,
             mprof_size_arg: if go < GoVersion::new(1, 23, 0) { 1 } else { 2 },
             mem_profile_rate: mem_profile_rate_address(syms),
-            gc_controller: crate::gcctl::locate(syms, go),
-            map_impl: crate::gomaps::MapImpl::for_binary(syms, go),
+            gc_controller: crate::target::gcctl::locate(syms, go),
+            map_impl: crate::target::gomaps::MapImpl::for_binary(syms, go),
             warnings,
         };
 
@@ -403,8 +403,8 @@ impl ProbePlan {
             growslice_range: None,
             mprof_size_arg: 2,
             mem_profile_rate: None,
-            gc_controller: crate::gcctl::Located::Unavailable { reason: "test".into() },
-            map_impl: crate::gomaps::MapImpl::Swiss,
+            gc_controller: crate::target::gcctl::Located::Unavailable { reason: "test".into() },
+            map_impl: crate::target::gomaps::MapImpl::Swiss,
             warnings: vec![],
         }
     }
@@ -437,7 +437,7 @@ fn mem_profile_rate_address(syms: &Symbols<'_>) -> Option<u64> {
 pub fn mem_profile_rate_in_code(syms: &Symbols<'_>) -> Option<u64> {
     let f = syms.lookup("runtime.profilealloc")?;
     let code = syms.bin.bytes_at(f.addr, usize::try_from(f.size).ok()?)?;
-    use crate::staticrefs::{data_refs, Access};
+    use crate::target::staticrefs::{data_refs, Access};
     let arch = syms.bin.arch;
     let init_stores: Vec<u64> = syms
         .lookup("runtime.init")
@@ -470,12 +470,12 @@ pub const MAP_ASSIGN: [&str; 6] = [
 ];
 
 /// Recordings made before `map_impl` hold lengths already read.
-fn classic_maps() -> crate::gomaps::MapImpl {
-    crate::gomaps::MapImpl::Classic
+fn classic_maps() -> crate::target::gomaps::MapImpl {
+    crate::target::gomaps::MapImpl::Classic
 }
 
-fn gc_controller_unrecorded() -> crate::gcctl::Located {
-    crate::gcctl::Located::Unavailable { reason: "not in this recording (made by an older gcprobe)".into() }
+fn gc_controller_unrecorded() -> crate::target::gcctl::Located {
+    crate::target::gcctl::Located::Unavailable { reason: "not in this recording (made by an older gcprobe)".into() }
 }
 
 fn is_size_specialized_malloc(name: &str) -> bool {

@@ -5,9 +5,9 @@ use std::{
 };
 
 use crate::{
-    aggregate::Aggregator,
+    ingest::aggregate::Aggregator,
     export,
-    facts::Facts,
+    analysis::facts::Facts,
     record::{End, Meta},
     report::{self, Report},
 };

@@ -1,7 +1,7 @@
 //! Symbolization agrees with Go's own `go tool addr2line` (no root needed).
 use std::{io::Write as _, process::{Command, Stdio}};
 
-use gcprobe::{binary::Binary, buildinfo, pclntab::Pclntab, symbolize::Symbolizer};
+use gcprobe::{target::binary::Binary, target::buildinfo, target::pclntab::Pclntab, target::symbolize::Symbolizer};
 use gcprobe_tests::*;
 
 #[test]

@@ -9,8 +9,8 @@ pub mod pprof;
 use serde_json::{json, Map};
 
 use crate::{
-    aggregate::Aggregator,
-    facts::Facts,
+    ingest::aggregate::Aggregator,
+    analysis::facts::Facts,
     plan::{STW_REASON_MARK_TERM, STW_REASON_SWEEP_TERM},
     record::{End, Meta},
     report,

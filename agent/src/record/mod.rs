@@ -19,16 +19,16 @@ pub use replay::{replay, RecordedFacts, Replayed};
 pub use writer::{Recorder, FLUSH_BYTES};
 
 use crate::{
-    aggregate::Aggregator,
-    calibrate::Calibration,
-    facts::Facts,
-    diagnose::LoopReport,
-    gotypes::TypeInfo,
+    ingest::aggregate::Aggregator,
+    kernel::calibrate::Calibration,
+    analysis::facts::Facts,
+    analysis::diagnose::LoopReport,
+    target::gotypes::TypeInfo,
     plan::ProbePlan,
-    probes::{KernelStats, Mechanism},
+    kernel::probes::{KernelStats, Mechanism},
     report::{self, AgentReport, Report, Target},
     session::Mode,
-    symbolize::Frame,
+    target::symbolize::Frame,
 };
 
 /// Frame kinds.
@@ -129,7 +129,7 @@ pub struct Symbols {
     pub loops: Vec<(Vec<u64>, Option<LoopReport>)>,
     /// Map type address → key, value and deletion sites.
     #[serde(default)]
-    pub map_types: Vec<(u64, Option<crate::gotypes::MapTypeInfo>)>,
+    pub map_types: Vec<(u64, Option<crate::target::gotypes::MapTypeInfo>)>,
 }
 
 impl Symbols {
@@ -187,7 +187,7 @@ mod tests {
     use gcprobe_common::{event_flag, kind};
 
     use super::*;
-    use crate::{buildinfo::GoVersion, events::encode_full, facts::NoFacts, feed::Feed, plan::PlannedProbe};
+    use crate::{target::buildinfo::GoVersion, ingest::events::encode_full, analysis::facts::NoFacts, ingest::feed::Feed, plan::PlannedProbe};
 
     /// The recording invariant without root: what a session feeds, recorded
     /// and replayed, gives the same report, field for field.

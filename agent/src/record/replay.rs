@@ -3,12 +3,12 @@ use std::{collections::HashMap, path::Path, rc::Rc};
 
 use super::{frame, kind, ops::Op, End, Meta, Progress, RecordError, Symbols};
 use crate::{
-    aggregate::Aggregator,
-    diagnose::LoopReport,
-    facts::{Facts, UnresolvedCount},
-    feed,
-    gotypes::{MapTypeInfo, TypeInfo},
-    symbolize::Frame,
+    ingest::aggregate::Aggregator,
+    analysis::diagnose::LoopReport,
+    analysis::facts::{Facts, UnresolvedCount},
+    ingest::feed,
+    target::gotypes::{MapTypeInfo, TypeInfo},
+    target::symbolize::Frame,
 };
 
 pub struct Replayed {

@@ -6,7 +6,7 @@ use std::{
 };
 
 use super::{frame::FrameWriter, kind, ops::Op, End, Meta, Progress, RecordError, Symbols};
-use crate::{facts::Facts, feed::Feed, report};
+use crate::{analysis::facts::Facts, ingest::feed::Feed, report};
 
 /// Ops are handed to the file at every flush tick, or sooner once this many
 /// bytes wait: what a crash can lose, and what the recorder holds in memory.

@@ -3,12 +3,12 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::*;
 use crate::{
-    aggregate::{Aggregator, StwCause},
+    ingest::aggregate::{Aggregator, StwCause},
     plan::{ProbePlan, STW_REASON_MARK_TERM, STW_REASON_SWEEP_TERM},
-    culprits,
-    diagnose::GrowEvidence,
-    facts::Facts,
-    probes::KernelStats,
+    analysis::culprits,
+    analysis::diagnose::GrowEvidence,
+    analysis::facts::Facts,
+    kernel::probes::KernelStats,
 };
 
 /// Everything a report is made from.
@@ -19,7 +19,7 @@ pub struct Inputs<'a> {
     pub attach_notes: &'a HashMap<u32, String>,
     pub agg: &'a Aggregator,
     pub kernel: KernelStats,
-    pub mechanism: crate::probes::Mechanism,
+    pub mechanism: crate::kernel::probes::Mechanism,
     pub start_unix_ns: u64,
     pub duration_s: f64,
     pub ended_by: String,
@@ -31,7 +31,7 @@ pub struct Inputs<'a> {
 pub struct SamplingInputs {
     pub mode: crate::session::Mode,
     pub budget: f64,
-    pub calibration: Option<crate::calibrate::Calibration>,
+    pub calibration: Option<crate::kernel::calibrate::Calibration>,
     pub cost_s: f64,
     pub target_cpu_s: Option<f64>,
     /// The governor took the runtime-sample probe off this far into the
@@ -60,8 +60,8 @@ fn cpu_share_unavailable(plan: &ProbePlan, agg: &Aggregator) -> Option<String> {
         return None;
     }
     Some(match &plan.gc_controller {
-        crate::gcctl::Located::Unavailable { reason } => reason.clone(),
-        crate::gcctl::Located::Found(c) => match &c.cpu_stats {
+        crate::target::gcctl::Located::Unavailable { reason } => reason.clone(),
+        crate::target::gcctl::Located::Found(c) => match &c.cpu_stats {
             Err(reason) => reason.clone(),
             // The counters move only when a cycle ends.
             Ok(_) => "fewer than two GC cycles ended in the window".into(),

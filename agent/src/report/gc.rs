@@ -3,7 +3,7 @@
 //! memory limit and the allocation rate (runtime/mgcpacer.go).
 use serde::Serialize;
 
-use crate::{aggregate::Aggregator, culprits::bytes};
+use crate::{ingest::aggregate::Aggregator, analysis::culprits::bytes};
 
 /// GOGC and GOMEMLIMIT as the runtime held them at the end of the window.
 #[derive(Debug, Clone, Serialize)]
@@ -43,7 +43,7 @@ pub struct HeapMedians {
 
 impl HeapMedians {
     pub fn from_agg(agg: &Aggregator) -> Self {
-        let median = |f: &dyn Fn(&crate::aggregate::Cycle) -> Option<u64>| {
+        let median = |f: &dyn Fn(&crate::ingest::aggregate::Cycle) -> Option<u64>| {
             let mut v: Vec<u64> = agg.cycles.iter().filter_map(f).collect();
             v.sort_unstable();
             v.get(v.len() / 2).copied()

@@ -4,6 +4,7 @@
 //! people (`text`) or JSON for tools. Fields may be added, never removed.
 mod build;
 pub mod gc;
+pub mod rules;
 pub mod text;
 
 use std::collections::BTreeMap;
@@ -13,9 +14,9 @@ use serde::{Deserialize, Serialize};
 pub use build::{build, callsite_function, cause_name, rate_times, Inputs, SamplingInputs};
 
 use crate::{
-    diagnose::{GrowEvidence, LoopReport, PerCall, Saving},
-    gotypes::TypeInfo,
-    symbolize::Frame,
+    analysis::diagnose::{GrowEvidence, LoopReport, PerCall, Saving},
+    target::gotypes::TypeInfo,
+    target::symbolize::Frame,
 };
 
 pub const SCHEMA: &str = "gcprobe.report/v1";
@@ -49,7 +50,7 @@ pub struct Report {
 #[derive(Debug, Clone, Serialize)]
 pub struct KernelReport {
     /// How the uprobes were attached.
-    pub mechanism: crate::probes::Mechanism,
+    pub mechanism: crate::kernel::probes::Mechanism,
     /// Probe hits in the target that reached our program.
     pub hits: u64,
     /// The same, per probe kind.
@@ -77,7 +78,7 @@ pub struct SamplingReport {
     pub budget_pct: Option<f64>,
     /// This host's measured per-hit costs (None: calibration failed and
     /// `cost_per_hit_ns` is an assumption).
-    pub calibration: Option<crate::calibrate::Calibration>,
+    pub calibration: Option<crate::kernel::calibrate::Calibration>,
     pub cost_per_hit_ns: f64,
     /// Bursts of the allocation probes (sampled mode).
     pub bursts: u64,

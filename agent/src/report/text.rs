@@ -3,7 +3,7 @@ use std::fmt::Write as _;
 
 use super::Report;
 use crate::{
-    culprits::{bytes, si},
+    analysis::culprits::{bytes, si},
     session::Mode,
 };
 

@@ -11,10 +11,10 @@ use std::{
 };
 
 use crate::{
-    binary::Binary,
-    diagnose::{self, LoopReport},
-    gotypes::{self, MapTypeInfo, TypeInfo},
-    symbolize::{Frame, Symbolizer},
+    target::binary::Binary,
+    analysis::diagnose::{self, LoopReport},
+    target::gotypes::{self, MapTypeInfo, TypeInfo},
+    target::symbolize::{Frame, Symbolizer},
 };
 
 pub trait Facts {
@@ -88,10 +88,10 @@ impl<'a> BinaryFacts<'a> {
                 continue;
             }
             let Some(code) = usize::try_from(*size).ok().and_then(|n| self.bin.bytes_at(*entry, n)) else { continue };
-            if !crate::staticrefs::may_call(self.bin.arch, code, *entry, &targets) {
+            if !crate::target::staticrefs::may_call(self.bin.arch, code, *entry, &targets) {
                 continue;
             }
-            for (call, t) in crate::staticrefs::first_args(self.bin.arch, code, *entry, &targets) {
+            for (call, t) in crate::target::staticrefs::first_args(self.bin.arch, code, *entry, &targets) {
                 out.entry(t).or_default().push(call);
             }
         }

@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 use aya::maps::{MapData, RingBuf};
 
 use crate::{
-    feed::Feed,
-    governor::{Attachment, Governor, PeriodObservation, Plan},
+    ingest::feed::Feed,
+    sampling::governor::{Attachment, Governor, PeriodObservation, Plan},
     plan::{ProbeGroup, ProbeKind, ProbePlan},
-    probes::{Attached, KernelStats, ProbeError},
-    process::Process,
+    kernel::probes::{Attached, KernelStats, ProbeError},
+    target::process::Process,
 };
 
 /// The bursted kinds, from the one place that says which those are.

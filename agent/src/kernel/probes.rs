@@ -22,7 +22,7 @@ use gcprobe_common::{kind, stat, AggKey, AggValue, TargetConfig};
 
 use crate::{
     plan::{ProbeKind, ProbePlan},
-    uprobe_multi::MultiProgram,
+    kernel::uprobe_multi::MultiProgram,
 };
 
 static PROBES_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gcprobe-probes.o"));
@@ -132,7 +132,7 @@ impl AttachPoint {
 /// The kernel's per-target settings: the plan's link-time addresses moved by
 /// the load bias. `gc` is the GC controller the session checked against the
 /// target's memory (None: the kernel reads nothing at pauses).
-pub fn target_config(plan: &ProbePlan, gc: Option<&crate::gcctl::GcController>, bias: u64) -> TargetConfig {
+pub fn target_config(plan: &ProbePlan, gc: Option<&crate::target::gcctl::GcController>, bias: u64) -> TargetConfig {
     let at = |r: Option<(u64, u64)>| r.map_or((0, 0), |(lo, hi)| (lo.wrapping_add(bias), hi.wrapping_add(bias)));
     let (nested_lo, nested_hi) = at(plan.nested_range);
     let (pair_lo, pair_hi) = at(plan.growslice_range);
@@ -204,7 +204,7 @@ impl Attached {
             HashMap::try_from(take(&mut ebpf, "TARGETS")?).map_err(|source| ProbeError::Map { name: "TARGETS", source })?;
         targets.insert(pid, cfg, 0).map_err(|source| ProbeError::Map { name: "TARGETS", source })?;
         // Once: /proc/self/maps does not change under a running agent.
-        let primer_offset = multi.as_ref().and_then(|_| crate::calibrate::self_file_offset(detach_primer as *const () as u64).ok());
+        let primer_offset = multi.as_ref().and_then(|_| crate::kernel::calibrate::self_file_offset(detach_primer as *const () as u64).ok());
         Ok((Self { multi_links: Vec::new(), links: BTreeMap::new(), multi, primer_offset, stats, targets, agg, cfg, pid, exe: exe.to_owned(), program, points, ebpf }, ring))
     }
 

@@ -9,7 +9,7 @@ use std::{fmt, str::FromStr};
 
 use serde::Serialize;
 
-use crate::{culprits, report::Report};
+use crate::{analysis::culprits, report::Report};
 
 /// What a metric measures decides the units its threshold takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -642,7 +642,7 @@ mod tests {
                 runtime_samples_s: None,
             },
             kernel: KernelReport {
-                mechanism: crate::probes::Mechanism::PerfEvent,
+                mechanism: crate::kernel::probes::Mechanism::PerfEvent,
                 hits: 0,
                 hits_by_kind: BTreeMap::new(),
                 gated: 0,

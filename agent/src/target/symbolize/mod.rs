@@ -7,7 +7,7 @@ pub mod dwarf;
 
 use std::{collections::HashMap, rc::Rc};
 
-use crate::{binary::Binary, pclntab::Pclntab};
+use crate::{target::binary::Binary, target::pclntab::Pclntab};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Frame {

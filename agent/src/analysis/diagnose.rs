@@ -4,12 +4,12 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    binary::Binary,
-    culprits::bytes,
-    facts::Facts,
-    gotypes::TypeInfo,
-    loops,
-    symbolize::{Frame, Symbolizer},
+    target::binary::Binary,
+    analysis::culprits::bytes,
+    analysis::facts::Facts,
+    target::gotypes::TypeInfo,
+    analysis::loops,
+    target::symbolize::{Frame, Symbolizer},
 };
 
 /// What the aggregator knows about one growslice callsite.
@@ -25,7 +25,7 @@ pub struct GrowEvidence {
     pub finished_calls: u64,
     pub final_len_sum: u64,
     pub final_alloc_sum: u64,
-    pub final_allocs: crate::aggregate::Quantiles,
+    pub final_allocs: crate::ingest::aggregate::Quantiles,
     pub old_len_sum: u64,
     pub bytes: u64,
 }

@@ -13,7 +13,7 @@ use std::{
 
 use gcprobe_common::{cookie, kind, TargetConfig};
 
-use crate::probes::{AttachPoint, Attached, ProbeError, Program};
+use crate::kernel::probes::{AttachPoint, Attached, ProbeError, Program};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CalibrateError {

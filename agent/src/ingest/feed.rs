@@ -7,8 +7,8 @@ use std::time::Instant;
 use gcprobe_common::{AggKey, AggValue};
 
 use crate::{
-    aggregate::{Aggregator, Fresh},
-    events::Event,
+    ingest::aggregate::{Aggregator, Fresh},
+    ingest::events::Event,
     record::ops::Op,
 };
 
@@ -83,7 +83,7 @@ impl Feed {
 
     /// The GC controller's settings and allocation total, read at `ktime`
     /// (CLOCK_MONOTONIC, the events' clock).
-    pub fn gc_settings(&mut self, ktime: u64, settings: crate::gcctl::Settings) {
+    pub fn gc_settings(&mut self, ktime: u64, settings: crate::target::gcctl::Settings) {
         self.push(Op::GcSettings { ktime, settings });
     }
 

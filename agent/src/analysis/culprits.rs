@@ -4,8 +4,8 @@
 //! allocated bytes means slices grow without preallocation; a stop-the-world
 //! longer than 5 ms is a pause users notice.
 use crate::{
-    diagnose::{self, short},
-    facts::Facts,
+    analysis::diagnose::{self, short},
+    analysis::facts::Facts,
     report::{Callsite, Culprit},
 };
 
@@ -69,7 +69,7 @@ pub fn rank(callsites: &[Callsite], duration_s: f64, total_bytes: u64, facts: &m
 
 /// `stws` is every pause as (duration ns, reason).
 /// The one sentence a culprit leads with.
-fn summary(c: &Callsite, d: Option<&crate::diagnose::Diagnosis>, fix: &str) -> String {
+fn summary(c: &Callsite, d: Option<&crate::analysis::diagnose::Diagnosis>, fix: &str) -> String {
     let at = match (&c.file, c.line) {
         (Some(f), Some(l)) => format!("{}:{l}", short(f)),
         _ => "?".into(),
@@ -269,7 +269,7 @@ pub fn bytes(b: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::symbolize::Frame;
+    use crate::target::symbolize::Frame;
 
     fn cs(probe: &str, line: u32, count: u64, share: f64) -> Callsite {
         Callsite {
@@ -294,7 +294,7 @@ mod tests {
 
     #[test]
     fn ranks_append_growth_by_share() {
-        let c = rank(&[cs("growslice", 10, 500, 0.2), cs("mallocgc", 20, 9000, 0.6), cs("growslice", 30, 900, 0.7), cs("growslice", 40, 5, 0.5), cs("growslice", 50, 900, 0.01)], 2.0, 1000, &mut crate::facts::NoFacts::default());
+        let c = rank(&[cs("growslice", 10, 500, 0.2), cs("mallocgc", 20, 9000, 0.6), cs("growslice", 30, 900, 0.7), cs("growslice", 40, 5, 0.5), cs("growslice", 50, 900, 0.01)], 2.0, 1000, &mut crate::analysis::facts::NoFacts::default());
         let lines: Vec<_> = c.iter().map(|c| (c.rank, c.line.unwrap())).collect();
         // Plain allocations, rare growth and tiny shares are not culprits.
         assert_eq!(lines, [(1, 30), (2, 10)]);
@@ -307,7 +307,7 @@ mod tests {
         // A sampled session saw main.collect's append grow 6 times: under
         // MIN_GROWTHS, but 83% of the bytes.
         let rows = [cs("growslice", 10, 6, 0.83), cs("growslice", 20, 50, 0.12)];
-        let c = rank(&rows, 2.0, 1000, &mut crate::facts::NoFacts::default());
+        let c = rank(&rows, 2.0, 1000, &mut crate::analysis::facts::NoFacts::default());
         assert_eq!(c.iter().map(|c| c.line.unwrap()).collect::<Vec<_>>(), [10, 20]);
     }
 
@@ -320,7 +320,7 @@ mod tests {
             Frame { function: "main.(*store).put".into(), file: Some("/src/store.go".into()), line: Some(88), inlined: false },
         ];
         let rows = [pb, cs("growslice", 30, 300, 0.3)];
-        let c = rank(&rows, 2.0, 1000, &mut crate::facts::NoFacts::default());
+        let c = rank(&rows, 2.0, 1000, &mut crate::analysis::facts::NoFacts::default());
         assert_eq!(c.iter().map(|c| c.line.unwrap()).collect::<Vec<_>>(), [30]);
         let notes = generated_code_notes(&rows);
         assert_eq!(notes.len(), 1);

@@ -19,25 +19,25 @@ use tokio::{
 };
 
 use crate::{
-    aggregate::Aggregator,
-    binary::{Binary, BinaryError},
-    buildinfo::{self, BuildInfoError},
-    bursts::BurstDriver,
-    calibrate,
-    culprits::{bytes, si},
-    facts::{BinaryFacts, Facts as _},
-    feed::Feed,
-    governor::Governor,
-    launch::{Held, LaunchError},
-    pclntab::{Pclntab, PclntabError},
+    ingest::aggregate::Aggregator,
+    target::binary::{Binary, BinaryError},
+    target::buildinfo::{self, BuildInfoError},
+    sampling::bursts::BurstDriver,
+    kernel::calibrate,
+    analysis::culprits::{bytes, si},
+    analysis::facts::{BinaryFacts, Facts as _},
+    ingest::feed::Feed,
+    sampling::governor::Governor,
+    target::launch::{Held, LaunchError},
+    target::pclntab::{Pclntab, PclntabError},
     plan::{PlanError, ProbeGroup, ProbePlan},
-    symbols::Symbols,
-    probes::{self, AttachPoint, Attached, ProbeError, Program},
-    process::{self, Process, ProcessError},
+    target::symbols::Symbols,
+    kernel::probes::{self, AttachPoint, Attached, ProbeError, Program},
+    target::process::{self, Process, ProcessError},
     record::{End, Meta, Progress, RecordError, Recorder, FLUSH_BYTES},
     render::{self, Format, RenderError},
     report::{self, Report},
-    symbolize::{dwarf::DwarfError, Symbolizer},
+    target::symbolize::{dwarf::DwarfError, Symbolizer},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -298,7 +298,7 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
     };
     let cost_s = calibration.map_or(FALLBACK_COST_NS / 1e9, |c| c.cost_s());
 
-    let mem = crate::memory::TargetMemory::open(pid).ok();
+    let mem = crate::target::memory::TargetMemory::open(pid).ok();
     check_gc_controller(&mut plan, bias, mem.as_ref());
     let cfg = probes::target_config(&plan, plan.gc_controller.found(), bias);
     let (mut attached, ring) = Attached::load(&process.exe_path, pid, cfg, AttachPoint::from_plan(&plan), opts.program)?;
@@ -400,7 +400,7 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
     let read_gc = |feed: &mut Feed| {
         if let Some(s) = mem.as_ref().zip(gc).and_then(|(mem, c)| c.settings(bias, |a| mem.read_u64(a))) {
             // Zeros before gcinit (a program held at its first instruction) are no settings.
-            if s.check() == crate::gcctl::Check::Consistent {
+            if s.check() == crate::target::gcctl::Check::Consistent {
                 feed.gc_settings(monotonic_ns(), s);
             }
         }
@@ -408,7 +408,7 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
     read_gc(&mut feed);
     // A map's length only where its header still looks like a map's.
     let map_impl = plan.map_impl;
-    let map_len = |addr: u64| mem.as_ref().and_then(|m| map_impl.len(&m.read_array::<{ crate::gomaps::HEADER_BYTES }>(addr)?));
+    let map_len = |addr: u64| mem.as_ref().and_then(|m| map_impl.len(&m.read_array::<{ crate::target::gomaps::HEADER_BYTES }>(addr)?));
     let mut driver = match opts.mode {
         Mode::Sampled => Some(BurstDriver::start(Governor::new(opts.budget, cost_s), plan, &mut attached, &process, &mut feed)?),
         Mode::Exact => None,
@@ -488,8 +488,8 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
 }
 
 /// What `gcprobe plan` says of the GC controller and its CPU counters.
-fn gc_controller_lines(located: &crate::gcctl::Located) -> Vec<String> {
-    use crate::gcctl::{AddressSource, LayoutSource, Located};
+fn gc_controller_lines(located: &crate::target::gcctl::Located) -> Vec<String> {
+    use crate::target::gcctl::{AddressSource, LayoutSource, Located};
     let c = match located {
         Located::Unavailable { reason } => return vec![format!("runtime.gcController unavailable: {reason}")],
         Located::Found(c) => c,
@@ -514,8 +514,8 @@ fn gc_controller_lines(located: &crate::gcctl::Located) -> Vec<String> {
 /// Holds the plan's GC controller against the target's memory: a wrong
 /// address or layout shows as fields that contradict each other, and then
 /// nothing is read from it (the kernel included), with the reason reported.
-fn check_gc_controller(plan: &mut ProbePlan, bias: u64, mem: Option<&crate::memory::TargetMemory>) {
-    use crate::gcctl::{Check, Located};
+fn check_gc_controller(plan: &mut ProbePlan, bias: u64, mem: Option<&crate::target::memory::TargetMemory>) {
+    use crate::target::gcctl::{Check, Located};
     let Some(c) = plan.gc_controller.found() else { return };
     let reason = match mem.map(|m| c.settings(bias, |a| m.read_u64(a))) {
         None => "the target's memory cannot be read (/proc/PID/mem)".to_owned(),

@@ -14,9 +14,9 @@ use std::{collections::HashMap, sync::OnceLock};
 use bytes::Bytes;
 
 use crate::{
-    binary::{Arch, Binary},
-    buildinfo::GoVersion,
-    symbolize::Frame,
+    target::binary::{Arch, Binary},
+    target::buildinfo::GoVersion,
+    target::symbolize::Frame,
 };
 
 const MAGIC_118: u32 = 0xffff_fff0;

@@ -1,0 +1,5 @@
+//! What the numbers mean: static facts about PCs and types, the loop around an append, culprits and their fixes, rules of thumb.
+pub mod facts;
+pub mod culprits;
+pub mod diagnose;
+pub mod loops;

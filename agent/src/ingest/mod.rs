@@ -1,0 +1,4 @@
+//! Events in: decoding ring-buffer records, the feed (the one way into the aggregator, recorded as ops) and the aggregator itself.
+pub mod events;
+pub mod feed;
+pub mod aggregate;
