@@ -1,14 +1,16 @@
 //! gcprobe: attach to running Go programs with uprobes, find the loop that fills
 //! the heap and measure how long the garbage collector stops the world.
-pub mod target;
+pub mod tracee;
 pub mod kernel;
 pub mod sampling;
 pub mod ingest;
 pub mod analysis;
 pub mod cli;
+pub mod error;
 pub mod export;
 pub mod plan;
 pub mod record;
 pub mod render;
 pub mod report;
 pub mod session;
+pub mod units;

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use gcprobe::{
     cli::{Cli, Command, PlanArgs, SessionArgs},
-    target::launch,
+    tracee::launch,
     kernel::probes::Program,
     render::Format,
     report::Report,
@@ -20,7 +20,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             // One line: the error and its causes, no backtrace.
-            eprintln!("gcprobe: error: {}", session::error_chain(&e));
+            eprintln!("gcprobe: error: {}", gcprobe::error::error_chain(&e));
             ExitCode::from(e.exit_code())
         }
     }

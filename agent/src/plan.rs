@@ -5,8 +5,8 @@
 //! before anything touches the kernel.
 use gcprobe_common::{cookie, kind};
 
-use crate::target::symbols::Symbols;
-use crate::target::buildinfo::GoVersion;
+use crate::tracee::symbols::Symbols;
+use crate::tracee::buildinfo::GoVersion;
 
 /// Oldest toolchain whose runtime layout gcprobe has checked: register ABI on
 /// amd64 (1.17) and arm64 (1.18), inline buildinfo (1.18).
@@ -20,6 +20,28 @@ pub enum PlanError {
     TooOld { binary: String, version: GoVersion },
     #[error("{binary}: required symbol {symbol} not found{hint}")]
     MissingSymbol { binary: String, symbol: &'static str, hint: &'static str },
+}
+
+/// How allocations are observed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Every allocation entry point, all the time: exact counts, and the
+    /// target pays a trap per allocation.
+    Exact,
+    /// GC probes always; allocations from the runtime's own sample
+    /// (mProf_Malloc, when MemProfileRate > 0) and from duty-cycled exact
+    /// bursts sized to stay within --overhead-budget.
+    Sampled,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Exact => "exact",
+            Mode::Sampled => "sampled",
+        }
+    }
 }
 
 /// What a probe measures. Travels through the kernel as `gcprobe_common::kind`.
@@ -232,10 +254,10 @@ pub struct ProbePlan {
     /// `runtime.gcController`, or why it could not be found: the live heap,
     /// the heap goal, GOGC, the memory limit and the allocation total.
     #[serde(default = "gc_controller_unrecorded")]
-    pub gc_controller: crate::target::gcctl::Located,
+    pub gc_controller: crate::tracee::gcctl::Located,
     /// How to read a map's length from its header.
     #[serde(default = "classic_maps")]
-    pub map_impl: crate::target::gomaps::MapImpl,
+    pub map_impl: crate::tracee::gomaps::MapImpl,
     pub warnings: Vec<String>,
 }
 
@@ -271,8 +293,8 @@ impl ProbePlan {
             growslice_range: None,
             mprof_size_arg: if go < GoVersion::new(1, 23, 0) { 1 } else { 2 },
             mem_profile_rate: mem_profile_rate_address(syms),
-            gc_controller: crate::target::gcctl::locate(syms, go),
-            map_impl: crate::target::gomaps::MapImpl::for_binary(syms, go),
+            gc_controller: crate::tracee::gcctl::locate(syms, go),
+            map_impl: crate::tracee::gomaps::MapImpl::for_binary(syms, go),
             warnings,
         };
 
@@ -403,8 +425,8 @@ impl ProbePlan {
             growslice_range: None,
             mprof_size_arg: 2,
             mem_profile_rate: None,
-            gc_controller: crate::target::gcctl::Located::Unavailable { reason: "test".into() },
-            map_impl: crate::target::gomaps::MapImpl::Swiss,
+            gc_controller: crate::tracee::gcctl::Located::Unavailable { reason: "test".into() },
+            map_impl: crate::tracee::gomaps::MapImpl::Swiss,
             warnings: vec![],
         }
     }
@@ -437,7 +459,7 @@ fn mem_profile_rate_address(syms: &Symbols<'_>) -> Option<u64> {
 pub fn mem_profile_rate_in_code(syms: &Symbols<'_>) -> Option<u64> {
     let f = syms.lookup("runtime.profilealloc")?;
     let code = syms.bin.bytes_at(f.addr, usize::try_from(f.size).ok()?)?;
-    use crate::target::staticrefs::{data_refs, Access};
+    use crate::tracee::staticrefs::{data_refs, Access};
     let arch = syms.bin.arch;
     let init_stores: Vec<u64> = syms
         .lookup("runtime.init")
@@ -470,12 +492,12 @@ pub const MAP_ASSIGN: [&str; 6] = [
 ];
 
 /// Recordings made before `map_impl` hold lengths already read.
-fn classic_maps() -> crate::target::gomaps::MapImpl {
-    crate::target::gomaps::MapImpl::Classic
+fn classic_maps() -> crate::tracee::gomaps::MapImpl {
+    crate::tracee::gomaps::MapImpl::Classic
 }
 
-fn gc_controller_unrecorded() -> crate::target::gcctl::Located {
-    crate::target::gcctl::Located::Unavailable { reason: "not in this recording (made by an older gcprobe)".into() }
+fn gc_controller_unrecorded() -> crate::tracee::gcctl::Located {
+    crate::tracee::gcctl::Located::Unavailable { reason: "not in this recording (made by an older gcprobe)".into() }
 }
 
 fn is_size_specialized_malloc(name: &str) -> bool {

@@ -2,13 +2,13 @@
 //! runtime's allocation total) are found in every build, stripped ones
 //! included, and agree with what the runtime itself reports.
 use gcprobe::{
-    target::binary::Binary,
-    target::buildinfo,
-    target::gcctl::{self, AddressSource, Check, Layout, LayoutSource},
-    target::gomaps::MapImpl,
-    target::memory::TargetMemory,
-    target::pclntab::Pclntab,
-    target::symbols::Symbols,
+    tracee::binary::Binary,
+    tracee::buildinfo,
+    tracee::gcctl::{self, AddressSource, Check, Layout, LayoutSource},
+    tracee::gomaps::MapImpl,
+    tracee::memory::TargetMemory,
+    tracee::pclntab::Pclntab,
+    tracee::symbols::Symbols,
 };
 use gcprobe_tests::*;
 
@@ -40,10 +40,10 @@ fn machine_code_and_layout_table_agree_with_symbols_and_dwarf() {
         // &work.cpuStats, where the runtime keeps its GC CPU counters (1.21+).
         if version >= buildinfo::GoVersion::new(1, 21, 0) {
             let work = bin.symbol("runtime.work").expect("runtime.work").addr;
-            let fields = gcprobe::target::symbolize::dwarf::member_offsets(bin.data(), "runtime.workType").unwrap().expect("workType");
+            let fields = gcprobe::tracee::symbolize::dwarf::member_offsets(bin.data(), "runtime.workType").unwrap().expect("workType");
             let (cpu, _) = gcctl::find_cpu_stats(&syms).unwrap_or_else(|e| panic!("go {go}: {e}"));
             assert_eq!(cpu, work + fields["cpuStats"], "go {go}: work.cpuStats");
-            let stats = gcprobe::target::symbolize::dwarf::member_offsets(bin.data(), "runtime.cpuStats").unwrap().expect("cpuStats");
+            let stats = gcprobe::tracee::symbolize::dwarf::member_offsets(bin.data(), "runtime.cpuStats").unwrap().expect("cpuStats");
             let at = |a: &str, b: &str| stats.get(a).or_else(|| stats.get(b)).copied();
             assert_eq!((at("gcIdleTime", "GCIdleTime"), at("gcTotalTime", "GCTotalTime"), at("totalTime", "TotalTime")), (Some(16), Some(32), Some(80)), "go {go}");
         }
@@ -273,14 +273,14 @@ fn arm64_machine_code_agrees_with_symbols() {
             .unwrap();
         assert!(st.success(), "go {go}: cross-building for arm64");
         let (bin, version) = open(&out);
-        assert_eq!(bin.arch, gcprobe::target::binary::Arch::Aarch64);
+        assert_eq!(bin.arch, gcprobe::tracee::binary::Arch::Aarch64);
         let pcln = Pclntab::parse(&bin, version).unwrap();
         let syms = Symbols { bin: &bin, pclntab: pcln.as_ref() };
         let sym = |n: &str| bin.symbol(n).unwrap_or_else(|| panic!("{n}")).addr;
         assert_eq!(gcctl::find_controller(&syms).map(|f| f.0), Ok(sym("runtime.gcController")), "go {go}");
         assert_eq!(gcprobe::plan::mem_profile_rate_in_code(&syms), Some(sym("runtime.MemProfileRate")), "go {go}");
         if version >= buildinfo::GoVersion::new(1, 21, 0) {
-            let fields = gcprobe::target::symbolize::dwarf::member_offsets(bin.data(), "runtime.workType").unwrap().expect("workType");
+            let fields = gcprobe::tracee::symbolize::dwarf::member_offsets(bin.data(), "runtime.workType").unwrap().expect("workType");
             assert_eq!(gcctl::find_cpu_stats(&syms).map(|f| f.0), Ok(sym("runtime.work") + fields["cpuStats"]), "go {go}");
         }
     }

@@ -6,7 +6,7 @@
 //! both exist. Attach (root): gcprobe names the culprit append in every build.
 use std::{io::Write as _, path::Path, process::{Command, Stdio}};
 
-use gcprobe::{target::binary::Binary, target::buildinfo, target::pclntab::Pclntab, target::symbolize::Symbolizer};
+use gcprobe::{tracee::binary::Binary, tracee::buildinfo, tracee::pclntab::Pclntab, tracee::symbolize::Symbolizer};
 use gcprobe_tests::*;
 
 fn build(version: &str, flavor: Flavor) -> std::path::PathBuf {
@@ -97,7 +97,7 @@ fn symbolization_matches_go_tool_addr2line_in_every_build() {
 
 /// Equal, except that Go 1.18–1.19 pclntabs abbreviate generic array types
 /// in names as `[...]` (`type..eq.[...]runtime.Frame`), which DWARF spells out.
-fn frames_agree(dwarf: &[gcprobe::target::symbolize::Frame], pcln: &[gcprobe::target::symbolize::Frame]) -> bool {
+fn frames_agree(dwarf: &[gcprobe::tracee::frame::Frame], pcln: &[gcprobe::tracee::frame::Frame]) -> bool {
     dwarf.len() == pcln.len()
         && dwarf.iter().zip(pcln).all(|(d, p)| {
             let names = d.function == p.function || {

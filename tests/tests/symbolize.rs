@@ -1,7 +1,7 @@
 //! Symbolization agrees with Go's own `go tool addr2line` (no root needed).
 use std::{io::Write as _, process::{Command, Stdio}};
 
-use gcprobe::{target::binary::Binary, target::buildinfo, target::pclntab::Pclntab, target::symbolize::Symbolizer};
+use gcprobe::{tracee::binary::Binary, tracee::buildinfo, tracee::pclntab::Pclntab, tracee::symbolize::Symbolizer};
 use gcprobe_tests::*;
 
 #[test]

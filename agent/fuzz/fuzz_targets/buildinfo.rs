@@ -3,6 +3,6 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = gcprobe::target::buildinfo::parse(Some(data), data);
-    let _ = gcprobe::target::buildinfo::parse(None, data);
+    let _ = gcprobe::tracee::buildinfo::parse(Some(data), data);
+    let _ = gcprobe::tracee::buildinfo::parse(None, data);
 });

@@ -1,7 +1,7 @@
 #![no_main]
 //! DWARF loading and lookups (addr2line/gimli under our wrapper) on arbitrary
 //! files: the loader wants a path, so each input goes through a temp file.
-use gcprobe::target::symbolize::dwarf::Dwarf;
+use gcprobe::tracee::symbolize::dwarf::Dwarf;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 //! ELF parsing and every query the agent makes of a binary, on arbitrary files.
 use std::path::Path;
 
-use gcprobe::{target::binary::Binary, target::buildinfo::GoVersion, target::pclntab::Pclntab, target::process::Mapping};
+use gcprobe::{tracee::binary::Binary, tracee::buildinfo::GoVersion, tracee::pclntab::Pclntab, tracee::process::Mapping};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

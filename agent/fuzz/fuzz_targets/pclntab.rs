@@ -3,7 +3,7 @@
 //! pc-value tables, names, file table. Errors are fine; panics and hangs are not.
 use std::{path::Path, sync::OnceLock};
 
-use gcprobe::{target::binary::Binary, target::buildinfo::GoVersion, target::pclntab::Pclntab};
+use gcprobe::{tracee::binary::Binary, tracee::buildinfo::GoVersion, tracee::pclntab::Pclntab};
 use libfuzzer_sys::fuzz_target;
 
 /// Any valid ELF will do as the surrounding binary; this one is always at hand.

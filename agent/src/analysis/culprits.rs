@@ -4,9 +4,10 @@
 //! allocated bytes means slices grow without preallocation; a stop-the-world
 //! longer than 5 ms is a pause users notice.
 use crate::{
-    analysis::diagnose::{self, short},
+    analysis::diagnose,
+    units::{bytes, short, si},
     analysis::facts::Facts,
-    report::{Callsite, Culprit},
+    analysis::rows::{Callsite, Culprit, HeapSample, MapReport},
 };
 
 pub const GROWSLICE_SHARE_WARN: f64 = 0.30;
@@ -199,7 +200,7 @@ pub fn climbing(series: &[u64]) -> bool {
     a < b && b < c && c >= a * 1.25
 }
 
-pub fn leak_warnings(maps: &[crate::report::MapReport], heap: &[crate::report::HeapSample], heap_climbing: bool) -> Vec<String> {
+pub fn leak_warnings(maps: &[MapReport], heap: &[HeapSample], heap_climbing: bool) -> Vec<String> {
     let mut w = Vec::new();
     let suspects: Vec<_> = maps.iter().filter(|m| m.likely_leak).collect();
     for m in suspects.iter().take(3) {
@@ -221,7 +222,7 @@ pub fn leak_warnings(maps: &[crate::report::MapReport], heap: &[crate::report::H
 /// The verdict on a map that only grows: where it is filled, with what,
 /// how much and how fast, whether the program ever deletes from such a
 /// map, and how to bound it.
-pub fn leak_verdict(m: &crate::report::MapReport) -> String {
+pub fn leak_verdict(m: &MapReport) -> String {
     let what = m.map_type.as_deref().unwrap_or("a map");
     let at = format!("{} {}:{}", m.function, m.file.as_deref().map(short).unwrap_or("?"), m.line.unwrap_or(0));
     let growth = match (m.len_first, m.len_last, m.growth_per_s) {
@@ -240,36 +241,11 @@ pub fn leak_verdict(m: &crate::report::MapReport) -> String {
     format!("{what} filled at {at} only grows: {growth}{held}{deletes}. Bound it: expire entries after a TTL, or cap it{cap} with an LRU")
 }
 
-pub fn si(v: f64) -> String {
-    if v >= 1e6 {
-        format!("{:.1}M", v / 1e6)
-    } else if v >= 1e3 {
-        format!("{:.1}k", v / 1e3)
-    } else if v >= 10.0 || v == 0.0 {
-        format!("{v:.0}")
-    } else {
-        // A rare callsite's rate is not zero.
-        format!("{v:.2}")
-    }
-}
-
-pub fn bytes(b: u64) -> String {
-    let b = b as f64;
-    if b >= (1u64 << 30) as f64 {
-        format!("{:.1} GiB", b / (1u64 << 30) as f64)
-    } else if b >= (1 << 20) as f64 {
-        format!("{:.1} MiB", b / (1 << 20) as f64)
-    } else if b >= 1024.0 {
-        format!("{:.1} KiB", b / 1024.0)
-    } else {
-        format!("{b:.0} B")
-    }
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::target::symbolize::Frame;
+    use crate::tracee::frame::Frame;
 
     fn cs(probe: &str, line: u32, count: u64, share: f64) -> Callsite {
         Callsite {

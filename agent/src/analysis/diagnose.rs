@@ -1,15 +1,13 @@
 //! Turns a hot append callsite into a diagnosis: the `for` that drives it, the
 //! loop's kind and what it ranges over, the element type, what one call costs,
 //! and the fix with its expected saving.
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use crate::analysis::appendloop::LoopReport;
 use crate::{
-    target::binary::Binary,
-    analysis::culprits::bytes,
     analysis::facts::Facts,
-    target::gotypes::TypeInfo,
-    analysis::loops,
-    target::symbolize::{Frame, Symbolizer},
+    tracee::gotypes::TypeInfo,
+    units::{bytes, short},
 };
 
 /// What the aggregator knows about one growslice callsite.
@@ -32,16 +30,6 @@ pub struct GrowEvidence {
 
 /// The share of calls whose final length a suggested size covers.
 pub const SIZE_QUANTILE: f64 = 0.9;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LoopReport {
-    pub file: Option<String>,
-    pub line: Option<u32>,
-    /// map, slice, string, channel, integer, func-iterator, for, unknown.
-    pub kind: String,
-    /// The ranged-over expression, when the source line is readable.
-    pub over: Option<String>,
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PerCall {
@@ -116,107 +104,6 @@ pub fn diagnose(facts: &mut dyn Facts, callsite_fn: &str, ev: &GrowEvidence, dur
     Diagnosis { loop_, elem_type, per_call, suggestion, expected_saving }
 }
 
-/// The loop driving an append, from the binary's code: `frames` are the
-/// growslice stack's (innermost first), `stack` its return addresses.
-pub(crate) fn append_loop(bin: &Binary, sym: &mut Symbolizer, callsite_fn: &str, frames: &[Frame], stack: &[u64]) -> Option<LoopReport> {
-    // The append may sit in a helper that was not inlined; its loop is
-    // then in a caller: walk up a few return addresses.
-    range_func_loop(callsite_fn, frames).or_else(|| stack.iter().take(4).find_map(|&pc| find_loop(bin, sym, callsite_fn, pc)))
-}
-
-fn find_loop(bin: &Binary, sym: &mut Symbolizer, callsite_fn: &str, ret_pc: u64) -> Option<LoopReport> {
-    let call = ret_pc.wrapping_sub(sym.bias()).wrapping_sub(1);
-    let (entry, size) = sym.function_at(call)?;
-    let code = bin.bytes_at(entry, usize::try_from(size).ok()?)?;
-    let insns = loops::decode(bin.arch, code, entry).ok()?;
-    // Go 1.23 range-over-func: the body is a closure `f-range1`, called by
-    // the iterator; its loop lives in the iterator, not here.
-    let in_closure = callsite_fn.contains("-range");
-    let Some(lp) = loops::innermost_loop(&insns, call) else {
-        return in_closure.then(|| LoopReport { file: None, line: None, kind: "func-iterator".into(), over: None });
-    };
-    // The loop belongs to the innermost non-runtime function at its
-    // header. The header is the loop's condition check and carries the
-    // `for` line; trust it when it precedes the callsite's own line in that
-    // function. Otherwise (a `for {}` with no condition) take the smallest
-    // line of that function inside the loop. Not the smallest line always:
-    // nested loops reload outer-loop spills inside the inner one.
-    let head = sym.frames_at_vaddr(lp.head);
-    let owner = head.iter().find(|f| !f.is_runtime()).or(head.last())?.clone();
-    let at_call = sym.frames_at_vaddr(call).iter().find(|f| f.function == owner.function).and_then(|f| f.line);
-    let line = match (owner.line, at_call) {
-        (Some(h), Some(c)) if h <= c => Some(h),
-        _ => {
-            let mut best: Option<u32> = None;
-            for &ip in &lp.insns {
-                let frames = sym.frames_at_vaddr(ip);
-                if let Some(l) = frames.iter().find(|f| f.function == owner.function && f.file == owner.file).and_then(|f| f.line) {
-                    best = Some(best.map_or(l, |b| b.min(l)));
-                }
-            }
-            best.or(owner.line)
-        }
-    };
-    let callee_names: Vec<String> = lp.calls.iter().filter_map(|&t| sym.frames_at_vaddr(t).last().map(|f| f.function.clone())).collect();
-    let code_kind = kind_from_calls(&callee_names, in_closure);
-    let source = owner.file.as_deref().zip(line).and_then(|(f, l)| source_line(f, l));
-    let (kind, over) = refine_with_source(code_kind, source.as_deref());
-    Some(LoopReport { file: owner.file, line, kind, over })
-}
-
-/// Go 1.23 range-over-func: the loop body becomes a closure `F-rangeN` that
-/// the iterator calls, so the `for ... range it` statement is the frame of `F`
-/// further up the stack, not a loop in the machine code around the append.
-fn range_func_loop(callsite_fn: &str, frames: &[Frame]) -> Option<LoopReport> {
-    let (parent, _) = callsite_fn.rsplit_once("-range")?;
-    let f = frames.iter().find(|f| f.function == parent)?;
-    let source = f.file.as_deref().zip(f.line).and_then(|(file, l)| source_line(file, l));
-    let (_, over) = refine_with_source("func-iterator", source.as_deref());
-    Some(LoopReport { file: f.file.clone(), line: f.line, kind: "func-iterator".into(), over })
-}
-
-/// The loop's kind from what it calls: map and channel iteration go through
-/// the runtime (mapiternext before Go 1.24, mapIterNext with swiss maps),
-/// string ranges decode runes.
-fn kind_from_calls(callees: &[String], in_closure: bool) -> &'static str {
-    let calls = |pred: &dyn Fn(&str) -> bool| callees.iter().any(|c| pred(c));
-    if calls(&|c| c == "runtime.mapiternext" || c == "runtime.mapIterNext" || c.ends_with("maps.(*Iter).Next")) {
-        "map"
-    } else if calls(&|c| c.starts_with("runtime.chanrecv")) {
-        "channel"
-    } else if in_closure {
-        "func-iterator"
-    } else if calls(&|c| c == "runtime.decoderune") {
-        "string"
-    } else {
-        "unknown"
-    }
-}
-
-fn source_line(file: &str, line: u32) -> Option<String> {
-    let text = std::fs::read_to_string(file).ok()?;
-    text.lines().nth(line.checked_sub(1)? as usize).map(|l| l.trim().to_owned())
-}
-
-/// Refines the machine-code kind with the `for` statement's text when the
-/// source is on this machine (slices, strings and integers look alike in code).
-fn refine_with_source(code_kind: &str, line: Option<&str>) -> (String, Option<String>) {
-    let Some(text) = line.and_then(|l| l.strip_prefix("for")) else { return (code_kind.into(), None) };
-    let text = text.split("//").next().unwrap_or(text);
-    let body = text.trim().trim_end_matches('{').trim();
-    if let Some(pos) = body.find("range ").filter(|&p| p == 0 || body[..p].ends_with(' ') || body[..p].ends_with('=')) {
-        let over = body[pos + "range ".len()..].trim().to_owned();
-        let kind = match code_kind {
-            "unknown" if over.parse::<u64>().is_ok() => "integer",
-            "unknown" => "slice",
-            k => k,
-        };
-        return (kind.into(), Some(over));
-    }
-    let kind = if code_kind == "unknown" { "for" } else { code_kind };
-    (kind.into(), None)
-}
-
 fn suggest(lp: Option<&LoopReport>, t: Option<&TypeInfo>, pc: Option<&PerCall>, saving: Option<&Saving>) -> String {
     let ty = t.map(|t| t.name.as_str()).unwrap_or("T");
     let n = pc.and_then(|p| p.final_cap_p90).map(|l| l.to_string());
@@ -272,38 +159,9 @@ fn suggest_grow(ty: &str, lp: Option<&LoopReport>, pc: Option<&PerCall>, saving:
     s
 }
 
-pub fn short(file: &str) -> &str {
-    file.rsplit('/').next().unwrap_or(file)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kinds_from_runtime_calls() {
-        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        assert_eq!(kind_from_calls(&v(&["runtime.mapiternext"]), false), "map");
-        assert_eq!(kind_from_calls(&v(&["runtime.mapIterNext", "runtime.growslice"]), false), "map");
-        assert_eq!(kind_from_calls(&v(&["internal/runtime/maps.(*Iter).Next"]), false), "map");
-        assert_eq!(kind_from_calls(&v(&["runtime.chanrecv2"]), false), "channel");
-        assert_eq!(kind_from_calls(&v(&["runtime.decoderune"]), false), "string");
-        assert_eq!(kind_from_calls(&v(&["runtime.growslice"]), true), "func-iterator");
-        assert_eq!(kind_from_calls(&v(&["runtime.growslice"]), false), "unknown");
-    }
-
-    #[test]
-    fn source_refines_kind_and_names_the_range_expression() {
-        assert_eq!(refine_with_source("map", Some("for name := range d.tenants {")), ("map".into(), Some("d.tenants".into())));
-        assert_eq!(refine_with_source("unknown", Some("for _, v := range xs {")), ("slice".into(), Some("xs".into())));
-        assert_eq!(refine_with_source("unknown", Some("for i := range 100 {")), ("integer".into(), Some("100".into())));
-        assert_eq!(refine_with_source("map", Some("for k := range c.items { // note")), ("map".into(), Some("c.items".into())));
-        assert_eq!(refine_with_source("unknown", Some("for i := 0; i < n; i++ {")), ("for".into(), None));
-        assert_eq!(refine_with_source("unknown", Some("for {")), ("for".into(), None));
-        assert_eq!(refine_with_source("channel", Some("for v := range ch {")), ("channel".into(), Some("ch".into())));
-        assert_eq!(refine_with_source("map", None), ("map".into(), None));
-        assert_eq!(refine_with_source("unknown", Some("x = append(x, 1)")), ("unknown".into(), None));
-    }
 
     #[test]
     fn suggestions_name_the_fix() {

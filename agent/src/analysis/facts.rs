@@ -11,10 +11,10 @@ use std::{
 };
 
 use crate::{
-    target::binary::Binary,
-    analysis::diagnose::{self, LoopReport},
-    target::gotypes::{self, MapTypeInfo, TypeInfo},
-    target::symbolize::{Frame, Symbolizer},
+    tracee::binary::Binary,
+    analysis::appendloop::LoopReport,
+    tracee::gotypes::{self, MapTypeInfo, TypeInfo},
+    tracee::{frame::Frame, symbolize::Symbolizer},
 };
 
 pub trait Facts {
@@ -88,10 +88,10 @@ impl<'a> BinaryFacts<'a> {
                 continue;
             }
             let Some(code) = usize::try_from(*size).ok().and_then(|n| self.bin.bytes_at(*entry, n)) else { continue };
-            if !crate::target::staticrefs::may_call(self.bin.arch, code, *entry, &targets) {
+            if !crate::tracee::staticrefs::may_call(self.bin.arch, code, *entry, &targets) {
                 continue;
             }
-            for (call, t) in crate::target::staticrefs::first_args(self.bin.arch, code, *entry, &targets) {
+            for (call, t) in crate::tracee::staticrefs::first_args(self.bin.arch, code, *entry, &targets) {
                 out.entry(t).or_default().push(call);
             }
         }
@@ -126,7 +126,7 @@ impl Facts for BinaryFacts<'_> {
             return l.clone();
         }
         let frames: Vec<Frame> = stack.iter().flat_map(|&pc| self.frames(pc).to_vec()).collect();
-        let l = diagnose::append_loop(self.bin, &mut self.sym, callsite_fn, &frames, stack);
+        let l = crate::analysis::appendloop::append_loop(self.bin, &mut self.sym, callsite_fn, &frames, stack);
         self.loops.insert(stack.into(), l.clone());
         l
     }
@@ -146,7 +146,7 @@ impl Facts for BinaryFacts<'_> {
             .map(|&pc| {
                 let f = self.sym.frames_at_vaddr(pc);
                 let inner = &f[0];
-                format!("{} {}:{}", inner.function, inner.file.as_deref().map(diagnose::short).unwrap_or("?"), inner.line.unwrap_or(0))
+                format!("{} {}:{}", inner.function, inner.file.as_deref().map(crate::units::short).unwrap_or("?"), inner.line.unwrap_or(0))
             })
             .collect();
         Some(MapTypeInfo { key, value, deleted_at, deletes: sites.len() as u64 })

@@ -14,7 +14,7 @@ use crate::{
     plan::{STW_REASON_MARK_TERM, STW_REASON_SWEEP_TERM},
     record::{End, Meta},
     report,
-    session::Mode,
+    plan::Mode,
 };
 
 /// A session's allocations as a pprof heap profile: alloc_objects and

@@ -13,7 +13,7 @@ use std::{
 use flate2::{write::GzEncoder, Compression};
 use prost::Message as _;
 
-use crate::target::symbolize::Frame;
+use crate::tracee::frame::Frame;
 
 /// One profile: every sample has a value per `sample_types` entry.
 #[derive(Debug, Clone, Default)]

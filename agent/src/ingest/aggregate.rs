@@ -295,11 +295,11 @@ pub struct Aggregator {
     /// GC cycles begun in the window, oldest first (the first MAX_STACKS).
     pub cycles: Vec<Cycle>,
     /// The GC settings as first read, and every change after that: (ktime, settings).
-    pub settings: Vec<(u64, crate::target::gcctl::Settings)>,
+    pub settings: Vec<(u64, crate::tracee::gcctl::Settings)>,
     /// The runtime's allocation total, read with the settings.
     pub runtime_alloc: RuntimeAlloc,
     /// The runtime's GC CPU counters as first and last read.
-    pub gc_cpu: Option<(crate::target::gcctl::GcCpu, crate::target::gcctl::GcCpu)>,
+    pub gc_cpu: Option<(crate::tracee::gcctl::GcCpu, crate::tracee::gcctl::GcCpu)>,
     /// Per thread, the run whose growslice awaits its mallocgc: growslice
     /// allocates `capmem` (capacity rounded to a size class) right after it
     /// is entered, on the same thread (runtime/slice.go).
@@ -440,7 +440,7 @@ impl Aggregator {
     }
 
     /// The GC controller's settings and allocation total, read at `ktime`.
-    pub fn gc_settings(&mut self, ktime: u64, s: crate::target::gcctl::Settings) {
+    pub fn gc_settings(&mut self, ktime: u64, s: crate::tracee::gcctl::Settings) {
         self.runtime_alloc.add(ktime, s.total_alloc);
         if let Some(c) = s.cpu {
             self.gc_cpu = Some((self.gc_cpu.map_or(c, |(first, _)| first), c));
@@ -784,7 +784,7 @@ pub struct Fresh {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{target::buildinfo::GoVersion, ingest::events};
+    use crate::{tracee::buildinfo::GoVersion, ingest::events};
     use gcprobe_common::kind;
 
     fn plan(go: GoVersion) -> ProbePlan {
@@ -958,7 +958,7 @@ mod tests {
     #[test]
     fn paces_allocation_by_the_runtimes_total() {
         let mut a = Aggregator::new(42, &plan(GoVersion::new(1, 24, 0)));
-        let s = |total_alloc| crate::target::gcctl::Settings { gc_percent: 100, memory_limit: i64::MAX, heap_minimum: 4 << 20, total_alloc, cpu: None };
+        let s = |total_alloc| crate::tracee::gcctl::Settings { gc_percent: 100, memory_limit: i64::MAX, heap_minimum: 4 << 20, total_alloc, cpu: None };
         a.gc_settings(1_000_000_000, s(10 << 20));
         assert_eq!(a.runtime_alloc.bytes_per_s(), None);
         a.gc_settings(1_100_000_000, s(20 << 20));
@@ -968,12 +968,12 @@ mod tests {
         assert_eq!(a.runtime_alloc.bytes(), Some(200 << 20));
         // Settings are kept when they change, not at every read.
         assert_eq!(a.settings.len(), 1);
-        a.gc_settings(3_200_000_000, crate::target::gcctl::Settings { gc_percent: 50, heap_minimum: 2 << 20, ..s(211 << 20) });
+        a.gc_settings(3_200_000_000, crate::tracee::gcctl::Settings { gc_percent: 50, heap_minimum: 2 << 20, ..s(211 << 20) });
         assert_eq!(a.settings.iter().map(|(t, s)| (*t, s.gc_percent)).collect::<Vec<_>>(), [(1_000_000_000, 100), (3_200_000_000, 50)]);
         // No burst bytes: nothing to pace.
         assert_eq!(a.heap_pace(), None);
         // GC CPU: nothing until a cycle's end moved the counters.
-        let cpu = |gc_ns, total_ns| crate::target::gcctl::Settings { cpu: Some(crate::target::gcctl::GcCpu { gc_ns, total_ns }), ..s(212 << 20) };
+        let cpu = |gc_ns, total_ns| crate::tracee::gcctl::Settings { cpu: Some(crate::tracee::gcctl::GcCpu { gc_ns, total_ns }), ..s(212 << 20) };
         a.gc_settings(3_400_000_000, cpu(1_000, 100_000));
         a.gc_settings(3_600_000_000, cpu(1_000, 100_000));
         assert_eq!(a.gc_cpu_share(), None);

@@ -9,7 +9,7 @@ use gcprobe_common::{AggKey, AggValue};
 use crate::{
     ingest::aggregate::{Aggregator, Fresh},
     ingest::events::Event,
-    record::ops::Op,
+    ingest::ops::Op,
 };
 
 pub struct Feed {
@@ -83,7 +83,7 @@ impl Feed {
 
     /// The GC controller's settings and allocation total, read at `ktime`
     /// (CLOCK_MONOTONIC, the events' clock).
-    pub fn gc_settings(&mut self, ktime: u64, settings: crate::target::gcctl::Settings) {
+    pub fn gc_settings(&mut self, ktime: u64, settings: crate::tracee::gcctl::Settings) {
         self.push(Op::GcSettings { ktime, settings });
     }
 

@@ -1,4 +1,5 @@
 //! Events in: decoding ring-buffer records, the feed (the one way into the aggregator, recorded as ops) and the aggregator itself.
 pub mod events;
 pub mod feed;
+pub mod ops;
 pub mod aggregate;

@@ -13,14 +13,15 @@ use std::{
 
 use gcprobe_common::{cookie, kind, TargetConfig};
 
-use crate::kernel::probes::{AttachPoint, Attached, ProbeError, Program};
+use crate::kernel::{
+    probes::{AttachPoint, Attached, ProbeError, Program},
+    selfmap::{self_file_offset, SelfMapError},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CalibrateError {
-    #[error("finding gcprobe's own calibration function in /proc/self/maps")]
-    SelfMaps(#[source] std::io::Error),
-    #[error("gcprobe's calibration function at {addr:#x} is in no file-backed mapping")]
-    NotMapped { addr: u64 },
+    #[error("finding gcprobe's own calibration function")]
+    SelfMap(#[from] SelfMapError),
     #[error("loading the calibration probe")]
     Probe(#[from] ProbeError),
     #[error("the calibration probe did not fire ({hits} of {calls} calls)")]
@@ -207,20 +208,3 @@ impl FrameChain {
     }
 }
 
-/// File offset of `addr` in our own executable, for the uprobe PMU.
-pub(crate) fn self_file_offset(addr: u64) -> Result<u64, CalibrateError> {
-    let maps = std::fs::read_to_string("/proc/self/maps").map_err(CalibrateError::SelfMaps)?;
-    for line in maps.lines() {
-        let mut f = line.split_whitespace();
-        let (Some(range), Some(_perms), Some(off), Some(_dev), Some(inode)) = (f.next(), f.next(), f.next(), f.next(), f.next()) else { continue };
-        if inode == "0" {
-            continue;
-        }
-        let Some((lo, hi)) = range.split_once('-') else { continue };
-        let (Ok(lo), Ok(hi), Ok(off)) = (u64::from_str_radix(lo, 16), u64::from_str_radix(hi, 16), u64::from_str_radix(off, 16)) else { continue };
-        if (lo..hi).contains(&addr) {
-            return Ok(addr - lo + off);
-        }
-    }
-    Err(CalibrateError::NotMapped { addr })
-}

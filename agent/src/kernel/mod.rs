@@ -2,3 +2,4 @@
 pub mod probes;
 pub mod uprobe_multi;
 pub mod calibrate;
+pub mod selfmap;

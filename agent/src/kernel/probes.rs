@@ -132,7 +132,7 @@ impl AttachPoint {
 /// The kernel's per-target settings: the plan's link-time addresses moved by
 /// the load bias. `gc` is the GC controller the session checked against the
 /// target's memory (None: the kernel reads nothing at pauses).
-pub fn target_config(plan: &ProbePlan, gc: Option<&crate::target::gcctl::GcController>, bias: u64) -> TargetConfig {
+pub fn target_config(plan: &ProbePlan, gc: Option<&crate::tracee::gcctl::GcController>, bias: u64) -> TargetConfig {
     let at = |r: Option<(u64, u64)>| r.map_or((0, 0), |(lo, hi)| (lo.wrapping_add(bias), hi.wrapping_add(bias)));
     let (nested_lo, nested_hi) = at(plan.nested_range);
     let (pair_lo, pair_hi) = at(plan.growslice_range);
@@ -189,7 +189,7 @@ impl Attached {
         let map_fds: Vec<(String, RawFd)> = ebpf.maps().filter_map(|(n, m)| map_fd(m).map(|fd| (n.to_owned(), fd))).collect();
         // Loaded for a kernel that cannot link it either way: attach finds out.
         let multi = MultiProgram::load(PROBES_OBJ, name, &map_fds)
-            .map_err(|e| log::debug!("uprobe_multi program: {}", crate::session::error_chain(&e)))
+            .map_err(|e| log::debug!("uprobe_multi program: {}", crate::error::error_chain(&e)))
             .ok();
         let prog: &mut UProbe = ebpf
             .program_mut(name)
@@ -204,7 +204,7 @@ impl Attached {
             HashMap::try_from(take(&mut ebpf, "TARGETS")?).map_err(|source| ProbeError::Map { name: "TARGETS", source })?;
         targets.insert(pid, cfg, 0).map_err(|source| ProbeError::Map { name: "TARGETS", source })?;
         // Once: /proc/self/maps does not change under a running agent.
-        let primer_offset = multi.as_ref().and_then(|_| crate::kernel::calibrate::self_file_offset(detach_primer as *const () as u64).ok());
+        let primer_offset = multi.as_ref().and_then(|_| crate::kernel::selfmap::self_file_offset(detach_primer as *const () as u64).ok());
         Ok((Self { multi_links: Vec::new(), links: BTreeMap::new(), multi, primer_offset, stats, targets, agg, cfg, pid, exe: exe.to_owned(), program, points, ebpf }, ring))
     }
 
@@ -230,7 +230,7 @@ impl Attached {
                 // One bad point fails the whole link: one at a time below
                 // names it. If they all attach that way, this kernel cannot
                 // link uprobe_multi, and the rest of the session does without.
-                Err(e) => log::debug!("uprobe_multi link: {}", crate::session::error_chain(&e)),
+                Err(e) => log::debug!("uprobe_multi link: {}", crate::error::error_chain(&e)),
             }
         }
         let name = self.program.name();

@@ -7,7 +7,6 @@
 //! END frame when the session ends cleanly. A file cut short anywhere still
 //! reports up to its last complete OPS frame. See docs/recording.md.
 pub mod frame;
-pub mod ops;
 mod replay;
 mod writer;
 
@@ -22,13 +21,13 @@ use crate::{
     ingest::aggregate::Aggregator,
     kernel::calibrate::Calibration,
     analysis::facts::Facts,
-    analysis::diagnose::LoopReport,
-    target::gotypes::TypeInfo,
+    analysis::appendloop::LoopReport,
+    tracee::gotypes::TypeInfo,
     plan::ProbePlan,
     kernel::probes::{KernelStats, Mechanism},
     report::{self, AgentReport, Report, Target},
-    session::Mode,
-    target::symbolize::Frame,
+    plan::Mode,
+    tracee::frame::Frame,
 };
 
 /// Frame kinds.
@@ -129,7 +128,7 @@ pub struct Symbols {
     pub loops: Vec<(Vec<u64>, Option<LoopReport>)>,
     /// Map type address → key, value and deletion sites.
     #[serde(default)]
-    pub map_types: Vec<(u64, Option<crate::target::gotypes::MapTypeInfo>)>,
+    pub map_types: Vec<(u64, Option<crate::tracee::gotypes::MapTypeInfo>)>,
 }
 
 impl Symbols {
@@ -187,7 +186,7 @@ mod tests {
     use gcprobe_common::{event_flag, kind};
 
     use super::*;
-    use crate::{target::buildinfo::GoVersion, ingest::events::encode_full, analysis::facts::NoFacts, ingest::feed::Feed, plan::PlannedProbe};
+    use crate::{tracee::buildinfo::GoVersion, ingest::events::encode_full, analysis::facts::NoFacts, ingest::feed::Feed, plan::PlannedProbe};
 
     /// The recording invariant without root: what a session feeds, recorded
     /// and replayed, gives the same report, field for field.

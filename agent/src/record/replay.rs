@@ -1,14 +1,15 @@
 //! Reads a recording back into the aggregator and the facts a report needs.
 use std::{collections::HashMap, path::Path, rc::Rc};
 
-use super::{frame, kind, ops::Op, End, Meta, Progress, RecordError, Symbols};
+use super::{frame, kind, End, Meta, Progress, RecordError, Symbols};
+use crate::ingest::ops::Op;
 use crate::{
     ingest::aggregate::Aggregator,
-    analysis::diagnose::LoopReport,
+    analysis::appendloop::LoopReport,
     analysis::facts::{Facts, UnresolvedCount},
     ingest::feed,
-    target::gotypes::{MapTypeInfo, TypeInfo},
-    target::symbolize::Frame,
+    tracee::gotypes::{MapTypeInfo, TypeInfo},
+    tracee::frame::Frame,
 };
 
 pub struct Replayed {

@@ -5,8 +5,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{frame::FrameWriter, kind, ops::Op, End, Meta, Progress, RecordError, Symbols};
-use crate::{analysis::facts::Facts, ingest::feed::Feed, report};
+use super::{frame::FrameWriter, kind, End, Meta, Progress, RecordError, Symbols};
+use crate::{analysis::facts::Facts, ingest::{feed::Feed, ops::Op}, report};
 
 /// Ops are handed to the file at every flush tick, or sooner once this many
 /// bytes wait: what a crash can lose, and what the recorder holds in memory.

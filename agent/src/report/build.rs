@@ -29,7 +29,7 @@ pub struct Inputs<'a> {
 
 /// What the session knows about its own sampling and cost.
 pub struct SamplingInputs {
-    pub mode: crate::session::Mode,
+    pub mode: crate::plan::Mode,
     pub budget: f64,
     pub calibration: Option<crate::kernel::calibrate::Calibration>,
     pub cost_s: f64,
@@ -60,8 +60,8 @@ fn cpu_share_unavailable(plan: &ProbePlan, agg: &Aggregator) -> Option<String> {
         return None;
     }
     Some(match &plan.gc_controller {
-        crate::target::gcctl::Located::Unavailable { reason } => reason.clone(),
-        crate::target::gcctl::Located::Found(c) => match &c.cpu_stats {
+        crate::tracee::gcctl::Located::Unavailable { reason } => reason.clone(),
+        crate::tracee::gcctl::Located::Found(c) => match &c.cpu_stats {
             Err(reason) => reason.clone(),
             // The counters move only when a cycle ends.
             Ok(_) => "fewer than two GC cycles ended in the window".into(),
@@ -72,7 +72,7 @@ fn cpu_share_unavailable(plan: &ProbePlan, agg: &Aggregator) -> Option<String> {
 pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
     let agg = inp.agg;
     let dur = inp.duration_s.max(1e-9);
-    let sampled = inp.sampling.mode == crate::session::Mode::Sampled;
+    let sampled = inp.sampling.mode == crate::plan::Mode::Sampled;
     let (observed, rate_time) = rate_times(agg, inp.sampling.mode, dur);
     // Paced by the runtime's own allocation total (see Aggregator::rate_time).
     let heap_rate = agg.heap_pace().filter(|_| sampled);
@@ -399,9 +399,9 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
 /// for (what counts divide by to be rates). Sampled mode sees allocations
 /// only while the allocation probes were attached, and paces them by the
 /// runtime's heapLive when it can (see Aggregator::rate_time).
-pub fn rate_times(agg: &Aggregator, mode: crate::session::Mode, duration_s: f64) -> (f64, f64) {
+pub fn rate_times(agg: &Aggregator, mode: crate::plan::Mode, duration_s: f64) -> (f64, f64) {
     let dur = duration_s.max(1e-9);
-    if mode != crate::session::Mode::Sampled {
+    if mode != crate::plan::Mode::Sampled {
         return (dur, dur);
     }
     let observed = if agg.bursts.window_s > 0.0 { agg.bursts.window_s.min(dur) } else { dur };

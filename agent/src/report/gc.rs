@@ -3,7 +3,7 @@
 //! memory limit and the allocation rate (runtime/mgcpacer.go).
 use serde::Serialize;
 
-use crate::{ingest::aggregate::Aggregator, analysis::culprits::bytes};
+use crate::{ingest::aggregate::Aggregator, units::bytes};
 
 /// GOGC and GOMEMLIMIT as the runtime held them at the end of the window.
 #[derive(Debug, Clone, Serialize)]

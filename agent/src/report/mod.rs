@@ -11,13 +11,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// The rows analysis makes and ranks; the report holds them.
+pub use crate::analysis::rows::{Callsite, Culprit, HeapSample, MapReport};
 pub use build::{build, callsite_function, cause_name, rate_times, Inputs, SamplingInputs};
 
-use crate::{
-    analysis::diagnose::{GrowEvidence, LoopReport, PerCall, Saving},
-    target::gotypes::TypeInfo,
-    target::symbolize::Frame,
-};
+use crate::tracee::frame::Frame;
 
 pub const SCHEMA: &str = "gcprobe.report/v1";
 
@@ -73,7 +71,7 @@ pub struct KernelReport {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SamplingReport {
-    pub mode: crate::session::Mode,
+    pub mode: crate::plan::Mode,
     /// Allowed slowdown, percent (sampled mode).
     pub budget_pct: Option<f64>,
     /// This host's measured per-hit costs (None: calibration failed and
@@ -197,60 +195,6 @@ pub struct Gc {
     pub diagnosis: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct HeapSample {
-    pub t_s: f64,
-    /// `heapLive` as the cycle started: the heap that triggered it.
-    pub bytes: u64,
-    /// The GOGC goal it was paced toward (`gcPercentHeapGoal`).
-    pub goal: Option<u64>,
-    /// Bytes marked live by the cycle.
-    pub marked: Option<u64>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct MapReport {
-    /// The map's address in the target.
-    pub map: String,
-    pub growths: u64,
-    /// Stretches between GC starts (the one before the first included)
-    /// during which it grew.
-    pub gc_cycles_growing: u64,
-    pub first_growth_s: f64,
-    pub last_growth_s: f64,
-    /// Where entries are inserted: the first frame outside the runtime.
-    pub function: String,
-    pub file: Option<String>,
-    pub line: Option<u32>,
-    pub frames: Vec<Frame>,
-    /// Its length when first and last read (about once a second, and at
-    /// each GC), and how many reads there were.
-    pub len_first: Option<u64>,
-    pub len_last: Option<u64>,
-    pub len_samples: usize,
-    /// Seconds between the first and last reads.
-    pub observed_s: f64,
-    /// Entries per second between the first and last reads.
-    pub growth_per_s: Option<f64>,
-    /// Its length only grew, in most intervals, by at least 1%.
-    pub likely_leak: bool,
-    /// Inserts seen (`m[k] = v`; in sampled mode only those in bursts).
-    pub inserts: u64,
-    /// `map[K]V`, with its key and value types (known once an insert was seen).
-    pub map_type: Option<String>,
-    pub key_type: Option<TypeInfo>,
-    pub value_type: Option<TypeInfo>,
-    /// len_last × (key size + value size): a floor on the bytes it holds
-    /// (what keys and values point to is not counted).
-    pub bytes_held_min: Option<u64>,
-    /// Calls to delete() or clear() on a map of this type anywhere in the
-    /// program's code, and the first few of them (None: type unknown).
-    pub deletes_in_program: Option<u64>,
-    pub deleted_at: Vec<String>,
-    /// The whole verdict in one sentence (likely leaks).
-    pub summary: Option<String>,
-}
-
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Stw {
     pub count: u64,
@@ -272,37 +216,6 @@ pub struct ReasonStat {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Callsite {
-    /// `growslice` when the bytes come from growing a slice at this line,
-    /// `mallocgc` for every other allocation.
-    pub probe: String,
-    pub function: String,
-    pub file: Option<String>,
-    pub line: Option<u32>,
-    /// The heaviest full stack through this callsite, innermost first.
-    pub frames: Vec<Frame>,
-    /// growslice calls (probe `growslice`) or allocations (probe `mallocgc`).
-    pub count: u64,
-    /// Allocations made at this callsite (through growslice or directly).
-    pub allocs: u64,
-    pub bytes: u64,
-    pub per_s: f64,
-    pub bytes_per_s: f64,
-    pub share_of_bytes: f64,
-    pub share_of_allocs: f64,
-    /// Relative 95% confidence half-width of bytes_per_s (sampled mode).
-    pub bytes_per_s_ci95: Option<f64>,
-    /// The same callsite's rate estimated from the runtime's own samples,
-    /// weighted as pprof weights them (sampled mode, MemProfileRate > 0).
-    pub runtime_sampled_bytes_per_s: Option<f64>,
-    /// Mean length requested per growth (growslice callsites).
-    pub mean_new_len: Option<f64>,
-    /// What the culprit diagnosis needs (growslice callsites).
-    #[serde(skip)]
-    pub evidence: Option<GrowEvidence>,
-}
-
-#[derive(Debug, Clone, Serialize)]
 pub struct SizeStats {
     pub unit: &'static str,
     pub count: u64,
@@ -312,23 +225,3 @@ pub struct SizeStats {
     pub max: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Culprit {
-    pub rank: u32,
-    pub function: String,
-    pub file: Option<String>,
-    pub line: Option<u32>,
-    pub kind: String,
-    pub share_of_bytes: f64,
-    pub share_of_allocs: f64,
-    pub evidence: String,
-    pub suggestion: String,
-    /// One sentence: the whole diagnosis.
-    pub summary: String,
-    /// The innermost loop around the append: its `for` line, kind, range expression.
-    #[serde(rename = "loop")]
-    pub loop_: Option<LoopReport>,
-    pub elem_type: Option<TypeInfo>,
-    pub per_call: Option<PerCall>,
-    pub expected_saving: Option<Saving>,
-}

@@ -395,7 +395,7 @@ fn alloc_rates(r: &Report) -> Result<(f64, f64), &'static str> {
     let (count, per_s) = (sum(|c| c.count as f64), sum(|c| c.per_s));
     if allocs == 0.0 {
         // No allocation at all is a real zero, unless no burst ever looked.
-        let looked = r.window.duration_s > 0.0 && (r.sampling.mode == crate::session::Mode::Exact || r.sampling.bursts > 0);
+        let looked = r.window.duration_s > 0.0 && (r.sampling.mode == crate::plan::Mode::Exact || r.sampling.bursts > 0);
         return if looked { Ok((0.0, 0.0)) } else { Err("allocations were not observed") };
     }
     let rate_time = if bytes_per_s > 0.0 {
@@ -424,7 +424,7 @@ fn show(kind: Kind, v: f64) -> String {
         }
         Kind::Count => format!("{v:.0}"),
         Kind::Rate => format!("{}/s", number(v)),
-        Kind::ByteRate => format!("{}/s", culprits::bytes(v.round() as u64)),
+        Kind::ByteRate => format!("{}/s", crate::units::bytes(v.round() as u64)),
         Kind::Share => format!("{}%", number(v * 100.0)),
     }
 }
@@ -623,7 +623,7 @@ mod tests {
             maps: vec![],
             warnings: vec![],
             sampling: SamplingReport {
-                mode: crate::session::Mode::Exact,
+                mode: crate::plan::Mode::Exact,
                 budget_pct: None,
                 calibration: None,
                 cost_per_hit_ns: 0.0,
@@ -763,7 +763,7 @@ mod tests {
         }
         // A sampled session that never ran a burst saw no allocation, and a
         // window of no time has no rate.
-        r.sampling.mode = crate::session::Mode::Sampled;
+        r.sampling.mode = crate::plan::Mode::Sampled;
         assert_eq!(verdicts(&["alloc.per_s < 1"], &r), [(None, "alloc.per_s: allocations were not observed".to_owned(), false)]);
         r.window.duration_s = 0.0;
         assert_eq!(verdicts(&["gc.cycles_per_s < 1"], &r), [(None, "gc.cycles_per_s: no time observed".to_owned(), false)]);

@@ -3,8 +3,8 @@ use std::fmt::Write as _;
 
 use super::Report;
 use crate::{
-    analysis::culprits::{bytes, si},
-    session::Mode,
+    units::{bytes, si},
+    plan::Mode,
 };
 
 const TOP: usize = 10;

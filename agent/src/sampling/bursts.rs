@@ -17,7 +17,7 @@ use crate::{
     sampling::governor::{Attachment, Governor, PeriodObservation, Plan},
     plan::{ProbeGroup, ProbeKind, ProbePlan},
     kernel::probes::{Attached, KernelStats, ProbeError},
-    target::process::Process,
+    tracee::process::Process,
 };
 
 /// The bursted kinds, from the one place that says which those are.

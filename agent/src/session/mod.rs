@@ -20,24 +20,25 @@ use tokio::{
 
 use crate::{
     ingest::aggregate::Aggregator,
-    target::binary::{Binary, BinaryError},
-    target::buildinfo::{self, BuildInfoError},
+    tracee::binary::{Binary, BinaryError},
+    tracee::buildinfo::{self, BuildInfoError},
     sampling::bursts::BurstDriver,
     kernel::calibrate,
-    analysis::culprits::{bytes, si},
+    units::{bytes, si},
     analysis::facts::{BinaryFacts, Facts as _},
     ingest::feed::Feed,
     sampling::governor::Governor,
-    target::launch::{Held, LaunchError},
-    target::pclntab::{Pclntab, PclntabError},
-    plan::{PlanError, ProbeGroup, ProbePlan},
-    target::symbols::Symbols,
+    tracee::launch::{Held, LaunchError},
+    tracee::pclntab::{Pclntab, PclntabError},
+    error::error_chain,
+    plan::{Mode, PlanError, ProbeGroup, ProbePlan},
+    tracee::symbols::Symbols,
     kernel::probes::{self, AttachPoint, Attached, ProbeError, Program},
-    target::process::{self, Process, ProcessError},
+    tracee::process::{self, Process, ProcessError},
     record::{End, Meta, Progress, RecordError, Recorder, FLUSH_BYTES},
     render::{self, Format, RenderError},
     report::{self, Report},
-    target::symbolize::{dwarf::DwarfError, Symbolizer},
+    tracee::symbolize::{dwarf::DwarfError, Symbolizer},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -111,28 +112,6 @@ impl SessionError {
             SessionError::NotGo { .. } | SessionError::Plan(PlanError::TooOld { .. }) => 6,
             SessionError::Plan(PlanError::MissingSymbol { .. }) => 7,
             _ => 1,
-        }
-    }
-}
-
-/// How allocations are observed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Every allocation entry point, all the time: exact counts, and the
-    /// target pays a trap per allocation.
-    Exact,
-    /// GC probes always; allocations from the runtime's own sample
-    /// (mProf_Malloc, when MemProfileRate > 0) and from duty-cycled exact
-    /// bursts sized to stay within --overhead-budget.
-    Sampled,
-}
-
-impl Mode {
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Exact => "exact",
-            Mode::Sampled => "sampled",
         }
     }
 }
@@ -298,7 +277,7 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
     };
     let cost_s = calibration.map_or(FALLBACK_COST_NS / 1e9, |c| c.cost_s());
 
-    let mem = crate::target::memory::TargetMemory::open(pid).ok();
+    let mem = crate::tracee::memory::TargetMemory::open(pid).ok();
     check_gc_controller(&mut plan, bias, mem.as_ref());
     let cfg = probes::target_config(&plan, plan.gc_controller.found(), bias);
     let (mut attached, ring) = Attached::load(&process.exe_path, pid, cfg, AttachPoint::from_plan(&plan), opts.program)?;
@@ -400,7 +379,7 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
     let read_gc = |feed: &mut Feed| {
         if let Some(s) = mem.as_ref().zip(gc).and_then(|(mem, c)| c.settings(bias, |a| mem.read_u64(a))) {
             // Zeros before gcinit (a program held at its first instruction) are no settings.
-            if s.check() == crate::target::gcctl::Check::Consistent {
+            if s.check() == crate::tracee::gcctl::Check::Consistent {
                 feed.gc_settings(monotonic_ns(), s);
             }
         }
@@ -408,7 +387,7 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
     read_gc(&mut feed);
     // A map's length only where its header still looks like a map's.
     let map_impl = plan.map_impl;
-    let map_len = |addr: u64| mem.as_ref().and_then(|m| map_impl.len(&m.read_array::<{ crate::target::gomaps::HEADER_BYTES }>(addr)?));
+    let map_len = |addr: u64| mem.as_ref().and_then(|m| map_impl.len(&m.read_array::<{ crate::tracee::gomaps::HEADER_BYTES }>(addr)?));
     let mut driver = match opts.mode {
         Mode::Sampled => Some(BurstDriver::start(Governor::new(opts.budget, cost_s), plan, &mut attached, &process, &mut feed)?),
         Mode::Exact => None,
@@ -488,8 +467,8 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
 }
 
 /// What `gcprobe plan` says of the GC controller and its CPU counters.
-fn gc_controller_lines(located: &crate::target::gcctl::Located) -> Vec<String> {
-    use crate::target::gcctl::{AddressSource, LayoutSource, Located};
+fn gc_controller_lines(located: &crate::tracee::gcctl::Located) -> Vec<String> {
+    use crate::tracee::gcctl::{AddressSource, LayoutSource, Located};
     let c = match located {
         Located::Unavailable { reason } => return vec![format!("runtime.gcController unavailable: {reason}")],
         Located::Found(c) => c,
@@ -514,8 +493,8 @@ fn gc_controller_lines(located: &crate::target::gcctl::Located) -> Vec<String> {
 /// Holds the plan's GC controller against the target's memory: a wrong
 /// address or layout shows as fields that contradict each other, and then
 /// nothing is read from it (the kernel included), with the reason reported.
-fn check_gc_controller(plan: &mut ProbePlan, bias: u64, mem: Option<&crate::target::memory::TargetMemory>) {
-    use crate::target::gcctl::{Check, Located};
+fn check_gc_controller(plan: &mut ProbePlan, bias: u64, mem: Option<&crate::tracee::memory::TargetMemory>) {
+    use crate::tracee::gcctl::{Check, Located};
     let Some(c) = plan.gc_controller.found() else { return };
     let reason = match mem.map(|m| c.settings(bias, |a| m.read_u64(a))) {
         None => "the target's memory cannot be read (/proc/PID/mem)".to_owned(),
@@ -553,18 +532,6 @@ fn monotonic_ns() -> u64 {
 /// Per-hit cost assumed when calibration fails: the top of what this kind of
 /// VM showed (field notes: 5–16 µs), so the governor errs on the safe side.
 const FALLBACK_COST_NS: f64 = 16_000.0;
-
-/// An error and its causes on one line, for messages that must not span lines.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
 
 /// CPU and peak memory of this process (getrusage(RUSAGE_SELF)).
 fn self_usage() -> report::AgentReport {

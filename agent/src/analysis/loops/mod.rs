@@ -10,7 +10,7 @@ mod x86;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::target::binary::Arch;
+use crate::tracee::binary::Arch;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LoopError {

@@ -40,7 +40,7 @@ pub enum Op<'a> {
     MemProfileRate(u64),
     MapLens(Vec<(u64, Option<u64>)>),
     Checkpoint(&'a [u8]),
-    GcSettings { ktime: u64, settings: crate::target::gcctl::Settings },
+    GcSettings { ktime: u64, settings: crate::tracee::gcctl::Settings },
     MapLensAt { ktime: u64, reads: Vec<(u64, Option<u64>)> },
 }
 
@@ -104,7 +104,7 @@ impl Op<'_> {
                 out.extend_from_slice(&s.heap_minimum.to_le_bytes());
                 out.extend_from_slice(&s.total_alloc.to_le_bytes());
                 out.push(u8::from(s.cpu.is_some()));
-                let c = s.cpu.unwrap_or(crate::target::gcctl::GcCpu { gc_ns: 0, total_ns: 0 });
+                let c = s.cpu.unwrap_or(crate::tracee::gcctl::GcCpu { gc_ns: 0, total_ns: 0 });
                 out.extend_from_slice(&c.gc_ns.to_le_bytes());
                 out.extend_from_slice(&c.total_ns.to_le_bytes());
             }
@@ -142,14 +142,14 @@ impl Op<'_> {
                 }
                 GC_SETTINGS => Op::GcSettings {
                     ktime: r.u64()?,
-                    settings: crate::target::gcctl::Settings {
+                    settings: crate::tracee::gcctl::Settings {
                         gc_percent: r.u32()? as i32,
                         memory_limit: r.u64()? as i64,
                         heap_minimum: r.u64()?,
                         total_alloc: r.u64()?,
                         cpu: {
                             let has = r.u8()? != 0;
-                            let c = crate::target::gcctl::GcCpu { gc_ns: r.u64()?, total_ns: r.u64()? };
+                            let c = crate::tracee::gcctl::GcCpu { gc_ns: r.u64()?, total_ns: r.u64()? };
                             has.then_some(c)
                         },
                     },
@@ -225,7 +225,7 @@ mod tests {
             Op::MapLens(vec![(0xc000, Some(12)), (0xd000, None)]),
             Op::MapLensAt { ktime: 77, reads: vec![(0xc000, Some(13))] },
             Op::Checkpoint(b"{}"),
-            Op::GcSettings { ktime: 9, settings: crate::target::gcctl::Settings { gc_percent: -1, memory_limit: i64::MAX, heap_minimum: 3, total_alloc: 1 << 40, cpu: Some(crate::target::gcctl::GcCpu { gc_ns: 5, total_ns: 9 }) } },
+            Op::GcSettings { ktime: 9, settings: crate::tracee::gcctl::Settings { gc_percent: -1, memory_limit: i64::MAX, heap_minimum: 3, total_alloc: 1 << 40, cpu: Some(crate::tracee::gcctl::GcCpu { gc_ns: 5, total_ns: 9 }) } },
         ];
         let mut buf = Vec::new();
         for op in &ops {

@@ -16,7 +16,7 @@ pub use code::{find_controller, find_cpu_stats, FindError};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{target::binary::Binary, target::buildinfo::GoVersion, target::symbols::Symbols};
+use crate::{tracee::binary::Binary, tracee::buildinfo::GoVersion, tracee::symbols::Symbols};
 
 /// Where a figure read from the controller would have come from, or why it
 /// is not available: the report prints the reason, never a guess.
@@ -132,7 +132,7 @@ impl Layout {
 
     /// From the binary's DWARF; `Ok(None)` when it has no such type or lacks a field.
     pub fn from_dwarf(bin: &Binary) -> Result<Option<Self>, gimli::Error> {
-        let Some(members) = crate::target::symbolize::dwarf::member_offsets(bin.data(), "runtime.gcControllerState")? else { return Ok(None) };
+        let Some(members) = crate::tracee::symbolize::dwarf::member_offsets(bin.data(), "runtime.gcControllerState")? else { return Ok(None) };
         Ok(Self::from_members(&members))
     }
 

@@ -1,8 +1,8 @@
 //! Where function addresses come from: the ELF symbol table when present,
 //! else Go's own `.gopclntab`, which `-ldflags=-s` leaves in place.
 use crate::{
-    target::binary::{Binary, Symbol},
-    target::pclntab::Pclntab,
+    tracee::binary::{Binary, Symbol},
+    tracee::pclntab::Pclntab,
 };
 
 /// A binary's functions, by name.

@@ -10,7 +10,7 @@
 //! a program deletes from.
 use std::collections::HashSet;
 
-use crate::target::binary::Arch;
+use crate::tracee::binary::Arch;
 
 /// (call address, static first argument) at each direct call in `code`
 /// (starting at link-time `entry`) to one of `targets`.
@@ -203,11 +203,11 @@ mod arm64 {
             // go1.27.3 linux/arm64 runtime.profilealloc: ADRP 1409024(PC), R27;
             // MOVD 1528(R27), R4 loads runtime.MemProfileRate (0x1805f8).
             let code: Vec<u8> = [0x90000adbu32, 0xf942ff64, 0xf9000464].iter().flat_map(|w| w.to_le_bytes()).collect();
-            assert_eq!(data_refs(&code, 0x28c04), vec![(0x1805f8, crate::target::staticrefs::Access::Load)]);
+            assert_eq!(data_refs(&code, 0x28c04), vec![(0x1805f8, crate::tracee::staticrefs::Access::Load)]);
             // go1.19 linux/arm64 runtime.profilealloc: ADRP 1490944(PC), R27;
             // ADD $856, R27, R27; MOVD (R27), R0 loads runtime.MemProfileRate.
             let code: Vec<u8> = [0x90000b7bu32, 0x910d637b, 0xf9400360].iter().flat_map(|w| w.to_le_bytes()).collect();
-            assert_eq!(data_refs(&code, 0x1b9bc), vec![((0x1b9bc & !0xfff) + 1490944 + 856, crate::target::staticrefs::Access::Load)]);
+            assert_eq!(data_refs(&code, 0x1b9bc), vec![((0x1b9bc & !0xfff) + 1490944 + 856, crate::tracee::staticrefs::Access::Load)]);
             // A write to x0 in between (MOVD ZR, R0) drops it.
             let code: Vec<u8> = [0x90000ba0u32, 0x910d0000, 0xaa1f03e0, 0x97fffe9c].iter().flat_map(|w| w.to_le_bytes()).collect();
             assert_eq!(first_args(&code, 0x3d8e4, &methods), Vec::<(u64, u64)>::new());

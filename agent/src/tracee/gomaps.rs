@@ -8,7 +8,7 @@
 //! almost never passes for a map.
 use serde::{Deserialize, Serialize};
 
-use crate::{target::buildinfo::GoVersion, target::symbols::Symbols};
+use crate::{tracee::buildinfo::GoVersion, tracee::symbols::Symbols};
 
 /// Bytes of header a check reads.
 pub const HEADER_BYTES: usize = 40;

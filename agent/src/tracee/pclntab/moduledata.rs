@@ -5,7 +5,7 @@
 //! .noptrdata and is found by its first field, a pointer to the pcHeader. In a
 //! PIE that pointer is written by a RELATIVE relocation, so the file bytes are
 //! not enough: `Binary::read_ptr` applies the addend.
-use crate::{target::binary::Binary, target::buildinfo::GoVersion};
+use crate::{tracee::binary::Binary, tracee::buildinfo::GoVersion};
 
 /// `moduledata.text`: 22 words in, the same from Go 1.16 through 1.27.
 const TEXT: u64 = 22 * 8;

@@ -1,40 +1,15 @@
 //! Runtime PCs to source frames, inlined frames included.
 //!
-//! One folder per format: `dwarf` today, `.gopclntab` for stripped binaries next.
+//! DWARF (`dwarf`) where the binary has it, `.gopclntab` (the `pclntab`
+//! module) where it was stripped, the symbol table last.
 //! A PC that no format knows is not an error: it becomes a frame named by its
 //! address, and the report says how many there were.
 pub mod dwarf;
 
 use std::{collections::HashMap, rc::Rc};
 
-use crate::{target::binary::Binary, target::pclntab::Pclntab};
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub struct Frame {
-    pub function: String,
-    pub file: Option<String>,
-    pub line: Option<u32>,
-    /// Inlined into the frame after it in the same physical call.
-    pub inlined: bool,
-}
-
-impl Frame {
-    /// Runtime-internal frames are skipped when naming the user's callsite.
-    /// That includes runtime code linknamed into other packages, such as
-    /// `internal/bytealg.MakeNoZero` (GOROOT/src/runtime/slice.go) or
-    /// `reflect.unsafe_New` (GOROOT/src/runtime/malloc.go).
-    pub fn is_runtime(&self) -> bool {
-        if self.function.starts_with("runtime.") || self.function.starts_with("internal/runtime/") {
-            return true;
-        }
-        let in_runtime_dir = self
-            .file
-            .as_deref()
-            .and_then(|f| f.rsplit_once('/'))
-            .is_some_and(|(dir, _)| dir.ends_with("/src/runtime"));
-        in_runtime_dir
-    }
-}
+use crate::tracee::frame::Frame;
+use crate::{tracee::binary::Binary, tracee::pclntab::Pclntab};
 
 /// ELF symbol table as a sorted interval list: the fallback for function names.
 struct SymTab(Vec<(u64, u64, String)>);

@@ -10,7 +10,7 @@ use object::{
     elf, Object as _, ObjectSection as _, ObjectSegment as _, ObjectSymbol as _, SegmentFlags,
 };
 
-use crate::target::process::Mapping;
+use crate::tracee::process::Mapping;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BinaryError {

@@ -8,10 +8,10 @@
 //! variable's address loaded into it: `LEAQ runtime.gcController(SB), AX` on
 //! amd64, `ADRP`+`ADD` into R0 on arm64. `.gopclntab` names the methods, so
 //! the calls are known; the address every call agrees on is the variable's
-//! (see [`crate::target::staticrefs`]).
+//! (see [`crate::tracee::staticrefs`]).
 use std::collections::{BTreeMap, HashSet};
 
-use crate::{target::symbols::Symbols, target::staticrefs};
+use crate::{tracee::symbols::Symbols, tracee::staticrefs};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FindError {

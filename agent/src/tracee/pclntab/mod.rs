@@ -14,9 +14,9 @@ use std::{collections::HashMap, sync::OnceLock};
 use bytes::Bytes;
 
 use crate::{
-    target::binary::{Arch, Binary},
-    target::buildinfo::GoVersion,
-    target::symbolize::Frame,
+    tracee::binary::{Arch, Binary},
+    tracee::buildinfo::GoVersion,
+    tracee::frame::Frame,
 };
 
 const MAGIC_118: u32 = 0xffff_fff0;

@@ -7,7 +7,7 @@
 //! moduledata.types to a name: a flags byte, a uvarint length, the bytes.
 use serde::{Deserialize, Serialize};
 
-use crate::target::binary::Binary;
+use crate::tracee::binary::Binary;
 
 /// abi.TFlagExtraStar: the stored name has a '*' prefix to drop.
 const TFLAG_EXTRA_STAR: u8 = 1 << 1;
