@@ -168,29 +168,91 @@ impl GrowsliceAbi {
     }
 }
 
-/// `stwReason` names, from runtime/proc.go `stwReasonStrings` (identical 1.21–1.27).
-/// Before Go 1.21 `stopTheWorldWithSema` takes no reason; the caller names it.
-pub const STW_REASONS: &[&str] = &[
-    "unknown",
-    "GC mark termination",
-    "GC sweep termination",
-    "write heap dump",
-    "goroutine profile",
-    "goroutine profile cleanup",
-    "all goroutines stack trace",
-    "read mem stats",
-    "AllThreadsSyscall",
-    "GOMAXPROCS",
-    "start trace",
-    "stop trace",
-    "CountPagesInUse (test)",
-    "ReadMetricsSlow (test)",
-    "ReadMemStatsSlow (test)",
-    "PageCachePagesLeaked (test)",
-    "ResetDebugLog (test)",
-];
-pub const STW_REASON_SWEEP_TERM: &str = "GC sweep termination";
-pub const STW_REASON_MARK_TERM: &str = "GC mark termination";
+/// Why the world stopped: runtime/proc.go `stwReason`, in code order, and
+/// its `stwReasonStrings` (identical from Go 1.21 to 1.27). Before Go 1.21
+/// `stopTheWorldWithSema` takes no reason; the GC's two are inferred from
+/// the cycle's shape, and others are named by who called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum StwReason {
+    Unknown,
+    GcMarkTerm,
+    GcSweepTerm,
+    WriteHeapDump,
+    GoroutineProfile,
+    GoroutineProfileCleanup,
+    AllGoroutinesStackTrace,
+    ReadMemStats,
+    AllThreadsSyscall,
+    GoMaxProcs,
+    StartTrace,
+    StopTrace,
+    CountPagesInUse,
+    ReadMetricsSlow,
+    ReadMemStatsSlow,
+    PageCachePagesLeaked,
+    ResetDebugLog,
+}
+
+impl StwReason {
+    const ALL: [StwReason; 17] = [
+        StwReason::Unknown,
+        StwReason::GcMarkTerm,
+        StwReason::GcSweepTerm,
+        StwReason::WriteHeapDump,
+        StwReason::GoroutineProfile,
+        StwReason::GoroutineProfileCleanup,
+        StwReason::AllGoroutinesStackTrace,
+        StwReason::ReadMemStats,
+        StwReason::AllThreadsSyscall,
+        StwReason::GoMaxProcs,
+        StwReason::StartTrace,
+        StwReason::StopTrace,
+        StwReason::CountPagesInUse,
+        StwReason::ReadMetricsSlow,
+        StwReason::ReadMemStatsSlow,
+        StwReason::PageCachePagesLeaked,
+        StwReason::ResetDebugLog,
+    ];
+
+    /// The reason with the runtime's code `c`, if the runtime has one.
+    pub fn from_code(c: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(c)).copied()
+    }
+
+    pub const fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// As the runtime names it (`stwReasonStrings`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            StwReason::Unknown => "unknown",
+            StwReason::GcMarkTerm => "GC mark termination",
+            StwReason::GcSweepTerm => "GC sweep termination",
+            StwReason::WriteHeapDump => "write heap dump",
+            StwReason::GoroutineProfile => "goroutine profile",
+            StwReason::GoroutineProfileCleanup => "goroutine profile cleanup",
+            StwReason::AllGoroutinesStackTrace => "all goroutines stack trace",
+            StwReason::ReadMemStats => "read mem stats",
+            StwReason::AllThreadsSyscall => "AllThreadsSyscall",
+            StwReason::GoMaxProcs => "GOMAXPROCS",
+            StwReason::StartTrace => "start trace",
+            StwReason::StopTrace => "stop trace",
+            StwReason::CountPagesInUse => "CountPagesInUse (test)",
+            StwReason::ReadMetricsSlow => "ReadMetricsSlow (test)",
+            StwReason::ReadMemStatsSlow => "ReadMemStatsSlow (test)",
+            StwReason::PageCachePagesLeaked => "PageCachePagesLeaked (test)",
+            StwReason::ResetDebugLog => "ResetDebugLog (test)",
+        }
+    }
+
+    /// The collector's own pauses: a cycle starts with sweep termination
+    /// and ends with mark termination.
+    pub const fn is_gc(self) -> bool {
+        matches!(self, StwReason::GcMarkTerm | StwReason::GcSweepTerm)
+    }
+}
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PlannedProbe {
@@ -527,6 +589,16 @@ mod tests {
         }
         assert!(ProbeKind::try_from(0).is_err());
         assert!(ProbeKind::try_from(99).is_err());
+    }
+
+    #[test]
+    fn stw_reasons_round_trip_their_codes() {
+        for c in 0..=16u8 {
+            assert_eq!(StwReason::from_code(c).map(StwReason::code), Some(c));
+        }
+        assert_eq!(StwReason::from_code(17), None);
+        assert_eq!((StwReason::from_code(2).map(StwReason::name), StwReason::GcMarkTerm.code()), (Some("GC sweep termination"), 1));
+        assert!(StwReason::GcSweepTerm.is_gc() && !StwReason::ReadMemStats.is_gc());
     }
 
     #[test]

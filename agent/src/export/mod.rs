@@ -11,7 +11,7 @@ use serde_json::{json, Map};
 use crate::{
     ingest::aggregate::Aggregator,
     analysis::facts::Facts,
-    plan::{STW_REASON_MARK_TERM, STW_REASON_SWEEP_TERM},
+    plan::StwReason,
     record::{End, Meta},
     report,
     plan::Mode,
@@ -56,9 +56,10 @@ pub fn gc_timeline(meta: &Meta, end: &End, agg: &Aggregator, facts: &mut dyn Fac
     for s in &agg.stws {
         let reason = report::cause_name(facts, s.cause);
         let end_ns = s.start_ktime + s.duration_ns;
-        if reason == STW_REASON_SWEEP_TERM {
+        let known = report::cause_reason(facts, s.cause);
+        if known == Some(StwReason::GcSweepTerm) {
             cycle_start = Some(s.start_ktime);
-        } else if reason == STW_REASON_MARK_TERM {
+        } else if known == Some(StwReason::GcMarkTerm) {
             if let Some(start) = cycle_start.take() {
                 let mut args = Map::new();
                 args.insert("cycle".into(), json!(cycles.len() + 1));

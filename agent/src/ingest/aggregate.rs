@@ -10,7 +10,7 @@ use gcprobe_common::{AggKey, AggValue, MAX_ARGS};
 
 use crate::{
     ingest::events::Event,
-    plan::{GrowsliceAbi, ProbeKind, ProbePlan, STW_REASONS},
+    plan::{GrowsliceAbi, ProbeKind, ProbePlan, StwReason},
 };
 
 /// Distinct stacks kept per probe kind; beyond this, hits are counted as overflow
@@ -194,7 +194,7 @@ pub enum StwCause {
 
 impl StwCause {
     pub fn code_name(code: u8) -> String {
-        STW_REASONS.get(code as usize).map(|s| (*s).to_owned()).unwrap_or_else(|| format!("reason {code}"))
+        StwReason::from_code(code).map_or_else(|| format!("reason {code}"), |r| r.name().to_owned())
     }
 }
 
@@ -684,9 +684,8 @@ impl Aggregator {
     }
 }
 
-/// `stwReason` values (runtime/proc.go, Go 1.21+): stwGCMarkTerm, stwGCSweepTerm.
-const STW_MARK_TERM: u8 = 1;
-const STW_SWEEP_TERM: u8 = 2;
+const STW_MARK_TERM: u8 = StwReason::GcMarkTerm.code();
+const STW_SWEEP_TERM: u8 = StwReason::GcSweepTerm.code();
 
 #[derive(Debug, Clone, Copy)]
 struct Growth {

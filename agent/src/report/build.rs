@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use super::*;
 use crate::{
     ingest::aggregate::{Aggregator, StwCause},
-    plan::{ProbePlan, STW_REASON_MARK_TERM, STW_REASON_SWEEP_TERM},
+    plan::{ProbePlan, StwReason},
     analysis::culprits,
     analysis::diagnose::GrowEvidence,
     analysis::facts::Facts,
@@ -186,12 +186,13 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
     let mut reasons: BTreeMap<String, ReasonStat> = BTreeMap::new();
     let mut spans = Vec::with_capacity(agg.stws.len());
     for s in &agg.stws {
+        let known = cause_reason(sym, s.cause);
         let reason = cause_name(sym, s.cause);
-        if reason == STW_REASON_SWEEP_TERM {
+        if known == Some(StwReason::GcSweepTerm) {
             cycles += 1;
         }
         let r = reasons.entry(reason.clone()).or_default();
-        r.gc = reason == STW_REASON_SWEEP_TERM || reason == STW_REASON_MARK_TERM;
+        r.gc = known.is_some_and(StwReason::is_gc);
         r.count += 1;
         r.total_ms += s.duration_ns as f64 / 1e6;
         r.max_us = r.max_us.max(s.duration_ns as f64 / 1e3);
@@ -487,18 +488,36 @@ fn is_alloc_helper(function: &str) -> bool {
     HELPERS.iter().any(|h| function.starts_with(h))
 }
 
+/// The runtime's reason for a pause, where it is known: its code (Go
+/// 1.21+), or, before, the GC function that stopped the world.
+pub fn cause_reason(sym: &mut dyn Facts, cause: StwCause) -> Option<StwReason> {
+    match cause {
+        StwCause::Code(c) => StwReason::from_code(c),
+        StwCause::Caller(pc) => {
+            let frames = sym.frames(pc);
+            let outer = frames.last().map(|f| f.function.as_str()).unwrap_or("");
+            if outer.starts_with("runtime.gcStart") {
+                Some(StwReason::GcSweepTerm)
+            } else if outer.starts_with("runtime.gcMarkDone") || outer.starts_with("runtime.gcMarkTermination") {
+                Some(StwReason::GcMarkTerm)
+            } else {
+                None
+            }
+        }
+    }
+}
+
 pub fn cause_name(sym: &mut dyn Facts, cause: StwCause) -> String {
+    if let Some(r) = cause_reason(sym, cause) {
+        return r.name().into();
+    }
     match cause {
         StwCause::Code(c) => StwCause::code_name(c),
         StwCause::Caller(pc) => {
             // Before Go 1.21 the reason is not an argument; who calls names it.
             let frames = sym.frames(pc);
             let outer = frames.last().map(|f| f.function.as_str()).unwrap_or("");
-            if outer.starts_with("runtime.gcStart") {
-                STW_REASON_SWEEP_TERM.into()
-            } else if outer.starts_with("runtime.gcMarkDone") || outer.starts_with("runtime.gcMarkTermination") {
-                STW_REASON_MARK_TERM.into()
-            } else if outer.starts_with("runtime.stopTheWorld") {
+            if outer.starts_with("runtime.stopTheWorld") {
                 // stopTheWorld(reason string) runs stopTheWorldWithSema in a
                 // systemstack closure: the frame chain ends there (go1.19 runtime/proc.go).
                 "stop-the-world outside GC (reason not passed before Go 1.21)".into()
