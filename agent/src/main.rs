@@ -3,6 +3,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use gcprobe::{
     cli::{Cli, Command, PlanArgs, SessionArgs},
+    error::Exit,
     tracee::launch,
     kernel::probes::Program,
     render::Format,
@@ -21,14 +22,11 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line: the error and its causes, no backtrace.
             eprintln!("gcprobe: error: {}", gcprobe::error::error_chain(&e));
-            ExitCode::from(e.exit_code())
+            e.exit().into()
         }
     }
 }
 
-/// Exit status when a --fail-on rule held (distinct from gcprobe's own
-/// errors, 1 to 7, and clap's usage error, 2).
-const RULE_HELD: u8 = 10;
 
 /// Prints each rule's verdict on stderr; true when any held.
 fn judge(rules: &[Rule], report: &Report) -> bool {
@@ -79,7 +77,7 @@ fn run(cli: Cli, invoked: std::time::Instant) -> Result<ExitCode, SessionError> 
         Command::Report(r) => {
             let report = session::report_recording(&r.file, r.format, r.render.stack_depth.into(), r.output.as_deref())?;
             if judge(&r.fail_on, &report) {
-                return Ok(ExitCode::from(RULE_HELD));
+                return Ok(Exit::RuleHeld.into());
             }
         }
         Command::Run(r) => {
@@ -95,10 +93,10 @@ fn run(cli: Cli, invoked: std::time::Instant) -> Result<ExitCode, SessionError> 
                 return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
             }
             if held {
-                return Ok(ExitCode::from(RULE_HELD));
+                return Ok(Exit::RuleHeld.into());
             }
         }
         Command::Plan(PlanArgs { pid, exe }) => session::print_plan(pid, exe)?,
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Ok.into())
 }

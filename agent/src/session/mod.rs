@@ -30,7 +30,7 @@ use crate::{
     sampling::governor::Governor,
     tracee::launch::{Held, LaunchError},
     tracee::pclntab::{Pclntab, PclntabError},
-    error::error_chain,
+    error::{error_chain, Exit},
     plan::{Mode, PlanError, ProbeGroup, ProbePlan},
     tracee::symbols::Symbols,
     kernel::probes::{self, AttachPoint, Attached, ProbeError, Program},
@@ -103,15 +103,15 @@ impl From<BinaryError> for SessionError {
 }
 
 impl SessionError {
-    /// Distinct exit codes for scripts; 2 is clap's usage error.
-    pub fn exit_code(&self) -> u8 {
+    /// The exit status this error ends gcprobe with.
+    pub fn exit(&self) -> Exit {
         match self {
-            SessionError::Privileges | SessionError::Probe(ProbeError::PermissionDenied { .. }) => 3,
-            SessionError::Process(ProcessError::NoSuchPid { .. }) => 4,
-            SessionError::Process(ProcessError::Exited { .. }) | SessionError::Probe(ProbeError::TargetGone { .. }) => 5,
-            SessionError::NotGo { .. } | SessionError::Plan(PlanError::TooOld { .. }) => 6,
-            SessionError::Plan(PlanError::MissingSymbol { .. }) => 7,
-            _ => 1,
+            SessionError::Privileges | SessionError::Probe(ProbeError::PermissionDenied { .. }) => Exit::Privileges,
+            SessionError::Process(ProcessError::NoSuchPid { .. }) => Exit::NoSuchPid,
+            SessionError::Process(ProcessError::Exited { .. }) | SessionError::Probe(ProbeError::TargetGone { .. }) => Exit::TargetExited,
+            SessionError::NotGo { .. } | SessionError::Plan(PlanError::TooOld { .. }) => Exit::NotGo,
+            SessionError::Plan(PlanError::MissingSymbol { .. }) => Exit::MissingSymbol,
+            _ => Exit::Failure,
         }
     }
 }
