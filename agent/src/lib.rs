@@ -7,6 +7,7 @@ pub mod ingest;
 pub mod analysis;
 pub mod cli;
 pub mod error;
+pub mod intervals;
 pub mod export;
 pub mod plan;
 pub mod record;

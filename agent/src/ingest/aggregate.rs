@@ -75,11 +75,11 @@ impl RuntimeAlloc {
     }
 
     /// Bytes per second between the first and last reads, once they are
-    /// at least 200 ms apart (the timer's period).
+    /// about one flush period apart.
     pub fn bytes_per_s(&self) -> Option<f64> {
         let ((t0, a0), (t1, a1)) = (self.first?, self.last?);
         let dt = t1.checked_sub(t0)? as f64 / 1e9;
-        (dt >= 0.19 && a1 >= a0).then(|| (a1 - a0) as f64 / dt)
+        (dt >= crate::intervals::FLUSH.as_secs_f64() * 0.95 && a1 >= a0).then(|| (a1 - a0) as f64 / dt)
     }
 
     pub fn bytes(&self) -> Option<u64> {

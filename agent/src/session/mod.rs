@@ -31,6 +31,7 @@ use crate::{
     tracee::launch::{Held, LaunchError},
     tracee::pclntab::{Pclntab, PclntabError},
     error::{error_chain, Exit},
+    intervals,
     plan::{Mode, PlanError, ProbeGroup, ProbePlan},
     tracee::symbols::Symbols,
     kernel::probes::{self, AttachPoint, Attached, ProbeError, Program},
@@ -542,9 +543,6 @@ fn self_usage() -> report::AgentReport {
     report::AgentReport { cpu_s: secs(ru.ru_utime) + secs(ru.ru_stime), max_rss_kib: ru.ru_maxrss as u64 }
 }
 
-const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
-/// How often the busiest maps' lengths are read (read-only, /proc/PID/mem).
-const MAP_LEN_PERIOD: Duration = Duration::from_secs(1);
 
 fn drain_into(ring: &mut RingBuf<MapData>, feed: &mut Feed) {
     while let Some(item) = ring.next() {
@@ -628,7 +626,7 @@ async fn stream(ring: RingBuf<MapData>, live: &mut Live<'_, '_>) -> io::Result<(
     tick.tick().await;
     // The kernel batches wakeups (see WAKEUP_BYTES in probe-ebpf); this bounds
     // how long a trickle of events can sit unread.
-    let mut flush = tokio::time::interval(FLUSH_INTERVAL);
+    let mut flush = tokio::time::interval(intervals::FLUSH);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // From gcprobe's own start: attaching and calibrating are part of what
     // the user asked to wait for.
@@ -687,7 +685,7 @@ async fn stream(ring: RingBuf<MapData>, live: &mut Live<'_, '_>) -> io::Result<(
                 }
                 // Map lengths at each GC and at least once a second: a
                 // leaking service may collect once a minute.
-                if (new_cycle || maps_read_at.elapsed() >= MAP_LEN_PERIOD) && !live.feed.agg.maps.is_empty() {
+                if (new_cycle || maps_read_at.elapsed() >= intervals::MAP_LENS) && !live.feed.agg.maps.is_empty() {
                     maps_read_at = Instant::now();
                     live.feed.map_lens(monotonic_ns(), live.map_len);
                 }
