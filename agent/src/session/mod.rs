@@ -543,7 +543,6 @@ fn self_usage() -> report::AgentReport {
     report::AgentReport { cpu_s: secs(ru.ru_utime) + secs(ru.ru_stime), max_rss_kib: ru.ru_maxrss as u64 }
 }
 
-
 fn drain_into(ring: &mut RingBuf<MapData>, feed: &mut Feed) {
     while let Some(item) = ring.next() {
         feed.ring(&item);
