@@ -25,8 +25,8 @@ pub fn allocation_profile(meta: &Meta, end: &End, agg: &Aggregator, facts: &mut 
     let (observed, rate_time) = report::rate_times(agg, meta.mode, end.progress.elapsed_s);
     let scale = end.progress.elapsed_s.max(1e-9) / rate_time;
     let v = |n: u64| (n as f64 * scale).round() as i64;
-    let mut samples: Vec<pprof::Sample> = agg.alloc_stacks.iter().map(|(stack, s)| pprof::Sample { pcs: stack.to_vec(), values: vec![v(s.count), v(s.bytes), 0] }).collect();
-    samples.extend(agg.grow_stacks.iter().map(|(stack, g)| pprof::Sample { pcs: stack.to_vec(), values: vec![0, 0, v(g.count)] }));
+    let mut samples: Vec<pprof::Sample> = agg.alloc_stacks().iter().map(|(stack, s)| pprof::Sample { pcs: stack.to_vec(), values: vec![v(s.count), v(s.bytes), 0] }).collect();
+    samples.extend(agg.grow_stacks().iter().map(|(stack, g)| pprof::Sample { pcs: stack.to_vec(), values: vec![0, 0, v(g.count)] }));
     let mut comments = vec![format!("gcprobe {} {} mode, pid {} {}", meta.gcprobe_version, meta.mode.name(), meta.target.pid, meta.target.exe)];
     if meta.mode == Mode::Sampled {
         comments.push(format!(
@@ -50,10 +50,10 @@ pub fn allocation_profile(meta: &Meta, end: &End, agg: &Aggregator, facts: &mut 
 /// termination's restart), each stop-the-world pause with its reason,
 /// assists on the threads that made them, and the live heap at each cycle.
 pub fn gc_timeline(meta: &Meta, end: &End, agg: &Aggregator, facts: &mut dyn Facts) -> serde_json::Value {
-    let mut stw = Vec::with_capacity(agg.stws.len());
+    let mut stw = Vec::with_capacity(agg.stws().len());
     let mut cycles = Vec::new();
     let mut cycle_start: Option<u64> = None;
-    for s in &agg.stws {
+    for s in agg.stws() {
         let reason = report::cause_name(facts, s.cause);
         let end_ns = s.start_ktime + s.duration_ns;
         let known = report::cause_reason(facts, s.cause);
@@ -63,7 +63,7 @@ pub fn gc_timeline(meta: &Meta, end: &End, agg: &Aggregator, facts: &mut dyn Fac
             if let Some(start) = cycle_start.take() {
                 let mut args = Map::new();
                 args.insert("cycle".into(), json!(cycles.len() + 1));
-                if let Some(c) = agg.cycles.iter().find(|c| c.start_ktime >= start && c.start_ktime <= end_ns) {
+                if let Some(c) = agg.cycles().iter().find(|c| c.start_ktime >= start && c.start_ktime <= end_ns) {
                     for (name, v) in [("heap_live_at_start_bytes", c.heap_at_start), ("heap_goal_bytes", c.goal), ("heap_marked_bytes", c.marked)] {
                         if let Some(v) = v {
                             args.insert(name.into(), json!(v));
@@ -88,7 +88,7 @@ pub fn gc_timeline(meta: &Meta, end: &End, agg: &Aggregator, facts: &mut dyn Fac
         ("assists_complete".into(), json!(meta.mode == Mode::Exact)),
     ];
     let mut notes = Vec::new();
-    if stw.is_empty() && agg.assist_times.is_empty() {
+    if stw.is_empty() && agg.assist_times().is_empty() {
         // An empty trace would look like a broken one.
         let why = format!("no GC cycle, stop-the-world pause or assist in this {:.1}s window: the program did not collect while gcprobe watched", end.progress.elapsed_s);
         metadata.push(("note".into(), json!(why)));
@@ -100,8 +100,8 @@ pub fn gc_timeline(meta: &Meta, end: &End, agg: &Aggregator, facts: &mut dyn Fac
         origin_ns: meta.start_monotonic_ns,
         gc_cycles: cycles,
         stw,
-        assists: agg.assist_times.clone(),
-        heap_live: agg.cycles.iter().filter_map(|c| Some((c.start_ktime, c.heap_at_start?))).collect(),
+        assists: agg.assist_times().to_vec(),
+        heap_live: agg.cycles().iter().filter_map(|c| Some((c.start_ktime, c.heap_at_start?))).collect(),
         notes,
         metadata,
     };

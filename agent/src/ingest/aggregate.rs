@@ -264,24 +264,24 @@ pub struct Aggregator {
     growslice_abi: GrowsliceAbi,
     stw_reason_arg: bool,
     stw_span_arg: bool,
-    pub counts: EventCounts,
-    pub alloc_bytes: u64,
+    counts: EventCounts,
+    alloc_bytes: u64,
     /// Allocation stacks without frame 0 (which allocator entry was hit does
     /// not matter to the callsite).
-    pub alloc_stacks: HashMap<Box<[u64]>, StackStat>,
-    pub grow_stacks: HashMap<Box<[u64]>, GrowStat>,
+    alloc_stacks: HashMap<Box<[u64]>, StackStat>,
+    grow_stacks: HashMap<Box<[u64]>, GrowStat>,
     /// Requested bytes per allocation, per allocator entry point (probe id).
-    pub alloc_sizes: HashMap<u32, Histogram<u64>>,
+    alloc_sizes: HashMap<u32, Histogram<u64>>,
     /// Requested new length (elements) per growslice call.
-    pub grow_lens: Histogram<u64>,
-    pub stw_open: Option<(u64, StwCause)>,
-    pub stws: Vec<StwSpan>,
-    pub stw_hist: Histogram<u64>,
-    pub assists_by_tid: HashMap<u32, u64>,
+    grow_lens: Histogram<u64>,
+    stw_open: Option<(u64, StwCause)>,
+    stws: Vec<StwSpan>,
+    stw_hist: Histogram<u64>,
+    assists_by_tid: HashMap<u32, u64>,
     /// (tid, ktime) of each assist, for timelines; the first MAX_STACKS.
-    pub assist_times: Vec<(u32, u64)>,
-    pub first_ktime: Option<u64>,
-    pub last_ktime: u64,
+    assist_times: Vec<(u32, u64)>,
+    first_ktime: Option<u64>,
+    last_ktime: u64,
     /// Before Go 1.21 (no reason argument): threads inside gcStart, and
     /// whether a cycle's sweep termination awaits its mark termination.
     in_gc_start: HashSet<u32>,
@@ -291,15 +291,15 @@ pub struct Aggregator {
     /// Which argument holds the map, per map-growth probe id.
     map_args: HashMap<u32, usize>,
     /// Growing maps by address.
-    pub maps: HashMap<u64, MapGrowth>,
+    maps: HashMap<u64, MapGrowth>,
     /// GC cycles begun in the window, oldest first (the first MAX_STACKS).
-    pub cycles: Vec<Cycle>,
+    cycles: Vec<Cycle>,
     /// The GC settings as first read, and every change after that: (ktime, settings).
-    pub settings: Vec<(u64, crate::tracee::gcctl::Settings)>,
+    settings: Vec<(u64, crate::tracee::gcctl::Settings)>,
     /// The runtime's allocation total, read with the settings.
-    pub runtime_alloc: RuntimeAlloc,
+    runtime_alloc: RuntimeAlloc,
     /// The runtime's GC CPU counters as first and last read.
-    pub gc_cpu: Option<(crate::tracee::gcctl::GcCpu, crate::tracee::gcctl::GcCpu)>,
+    gc_cpu: Option<(crate::tracee::gcctl::GcCpu, crate::tracee::gcctl::GcCpu)>,
     /// Per thread, the run whose growslice awaits its mallocgc: growslice
     /// allocates `capmem` (capacity rounded to a size class) right after it
     /// is entered, on the same thread (runtime/slice.go).
@@ -309,20 +309,20 @@ pub struct Aggregator {
     /// The kernel's running totals as last read, per key.
     agg_seen: HashMap<AggKey, AggValue>,
     /// `mProf_Malloc` samples by stack (sampled mode).
-    pub sampled_stacks: HashMap<Box<[u64]>, Weighted>,
+    sampled_stacks: HashMap<Box<[u64]>, Weighted>,
     /// Which argument of mProf_Malloc is the size.
     mprof_size_arg: usize,
     /// The target's `runtime.MemProfileRate` as last read; None when unreadable.
-    pub mem_profile_rate: Option<u64>,
+    pub(super) mem_profile_rate: Option<u64>,
     /// mProf samples that arrived while the rate was unknown, weighted as
     /// for the runtime's default rate.
-    pub mprof_rate_assumed: u64,
-    pub bursts: Bursts,
+    mprof_rate_assumed: u64,
+    bursts: Bursts,
     /// Ring-buffer records and bytes read.
-    pub ring_records: u64,
-    pub ring_bytes: u64,
+    pub(super) ring_records: u64,
+    pub(super) ring_bytes: u64,
     /// Set by a recorder: new stacks and types are listed here as they come.
-    pub fresh: Option<Fresh>,
+    pub(super) fresh: Option<Fresh>,
 }
 
 use crate::plan::DEFAULT_MEM_PROFILE_RATE;
@@ -335,6 +335,98 @@ pub fn pprof_weight(size: u64, rate: u64) -> f64 {
         return 1.0;
     }
     1.0 / (1.0 - (-(size as f64) / rate as f64).exp())
+}
+
+/// Reading the aggregate: everything it holds, never a way to change it
+/// (the feed is the one way in).
+impl Aggregator {
+    pub fn counts(&self) -> EventCounts {
+        self.counts
+    }
+
+    pub fn alloc_bytes(&self) -> u64 {
+        self.alloc_bytes
+    }
+
+    pub fn alloc_stacks(&self) -> &HashMap<Box<[u64]>, StackStat> {
+        &self.alloc_stacks
+    }
+
+    pub fn grow_stacks(&self) -> &HashMap<Box<[u64]>, GrowStat> {
+        &self.grow_stacks
+    }
+
+    pub fn alloc_sizes(&self) -> &HashMap<u32, Histogram<u64>> {
+        &self.alloc_sizes
+    }
+
+    pub fn grow_lens(&self) -> &Histogram<u64> {
+        &self.grow_lens
+    }
+
+    pub fn stws(&self) -> &[StwSpan] {
+        &self.stws
+    }
+
+    pub fn stw_hist(&self) -> &Histogram<u64> {
+        &self.stw_hist
+    }
+
+    pub fn assists_by_tid(&self) -> &HashMap<u32, u64> {
+        &self.assists_by_tid
+    }
+
+    pub fn assist_times(&self) -> &[(u32, u64)] {
+        &self.assist_times
+    }
+
+    pub fn first_ktime(&self) -> Option<u64> {
+        self.first_ktime
+    }
+
+    pub fn last_ktime(&self) -> u64 {
+        self.last_ktime
+    }
+
+    pub fn maps(&self) -> &HashMap<u64, MapGrowth> {
+        &self.maps
+    }
+
+    pub fn cycles(&self) -> &[Cycle] {
+        &self.cycles
+    }
+
+    pub fn settings(&self) -> &[(u64, crate::tracee::gcctl::Settings)] {
+        &self.settings
+    }
+
+    pub fn runtime_alloc(&self) -> RuntimeAlloc {
+        self.runtime_alloc
+    }
+
+    pub fn sampled_stacks(&self) -> &HashMap<Box<[u64]>, Weighted> {
+        &self.sampled_stacks
+    }
+
+    pub fn mem_profile_rate(&self) -> Option<u64> {
+        self.mem_profile_rate
+    }
+
+    pub fn mprof_rate_assumed(&self) -> u64 {
+        self.mprof_rate_assumed
+    }
+
+    pub fn bursts(&self) -> Bursts {
+        self.bursts
+    }
+
+    pub fn ring_records(&self) -> u64 {
+        self.ring_records
+    }
+
+    pub fn ring_bytes(&self) -> u64 {
+        self.ring_bytes
+    }
 }
 
 impl Aggregator {

@@ -120,7 +120,7 @@ pub fn apply(agg: &mut Aggregator, op: &Op<'_>) {
         Op::EndBurst { window_s } => agg.end_burst(*window_s),
         Op::MemProfileRate(r) => agg.mem_profile_rate = Some(*r),
         // Recordings from before MapLensAt sampled at GCs: the last event's time stands in.
-        Op::MapLens(reads) => agg.sample_map_lens(agg.last_ktime, |addr| reads.iter().find(|r| r.0 == addr).and_then(|r| r.1)),
+        Op::MapLens(reads) => agg.sample_map_lens(agg.last_ktime(), |addr| reads.iter().find(|r| r.0 == addr).and_then(|r| r.1)),
         Op::MapLensAt { ktime, reads } => agg.sample_map_lens(*ktime, |addr| reads.iter().find(|r| r.0 == addr).and_then(|r| r.1)),
         Op::GcSettings { ktime, settings } => agg.gc_settings(*ktime, *settings),
         Op::Checkpoint(_) => {}

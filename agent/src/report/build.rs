@@ -101,11 +101,11 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
 
     // Callsites: the first frame outside the runtime, per probe class.
     let mut acc: HashMap<RowKey, Acc> = HashMap::new();
-    for (stack, st) in sorted(&agg.alloc_stacks) {
+    for (stack, st) in sorted(agg.alloc_stacks()) {
         let (a, frames, idx, via_grow) = row(&mut acc, sym, stack, None);
         a.allocs += st.count;
         a.bytes += st.bytes;
-        a.var_bytes += agg.bursts.bytes_var(st).unwrap_or(0.0);
+        a.var_bytes += agg.bursts().bytes_var(st).unwrap_or(0.0);
         if !via_grow {
             a.count += st.count;
         }
@@ -114,14 +114,14 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
             a.frames = frames[idx..].to_vec();
         }
     }
-    for (stack, w) in sorted(&agg.sampled_stacks) {
+    for (stack, w) in sorted(agg.sampled_stacks()) {
         let (a, frames, idx, _) = row(&mut acc, sym, stack, None);
         a.sampled_bytes += w.bytes;
         if a.frames.is_empty() {
             a.frames = frames[idx..].to_vec();
         }
     }
-    for (stack, g) in sorted(&agg.grow_stacks) {
+    for (stack, g) in sorted(agg.grow_stacks()) {
         let (a, frames, idx, _) = row(&mut acc, sym, stack, Some("growslice"));
         a.count += g.count;
         a.grow_len_sum += g.new_len_sum;
@@ -141,8 +141,8 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
             e.elem_type = g.elem_type;
         }
     }
-    let total_bytes = agg.alloc_bytes.max(1) as f64;
-    let total_allocs = agg.counts.mallocgc.max(1) as f64;
+    let total_bytes = agg.alloc_bytes().max(1) as f64;
+    let total_allocs = agg.counts().mallocgc.max(1) as f64;
     let mut callsites: Vec<Callsite> = acc
         .into_iter()
         .map(|((probe, function, file, line), a)| Callsite {
@@ -173,19 +173,19 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
 
     // Stop-the-world.
     let mut stw = Stw {
-        count: agg.counts.stw,
-        total_ms: agg.stws.iter().map(|s| s.duration_ns).sum::<u64>() as f64 / 1e6,
+        count: agg.counts().stw,
+        total_ms: agg.stws().iter().map(|s| s.duration_ns).sum::<u64>() as f64 / 1e6,
         ..Stw::default()
     };
     if stw.count > 0 {
-        stw.p50_us = agg.stw_hist.value_at_quantile(0.5) as f64 / 1e3;
-        stw.p99_us = agg.stw_hist.value_at_quantile(0.99) as f64 / 1e3;
-        stw.max_us = agg.stw_hist.max() as f64 / 1e3;
+        stw.p50_us = agg.stw_hist().value_at_quantile(0.5) as f64 / 1e3;
+        stw.p99_us = agg.stw_hist().value_at_quantile(0.99) as f64 / 1e3;
+        stw.max_us = agg.stw_hist().max() as f64 / 1e3;
     }
     let mut cycles = 0;
     let mut reasons: BTreeMap<String, ReasonStat> = BTreeMap::new();
-    let mut spans = Vec::with_capacity(agg.stws.len());
-    for s in &agg.stws {
+    let mut spans = Vec::with_capacity(agg.stws().len());
+    for s in agg.stws() {
         let known = cause_reason(sym, s.cause);
         let reason = cause_name(sym, s.cause);
         if known == Some(StwReason::GcSweepTerm) {
@@ -200,25 +200,25 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
     }
     stw.by_reason = reasons;
 
-    let mut assists: Vec<(u32, u64)> = agg.assists_by_tid.iter().map(|(k, v)| (*k, *v)).collect();
+    let mut assists: Vec<(u32, u64)> = agg.assists_by_tid().iter().map(|(k, v)| (*k, *v)).collect();
     assists.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
 
     let mut sizes = BTreeMap::new();
-    for (id, h) in &agg.alloc_sizes {
+    for (id, h) in agg.alloc_sizes() {
         if let Some(p) = inp.plan.probe(*id) {
             sizes.insert(p.name.clone(), size_stats("bytes", h));
         }
     }
-    if !agg.grow_lens.is_empty() {
-        sizes.insert("growslice".into(), size_stats("elements", &agg.grow_lens));
+    if !agg.grow_lens().is_empty() {
+        sizes.insert("growslice".into(), size_stats("elements", agg.grow_lens()));
     }
 
     // Maps that keep growing.
-    let t0 = agg.first_ktime.unwrap_or(0);
-    let span = agg.last_ktime.saturating_sub(t0).max(1) as f64;
+    let t0 = agg.first_ktime().unwrap_or(0);
+    let span = agg.last_ktime().saturating_sub(t0).max(1) as f64;
     let secs = |k: u64| k.saturating_sub(t0) as f64 / 1e9;
     let mut maps: Vec<MapReport> = agg
-        .maps
+        .maps()
         .iter()
         .map(|(addr, m)| {
             let (frames, idx, _) = callsite(sym, &m.stack);
@@ -258,11 +258,11 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
     maps.sort_by(|a, b| b.likely_leak.cmp(&a.likely_leak).then(b.growths.cmp(&a.growths)).then(a.map.cmp(&b.map)));
     maps.truncate(50);
     let heap_live: Vec<HeapSample> =
-        agg.cycles.iter().filter_map(|c| Some(HeapSample { t_s: secs(c.start_ktime), bytes: c.heap_at_start?, goal: c.goal, marked: c.marked })).collect();
+        agg.cycles().iter().filter_map(|c| Some(HeapSample { t_s: secs(c.start_ktime), bytes: c.heap_at_start?, goal: c.goal, marked: c.marked })).collect();
     let heap_climbing = culprits::climbing(&heap_live.iter().map(|h| h.bytes).collect::<Vec<_>>());
 
-    let lost = inp.kernel.ringbuf_full + agg.counts.undecodable;
-    let total = agg.alloc_bytes;
+    let lost = inp.kernel.ringbuf_full + agg.counts().undecodable;
+    let total = agg.alloc_bytes();
     let culprits = culprits::rank(&callsites, rate_time, total, sym);
     let mut warnings = inp.plan.warnings.clone();
     warnings.extend(culprits::rules_of_thumb(&callsites, &spans));
@@ -271,7 +271,7 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
     let heap_unavailable = gc::unavailable(inp.plan.gc_controller.reason(), agg);
     let settings = gc::GcSettings::from_agg(agg);
     let heap_medians = gc::HeapMedians::from_agg(agg);
-    let runtime_alloc = agg.runtime_alloc.bytes_per_s();
+    let runtime_alloc = agg.runtime_alloc().bytes_per_s();
     let cycles_per_s = cycles as f64 / dur;
     if lost > 0 {
         warnings.push(format!("{lost} events were lost (ring buffer full or undecodable): counts and rates are lower bounds"));
@@ -284,16 +284,16 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
     }
     let probe_cost_s = inp.kernel.hits as f64 * inp.sampling.cost_s;
     let est_slowdown = inp.sampling.target_cpu_s.map(|cpu| probe_cost_s / (cpu - probe_cost_s).max(1e-3));
-    let total_var: f64 = sorted(&agg.alloc_stacks).into_iter().filter_map(|(_, s)| agg.bursts.bytes_var(s)).sum();
+    let total_var: f64 = sorted(agg.alloc_stacks()).into_iter().filter_map(|(_, s)| agg.bursts().bytes_var(s)).sum();
     if sampled {
-        if agg.mprof_rate_assumed > 0 {
+        if agg.mprof_rate_assumed() > 0 {
             warnings.push(format!(
                 "{} runtime samples weighted for the default MemProfileRate (512 KiB): runtime.MemProfileRate was not found in the binary to read the real rate from",
-                agg.mprof_rate_assumed
+                agg.mprof_rate_assumed()
             ));
         }
-        if agg.bursts.n < 3 {
-            warnings.push(format!("only {} allocation bursts in this window: rates are rough; attach for longer", agg.bursts.n));
+        if agg.bursts().n < 3 {
+            warnings.push(format!("only {} allocation bursts in this window: rates are rough; attach for longer", agg.bursts().n));
         }
         if let Some(t) = inp.sampling.runtime_samples_off_after_s {
             warnings.push(format!(
@@ -306,7 +306,7 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
                 "estimated slowdown {:.2}% exceeded the {:.1}% budget{}",
                 s * 100.0,
                 inp.sampling.budget * 100.0,
-                if agg.bursts.n < 3 { " (a short session pays for its first bursts)" } else { "" }
+                if agg.bursts().n < 3 { " (a short session pays for its first bursts)" } else { "" }
             ));
         }
     } else if let Some(s) = est_slowdown {
@@ -322,8 +322,8 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
     if inp.kernel.agg_full > 0 {
         warnings.push(format!("{} allocations were sent whole because the kernel's callsite map was full", inp.kernel.agg_full));
     }
-    if agg.counts.overflow > 0 {
-        warnings.push(format!("{} events exceeded the distinct-stack limit and were counted without a stack", agg.counts.overflow));
+    if agg.counts().overflow > 0 {
+        warnings.push(format!("{} events exceeded the distinct-stack limit and were counted without a stack", agg.counts().overflow));
     }
 
     Report {
@@ -332,11 +332,11 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
         window: Window { start_unix_ns: inp.start_unix_ns, duration_s: inp.duration_s, ended_by: inp.ended_by.clone() },
         probes,
         events: Events {
-            mallocgc: agg.counts.mallocgc,
-            growslice: agg.counts.growslice,
-            gc_start: inp.plan.probes.iter().any(|p| p.kind == crate::plan::ProbeKind::GcStart).then_some(agg.counts.gc_start),
-            stw: agg.counts.stw,
-            assist: agg.counts.assist,
+            mallocgc: agg.counts().mallocgc,
+            growslice: agg.counts().growslice,
+            gc_start: inp.plan.probes.iter().any(|p| p.kind == crate::plan::ProbeKind::GcStart).then_some(agg.counts().gc_start),
+            stw: agg.counts().stw,
+            assist: agg.counts().assist,
             lost,
             nested_skipped: inp.kernel.nested,
         },
@@ -370,26 +370,26 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
             empty_hits: inp.kernel.empty_hits,
             aggregated: inp.kernel.aggregated,
             agg_full: inp.kernel.agg_full,
-            records: agg.ring_records,
-            record_bytes: agg.ring_bytes,
+            records: agg.ring_records(),
+            record_bytes: agg.ring_bytes(),
         },
         sampling: SamplingReport {
             mode: inp.sampling.mode,
             budget_pct: sampled.then_some(inp.sampling.budget * 100.0),
             calibration: inp.sampling.calibration,
             cost_per_hit_ns: inp.sampling.cost_s * 1e9,
-            bursts: agg.bursts.n,
+            bursts: agg.bursts().n,
             observed_s: observed,
             duty: observed / dur,
             alloc_rate_source: if heap_rate.is_some() { "runtime_total_alloc" } else if sampled { "bursts" } else { "exact" },
             heap_alloc_bytes_per_s: runtime_alloc,
-            burst_alloc_bytes_per_s: sampled.then(|| agg.alloc_bytes as f64 / observed),
-            alloc_rate_ci95: (sampled && total_var > 0.0).then(|| 1.96 * total_var.sqrt() / agg.alloc_bytes.max(1) as f64),
+            burst_alloc_bytes_per_s: sampled.then(|| agg.alloc_bytes() as f64 / observed),
+            alloc_rate_ci95: (sampled && total_var > 0.0).then(|| 1.96 * total_var.sqrt() / agg.alloc_bytes().max(1) as f64),
             target_cpu_s: inp.sampling.target_cpu_s,
             probe_cost_s,
             est_slowdown,
-            mem_profile_rate: agg.mem_profile_rate,
-            runtime_samples: agg.sampled_stacks.values().map(|w| w.samples).sum(),
+            mem_profile_rate: agg.mem_profile_rate(),
+            runtime_samples: agg.sampled_stacks().values().map(|w| w.samples).sum(),
             runtime_samples_s: sampled.then_some(samples_s),
         },
         agent: inp.agent.clone(),
@@ -405,7 +405,7 @@ pub fn rate_times(agg: &Aggregator, mode: crate::plan::Mode, duration_s: f64) ->
     if mode != crate::plan::Mode::Sampled {
         return (dur, dur);
     }
-    let observed = if agg.bursts.window_s > 0.0 { agg.bursts.window_s.min(dur) } else { dur };
+    let observed = if agg.bursts().window_s > 0.0 { agg.bursts().window_s.min(dur) } else { dur };
     (observed, agg.rate_time(observed))
 }
 

@@ -20,8 +20,8 @@ pub struct GcSettings {
 
 impl GcSettings {
     pub fn from_agg(agg: &Aggregator) -> Option<Self> {
-        let (_, s) = agg.settings.last()?;
-        Some(Self { gogc: s.gc_percent, memory_limit_bytes: s.limit(), heap_minimum_bytes: s.heap_minimum, changes: agg.settings.len() - 1 })
+        let (_, s) = agg.settings().last()?;
+        Some(Self { gogc: s.gc_percent, memory_limit_bytes: s.limit(), heap_minimum_bytes: s.heap_minimum, changes: agg.settings().len() - 1 })
     }
 
     pub fn gogc_text(&self) -> String {
@@ -44,7 +44,7 @@ pub struct HeapMedians {
 impl HeapMedians {
     pub fn from_agg(agg: &Aggregator) -> Self {
         let median = |f: &dyn Fn(&crate::ingest::aggregate::Cycle) -> Option<u64>| {
-            let mut v: Vec<u64> = agg.cycles.iter().filter_map(f).collect();
+            let mut v: Vec<u64> = agg.cycles().iter().filter_map(f).collect();
             v.sort_unstable();
             v.get(v.len() / 2).copied()
         };
@@ -103,7 +103,7 @@ pub fn unavailable(plan_reason: Option<&str>, agg: &Aggregator) -> Option<String
     if let Some(r) = plan_reason {
         return Some(r.to_owned());
     }
-    if agg.counts.cycles > 0 && agg.cycles.iter().all(|c| c.heap_at_start.is_none()) {
+    if agg.counts().cycles > 0 && agg.cycles().iter().all(|c| c.heap_at_start.is_none()) {
         return Some("the kernel could not read runtime.gcController at the pauses".into());
     }
     None

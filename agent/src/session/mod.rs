@@ -433,7 +433,7 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
     drain_into(&mut ring, &mut feed);
     feed.kernel_totals(&totals);
     read_gc(&mut feed);
-    if !feed.agg.maps.is_empty() {
+    if !feed.agg.maps().is_empty() {
         feed.map_lens(monotonic_ns(), map_len);
     }
     if let Some(w) = open_burst {
@@ -677,14 +677,14 @@ async fn stream(ring: RingBuf<MapData>, live: &mut Live<'_, '_>) -> io::Result<(
                 }
                 live.cpu_last = process.cpu_time_s().or(live.cpu_last);
                 (live.read_gc)(live.feed);
-                let new_cycle = live.feed.agg.counts.cycles != sampled_at_gc;
+                let new_cycle = live.feed.agg.counts().cycles != sampled_at_gc;
                 if new_cycle {
-                    sampled_at_gc = live.feed.agg.counts.cycles;
+                    sampled_at_gc = live.feed.agg.counts().cycles;
                     (live.read_rate)(live.feed);
                 }
                 // Map lengths at each GC and at least once a second: a
                 // leaking service may collect once a minute.
-                if (new_cycle || maps_read_at.elapsed() >= intervals::MAP_LENS) && !live.feed.agg.maps.is_empty() {
+                if (new_cycle || maps_read_at.elapsed() >= intervals::MAP_LENS) && !live.feed.agg.maps().is_empty() {
                     maps_read_at = Instant::now();
                     live.feed.map_lens(monotonic_ns(), live.map_len);
                 }
@@ -694,16 +694,16 @@ async fn stream(ring: RingBuf<MapData>, live: &mut Live<'_, '_>) -> io::Result<(
             }
             _ = tick.tick(), if !opts.quiet => {
                 let agg = &live.feed.agg;
-                let c = &agg.counts;
+                let c = &agg.counts();
                 let stats = live.attached.stats();
                 // Sampled mode sees allocations only in bursts: rates over
                 // the burst time so far, not over an interval that may hold none.
                 let (dt, base, note) = match live.driver.as_ref() {
                     // Paced by the runtime's own allocation total when known (see report::build).
                     Some(d) => (
-                        agg.rate_time(agg.bursts.window_s),
+                        agg.rate_time(agg.bursts().window_s),
                         (0, 0, 0),
-                        format!("  (est. from {:.2}s of bursts, duty {:.2}%)", agg.bursts.window_s, d.gov.alloc_duty * 100.0),
+                        format!("  (est. from {:.2}s of bursts, duty {:.2}%)", agg.bursts().window_s, d.gov.alloc_duty * 100.0),
                     ),
                     None => (opts.interval.as_secs_f64(), last, String::new()),
                 };
@@ -712,14 +712,14 @@ async fn stream(ring: RingBuf<MapData>, live: &mut Live<'_, '_>) -> io::Result<(
                     "[gcprobe {:>6.1}s] allocs {:>7}/s {:>10}/s  growslice {:>7}/s  gc {:>4}  stw p99 {:>6.0}us max {:>6.0}us  lost {}{note}",
                     started.elapsed().as_secs_f64(),
                     si(per_s(c.mallocgc - base.0)),
-                    bytes(per_s(agg.alloc_bytes - base.1) as u64),
+                    bytes(per_s(agg.alloc_bytes() - base.1) as u64),
                     si(per_s(c.growslice - base.2)),
                     c.cycles,
-                    agg.stw_hist.value_at_quantile(0.99) as f64 / 1e3,
-                    agg.stw_hist.max() as f64 / 1e3,
+                    agg.stw_hist().value_at_quantile(0.99) as f64 / 1e3,
+                    agg.stw_hist().max() as f64 / 1e3,
                     stats.ringbuf_full + c.undecodable,
                 );
-                last = (c.mallocgc, agg.alloc_bytes, c.growslice);
+                last = (c.mallocgc, agg.alloc_bytes(), c.growslice);
             }
             _ = &mut deadline => break "duration",
             _ = sigint.recv() => if on_signal(libc::SIGINT) { break "signal" },
