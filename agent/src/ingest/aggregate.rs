@@ -478,7 +478,7 @@ impl Aggregator {
     /// left for the next read (the ring is drained before the map is read,
     /// so this only happens when the record was lost). Returns the totals
     /// that changed something: folding just those again gives the same state.
-    pub fn add_kernel_totals(&mut self, totals: &[(AggKey, AggValue)]) -> Vec<(AggKey, AggValue)> {
+    pub(super) fn add_kernel_totals(&mut self, totals: &[(AggKey, AggValue)]) -> Vec<(AggKey, AggValue)> {
         let mut applied = Vec::new();
         for &(key, total) in totals {
             let seen = self.agg_seen.get(&key).copied().unwrap_or_default();
@@ -532,7 +532,7 @@ impl Aggregator {
     }
 
     /// The GC controller's settings and allocation total, read at `ktime`.
-    pub fn gc_settings(&mut self, ktime: u64, s: crate::tracee::gcctl::Settings) {
+    pub(super) fn gc_settings(&mut self, ktime: u64, s: crate::tracee::gcctl::Settings) {
         self.runtime_alloc.add(ktime, s.total_alloc);
         if let Some(c) = s.cpu {
             self.gc_cpu = Some((self.gc_cpu.map_or(c, |(first, _)| first), c));
@@ -544,7 +544,7 @@ impl Aggregator {
     }
 
     /// Opens a burst of the allocation probes (sampled mode).
-    pub fn begin_burst(&mut self) {
+    pub(super) fn begin_burst(&mut self) {
         for s in self.alloc_stacks.values_mut() {
             s.cur_burst = 0;
         }
@@ -552,7 +552,7 @@ impl Aggregator {
 
     /// Closes the burst that lasted `window_s`, after its last events and
     /// kernel totals were folded in.
-    pub fn end_burst(&mut self, window_s: f64) {
+    pub(super) fn end_burst(&mut self, window_s: f64) {
         self.bursts.n += 1;
         self.bursts.window_s += window_s;
         self.bursts.sum_w2 += window_s * window_s;
@@ -566,11 +566,11 @@ impl Aggregator {
         }
     }
 
-    pub fn add_undecodable(&mut self) {
+    pub(super) fn add_undecodable(&mut self) {
         self.counts.undecodable += 1;
     }
 
-    pub fn add(&mut self, ev: &Event) {
+    pub(super) fn add(&mut self, ev: &Event) {
         if ev.tgid != self.pid {
             self.counts.foreign += 1;
             return;
@@ -823,7 +823,7 @@ impl Aggregator {
     /// at `ktime`. `len_at` reads a map's first word — its length in both
     /// map implementations (hmap.count, swiss Map.used: "must be first",
     /// for len()).
-    pub fn sample_map_lens(&mut self, ktime: u64, mut len_at: impl FnMut(u64) -> Option<u64>) {
+    pub(super) fn sample_map_lens(&mut self, ktime: u64, mut len_at: impl FnMut(u64) -> Option<u64>) {
         let mut busiest: Vec<(u64, u64)> = self.maps.iter().map(|(a, m)| (m.growths + m.inserts, *a)).collect();
         busiest.sort_unstable_by(|a, b| b.cmp(a));
         for (_, addr) in busiest.into_iter().take(MAX_SAMPLED_MAPS) {

@@ -132,7 +132,7 @@ pub fn replay(path: &Path) -> Result<Replayed, RecordError> {
             // The burst under way when the recorder died: its events are in,
             // so its time must be too, or its rates would read high.
             if let Some(t) = open_burst {
-                agg.end_burst((progress.elapsed_s - t).max(0.0));
+                feed::apply(&mut agg, &Op::EndBurst { window_s: (progress.elapsed_s - t).max(0.0) });
             }
             End { ended_by: "recording-cut-short".into(), progress }
         }
