@@ -83,7 +83,7 @@ impl Meta {
                 mechanism: p.mechanism,
                 start_unix_ns: self.start_unix_ns,
                 duration_s: p.elapsed_s,
-                ended_by: end.ended_by.clone(),
+                ended_by: end.ended_by,
                 agent: p.agent.clone(),
                 sampling: report::SamplingInputs {
                     mode: self.mode,
@@ -112,8 +112,7 @@ pub struct Progress {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct End {
-    /// duration, signal, target-exited, or (replay only) recording-cut-short.
-    pub ended_by: String,
+    pub ended_by: report::EndedBy,
     pub progress: Progress,
 }
 
@@ -243,7 +242,7 @@ mod tests {
                 rec.flush(&mut feed, &mut facts, &progress(t as f64 / 1e9)).unwrap();
             }
         }
-        let end = End { ended_by: "duration".into(), progress: progress(2.0) };
+        let end = End { ended_by: report::EndedBy::Duration, progress: progress(2.0) };
         rec.finish(&mut feed, &mut facts, &end).unwrap();
         let live = meta.report(&end, &feed.agg, &mut facts);
         let mut replayed = replay(&path).unwrap();

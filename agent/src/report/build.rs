@@ -22,7 +22,7 @@ pub struct Inputs<'a> {
     pub mechanism: crate::kernel::probes::Mechanism,
     pub start_unix_ns: u64,
     pub duration_s: f64,
-    pub ended_by: String,
+    pub ended_by: EndedBy,
     pub agent: AgentReport,
     pub sampling: SamplingInputs,
 }
@@ -329,7 +329,7 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
     Report {
         schema: SCHEMA,
         target: inp.target.clone(),
-        window: Window { start_unix_ns: inp.start_unix_ns, duration_s: inp.duration_s, ended_by: inp.ended_by.clone() },
+        window: Window { start_unix_ns: inp.start_unix_ns, duration_s: inp.duration_s, ended_by: inp.ended_by },
         probes,
         events: Events {
             mallocgc: agg.counts().mallocgc,

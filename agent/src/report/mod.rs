@@ -130,12 +130,46 @@ pub struct Target {
     pub build_id: Option<String>,
 }
 
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EndedBy {
+    /// `--duration` ran out.
+    Duration,
+    /// Ctrl-C or SIGTERM.
+    Signal,
+    TargetExited,
+    /// Writing the recording failed; the report is still made.
+    RecordError,
+    /// A recording read back that its writer never finished.
+    RecordingCutShort,
+}
+
+impl EndedBy {
+    /// As the report and its JSON say it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            EndedBy::Duration => "duration",
+            EndedBy::Signal => "signal",
+            EndedBy::TargetExited => "target-exited",
+            EndedBy::RecordError => "record-error",
+            EndedBy::RecordingCutShort => "recording-cut-short",
+        }
+    }
+}
+
+impl std::fmt::Display for EndedBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Window {
     pub start_unix_ns: u64,
     pub duration_s: f64,
     /// Why the session ended: duration, signal, target-exited.
-    pub ended_by: String,
+    pub ended_by: EndedBy,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -225,3 +259,17 @@ pub struct SizeStats {
     pub max: u64,
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ended_by_reads_as_before_in_json_and_text() {
+        let all = [EndedBy::Duration, EndedBy::Signal, EndedBy::TargetExited, EndedBy::RecordError, EndedBy::RecordingCutShort];
+        let json: Vec<String> = all.iter().map(|e| serde_json::to_value(e).unwrap().as_str().unwrap().to_owned()).collect();
+        assert_eq!(json, ["duration", "signal", "target-exited", "record-error", "recording-cut-short"]);
+        assert!(all.iter().zip(&json).all(|(e, j)| e.to_string() == *j));
+        assert_eq!(serde_json::from_str::<EndedBy>("\"target-exited\"").unwrap(), EndedBy::TargetExited);
+    }
+}

@@ -599,7 +599,7 @@ mod tests {
         Report {
             schema: SCHEMA,
             target: Target { pid: 1, exe: "/bin/app".into(), go_version: "go1.22.0".into(), arch: "x86_64".into(), build_id: None },
-            window: Window { start_unix_ns: 0, duration_s: 10.0, ended_by: "target-exited".into() },
+            window: Window { start_unix_ns: 0, duration_s: 10.0, ended_by: crate::report::EndedBy::TargetExited },
             probes: vec![],
             events: Events { mallocgc: 0, growslice: 0, gc_start: None, stw: 0, assist: 0, lost: 0, nested_skipped: 0 },
             gc: Gc {

@@ -38,7 +38,7 @@ use crate::{
     tracee::process::{self, Process, ProcessError},
     record::{End, Meta, Progress, RecordError, Recorder, FLUSH_BYTES},
     render::{self, Format, RenderError},
-    report::{self, Report},
+    report::{self, EndedBy, Report},
     tracee::symbolize::{dwarf::DwarfError, Symbolizer},
 };
 
@@ -439,11 +439,11 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
     if let Some(w) = open_burst {
         feed.end_burst(w.as_secs_f64());
     }
-    let end = End { ended_by: ended_by.into(), progress: progress(started, duration_s, kernel, mechanism, cpu_start, cpu_end, driver.as_ref()) };
+    let end = End { ended_by, progress: progress(started, duration_s, kernel, mechanism, cpu_start, cpu_end, driver.as_ref()) };
     let exit = match held {
         Some(h) => {
             // A second signal: the user wants out now, program included.
-            if ended_by == "signal" {
+            if ended_by == EndedBy::Signal {
                 h.signal(libc::SIGKILL);
             }
             Some(h.wait()?)
@@ -606,13 +606,13 @@ impl Live<'_, '_> {
     }
 }
 
-async fn stream(ring: RingBuf<MapData>, live: &mut Live<'_, '_>) -> io::Result<(RingBuf<MapData>, &'static str)> {
+async fn stream(ring: RingBuf<MapData>, live: &mut Live<'_, '_>) -> io::Result<(RingBuf<MapData>, EndedBy)> {
     let (opts, process, started) = (live.opts, live.process, live.started);
     let pid = live.feed.agg.pid();
     let pidfd = match pidfd_open(pid) {
         Ok(fd) => fd,
         // Gone between attach and here: still a session, with a report.
-        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok((ring, "target-exited")),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok((ring, EndedBy::TargetExited)),
         Err(e) => return Err(e),
     };
     // SAFETY: the RingBuf and the OwnedFd own their descriptors and keep them
@@ -659,20 +659,20 @@ async fn stream(ring: RingBuf<MapData>, live: &mut Live<'_, '_>) -> io::Result<(
                 drain_into(guard.get_inner_mut(), live.feed);
                 guard.clear_ready();
                 if live.feed.pending() >= FLUSH_BYTES && live.record().is_err() {
-                    break "record-error";
+                    break EndedBy::RecordError;
                 }
             }
             _ = tokio::time::sleep_until(governor_due.unwrap_or_else(tokio::time::Instant::now)), if governor_due.is_some() => {
                 let d = live.driver.as_mut().expect("guarded by governor_due");
                 if fire(d, live.attached, ring.get_mut(), live.feed, process) {
-                    break "target-exited";
+                    break EndedBy::TargetExited;
                 }
             }
             _ = flush.tick() => {
                 fold_all(ring.get_mut(), live.feed, live.attached);
                 if let Some(d) = live.driver.as_mut() {
                     if fire(d, live.attached, ring.get_mut(), live.feed, process) {
-                        break "target-exited";
+                        break EndedBy::TargetExited;
                     }
                 }
                 live.cpu_last = process.cpu_time_s().or(live.cpu_last);
@@ -689,7 +689,7 @@ async fn stream(ring: RingBuf<MapData>, live: &mut Live<'_, '_>) -> io::Result<(
                     live.feed.map_lens(monotonic_ns(), live.map_len);
                 }
                 if live.record().is_err() {
-                    break "record-error";
+                    break EndedBy::RecordError;
                 }
             }
             _ = tick.tick(), if !opts.quiet => {
@@ -721,10 +721,10 @@ async fn stream(ring: RingBuf<MapData>, live: &mut Live<'_, '_>) -> io::Result<(
                 );
                 last = (c.mallocgc, agg.alloc_bytes(), c.growslice);
             }
-            _ = &mut deadline => break "duration",
-            _ = sigint.recv() => if on_signal(libc::SIGINT) { break "signal" },
-            _ = sigterm.recv() => if on_signal(libc::SIGTERM) { break "signal" },
-            _ = pidfd.readable() => break "target-exited",
+            _ = &mut deadline => break EndedBy::Duration,
+            _ = sigint.recv() => if on_signal(libc::SIGINT) { break EndedBy::Signal },
+            _ = sigterm.recv() => if on_signal(libc::SIGTERM) { break EndedBy::Signal },
+            _ = pidfd.readable() => break EndedBy::TargetExited,
         }
     };
     Ok((ring.into_inner(), ended_by))
