@@ -14,7 +14,10 @@ use crate::{
     tracee::binary::Binary,
     analysis::appendloop::LoopReport,
     tracee::gotypes::{self, MapTypeInfo, TypeInfo},
-    tracee::{frame::Frame, symbolize::Symbolizer},
+    tracee::{
+        frame::Frame,
+        symbolize::{SymbolSource, Symbolizer},
+    },
 };
 
 pub trait Facts {
@@ -29,8 +32,8 @@ pub trait Facts {
     /// The map type at runtime address `addr` (an insert's first argument):
     /// key, value, and where the program deletes from such maps.
     fn map_type(&mut self, addr: u64) -> Option<MapTypeInfo>;
-    /// What names frames: "dwarf", "gopclntab" or "symtab".
-    fn source(&self) -> &str;
+    /// What names frames.
+    fn source(&self) -> SymbolSource;
     /// Distinct return addresses asked for that no table could name.
     fn unresolved(&self) -> u64;
 }
@@ -152,7 +155,7 @@ impl Facts for BinaryFacts<'_> {
         Some(MapTypeInfo { key, value, deleted_at, deletes: sites.len() as u64 })
     }
 
-    fn source(&self) -> &str {
+    fn source(&self) -> SymbolSource {
         self.sym.source()
     }
 
@@ -183,8 +186,8 @@ impl Facts for NoFacts {
     fn map_type(&mut self, _: u64) -> Option<MapTypeInfo> {
         None
     }
-    fn source(&self) -> &str {
-        "symtab"
+    fn source(&self) -> SymbolSource {
+        SymbolSource::Symtab
     }
     fn unresolved(&self) -> u64 {
         self.0.get()

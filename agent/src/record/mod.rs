@@ -64,7 +64,7 @@ pub struct Meta {
     /// `start_unix_ns`, is wall-clock time.
     pub start_monotonic_ns: u64,
     /// What named frames: dwarf, gopclntab or symtab.
-    pub symbols_from: String,
+    pub symbols_from: crate::tracee::symbolize::SymbolSource,
 }
 
 impl Meta {
@@ -209,7 +209,7 @@ mod tests {
             cost_s: 1e-5,
             start_unix_ns: 1,
             start_monotonic_ns: 0,
-            symbols_from: "symtab".into(),
+            symbols_from: crate::tracee::symbolize::SymbolSource::Symtab,
         };
         let path = std::env::temp_dir().join(format!("gcprobe-unit-{}.gcprobe", std::process::id()));
         let mut rec = Recorder::create(&path, true).unwrap();

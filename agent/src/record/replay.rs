@@ -10,6 +10,7 @@ use crate::{
     ingest::feed,
     tracee::gotypes::{MapTypeInfo, TypeInfo},
     tracee::frame::Frame,
+    tracee::symbolize::SymbolSource,
 };
 
 pub struct Replayed {
@@ -30,7 +31,7 @@ pub struct RecordedFacts {
     types: HashMap<u64, Option<TypeInfo>>,
     loops: HashMap<Box<[u64]>, Option<LoopReport>>,
     map_types: HashMap<u64, Option<MapTypeInfo>>,
-    source: String,
+    source: SymbolSource,
     bias: u64,
     unresolved: UnresolvedCount,
 }
@@ -68,8 +69,8 @@ impl Facts for RecordedFacts {
         self.map_types.get(&addr).cloned().flatten()
     }
 
-    fn source(&self) -> &str {
-        &self.source
+    fn source(&self) -> SymbolSource {
+        self.source
     }
 
     fn unresolved(&self) -> u64 {
@@ -95,7 +96,7 @@ pub fn replay(path: &Path) -> Result<Replayed, RecordError> {
         types: HashMap::new(),
         loops: HashMap::new(),
         map_types: HashMap::new(),
-        source: meta.symbols_from.clone(),
+        source: meta.symbols_from,
         bias: meta.load_bias,
         unresolved: UnresolvedCount::default(),
     };

@@ -276,7 +276,7 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
     if lost > 0 {
         warnings.push(format!("{lost} events were lost (ring buffer full or undecodable): counts and rates are lower bounds"));
     }
-    if sym.source() == "symtab" {
+    if sym.source() == crate::tracee::symbolize::SymbolSource::Symtab {
         warnings.push("the binary has neither DWARF nor a readable .gopclntab: frames are named from the symbol table, without file:line or inlined frames".into());
     }
     if sym.unresolved() > 0 {

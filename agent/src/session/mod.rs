@@ -352,7 +352,7 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
         cost_s,
         start_unix_ns: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0),
         start_monotonic_ns: monotonic_ns(),
-        symbols_from: facts.source().into(),
+        symbols_from: facts.source(),
     };
     let plan = &meta.plan;
     if let Some(r) = &mut recorder {

@@ -11,6 +11,17 @@ use std::{collections::HashMap, rc::Rc};
 use crate::tracee::frame::Frame;
 use crate::{tracee::binary::Binary, tracee::pclntab::Pclntab};
 
+/// What names frames: DWARF where the binary has it, else Go's
+/// `.gopclntab` (kept by `-ldflags=-s -w`), else the ELF symbol table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SymbolSource {
+    Dwarf,
+    Gopclntab,
+    /// Names only: no file:line, no inlined frames.
+    Symtab,
+}
+
 /// ELF symbol table as a sorted interval list: the fallback for function names.
 struct SymTab(Vec<(u64, u64, String)>);
 
@@ -51,12 +62,12 @@ impl Symbolizer {
         Ok(Self { dwarf, pclntab, symtab: SymTab::new(bin), bias, cache: HashMap::new(), unresolved: 0, dwarf_errors: 0, pclntab_errors: 0 })
     }
 
-    /// Which source names frames: "dwarf", "gopclntab" or "symtab".
-    pub fn source(&self) -> &'static str {
+    /// Which source names frames.
+    pub fn source(&self) -> SymbolSource {
         match (&self.dwarf, &self.pclntab) {
-            (Some(_), _) => "dwarf",
-            (None, Some(_)) => "gopclntab",
-            _ => "symtab",
+            (Some(_), _) => SymbolSource::Dwarf,
+            (None, Some(_)) => SymbolSource::Gopclntab,
+            _ => SymbolSource::Symtab,
         }
     }
 
