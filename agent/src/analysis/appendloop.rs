@@ -14,12 +14,55 @@ use crate::{
     },
 };
 
+/// What a loop ranges over, as far as the machine code and the source say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoopKind {
+    /// The runtime's map iterator.
+    Map,
+    /// `range` over a slice or array (from the source line).
+    Slice,
+    /// Rune decoding.
+    String,
+    /// Channel receives.
+    Channel,
+    /// `range N` (Go 1.22+, from the source line).
+    Integer,
+    /// Go 1.23 range-over-func: the body is a closure the iterator calls.
+    FuncIterator,
+    /// A three-clause or bare `for` (from the source line).
+    For,
+    /// Nothing in the code says, and the source is not here.
+    Unknown,
+}
+
+impl LoopKind {
+    /// As the report names it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            LoopKind::Map => "map",
+            LoopKind::Slice => "slice",
+            LoopKind::String => "string",
+            LoopKind::Channel => "channel",
+            LoopKind::Integer => "integer",
+            LoopKind::FuncIterator => "func-iterator",
+            LoopKind::For => "for",
+            LoopKind::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for LoopKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoopReport {
     pub file: Option<String>,
     pub line: Option<u32>,
-    /// map, slice, string, channel, integer, func-iterator, for, unknown.
-    pub kind: String,
+    pub kind: LoopKind,
     /// The ranged-over expression, when the source line is readable.
     pub over: Option<String>,
 }
@@ -41,7 +84,7 @@ fn find_loop(bin: &Binary, sym: &mut Symbolizer, callsite_fn: &str, ret_pc: u64)
     // the iterator; its loop lives in the iterator, not here.
     let in_closure = callsite_fn.contains("-range");
     let Some(lp) = loops::innermost_loop(&insns, call) else {
-        return in_closure.then(|| LoopReport { file: None, line: None, kind: "func-iterator".into(), over: None });
+        return in_closure.then_some(LoopReport { file: None, line: None, kind: LoopKind::FuncIterator, over: None });
     };
     // The loop belongs to the innermost non-runtime function at its
     // header. The header is the loop's condition check and carries the
@@ -79,25 +122,25 @@ fn range_func_loop(callsite_fn: &str, frames: &[Frame]) -> Option<LoopReport> {
     let (parent, _) = callsite_fn.rsplit_once("-range")?;
     let f = frames.iter().find(|f| f.function == parent)?;
     let source = f.file.as_deref().zip(f.line).and_then(|(file, l)| source_line(file, l));
-    let (_, over) = refine_with_source("func-iterator", source.as_deref());
-    Some(LoopReport { file: f.file.clone(), line: f.line, kind: "func-iterator".into(), over })
+    let (_, over) = refine_with_source(LoopKind::FuncIterator, source.as_deref());
+    Some(LoopReport { file: f.file.clone(), line: f.line, kind: LoopKind::FuncIterator, over })
 }
 
 /// The loop's kind from what it calls: map and channel iteration go through
 /// the runtime (mapiternext before Go 1.24, mapIterNext with swiss maps),
 /// string ranges decode runes.
-fn kind_from_calls(callees: &[String], in_closure: bool) -> &'static str {
+fn kind_from_calls(callees: &[String], in_closure: bool) -> LoopKind {
     let calls = |pred: &dyn Fn(&str) -> bool| callees.iter().any(|c| pred(c));
     if calls(&|c| c == "runtime.mapiternext" || c == "runtime.mapIterNext" || c.ends_with("maps.(*Iter).Next")) {
-        "map"
+        LoopKind::Map
     } else if calls(&|c| c.starts_with("runtime.chanrecv")) {
-        "channel"
+        LoopKind::Channel
     } else if in_closure {
-        "func-iterator"
+        LoopKind::FuncIterator
     } else if calls(&|c| c == "runtime.decoderune") {
-        "string"
+        LoopKind::String
     } else {
-        "unknown"
+        LoopKind::Unknown
     }
 }
 
@@ -108,21 +151,21 @@ fn source_line(file: &str, line: u32) -> Option<String> {
 
 /// Refines the machine-code kind with the `for` statement's text when the
 /// source is on this machine (slices, strings and integers look alike in code).
-fn refine_with_source(code_kind: &str, line: Option<&str>) -> (String, Option<String>) {
-    let Some(text) = line.and_then(|l| l.strip_prefix("for")) else { return (code_kind.into(), None) };
+fn refine_with_source(code_kind: LoopKind, line: Option<&str>) -> (LoopKind, Option<String>) {
+    let Some(text) = line.and_then(|l| l.strip_prefix("for")) else { return (code_kind, None) };
     let text = text.split("//").next().unwrap_or(text);
     let body = text.trim().trim_end_matches('{').trim();
     if let Some(pos) = body.find("range ").filter(|&p| p == 0 || body[..p].ends_with(' ') || body[..p].ends_with('=')) {
         let over = body[pos + "range ".len()..].trim().to_owned();
         let kind = match code_kind {
-            "unknown" if over.parse::<u64>().is_ok() => "integer",
-            "unknown" => "slice",
+            LoopKind::Unknown if over.parse::<u64>().is_ok() => LoopKind::Integer,
+            LoopKind::Unknown => LoopKind::Slice,
             k => k,
         };
-        return (kind.into(), Some(over));
+        return (kind, Some(over));
     }
-    let kind = if code_kind == "unknown" { "for" } else { code_kind };
-    (kind.into(), None)
+    let kind = if code_kind == LoopKind::Unknown { LoopKind::For } else { code_kind };
+    (kind, None)
 }
 
 #[cfg(test)]
@@ -132,25 +175,25 @@ mod tests {
     #[test]
     fn kinds_from_runtime_calls() {
         let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        assert_eq!(kind_from_calls(&v(&["runtime.mapiternext"]), false), "map");
-        assert_eq!(kind_from_calls(&v(&["runtime.mapIterNext", "runtime.growslice"]), false), "map");
-        assert_eq!(kind_from_calls(&v(&["internal/runtime/maps.(*Iter).Next"]), false), "map");
-        assert_eq!(kind_from_calls(&v(&["runtime.chanrecv2"]), false), "channel");
-        assert_eq!(kind_from_calls(&v(&["runtime.decoderune"]), false), "string");
-        assert_eq!(kind_from_calls(&v(&["runtime.growslice"]), true), "func-iterator");
-        assert_eq!(kind_from_calls(&v(&["runtime.growslice"]), false), "unknown");
+        assert_eq!(kind_from_calls(&v(&["runtime.mapiternext"]), false), LoopKind::Map);
+        assert_eq!(kind_from_calls(&v(&["runtime.mapIterNext", "runtime.growslice"]), false), LoopKind::Map);
+        assert_eq!(kind_from_calls(&v(&["internal/runtime/maps.(*Iter).Next"]), false), LoopKind::Map);
+        assert_eq!(kind_from_calls(&v(&["runtime.chanrecv2"]), false), LoopKind::Channel);
+        assert_eq!(kind_from_calls(&v(&["runtime.decoderune"]), false), LoopKind::String);
+        assert_eq!(kind_from_calls(&v(&["runtime.growslice"]), true), LoopKind::FuncIterator);
+        assert_eq!(kind_from_calls(&v(&["runtime.growslice"]), false), LoopKind::Unknown);
     }
 
     #[test]
     fn source_refines_kind_and_names_the_range_expression() {
-        assert_eq!(refine_with_source("map", Some("for name := range d.tenants {")), ("map".into(), Some("d.tenants".into())));
-        assert_eq!(refine_with_source("unknown", Some("for _, v := range xs {")), ("slice".into(), Some("xs".into())));
-        assert_eq!(refine_with_source("unknown", Some("for i := range 100 {")), ("integer".into(), Some("100".into())));
-        assert_eq!(refine_with_source("map", Some("for k := range c.items { // note")), ("map".into(), Some("c.items".into())));
-        assert_eq!(refine_with_source("unknown", Some("for i := 0; i < n; i++ {")), ("for".into(), None));
-        assert_eq!(refine_with_source("unknown", Some("for {")), ("for".into(), None));
-        assert_eq!(refine_with_source("channel", Some("for v := range ch {")), ("channel".into(), Some("ch".into())));
-        assert_eq!(refine_with_source("map", None), ("map".into(), None));
-        assert_eq!(refine_with_source("unknown", Some("x = append(x, 1)")), ("unknown".into(), None));
+        assert_eq!(refine_with_source(LoopKind::Map, Some("for name := range d.tenants {")), (LoopKind::Map, Some("d.tenants".into())));
+        assert_eq!(refine_with_source(LoopKind::Unknown, Some("for _, v := range xs {")), (LoopKind::Slice, Some("xs".into())));
+        assert_eq!(refine_with_source(LoopKind::Unknown, Some("for i := range 100 {")), (LoopKind::Integer, Some("100".into())));
+        assert_eq!(refine_with_source(LoopKind::Map, Some("for k := range c.items { // note")), (LoopKind::Map, Some("c.items".into())));
+        assert_eq!(refine_with_source(LoopKind::Unknown, Some("for i := 0; i < n; i++ {")), (LoopKind::For, None));
+        assert_eq!(refine_with_source(LoopKind::Unknown, Some("for {")), (LoopKind::For, None));
+        assert_eq!(refine_with_source(LoopKind::Channel, Some("for v := range ch {")), (LoopKind::Channel, Some("ch".into())));
+        assert_eq!(refine_with_source(LoopKind::Map, None), (LoopKind::Map, None));
+        assert_eq!(refine_with_source(LoopKind::Unknown, Some("x = append(x, 1)")), (LoopKind::Unknown, None));
     }
 }

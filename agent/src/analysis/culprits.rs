@@ -80,7 +80,7 @@ fn summary(c: &Callsite, d: Option<&crate::analysis::diagnose::Diagnosis>, fix: 
         Some(l) => {
             let over = l.over.as_ref().map(|o| format!(" over {o}")).unwrap_or_default();
             let line = l.line.map(|n| format!(" (line {n})")).unwrap_or_default();
-            let article = if l.kind.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+            let article = if l.kind.name().starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
             format!(" inside {article} {} loop{over}{line}", l.kind)
         }
         None => String::new(),

@@ -3,7 +3,7 @@
 //! and the fix with its expected saving.
 use serde::Serialize;
 
-use crate::analysis::appendloop::LoopReport;
+use crate::analysis::appendloop::{LoopKind, LoopReport};
 use crate::{
     analysis::facts::Facts,
     tracee::gotypes::TypeInfo,
@@ -108,18 +108,18 @@ fn suggest(lp: Option<&LoopReport>, t: Option<&TypeInfo>, pc: Option<&PerCall>, 
     let ty = t.map(|t| t.name.as_str()).unwrap_or("T");
     let n = pc.and_then(|p| p.final_cap_p90).map(|l| l.to_string());
     let make = match lp {
-        Some(LoopReport { kind, over: Some(over), .. }) if matches!(kind.as_str(), "map" | "slice" | "string") => {
+        Some(LoopReport { kind: LoopKind::Map | LoopKind::Slice | LoopKind::String, over: Some(over), .. }) => {
             format!("make([]{ty}, 0, len({over}))")
         }
-        Some(LoopReport { kind, over: Some(over), .. }) if kind == "integer" => format!("make([]{ty}, 0, {over})"),
+        Some(LoopReport { kind: LoopKind::Integer, over: Some(over), .. }) => format!("make([]{ty}, 0, {over})"),
         _ => match &n {
             Some(n) => format!("make([]{ty}, 0, {n}) (enough for 9 in 10 of the calls seen)"),
             None => format!("make([]{ty}, 0, n)"),
         },
     };
     let at = before_loop(lp);
-    let mut s = match lp.map(|l| l.kind.as_str()) {
-        Some("channel") | Some("func-iterator") => format!(
+    let mut s = match lp.map(|l| l.kind) {
+        Some(LoopKind::Channel | LoopKind::FuncIterator) => format!(
             "allocate once{at}: {make} if the count is known, or keep one buffer across calls and reset it with s = s[:0]"
         ),
         _ => format!("preallocate{at}: s := {make}"),
@@ -165,7 +165,7 @@ mod tests {
 
     #[test]
     fn suggestions_name_the_fix() {
-        let lp = LoopReport { file: Some("/src/main.go".into()), line: Some(21), kind: "map".into(), over: Some("ix.byName".into()) };
+        let lp = LoopReport { file: Some("/src/main.go".into()), line: Some(21), kind: LoopKind::Map, over: Some("ix.byName".into()) };
         let t = TypeInfo { name: "string".into(), size: 16 };
         let s = suggest(Some(&lp), Some(&t), None, None);
         assert_eq!(s, "preallocate before the loop at main.go:21: s := make([]string, 0, len(ix.byName))");
