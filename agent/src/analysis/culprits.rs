@@ -7,7 +7,7 @@ use crate::{
     analysis::diagnose,
     units::{bytes, short, si},
     analysis::facts::Facts,
-    analysis::rows::{Callsite, Culprit, HeapSample, MapReport},
+    analysis::rows::{Callsite, Culprit, HeapSample, MapReport, RowProbe},
 };
 
 pub const GROWSLICE_SHARE_WARN: f64 = 0.30;
@@ -23,11 +23,11 @@ const MIN_GROWTHS: u64 = 20;
 /// growslice bytes is always considered, however few growths a sampled
 /// session saw of it, so the culprits never contradict TOP CALLSITES.
 pub fn rank(callsites: &[Callsite], duration_s: f64, total_bytes: u64, facts: &mut dyn Facts) -> Vec<Culprit> {
-    let grow_bytes: u64 = callsites.iter().filter(|c| c.probe == "growslice").map(|c| c.bytes).sum();
+    let grow_bytes: u64 = callsites.iter().filter(|c| c.probe == RowProbe::Growslice).map(|c| c.bytes).sum();
     let dominant = |c: &Callsite| c.bytes * 2 > grow_bytes && c.count >= 2;
     let mut out: Vec<Culprit> = callsites
         .iter()
-        .filter(|c| c.probe == "growslice" && c.share_of_bytes >= MIN_SHARE && (c.count >= MIN_GROWTHS || dominant(c)))
+        .filter(|c| c.probe == RowProbe::Growslice && c.share_of_bytes >= MIN_SHARE && (c.count >= MIN_GROWTHS || dominant(c)))
         .filter(|c| generated_frame(c).is_none())
         .map(|c| {
             let per_s = c.count as f64 / duration_s.max(1e-9);
@@ -111,7 +111,7 @@ fn generated_frame(c: &Callsite) -> Option<&str> {
 pub fn generated_code_notes(callsites: &[Callsite]) -> Vec<String> {
     callsites
         .iter()
-        .filter(|c| c.probe == "growslice" && c.share_of_bytes >= MIN_SHARE)
+        .filter(|c| c.probe == RowProbe::Growslice && c.share_of_bytes >= MIN_SHARE)
         .filter_map(|c| {
             let file = generated_frame(c)?;
             let caller = c.frames.iter().find(|f| f.file.as_deref().is_some_and(|f| !is_generated(f)) && !f.is_runtime());
@@ -130,7 +130,7 @@ pub fn generated_code_notes(callsites: &[Callsite]) -> Vec<String> {
 /// The share of all allocated bytes that went to growing slices (0–1). One
 /// definition for the rule of thumb and `--fail-on growslice.share`.
 pub fn growslice_share(callsites: &[Callsite]) -> f64 {
-    callsites.iter().filter(|c| c.probe == "growslice").map(|c| c.share_of_bytes).sum()
+    callsites.iter().filter(|c| c.probe == RowProbe::Growslice).map(|c| c.share_of_bytes).sum()
 }
 
 pub fn rules_of_thumb(callsites: &[Callsite], stws: &[(u64, String)]) -> Vec<String> {
@@ -248,8 +248,9 @@ mod tests {
     use crate::tracee::frame::Frame;
 
     fn cs(probe: &str, line: u32, count: u64, share: f64) -> Callsite {
+        let probe = if probe == "growslice" { RowProbe::Growslice } else { RowProbe::Mallocgc };
         Callsite {
-            probe: probe.into(),
+            probe,
             function: format!("main.f{line}"),
             file: Some("main.go".into()),
             line: Some(line),

@@ -10,6 +10,31 @@ use crate::{
     tracee::{frame::Frame, gotypes::TypeInfo},
 };
 
+/// Which allocations a callsite row counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RowProbe {
+    /// The bytes come from growing a slice at this line (`append`).
+    Growslice,
+    /// Every other allocation.
+    Mallocgc,
+}
+
+impl RowProbe {
+    pub const fn name(self) -> &'static str {
+        match self {
+            RowProbe::Growslice => "growslice",
+            RowProbe::Mallocgc => "mallocgc",
+        }
+    }
+}
+
+impl std::fmt::Display for RowProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct HeapSample {
     pub t_s: f64,
@@ -68,7 +93,7 @@ pub struct MapReport {
 pub struct Callsite {
     /// `growslice` when the bytes come from growing a slice at this line,
     /// `mallocgc` for every other allocation.
-    pub probe: String,
+    pub probe: RowProbe,
     pub function: String,
     pub file: Option<String>,
     pub line: Option<u32>,

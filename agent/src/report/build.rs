@@ -2,6 +2,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::*;
+use crate::analysis::rows::RowProbe;
 use crate::{
     ingest::aggregate::{Aggregator, StwCause},
     plan::{ProbePlan, StwReason},
@@ -122,7 +123,7 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
         }
     }
     for (stack, g) in sorted(agg.grow_stacks()) {
-        let (a, frames, idx, _) = row(&mut acc, sym, stack, Some("growslice"));
+        let (a, frames, idx, _) = row(&mut acc, sym, stack, Some(RowProbe::Growslice));
         a.count += g.count;
         a.grow_len_sum += g.new_len_sum;
         if a.frames.is_empty() {
@@ -146,9 +147,9 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
     let mut callsites: Vec<Callsite> = acc
         .into_iter()
         .map(|((probe, function, file, line), a)| Callsite {
-            mean_new_len: (probe == "growslice" && a.count > 0).then(|| a.grow_len_sum as f64 / a.count as f64),
+            mean_new_len: (probe == RowProbe::Growslice && a.count > 0).then(|| a.grow_len_sum as f64 / a.count as f64),
             // For growslice rows `count` is the number of growths.
-            evidence: (probe == "growslice" && a.count > 0).then(|| GrowEvidence { bytes: a.bytes, growths: a.count, ..a.grow.clone() }),
+            evidence: (probe == RowProbe::Growslice && a.count > 0).then(|| GrowEvidence { bytes: a.bytes, growths: a.count, ..a.grow.clone() }),
             probe,
             function,
             file,
@@ -419,18 +420,18 @@ fn sorted<V>(m: &HashMap<Box<[u64]>, V>) -> Vec<(&[u64], &V)> {
 }
 
 /// A callsite row: (probe, function, file, line).
-type RowKey = (String, String, Option<String>, Option<u32>);
+type RowKey = (RowProbe, String, Option<String>, Option<u32>);
 
 /// The row a stack of return addresses lands on: its first frame outside
 /// the runtime, under `probe` if given, else under growslice when the bytes
 /// come from growing a slice there and mallocgc otherwise. Returns the row,
 /// the symbolized frames, the callsite's index in them and whether a
 /// growslice frame sits below it.
-fn row<'a>(acc: &'a mut HashMap<RowKey, Acc>, sym: &mut dyn Facts, stack: &[u64], probe: Option<&str>) -> (&'a mut Acc, Vec<Frame>, usize, bool) {
+fn row<'a>(acc: &'a mut HashMap<RowKey, Acc>, sym: &mut dyn Facts, stack: &[u64], probe: Option<RowProbe>) -> (&'a mut Acc, Vec<Frame>, usize, bool) {
     let (frames, idx, via_grow) = callsite(sym, stack);
     let f = &frames[idx];
-    let probe = probe.unwrap_or(if via_grow { "growslice" } else { "mallocgc" });
-    let a = acc.entry((probe.into(), f.function.clone(), f.file.clone(), f.line)).or_default();
+    let probe = probe.unwrap_or(if via_grow { RowProbe::Growslice } else { RowProbe::Mallocgc });
+    let a = acc.entry((probe, f.function.clone(), f.file.clone(), f.line)).or_default();
     (a, frames, idx, via_grow)
 }
 

@@ -661,8 +661,9 @@ mod tests {
     /// A callsite row as report::build makes it: rates over `rate_time`,
     /// shares of `total_bytes`.
     fn row(probe: &str, count: u64, allocs: u64, bytes: u64, rate_time: f64, total_bytes: u64) -> Callsite {
+        let probe = if probe == "growslice" { crate::analysis::rows::RowProbe::Growslice } else { crate::analysis::rows::RowProbe::Mallocgc };
         Callsite {
-            probe: probe.into(),
+            probe,
             function: format!("main.{probe}er"),
             file: None,
             line: None,
