@@ -80,6 +80,112 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
     // The runtime's samples cover the time mProf_Malloc was probed.
     let samples_s = inp.sampling.runtime_samples_off_after_s.map_or(dur, |t| t.clamp(1e-9, dur));
 
+    let probes = probe_rows(inp);
+
+    let callsites = callsite_rows(agg, sym, rate_time, samples_s);
+
+    let (stw, cycles, spans) = stw_section(agg, sym);
+
+    let mut assists: Vec<(u32, u64)> = agg.assists_by_tid().iter().map(|(k, v)| (*k, *v)).collect();
+    assists.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+
+    let sizes = size_rows(inp, agg);
+
+    let secs = secs_since_first(agg);
+    let maps = map_rows(agg, sym);
+    let heap_live: Vec<HeapSample> =
+        agg.cycles().iter().filter_map(|c| Some(HeapSample { t_s: secs(c.start_ktime), bytes: c.heap_at_start?, goal: c.goal, marked: c.marked })).collect();
+    let heap_climbing = culprits::climbing(&heap_live.iter().map(|h| h.bytes).collect::<Vec<_>>());
+
+    let lost = inp.kernel.ringbuf_full + agg.counts().undecodable;
+    let total = agg.alloc_bytes();
+    let culprits = culprits::rank(&callsites, rate_time, total, sym);
+    let mut warnings = inp.plan.warnings.clone();
+    warnings.extend(culprits::rules_of_thumb(&callsites, &spans));
+    warnings.extend(culprits::generated_code_notes(&callsites));
+    warnings.extend(culprits::leak_warnings(&maps, &heap_live, heap_climbing));
+    let heap_unavailable = gc::unavailable(inp.plan.gc_controller.reason(), agg);
+    let settings = gc::GcSettings::from_agg(agg);
+    let heap_medians = gc::HeapMedians::from_agg(agg);
+    let runtime_alloc = agg.runtime_alloc().bytes_per_s();
+    let cycles_per_s = cycles as f64 / dur;
+    let probe_cost_s = inp.kernel.hits as f64 * inp.sampling.cost_s;
+    let est_slowdown = inp.sampling.target_cpu_s.map(|cpu| probe_cost_s / (cpu - probe_cost_s).max(1e-3));
+    let total_var: f64 = sorted(agg.alloc_stacks()).into_iter().filter_map(|(_, s)| agg.bursts().bytes_var(s)).sum();
+    warnings.extend(health_warnings(inp, agg, sym, lost, est_slowdown));
+
+    Report {
+        schema: SCHEMA,
+        target: inp.target.clone(),
+        window: Window { start_unix_ns: inp.start_unix_ns, duration_s: inp.duration_s, ended_by: inp.ended_by },
+        probes,
+        events: Events {
+            mallocgc: agg.counts().mallocgc,
+            growslice: agg.counts().growslice,
+            gc_start: inp.plan.probes.iter().any(|p| p.kind == crate::plan::ProbeKind::GcStart).then_some(agg.counts().gc_start),
+            stw: agg.counts().stw,
+            assist: agg.counts().assist,
+            lost,
+            nested_skipped: inp.kernel.nested,
+        },
+        gc: Gc {
+            cycles,
+            cycles_per_s,
+            stw,
+            assists_by_thread: assists,
+            heap_live,
+            heap_climbing,
+            heap_unavailable,
+            heap_medians,
+            diagnosis: gc::explain(cycles_per_s, settings.as_ref(), heap_medians, runtime_alloc),
+            settings,
+            alloc_bytes_per_s: runtime_alloc,
+            cpu_share: agg.gc_cpu_share(),
+            cpu_share_unavailable: cpu_share_unavailable(inp.plan, agg),
+        },
+        callsites,
+        maps,
+        sizes,
+        culprits,
+        warnings,
+        kernel: KernelReport {
+            mechanism: inp.mechanism,
+            hits: inp.kernel.hits,
+            hits_by_kind: crate::plan::ALL_KINDS.iter().map(|k| (format!("{k:?}"), inp.kernel.hits_of(*k))).filter(|(_, h)| *h > 0).collect(),
+            gated: inp.kernel.gated(),
+            ringbuf_full: inp.kernel.ringbuf_full,
+            stack_faults: inp.kernel.stack_faults,
+            empty_hits: inp.kernel.empty_hits,
+            aggregated: inp.kernel.aggregated,
+            agg_full: inp.kernel.agg_full,
+            records: agg.ring_records(),
+            record_bytes: agg.ring_bytes(),
+        },
+        sampling: SamplingReport {
+            mode: inp.sampling.mode,
+            budget_pct: sampled.then_some(inp.sampling.budget * 100.0),
+            calibration: inp.sampling.calibration,
+            cost_per_hit_ns: inp.sampling.cost_s * 1e9,
+            bursts: agg.bursts().n,
+            observed_s: observed,
+            duty: observed / dur,
+            alloc_rate_source: if heap_rate.is_some() { "runtime_total_alloc" } else if sampled { "bursts" } else { "exact" },
+            heap_alloc_bytes_per_s: runtime_alloc,
+            burst_alloc_bytes_per_s: sampled.then(|| agg.alloc_bytes() as f64 / observed),
+            alloc_rate_ci95: (sampled && total_var > 0.0).then(|| 1.96 * total_var.sqrt() / agg.alloc_bytes().max(1) as f64),
+            target_cpu_s: inp.sampling.target_cpu_s,
+            probe_cost_s,
+            est_slowdown,
+            mem_profile_rate: agg.mem_profile_rate(),
+            runtime_samples: agg.sampled_stacks().values().map(|w| w.samples).sum(),
+            runtime_samples_s: sampled.then_some(samples_s),
+        },
+        agent: inp.agent.clone(),
+    }
+}
+
+/// Every probe of the plan, placed or not, and why not.
+fn probe_rows(inp: &Inputs<'_>) -> Vec<ProbeReport> {
     let mut probes: Vec<ProbeReport> = inp
         .plan
         .probes
@@ -99,8 +205,12 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
         attached: false,
         note: Some(s.reason.clone()),
     }));
+    probes
+}
 
-    // Callsites: the first frame outside the runtime, per probe class.
+/// Callsites: the first frame outside the runtime, per probe class, with
+/// rates over `rate_time` and the runtime's samples over `samples_s`.
+fn callsite_rows(agg: &Aggregator, sym: &mut dyn Facts, rate_time: f64, samples_s: f64) -> Vec<Callsite> {
     let mut acc: HashMap<RowKey, Acc> = HashMap::new();
     for (stack, st) in sorted(agg.alloc_stacks()) {
         let (a, frames, idx, via_grow) = row(&mut acc, sym, stack, None);
@@ -171,8 +281,12 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
     callsites.sort_by(|a, b| {
         b.bytes.cmp(&a.bytes).then(b.count.cmp(&a.count)).then_with(|| (&a.function, &a.file, a.line, &a.probe).cmp(&(&b.function, &b.file, b.line, &b.probe)))
     });
+    callsites
+}
 
-    // Stop-the-world.
+/// Stop-the-world: the totals, the cycles begun, and each pause as
+/// (duration ns, reason) for the rules of thumb.
+fn stw_section(agg: &Aggregator, sym: &mut dyn Facts) -> (Stw, u64, Vec<(u64, String)>) {
     let mut stw = Stw {
         count: agg.counts().stw,
         total_ms: agg.stws().iter().map(|s| s.duration_ns).sum::<u64>() as f64 / 1e6,
@@ -200,10 +314,11 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
         spans.push((s.duration_ns, reason));
     }
     stw.by_reason = reasons;
+    (stw, cycles, spans)
+}
 
-    let mut assists: Vec<(u32, u64)> = agg.assists_by_tid().iter().map(|(k, v)| (*k, *v)).collect();
-    assists.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-
+/// Requested sizes per allocator entry point, and growslice lengths.
+fn size_rows(inp: &Inputs<'_>, agg: &Aggregator) -> BTreeMap<String, SizeStats> {
     let mut sizes = BTreeMap::new();
     for (id, h) in agg.alloc_sizes() {
         if let Some(p) = inp.plan.probe(*id) {
@@ -213,11 +328,20 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
     if !agg.grow_lens().is_empty() {
         sizes.insert("growslice".into(), size_stats("elements", agg.grow_lens()));
     }
+    sizes
+}
 
-    // Maps that keep growing.
+/// Seconds since the first event, for event times.
+fn secs_since_first(agg: &Aggregator) -> impl Fn(u64) -> f64 {
+    let t0 = agg.first_ktime().unwrap_or(0);
+    move |k: u64| k.saturating_sub(t0) as f64 / 1e9
+}
+
+/// Maps inserted into or growing, likely leaks first, the busiest 50.
+fn map_rows(agg: &Aggregator, sym: &mut dyn Facts) -> Vec<MapReport> {
     let t0 = agg.first_ktime().unwrap_or(0);
     let span = agg.last_ktime().saturating_sub(t0).max(1) as f64;
-    let secs = |k: u64| k.saturating_sub(t0) as f64 / 1e9;
+    let secs = secs_since_first(agg);
     let mut maps: Vec<MapReport> = agg
         .maps()
         .iter()
@@ -258,22 +382,14 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
         .collect();
     maps.sort_by(|a, b| b.likely_leak.cmp(&a.likely_leak).then(b.growths.cmp(&a.growths)).then(a.map.cmp(&b.map)));
     maps.truncate(50);
-    let heap_live: Vec<HeapSample> =
-        agg.cycles().iter().filter_map(|c| Some(HeapSample { t_s: secs(c.start_ktime), bytes: c.heap_at_start?, goal: c.goal, marked: c.marked })).collect();
-    let heap_climbing = culprits::climbing(&heap_live.iter().map(|h| h.bytes).collect::<Vec<_>>());
+    maps
+}
 
-    let lost = inp.kernel.ringbuf_full + agg.counts().undecodable;
-    let total = agg.alloc_bytes();
-    let culprits = culprits::rank(&callsites, rate_time, total, sym);
-    let mut warnings = inp.plan.warnings.clone();
-    warnings.extend(culprits::rules_of_thumb(&callsites, &spans));
-    warnings.extend(culprits::generated_code_notes(&callsites));
-    warnings.extend(culprits::leak_warnings(&maps, &heap_live, heap_climbing));
-    let heap_unavailable = gc::unavailable(inp.plan.gc_controller.reason(), agg);
-    let settings = gc::GcSettings::from_agg(agg);
-    let heap_medians = gc::HeapMedians::from_agg(agg);
-    let runtime_alloc = agg.runtime_alloc().bytes_per_s();
-    let cycles_per_s = cycles as f64 / dur;
+/// What limits the report: lost events, missing names, sampling that was
+/// too short or over budget, an uncalibrated cost, full kernel maps.
+fn health_warnings(inp: &Inputs<'_>, agg: &Aggregator, sym: &mut dyn Facts, lost: u64, est_slowdown: Option<f64>) -> Vec<String> {
+    let sampled = inp.sampling.mode == crate::plan::Mode::Sampled;
+    let mut warnings = Vec::new();
     if lost > 0 {
         warnings.push(format!("{lost} events were lost (ring buffer full or undecodable): counts and rates are lower bounds"));
     }
@@ -283,9 +399,6 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
     if sym.unresolved() > 0 {
         warnings.push(format!("{} return addresses could not be symbolized", sym.unresolved()));
     }
-    let probe_cost_s = inp.kernel.hits as f64 * inp.sampling.cost_s;
-    let est_slowdown = inp.sampling.target_cpu_s.map(|cpu| probe_cost_s / (cpu - probe_cost_s).max(1e-3));
-    let total_var: f64 = sorted(agg.alloc_stacks()).into_iter().filter_map(|(_, s)| agg.bursts().bytes_var(s)).sum();
     if sampled {
         if agg.mprof_rate_assumed() > 0 {
             warnings.push(format!(
@@ -326,75 +439,7 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
     if agg.counts().overflow > 0 {
         warnings.push(format!("{} events exceeded the distinct-stack limit and were counted without a stack", agg.counts().overflow));
     }
-
-    Report {
-        schema: SCHEMA,
-        target: inp.target.clone(),
-        window: Window { start_unix_ns: inp.start_unix_ns, duration_s: inp.duration_s, ended_by: inp.ended_by },
-        probes,
-        events: Events {
-            mallocgc: agg.counts().mallocgc,
-            growslice: agg.counts().growslice,
-            gc_start: inp.plan.probes.iter().any(|p| p.kind == crate::plan::ProbeKind::GcStart).then_some(agg.counts().gc_start),
-            stw: agg.counts().stw,
-            assist: agg.counts().assist,
-            lost,
-            nested_skipped: inp.kernel.nested,
-        },
-        gc: Gc {
-            cycles,
-            cycles_per_s,
-            stw,
-            assists_by_thread: assists,
-            heap_live,
-            heap_climbing,
-            heap_unavailable,
-            heap_medians,
-            diagnosis: gc::explain(cycles_per_s, settings.as_ref(), heap_medians, runtime_alloc),
-            settings,
-            alloc_bytes_per_s: runtime_alloc,
-            cpu_share: agg.gc_cpu_share(),
-            cpu_share_unavailable: cpu_share_unavailable(inp.plan, agg),
-        },
-        callsites,
-        maps,
-        sizes,
-        culprits,
-        warnings,
-        kernel: KernelReport {
-            mechanism: inp.mechanism,
-            hits: inp.kernel.hits,
-            hits_by_kind: crate::plan::ALL_KINDS.iter().map(|k| (format!("{k:?}"), inp.kernel.hits_of(*k))).filter(|(_, h)| *h > 0).collect(),
-            gated: inp.kernel.gated(),
-            ringbuf_full: inp.kernel.ringbuf_full,
-            stack_faults: inp.kernel.stack_faults,
-            empty_hits: inp.kernel.empty_hits,
-            aggregated: inp.kernel.aggregated,
-            agg_full: inp.kernel.agg_full,
-            records: agg.ring_records(),
-            record_bytes: agg.ring_bytes(),
-        },
-        sampling: SamplingReport {
-            mode: inp.sampling.mode,
-            budget_pct: sampled.then_some(inp.sampling.budget * 100.0),
-            calibration: inp.sampling.calibration,
-            cost_per_hit_ns: inp.sampling.cost_s * 1e9,
-            bursts: agg.bursts().n,
-            observed_s: observed,
-            duty: observed / dur,
-            alloc_rate_source: if heap_rate.is_some() { "runtime_total_alloc" } else if sampled { "bursts" } else { "exact" },
-            heap_alloc_bytes_per_s: runtime_alloc,
-            burst_alloc_bytes_per_s: sampled.then(|| agg.alloc_bytes() as f64 / observed),
-            alloc_rate_ci95: (sampled && total_var > 0.0).then(|| 1.96 * total_var.sqrt() / agg.alloc_bytes().max(1) as f64),
-            target_cpu_s: inp.sampling.target_cpu_s,
-            probe_cost_s,
-            est_slowdown,
-            mem_profile_rate: agg.mem_profile_rate(),
-            runtime_samples: agg.sampled_stacks().values().map(|w| w.samples).sum(),
-            runtime_samples_s: sampled.then_some(samples_s),
-        },
-        agent: inp.agent.clone(),
-    }
+    warnings
 }
 
 /// The time allocation counts were observed over, and the time they stand
