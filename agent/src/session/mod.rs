@@ -269,67 +269,20 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
     let mut facts = BinaryFacts::new(&binary, Symbolizer::new(&binary, pclntab, bias)?);
 
     // Measure what a hit costs here before touching the target.
-    let calibration = match calibrate::calibrate() {
-        Ok(c) => Some(c),
-        Err(e) => {
-            eprintln!("gcprobe: warning: could not calibrate the per-hit cost ({}); assuming {FALLBACK_COST_NS} ns", error_chain(&e));
-            None
-        }
-    };
-    let cost_s = calibration.map_or(FALLBACK_COST_NS / 1e9, |c| c.cost_s());
+    let (calibration, cost_s) = calibrate_or_assume();
 
     let mem = crate::tracee::memory::TargetMemory::open(pid).ok();
     check_gc_controller(&mut plan, bias, mem.as_ref());
     let cfg = probes::target_config(&plan, plan.gc_controller.found(), bias);
     let (mut attached, ring) = Attached::load(&process.exe_path, pid, cfg, AttachPoint::from_plan(&plan), opts.program)?;
-    // Exact mode has no use for the runtime's sample; sampled mode starts
-    // with everything attached: that is its first, short burst.
-    let wanted: Vec<u32> = plan.probes.iter().filter(|p| opts.mode == Mode::Sampled || p.kind.group() != ProbeGroup::Sample).map(|p| p.id).collect();
-    if opts.mode == Mode::Sampled {
-        // Bursts open the gate once every bursted probe is in place.
-        attached.set_burst_open(false)?;
-    }
-    // Three sets, each its own uprobe_multi link, so that a burst's detach
-    // (a whole link) or the governor dropping the runtime's sample leaves
-    // the stop-the-world probes in place.
-    let mut failures = Vec::new();
-    for group in [ProbeGroup::Gc, ProbeGroup::Sample, ProbeGroup::Burst] {
-        failures.extend(attached.attach(wanted.iter().copied().filter(|&id| plan.probe(id).is_some_and(|p| p.kind.group() == group)))?);
-    }
-    let mut notes: HashMap<u32, String> = plan
-        .probes
-        .iter()
-        .filter(|p| !wanted.contains(&p.id))
-        .map(|p| (p.id, "not placed in exact mode: every allocation is probed, so the runtime's own sample adds nothing".to_owned()))
-        .collect();
-    for (id, err) in failures {
-        let p = plan.probe(id).expect("failure ids come from the plan");
-        if p.required {
-            return Err(SessionError::RequiredProbe { symbol: p.symbol.clone(), source: err });
-        }
-        eprintln!("gcprobe: warning: {} not attached: {err}", p.symbol);
-        notes.insert(id, format!("attach failed: {err}"));
-    }
+    let notes = place_probes(&plan, &mut attached, opts.mode)?;
     if !process.alive() {
         return Err(ProcessError::Exited { pid }.into());
     }
     let attached_ids: Vec<u32> = attached.attached_ids().collect();
     if !opts.quiet {
-        eprintln!(
-            "gcprobe: attached {} probes to pid {} ({}, {}), {} mode{}{}{}",
-            attached_ids.len(),
-            pid,
-            process.exe_display,
-            build.version_raw,
-            opts.mode.name(),
-            if opts.mode == Mode::Sampled { format!(", budget {:.1}% at {:.1} us/hit", opts.budget * 100.0, cost_s * 1e6) } else { String::new() },
-            recorder.as_ref().map(|r| format!(", recording to {}", r.path().display())).unwrap_or_default(),
-            match (&held, opts.duration) {
-                (Some(_), _) => "; until it exits".into(),
-                (None, Some(d)) => format!(" for {}", humantime::format_duration(d)),
-                (None, None) => "; Ctrl-C to stop".into(),
-            }
-        );
+        let what = format!("{} probes to pid {pid} ({}, {})", attached_ids.len(), process.exe_display, build.version_raw);
+        announce(&opts, &what, cost_s, recorder.as_ref().map(|r| r.path()), held.is_some());
     }
 
     let meta = Meta {
@@ -489,6 +442,65 @@ fn gc_controller_lines(located: &crate::tracee::gcctl::Located) -> Vec<String> {
             Err(reason) => format!("GC CPU share unavailable: {reason}"),
         },
     ]
+}
+
+/// This host's per-hit cost, or the assumed one when calibration fails.
+fn calibrate_or_assume() -> (Option<calibrate::Calibration>, f64) {
+    match calibrate::calibrate() {
+        Ok(c) => (Some(c), c.cost_s()),
+        Err(e) => {
+            eprintln!("gcprobe: warning: could not calibrate the per-hit cost ({}); assuming {FALLBACK_COST_NS} ns", error_chain(&e));
+            (None, FALLBACK_COST_NS / 1e9)
+        }
+    }
+}
+
+/// Attaches the plan's probes in three sets, each its own uprobe_multi
+/// link, so that a burst's detach (a whole link) or the governor dropping
+/// the runtime's sample leaves the stop-the-world probes in place. Exact
+/// mode has no use for the runtime's sample; sampled mode starts with
+/// everything attached: that is its first, short burst. Returns why each
+/// probe not placed was not; a required one that fails ends the session.
+fn place_probes(plan: &ProbePlan, attached: &mut Attached, mode: Mode) -> Result<HashMap<u32, String>, SessionError> {
+    let wanted: Vec<u32> = plan.probes.iter().filter(|p| mode == Mode::Sampled || p.kind.group() != ProbeGroup::Sample).map(|p| p.id).collect();
+    if mode == Mode::Sampled {
+        // Bursts open the gate once every bursted probe is in place.
+        attached.set_burst_open(false)?;
+    }
+    let mut failures = Vec::new();
+    for group in [ProbeGroup::Gc, ProbeGroup::Sample, ProbeGroup::Burst] {
+        failures.extend(attached.attach(wanted.iter().copied().filter(|&id| plan.probe(id).is_some_and(|p| p.kind.group() == group)))?);
+    }
+    let mut notes: HashMap<u32, String> = plan
+        .probes
+        .iter()
+        .filter(|p| !wanted.contains(&p.id))
+        .map(|p| (p.id, "not placed in exact mode: every allocation is probed, so the runtime's own sample adds nothing".to_owned()))
+        .collect();
+    for (id, err) in failures {
+        let p = plan.probe(id).expect("failure ids come from the plan");
+        if p.required {
+            return Err(SessionError::RequiredProbe { symbol: p.symbol.clone(), source: err });
+        }
+        eprintln!("gcprobe: warning: {} not attached: {err}", p.symbol);
+        notes.insert(id, format!("attach failed: {err}"));
+    }
+    Ok(notes)
+}
+
+/// The line that says the session has begun: what, in which mode, for how long.
+fn announce(opts: &AttachOptions, what: &str, cost_s: f64, recording: Option<&Path>, launched: bool) {
+    eprintln!(
+        "gcprobe: attached {what}, {} mode{}{}{}",
+        opts.mode.name(),
+        if opts.mode == Mode::Sampled { format!(", budget {:.1}% at {:.1} us/hit", opts.budget * 100.0, cost_s * 1e6) } else { String::new() },
+        recording.map(|p| format!(", recording to {}", p.display())).unwrap_or_default(),
+        match (launched, opts.duration) {
+            (true, _) => "; until it exits".into(),
+            (false, Some(d)) => format!(" for {}", humantime::format_duration(d)),
+            (false, None) => "; Ctrl-C to stop".into(),
+        }
+    );
 }
 
 /// Holds the plan's GC controller against the target's memory: a wrong
