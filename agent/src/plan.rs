@@ -418,19 +418,19 @@ impl ProbePlan {
             }
         }
 
-        // Map growth: hashGrow(t *maptype, h *hmap) through Go 1.23
-        // (runtime/map.go); with swiss maps (1.24+, internal/runtime/maps)
-        // (*Map).growToSmall/growToTable(m, typ) and (*table).grow(t, typ, m,
-        // newCap) / (*table).split(t, typ, m).
-        let map_growth: &[(&str, &str, usize)] = if go < GoVersion::new(1, 24, 0) {
-            &[("hashGrow", "runtime.hashGrow", 1)]
-        } else {
-            &[
+        // Map growth, by the runtime's map implementation (the one that
+        // also says how to read a map's length): hashGrow(t *maptype, h
+        // *hmap) for hmaps (runtime/map.go); with swiss maps
+        // (internal/runtime/maps) (*Map).growToSmall/growToTable(m, typ) and
+        // (*table).grow(t, typ, m, newCap) / (*table).split(t, typ, m).
+        let map_growth: &[(&str, &str, usize)] = match plan.map_impl {
+            crate::tracee::gomaps::MapImpl::Classic => &[("hashGrow", "runtime.hashGrow", 1)],
+            crate::tracee::gomaps::MapImpl::Swiss => &[
                 ("map.growToSmall", "internal/runtime/maps.(*Map).growToSmall", 0),
                 ("map.growToTable", "internal/runtime/maps.(*Map).growToTable", 0),
                 ("table.grow", "internal/runtime/maps.(*table).grow", 2),
                 ("table.split", "internal/runtime/maps.(*table).split", 2),
-            ]
+            ],
         };
         for &(short, symbol, arg) in map_growth {
             if plan.add(syms, short, symbol, ProbeKind::MapGrow, walk, false) {

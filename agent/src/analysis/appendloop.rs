@@ -54,7 +54,7 @@ impl LoopKind {
 
 impl std::fmt::Display for LoopKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+        f.pad(self.name())
     }
 }
 

@@ -160,7 +160,7 @@ impl EndedBy {
 
 impl std::fmt::Display for EndedBy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+        f.pad(self.name())
     }
 }
 
