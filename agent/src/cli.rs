@@ -62,9 +62,10 @@ pub struct RenderArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct AttachArgs {
-    /// Process ID of the Go program, as this host sees it.
-    #[arg(long, short)]
-    pub pid: u32,
+    /// Process ID of the Go program, as this host sees it. Give it several
+    /// times to watch several processes in one agent: one report each.
+    #[arg(long, short, required = true)]
+    pub pid: Vec<u32>,
     /// Stop after this long (e.g. 10s, 1m30s); default: until Ctrl-C or the target exits.
     #[arg(long, short, value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -185,7 +186,10 @@ mod tests {
     fn parses_attach() {
         let c = Cli::try_parse_from(["gcprobe", "attach", "--pid", "12", "--duration", "8s", "--format", "json"]).unwrap();
         let Command::Attach(a) = c.command else { panic!() };
-        assert_eq!((a.pid, a.duration, a.format), (12, Some(Duration::from_secs(8)), Format::Json));
+        assert_eq!((a.pid, a.duration, a.format), (vec![12], Some(Duration::from_secs(8)), Format::Json));
+        let Command::Attach(a) = Cli::try_parse_from(["gcprobe", "attach", "-p", "3", "--pid", "5"]).unwrap().command else { panic!() };
+        assert_eq!(a.pid, [3, 5]);
+        assert!(Cli::try_parse_from(["gcprobe", "attach", "--duration", "1s"]).is_err());
         assert!(Cli::try_parse_from(["gcprobe", "attach", "--pid", "x"]).is_err());
         assert!(Cli::try_parse_from(["gcprobe", "attach", "--pid", "1", "--duration", "0s"]).is_err());
         assert!(Cli::try_parse_from(["gcprobe", "attach", "--pid", "1", "--duration", "soon"]).is_err());

@@ -64,12 +64,12 @@ fn options(invoked: std::time::Instant, target: TargetSpec, s: SessionArgs, dura
 fn run(cli: Cli, invoked: std::time::Instant) -> Result<ExitCode, SessionError> {
     match cli.command {
         Command::Attach(a) => {
-            session::attach(options(invoked, TargetSpec::Pid(a.pid), a.session, a.duration, a.format, a.output, None))?;
+            session::attach(options(invoked, TargetSpec::Pids(a.pid), a.session, a.duration, a.format, a.output, None))?;
         }
         Command::Record(r) => {
             let quiet = r.session.quiet;
             let to = RecordTo { path: r.output, force: r.force };
-            let out = session::attach(options(invoked, TargetSpec::Pid(r.pid), r.session, r.duration, r.format, None, Some(to)))?;
+            let out = session::attach(options(invoked, TargetSpec::Pids(vec![r.pid]), r.session, r.duration, r.format, None, Some(to)))?;
             if let (Some((path, bytes)), false) = (out.recorded, quiet) {
                 eprintln!("gcprobe: recorded {bytes} bytes to {}; `gcprobe report {}` reports on it anywhere", path.display(), path.display());
             }
@@ -85,7 +85,7 @@ fn run(cli: Cli, invoked: std::time::Instant) -> Result<ExitCode, SessionError> 
             let program = cmd.next().expect("clap requires CMD");
             let record = r.record.map(|path| RecordTo { path, force: false });
             let out = session::attach(options(invoked, TargetSpec::Launch { program, args: cmd.collect() }, r.session, None, r.format, r.output, record))?;
-            let held = judge(&r.fail_on, &out.report);
+            let held = out.reports.iter().any(|report| judge(&r.fail_on, report));
             // The program's own failure comes first: its GC figures may not
             // mean much, and a CI step must fail either way.
             let code = out.exit.map_or(0, launch::exit_code);

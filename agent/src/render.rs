@@ -71,8 +71,13 @@ pub fn write(to: Output<'_>, report: &Report, meta: &Meta, end: &End, agg: &Aggr
             s.into_bytes()
         }
     };
+    write_bytes(output, &bytes)
+}
+
+/// Writes finished output to the file, or to stdout.
+pub fn write_bytes(output: Option<&Path>, bytes: &[u8]) -> Result<(), RenderError> {
     match output {
         Some(path) => std::fs::write(path, bytes).map_err(|source| RenderError::Write { path: path.to_owned(), source }),
-        None => io::stdout().lock().write_all(&bytes).map_err(|source| RenderError::Write { path: "<stdout>".into(), source }),
+        None => io::stdout().lock().write_all(bytes).map_err(|source| RenderError::Write { path: "<stdout>".into(), source }),
     }
 }

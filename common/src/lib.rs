@@ -144,8 +144,12 @@ pub struct AggKey {
     pub probe_id: u32,
     /// [`size_bucket`] of the requested size.
     pub size_bucket: u32,
+    /// The process that allocated: one kernel map serves every target, and
+    /// processes of one binary share stacks, probe ids and sizes.
+    pub tgid: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<AggKey>() == 16);
+const _: () = assert!(core::mem::size_of::<AggKey>() == 24);
 
 /// Per-CPU value of the kernel's allocation counts: only ever incremented,
 /// so the agent reads deltas and nothing is lost between reads.
@@ -204,14 +208,39 @@ pub struct TargetConfig {
     /// 1 while a burst's window is open (always, in exact mode): see
     /// [`cookie::FLAG_BURST`].
     pub burst_open: u32,
-    pub _pad: u32,
+    /// This target's row of the `STATS` array, from 1 ([`stat::AGENT_SLOT`]
+    /// is the agent's own) to below [`MAX_TARGETS`] + 1.
+    pub slot: u32,
 }
 const _: () = assert!(core::mem::size_of::<TargetConfig>() == 56);
 const _: () = assert!(core::mem::offset_of!(TargetConfig, heap_goal_addr) == 24);
 const _: () = assert!(core::mem::offset_of!(TargetConfig, burst_open) == 48);
 
-/// Slots of the per-CPU `STATS` array.
+/// Targets one agent can hold: the `TARGETS` map's size, and the rows of
+/// `STATS` after the agent's own.
+pub const MAX_TARGETS: u32 = 1024;
+
+/// One row of the per-CPU `STATS` array: a target's counters (one map
+/// lookup per hit serves them all), indexed by the [`stat`] constants.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TargetStats {
+    pub counts: [u64; stat::COUNT as usize],
+}
+const _: () = assert!(core::mem::size_of::<TargetStats>() == 8 * stat::COUNT as usize);
+
+impl Default for TargetStats {
+    fn default() -> Self {
+        Self { counts: [0; stat::COUNT as usize] }
+    }
+}
+
+/// Counters in a [`TargetStats`] row.
 pub mod stat {
+    /// The `STATS` row of counts that belong to no target: hits of processes
+    /// outside `TARGETS` on a shared probe ([`FOREIGN`]) and the empty
+    /// baseline program's ([`EMPTY_HITS`]).
+    pub const AGENT_SLOT: u32 = 0;
     /// Events dropped because the ring buffer was full.
     pub const RINGBUF_FULL: u32 = 0;
     /// Hits dropped as nested allocator calls (counted once by the outer probe).
@@ -224,9 +253,12 @@ pub mod stat {
     pub const AGGREGATED: u32 = 4;
     /// `AGG` was full: the hit was sent as a whole event instead.
     pub const AGG_FULL: u32 = 5;
+    /// Agent row only: hits that a probe took in a process that is not a
+    /// target (a trap it paid for nothing; zero where links filter by PID).
+    pub const FOREIGN: u32 = 6;
     /// Hits that passed the PID filter, per kind: slot `HITS_BY_KIND + kind`.
     /// Their sum is all hits (one counter per hit, not two).
-    pub const HITS_BY_KIND: u32 = 6;
+    pub const HITS_BY_KIND: u32 = 7;
     /// Of those, hits on a bursted probe while its gate was shut (attaching or
     /// detaching): slot `GATED_BY_KIND + kind`. They cost a trap and carry no data.
     pub const GATED_BY_KIND: u32 = HITS_BY_KIND + super::kind::MAX + 1;
@@ -240,6 +272,7 @@ mod user {
     unsafe impl aya::Pod for super::RawEvent {}
     unsafe impl aya::Pod for super::AggKey {}
     unsafe impl aya::Pod for super::AggValue {}
+    unsafe impl aya::Pod for super::TargetStats {}
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use aya_ebpf::{
     programs::ProbeContext,
     EbpfContext,
 };
-use gcprobe_common::{cookie, event_flag, kind, size_bucket, stat, AggKey, AggValue, EventHeader, RawEvent, TargetConfig, MAX_ARGS, MAX_FRAMES};
+use gcprobe_common::{cookie, event_flag, kind, size_bucket, stat, AggKey, AggValue, EventHeader, RawEvent, TargetConfig, TargetStats, MAX_ARGS, MAX_FRAMES, MAX_TARGETS};
 
 /// Event stream to the agent. 16 MiB holds ~100k typical records: seconds of
 /// a busy allocator at this VM's uprobe cost, so the agent can fall behind briefly.
@@ -33,10 +33,12 @@ const WAKEUP_BYTES: u64 = 256 << 10;
 /// Host tgids being probed. Uprobes attach per binary (inode), so another
 /// process running the same executable must be filtered out here.
 #[map]
-static TARGETS: HashMap<u32, TargetConfig> = HashMap::with_max_entries(1024, BPF_F_NO_PREALLOC);
+static TARGETS: HashMap<u32, TargetConfig> = HashMap::with_max_entries(MAX_TARGETS, BPF_F_NO_PREALLOC);
 
+/// Counters per target, per CPU: row `TargetConfig::slot`, row 0 the agent's
+/// own. A row is one lookup per hit however many counters the hit bumps.
 #[map]
-static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+static STATS: PerCpuArray<TargetStats> = PerCpuArray::with_max_entries(MAX_TARGETS + 1, 0);
 
 /// Allocation counts by (stack, probe, size bucket), per CPU. Replaces a
 /// ring-buffer record per hit with a map update; a key's first hit also sends
@@ -51,11 +53,22 @@ static AGG: PerCpuHashMap<AggKey, AggValue> = PerCpuHashMap::with_max_entries(1 
 #[map]
 static SCRATCH: PerCpuArray<RawEvent> = PerCpuArray::with_max_entries(1, 0);
 
-#[inline(always)]
-fn bump(slot: u32) {
-    if let Some(p) = STATS.get_ptr_mut(slot) {
-        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-        unsafe { *p += 1 };
+/// One target's counters on this CPU.
+struct Counters(*mut TargetStats);
+
+impl Counters {
+    #[inline(always)]
+    fn row(slot: u32) -> Result<Self, i64> {
+        STATS.get_ptr_mut(slot).map(Counters).ok_or(-1)
+    }
+
+    #[inline(always)]
+    fn bump(&self, stat: u32) {
+        // SAFETY: this CPU's row; the kernel runs one tracing program at a
+        // time per CPU (bpf_prog_active), so nothing else writes it now.
+        if let Some(c) = unsafe { (*self.0).counts.get_mut(stat as usize) } {
+            *c += 1;
+        }
     }
 }
 
@@ -70,9 +83,13 @@ fn try_go_entry(ctx: &ProbeContext) -> Result<(), i64> {
     let tgid = (pid_tgid >> 32) as u32;
     // SAFETY: value is Copy and only read.
     let Some(cfg) = (unsafe { TARGETS.get(tgid) }) else {
+        // Only a link shared by every process of a binary lets one in: the
+        // agent watches this count to see a process that is not its target.
+        Counters::row(stat::AGENT_SLOT)?.bump(stat::FOREIGN);
         return Ok(());
     };
     let cfg = *cfg;
+    let stats = Counters::row(cfg.slot)?;
 
     let ck = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
     let flags = cookie::flags(ck);
@@ -82,14 +99,14 @@ fn try_go_entry(ctx: &ProbeContext) -> Result<(), i64> {
     if kind > kind::MAX {
         return Ok(());
     }
-    bump(stat::HITS_BY_KIND + kind);
+    stats.bump(stat::HITS_BY_KIND + kind);
     if flags & cookie::FLAG_BURST != 0 && cfg.burst_open == 0 {
-        bump(stat::GATED_BY_KIND + kind);
+        stats.bump(stat::GATED_BY_KIND + kind);
         return Ok(());
     }
     let caller = arch::entry_return_address(ctx)?;
     if flags & cookie::FLAG_SKIP_NESTED != 0 && caller >= cfg.nested_lo && caller < cfg.nested_hi {
-        bump(stat::NESTED);
+        stats.bump(stat::NESTED);
         return Ok(());
     }
 
@@ -108,26 +125,26 @@ fn try_go_entry(ctx: &ProbeContext) -> Result<(), i64> {
     ev.frames[0] = arch::pc(ctx);
     ev.frames[1] = caller;
     let (n, stack_id) = if flags & cookie::FLAG_WALK_STACK != 0 {
-        walk_frame_pointers(arch::frame_pointer(ctx), &mut ev.frames, caller)
+        walk_frame_pointers(arch::frame_pointer(ctx), &mut ev.frames, caller, &stats)
     } else {
         (2, 0)
     };
     let mut id = 0;
     if flags & cookie::FLAG_AGGREGATE != 0 && !(caller >= cfg.pair_lo && caller < cfg.pair_hi) {
         let size = args[0];
-        let key = AggKey { stack_id, probe_id: cookie::probe_id(ck), size_bucket: size_bucket(size) };
-        if count_into(&key, size) {
+        let key = AggKey { stack_id, probe_id: cookie::probe_id(ck), size_bucket: size_bucket(size), tgid, _pad: 0 };
+        if count_into(&key, size, &stats) {
             return Ok(());
         }
         if AGG.insert(&key, &AggValue { count: 1, bytes: size }, BPF_NOEXIST as u64).is_ok() {
-            bump(stat::AGGREGATED);
+            stats.bump(stat::AGGREGATED);
             event_flags |= event_flag::STACK_ONLY;
             id = stack_id;
-        } else if count_into(&key, size) {
+        } else if count_into(&key, size, &stats) {
             // Another CPU created the key between our lookup and insert.
             return Ok(());
         } else {
-            bump(stat::AGG_FULL);
+            stats.bump(stat::AGG_FULL);
         }
     }
 
@@ -154,7 +171,7 @@ fn try_go_entry(ctx: &ProbeContext) -> Result<(), i64> {
         return Err(-1);
     }
     if EVENTS.output::<[u64]>(&all[..words], wake as u64).is_err() {
-        bump(stat::RINGBUF_FULL);
+        stats.bump(stat::RINGBUF_FULL);
         return Err(-1);
     }
     Ok(())
@@ -178,7 +195,7 @@ fn read_into(args: &mut [u64; MAX_ARGS], slot: usize, addr: u64, flag: u32) -> u
 
 /// Adds one hit to `key`'s per-CPU value; false when the key is absent.
 #[inline(always)]
-fn count_into(key: &AggKey, size: u64) -> bool {
+fn count_into(key: &AggKey, size: u64, stats: &Counters) -> bool {
     let Some(v) = AGG.get_ptr_mut(key) else { return false };
     // SAFETY: this CPU's value. Plain adds suffice: the kernel runs one
     // tracing program at a time per CPU (bpf_prog_active in trace_call_bpf),
@@ -187,7 +204,7 @@ fn count_into(key: &AggKey, size: u64) -> bool {
         (*v).count += 1;
         (*v).bytes += size;
     }
-    bump(stat::AGGREGATED);
+    stats.bump(stat::AGGREGATED);
     true
 }
 
@@ -197,7 +214,7 @@ fn count_into(key: &AggKey, size: u64) -> bool {
 /// grow down, so a walk that does not go up is corrupt or crosses onto another
 /// stack). Returns the frame count and a hash of `frames[1..]` (the caller on).
 #[inline(always)]
-fn walk_frame_pointers(mut fp: u64, frames: &mut [u64; MAX_FRAMES], caller: u64) -> (usize, u64) {
+fn walk_frame_pointers(mut fp: u64, frames: &mut [u64; MAX_FRAMES], caller: u64, stats: &Counters) -> (usize, u64) {
     let mut n = 2;
     let mut h = mix(0x9e37_79b9_7f4a_7c15, caller);
     while n < MAX_FRAMES {
@@ -205,7 +222,7 @@ fn walk_frame_pointers(mut fp: u64, frames: &mut [u64; MAX_FRAMES], caller: u64)
             break;
         }
         let Ok(rec) = (unsafe { bpf_probe_read_user(fp as *const [u64; 2]) }) else {
-            bump(stat::STACK_FAULT);
+            stats.bump(stat::STACK_FAULT);
             break;
         };
         let (next_fp, ret) = (rec[0], rec[1]);
@@ -233,7 +250,9 @@ fn mix(h: u64, x: u64) -> u64 {
 /// points, so the cost of the trap itself can be told from ours.
 #[uprobe]
 pub fn go_empty(_ctx: ProbeContext) -> u32 {
-    bump(stat::EMPTY_HITS);
+    if let Ok(c) = Counters::row(stat::AGENT_SLOT) {
+        c.bump(stat::EMPTY_HITS);
+    }
     0
 }
 

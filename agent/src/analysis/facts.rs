@@ -72,8 +72,18 @@ pub struct BinaryFacts<'a> {
 }
 
 impl<'a> BinaryFacts<'a> {
-    pub fn new(bin: &'a Binary, sym: Symbolizer) -> Self {
-        Self { bin, sym, unresolved: UnresolvedCount::default(), loops: HashMap::new(), deletes: None }
+    /// Answers at link-time addresses, shared by every process of `bin`:
+    /// each asks through a [`TargetFacts`] that moves its addresses by its
+    /// own load bias.
+    pub fn new(bin: &'a Binary, pclntab: Option<crate::tracee::pclntab::Pclntab>) -> Result<Self, crate::tracee::symbolize::dwarf::DwarfError> {
+        let sym = Symbolizer::new(bin, pclntab, 0)?;
+        Ok(Self { bin, sym, unresolved: UnresolvedCount::default(), loops: HashMap::new(), deletes: None })
+    }
+
+    /// One process's view: its runtime addresses are `bias` above these;
+    /// what it cannot name is counted in the process's own `unresolved`.
+    pub fn for_target<'f>(&'f mut self, bias: u64, unresolved: &'f mut UnresolvedCount) -> TargetFacts<'f, 'a> {
+        TargetFacts { shared: self, bias, unresolved }
     }
 
     /// Every call to `runtime.mapdelete*` or `runtime.mapclear` outside the
@@ -157,6 +167,57 @@ impl Facts for BinaryFacts<'_> {
 
     fn source(&self) -> SymbolSource {
         self.sym.source()
+    }
+
+    fn unresolved(&self) -> u64 {
+        self.unresolved.get()
+    }
+}
+
+/// One process's questions to its binary's shared [`BinaryFacts`]: runtime
+/// addresses move by the process's load bias to the link-time ones the
+/// shared answers are kept at, so processes of one binary (PIE ones loaded
+/// at different addresses included) look each PC, loop and type up once.
+/// What it could not name is counted per process.
+pub struct TargetFacts<'f, 'b> {
+    shared: &'f mut BinaryFacts<'b>,
+    bias: u64,
+    unresolved: &'f mut UnresolvedCount,
+}
+
+impl TargetFacts<'_, '_> {
+    fn link_time(&self, addr: u64) -> u64 {
+        addr.wrapping_sub(self.bias)
+    }
+}
+
+impl Facts for TargetFacts<'_, '_> {
+    fn frames(&mut self, ret_pc: u64) -> Rc<[Frame]> {
+        let f = self.shared.frames(self.link_time(ret_pc));
+        self.unresolved.note(ret_pc, &f);
+        f
+    }
+
+    fn elem_type(&mut self, addr: u64) -> Option<TypeInfo> {
+        self.shared.elem_type(self.link_time(addr))
+    }
+
+    fn append_loop(&mut self, callsite_fn: &str, stack: &[u64]) -> Option<LoopReport> {
+        let stack: Vec<u64> = stack.iter().map(|&pc| self.link_time(pc)).collect();
+        // Frames the loop search names count as this process's too.
+        for &pc in &stack {
+            let f = self.shared.frames(pc);
+            self.unresolved.note(pc.wrapping_add(self.bias), &f);
+        }
+        self.shared.append_loop(callsite_fn, &stack)
+    }
+
+    fn map_type(&mut self, addr: u64) -> Option<MapTypeInfo> {
+        self.shared.map_type(self.link_time(addr))
+    }
+
+    fn source(&self) -> SymbolSource {
+        self.shared.source()
     }
 
     fn unresolved(&self) -> u64 {

@@ -1108,7 +1108,7 @@ mod tests {
     #[test]
     fn folds_kernel_totals_as_deltas_once_their_stack_is_known() {
         let mut a = Aggregator::new(42, &plan(GoVersion::new(1, 24, 0)));
-        let key = AggKey { stack_id: 0x51, probe_id: 0, size_bucket: gcprobe_common::size_bucket(64) };
+        let key = AggKey { stack_id: 0x51, probe_id: 0, size_bucket: gcprobe_common::size_bucket(64), tgid: 42, _pad: 0 };
         // Counted before the stack record arrived: held back, not lost.
         a.add_kernel_totals(&[(key, AggValue { count: 3, bytes: 192 })]);
         assert_eq!(a.counts.mallocgc, 0);

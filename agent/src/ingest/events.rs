@@ -34,6 +34,13 @@ pub struct Event {
     pub heap_goal: Option<u64>,
 }
 
+/// The process a record came from, read without decoding the rest: the
+/// header's `tgid`. None for a record too short to hold one.
+pub fn sender(bytes: &[u8]) -> Option<u32> {
+    let at = std::mem::offset_of!(EventHeader, tgid);
+    bytes.get(at..at + 4).map(|b| u32::from_ne_bytes(b.try_into().expect("4 bytes")))
+}
+
 impl Event {
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         if bytes.len() < HEADER || !(bytes.len() - HEADER).is_multiple_of(8) {

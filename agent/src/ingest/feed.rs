@@ -2,15 +2,62 @@
 //! through a [`Feed`] as an [`Op`]; when recording, the feed also keeps the
 //! ops for the recorder, and a replay applies the same ops in the same order
 //! to reach the same state. Live and recorded reports agree by construction.
-use std::time::Instant;
+use std::{collections::BTreeMap, time::Instant};
 
 use gcprobe_common::{AggKey, AggValue};
 
 use crate::{
     ingest::aggregate::{Aggregator, Fresh},
-    ingest::events::Event,
+    ingest::events::{self, Event},
     ingest::ops::Op,
 };
+
+/// Every target's feed: the one kernel object's ring and totals hold all
+/// targets' records, each naming its process.
+#[derive(Default)]
+pub struct Feeds {
+    by_pid: BTreeMap<u32, Feed>,
+}
+
+impl Feeds {
+    pub fn insert(&mut self, pid: u32, feed: Feed) {
+        self.by_pid.insert(pid, feed);
+    }
+
+    pub fn get(&self, pid: u32) -> Option<&Feed> {
+        self.by_pid.get(&pid)
+    }
+
+    pub fn get_mut(&mut self, pid: u32) -> Option<&mut Feed> {
+        self.by_pid.get_mut(&pid)
+    }
+
+    /// A ring record to the feed of the process that sent it. A record of
+    /// no current target (one that has ended) is dropped; one too short to
+    /// name its process goes to the first feed, which counts it undecodable.
+    pub fn ring(&mut self, raw: &[u8]) {
+        let feed = match events::sender(raw) {
+            Some(pid) => self.by_pid.get_mut(&pid),
+            None => self.by_pid.values_mut().next(),
+        };
+        if let Some(f) = feed {
+            f.ring(raw);
+        }
+    }
+
+    /// The kernel's running totals of every target, each to its own feed.
+    pub fn kernel_totals(&mut self, totals: &[(AggKey, AggValue)]) {
+        let mut by_pid: BTreeMap<u32, Vec<(AggKey, AggValue)>> = BTreeMap::new();
+        for &(k, v) in totals {
+            by_pid.entry(k.tgid).or_default().push((k, v));
+        }
+        for (pid, t) in by_pid {
+            if let Some(f) = self.by_pid.get_mut(&pid) {
+                f.kernel_totals(&t);
+            }
+        }
+    }
+}
 
 pub struct Feed {
     pub agg: Aggregator,

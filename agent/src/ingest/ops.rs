@@ -126,7 +126,8 @@ impl Op<'_> {
                     let n = r.u32()? as usize;
                     let mut t = Vec::with_capacity(n.min(payload.len() / 32));
                     for _ in 0..n {
-                        let key = AggKey { stack_id: r.u64()?, probe_id: r.u32()?, size_bucket: r.u32()? };
+                        // A recording holds one target: its keys need not name it.
+                        let key = AggKey { stack_id: r.u64()?, probe_id: r.u32()?, size_bucket: r.u32()?, tgid: 0, _pad: 0 };
                         t.push((key, AggValue { count: r.u64()?, bytes: r.u64()? }));
                     }
                     Op::Totals(t)
@@ -215,7 +216,7 @@ mod tests {
 
     #[test]
     fn ops_round_trip() {
-        let key = AggKey { stack_id: 7, probe_id: 2, size_bucket: 40 };
+        let key = AggKey { stack_id: 7, probe_id: 2, size_bucket: 40, tgid: 0, _pad: 0 };
         let ops = vec![
             Op::Ring(&[1, 2, 3]),
             Op::Totals(vec![(key, AggValue { count: 3, bytes: 96 })]),

@@ -14,7 +14,7 @@ use std::{
 use gcprobe_common::{cookie, kind, TargetConfig};
 
 use crate::kernel::{
-    probes::{AttachPoint, Attached, ProbeError, Program},
+    probes::{AttachPoint, Attached, Kernel, ProbeError, Program},
     selfmap::{self_file_offset, SelfMapError},
 };
 
@@ -67,8 +67,12 @@ pub fn calibrate() -> Result<Calibration, CalibrateError> {
         AttachPoint { id: 1, file_offset: off_event, cookie: cookie::encode(1, kind::MALLOC, walk) },
     ];
     let empty_points = vec![AttachPoint { id: 0, file_offset: off_empty, cookie: cookie::encode(0, kind::MALLOC, walk) }];
-    let (mut real, mut ring) = Attached::load(exe, pid, TargetConfig::default(), real_points, Program::Real)?;
-    let (mut empty, _ring2) = Attached::load(exe, pid, TargetConfig::default(), empty_points, Program::Empty)?;
+    // Objects of their own: the agent's has no target yet, and the empty
+    // program is a second program at the same kind of point.
+    let (real_kernel, mut ring) = Kernel::load(Program::Real)?;
+    let (empty_kernel, _ring2) = Kernel::load(Program::Empty)?;
+    let mut real = real_kernel.target(exe, pid, TargetConfig::default(), real_points)?;
+    let mut empty = empty_kernel.target(exe, pid, TargetConfig::default(), empty_points)?;
     for (guard, ids) in [(&mut real, &[(0u32, off_agg), (1, off_event)][..]), (&mut empty, &[(0, off_empty)][..])] {
         if let Some((id, e)) = guard.attach(ids.iter().map(|i| i.0))?.into_iter().next() {
             let offset = ids.iter().find(|i| i.0 == id).map_or(0, |i| i.1);

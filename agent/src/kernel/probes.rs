@@ -1,24 +1,27 @@
-//! Loads the embedded kernel programs and attaches them per the probe plan.
+//! Loads the embedded kernel programs once per agent ([`Kernel`]) and
+//! attaches them per target's probe plan ([`Attached`]).
 //!
 //! [`Attached`] is the RAII guard: dropping it detaches every uprobe (each
 //! `UProbeLink` detaches on drop) and removes the target from the kernel's PID
 //! filter, on every exit path including errors and signals.
 use std::{
-    collections::BTreeMap,
+    cell::RefCell,
+    collections::{BTreeMap, BTreeSet},
+    rc::Rc,
     num::NonZeroU32,
     os::fd::{AsFd, AsRawFd, OwnedFd, RawFd},
     path::{Path, PathBuf},
 };
 
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf},
     programs::{
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeScope},
         ProgramError, UProbe,
     },
     Ebpf, EbpfError, EbpfLoader,
 };
-use gcprobe_common::{kind, stat, AggKey, AggValue, TargetConfig};
+use gcprobe_common::{kind, stat, AggKey, AggValue, TargetConfig, TargetStats, MAX_TARGETS};
 
 use crate::{
     plan::{ProbeKind, ProbePlan},
@@ -53,6 +56,10 @@ pub enum ProbeError {
         #[source]
         source: aya::maps::MapError,
     },
+    #[error("at most {max} targets per agent")]
+    TooManyTargets { max: u32 },
+    #[error("counting this host's CPUs")]
+    Cpus(#[source] std::io::Error),
     #[error("process {pid} exited before gcprobe could attach")]
     TargetGone { pid: u32 },
     #[error("attaching {symbol} at file offset {offset:#x}")]
@@ -139,7 +146,7 @@ pub fn target_config(plan: &ProbePlan, gc: Option<&crate::tracee::gcctl::GcContr
     let heap_live_addr = gc.map_or(0, |c| c.heap_live_addr(bias));
     let heap_goal_addr = gc.map_or(0, |c| c.heap_goal_addr(bias));
     // Exact mode never shuts the gate; sampled mode opens it per burst.
-    TargetConfig { nested_lo, nested_hi, heap_live_addr, heap_goal_addr, pair_lo, pair_hi, burst_open: 1, _pad: 0 }
+    TargetConfig { nested_lo, nested_hi, heap_live_addr, heap_goal_addr, pair_lo, pair_hi, burst_open: 1, slot: 0 }
 }
 
 /// Probes whose attach failed, by plan id; the caller decides what is fatal.
@@ -155,35 +162,37 @@ pub enum Mechanism {
     PerfEvent,
 }
 
-pub struct Attached {
-    // Declaration order is drop order: links detach before the object unloads.
-    /// uprobe_multi links, each with the plan ids it holds.
-    multi_links: Vec<(Vec<u32>, OwnedFd)>,
-    links: BTreeMap<u32, UProbeLink>,
-    /// The program loaded for uprobe_multi links; None when the kernel
-    /// cannot link one, and every probe is a perf-event uprobe.
-    multi: Option<MultiProgram>,
-    /// File offset of [`detach_primer`] in gcprobe's own executable.
-    primer_offset: Option<u64>,
-    stats: PerCpuArray<MapData, u64>,
-    targets: HashMap<MapData, u32, TargetConfig>,
-    agg: PerCpuHashMap<MapData, AggKey, AggValue>,
-    cfg: TargetConfig,
-    pid: u32,
-    exe: PathBuf,
-    program: Program,
-    points: Vec<AttachPoint>,
-    ebpf: Ebpf,
+/// The loaded kernel object: one per agent, shared by every target. The
+/// programs, the event ring, the counters and the aggregation map serve all
+/// of them; [`Attached`] is one target's view.
+pub struct Kernel {
+    shared: Rc<Shared>,
 }
 
-impl Attached {
-    /// Loads the programs and registers `pid` in the kernel filter; nothing is
-    /// attached yet (see [`Attached::attach`]). Returns the guard and the ring buffer.
-    pub fn load(exe: &Path, pid: u32, cfg: TargetConfig, points: Vec<AttachPoint>, program: Program) -> Result<(Self, RingBuf<MapData>), ProbeError> {
+struct Shared {
+    /// The program loaded for uprobe_multi links; cleared when the kernel
+    /// cannot link one, and every probe becomes a perf-event uprobe.
+    multi: RefCell<Option<MultiProgram>>,
+    /// File offset of [`detach_primer`] in gcprobe's own executable.
+    primer_offset: Option<u64>,
+    stats: RefCell<PerCpuArray<MapData, TargetStats>>,
+    targets: RefCell<HashMap<MapData, u32, TargetConfig>>,
+    agg: RefCell<PerCpuHashMap<MapData, AggKey, AggValue>>,
+    /// `STATS` rows in use; row 0 is the agent's own.
+    slots: RefCell<BTreeSet<u32>>,
+    program: Program,
+    // Last: links hold their own references, and the object outlives every
+    // `Attached` through the Rc.
+    ebpf: RefCell<Ebpf>,
+}
+
+impl Kernel {
+    /// Loads the programs and maps; no target yet. Returns the object and
+    /// the event ring every target's events arrive on.
+    pub fn load(program: Program) -> Result<(Self, RingBuf<MapData>), ProbeError> {
         let mut ebpf = EbpfLoader::new().load(PROBES_OBJ).map_err(|source| {
             if is_eperm(&source) { ProbeError::PermissionDenied { source } } else { ProbeError::Load { source } }
         })?;
-
         let name = program.name();
         // Bound to the maps aya created, which stay open as long as `ebpf`.
         let map_fds: Vec<(String, RawFd)> = ebpf.maps().filter_map(|(n, m)| map_fd(m).map(|fd| (n.to_owned(), fd))).collect();
@@ -191,21 +200,109 @@ impl Attached {
         let multi = MultiProgram::load(PROBES_OBJ, name, &map_fds)
             .map_err(|e| log::debug!("uprobe_multi program: {}", crate::error::error_chain(&e)))
             .ok();
-        let prog: &mut UProbe = ebpf
-            .program_mut(name)
-            .ok_or(ProbeError::Missing { what: "program", name })?
-            .try_into()
-            .map_err(|source| ProbeError::Program { name, source })?;
-        prog.load().map_err(|source| ProbeError::Program { name, source })?;
+        uprobe_of(&mut ebpf, program)?.load().map_err(|source| ProbeError::Program { name, source })?;
         let ring = RingBuf::try_from(take(&mut ebpf, "EVENTS")?).map_err(|source| ProbeError::Map { name: "EVENTS", source })?;
         let stats = PerCpuArray::try_from(take(&mut ebpf, "STATS")?).map_err(|source| ProbeError::Map { name: "STATS", source })?;
         let agg = PerCpuHashMap::try_from(take(&mut ebpf, "AGG")?).map_err(|source| ProbeError::Map { name: "AGG", source })?;
-        let mut targets: HashMap<MapData, u32, TargetConfig> =
-            HashMap::try_from(take(&mut ebpf, "TARGETS")?).map_err(|source| ProbeError::Map { name: "TARGETS", source })?;
-        targets.insert(pid, cfg, 0).map_err(|source| ProbeError::Map { name: "TARGETS", source })?;
+        let targets = HashMap::try_from(take(&mut ebpf, "TARGETS")?).map_err(|source| ProbeError::Map { name: "TARGETS", source })?;
         // Once: /proc/self/maps does not change under a running agent.
         let primer_offset = multi.as_ref().and_then(|_| crate::kernel::selfmap::self_file_offset(detach_primer as *const () as u64).ok());
-        Ok((Self { multi_links: Vec::new(), links: BTreeMap::new(), multi, primer_offset, stats, targets, agg, cfg, pid, exe: exe.to_owned(), program, points, ebpf }, ring))
+        let shared = Shared {
+            multi: RefCell::new(multi),
+            primer_offset,
+            stats: RefCell::new(stats),
+            targets: RefCell::new(targets),
+            agg: RefCell::new(agg),
+            slots: RefCell::new(BTreeSet::new()),
+            program,
+            ebpf: RefCell::new(ebpf),
+        };
+        Ok((Self { shared: Rc::new(shared) }, ring))
+    }
+
+    /// Registers `pid` in the kernel's filter with its own counters; nothing
+    /// is attached yet (see [`Attached::attach`]). `points` are the probes of
+    /// `exe` (the process's `/proc/PID/exe`).
+    pub fn target(&self, exe: &Path, pid: u32, mut cfg: TargetConfig, points: Vec<AttachPoint>) -> Result<Attached, ProbeError> {
+        let sh = &self.shared;
+        let slot = {
+            let mut slots = sh.slots.borrow_mut();
+            let slot = (1..=MAX_TARGETS).find(|s| !slots.contains(s)).ok_or(ProbeError::TooManyTargets { max: MAX_TARGETS })?;
+            slots.insert(slot);
+            slot
+        };
+        // A row a departed target used starts again from zero.
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
+        let zero = PerCpuValues::try_from(vec![TargetStats::default(); cpus]).map_err(ProbeError::Cpus)?;
+        sh.stats.borrow_mut().set(slot, zero, 0).map_err(|source| ProbeError::Map { name: "STATS", source })?;
+        cfg.slot = slot;
+        let inserted = sh.targets.borrow_mut().insert(pid, cfg, 0);
+        if let Err(source) = inserted {
+            sh.slots.borrow_mut().remove(&slot);
+            return Err(ProbeError::Map { name: "TARGETS", source });
+        }
+        Ok(Attached { multi_links: Vec::new(), links: BTreeMap::new(), cfg, pid, exe: exe.to_owned(), points, registered: true, shared: Rc::clone(sh) })
+    }
+
+    /// The kernel's allocation counts of every target, summed over CPUs:
+    /// running totals per key (the key names its process).
+    pub fn agg_totals(&self) -> Vec<(AggKey, AggValue)> {
+        self.shared.agg_totals()
+    }
+
+    /// Hits shared probes took in processes that are not targets.
+    pub fn foreign_hits(&self) -> u64 {
+        self.shared.row(stat::AGENT_SLOT)[stat::FOREIGN as usize]
+    }
+}
+
+impl Shared {
+    /// One `STATS` row summed over CPUs; zeros when unreadable.
+    fn row(&self, slot: u32) -> [u64; stat::COUNT as usize] {
+        let mut sum = [0u64; stat::COUNT as usize];
+        if let Ok(per_cpu) = self.stats.borrow().get(&slot, 0) {
+            for v in per_cpu.iter() {
+                for (s, c) in sum.iter_mut().zip(v.counts) {
+                    *s += c;
+                }
+            }
+        }
+        sum
+    }
+
+    fn agg_totals(&self) -> Vec<(AggKey, AggValue)> {
+        self.agg
+            .borrow()
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, per_cpu)| {
+                let v = per_cpu.iter().fold(AggValue::default(), |a, v| AggValue { count: a.count + v.count, bytes: a.bytes + v.bytes });
+                (k, v)
+            })
+            .collect()
+    }
+}
+
+/// One target's part of the kernel: its entry in the PID filter, its
+/// counters' row, and the uprobes placed for it, each link held by its RAII
+/// guard. Dropping it detaches them and takes the target out of the filter.
+pub struct Attached {
+    // Declaration order is drop order: links detach before the object can unload.
+    /// uprobe_multi links, each with the plan ids it holds.
+    multi_links: Vec<(Vec<u32>, OwnedFd)>,
+    links: BTreeMap<u32, UProbeLink>,
+    cfg: TargetConfig,
+    pid: u32,
+    exe: PathBuf,
+    points: Vec<AttachPoint>,
+    /// Whether `pid` is still in `TARGETS` and owns its `STATS` row.
+    registered: bool,
+    shared: Rc<Shared>,
+}
+
+impl Attached {
+    pub fn pid(&self) -> u32 {
+        self.pid
     }
 
     /// Attaches the given plan probes (those already attached are skipped),
@@ -218,7 +315,7 @@ impl Attached {
         if todo.is_empty() {
             return Ok(Vec::new());
         }
-        if let Some(multi) = &self.multi {
+        if let Some(multi) = self.shared.multi.borrow().as_ref() {
             let offsets: Vec<u64> = todo.iter().map(|p| p.file_offset).collect();
             let cookies: Vec<u64> = todo.iter().map(|p| p.cookie).collect();
             match multi.attach(&self.exe, &offsets, &cookies, pid) {
@@ -229,20 +326,26 @@ impl Attached {
                 Err(_) if target_gone(pid) => return Err(ProbeError::TargetGone { pid }),
                 // One bad point fails the whole link: one at a time below
                 // names it. If they all attach that way, this kernel cannot
-                // link uprobe_multi, and the rest of the session does without.
+                // link uprobe_multi, and the rest of the agent does without.
                 Err(e) => log::debug!("uprobe_multi link: {}", crate::error::error_chain(&e)),
             }
         }
-        let name = self.program.name();
-        let prog: &mut UProbe = self
-            .ebpf
-            .program_mut(name)
-            .ok_or(ProbeError::Missing { what: "program", name })?
-            .try_into()
-            .map_err(|source| ProbeError::Program { name, source })?;
+        let failures = self.attach_one_by_one(&todo)?;
+        if failures.is_empty() {
+            *self.shared.multi.borrow_mut() = None;
+        }
+        Ok(failures)
+    }
+
+    /// Perf-event uprobes, one per point, each filtered to this process.
+    fn attach_one_by_one(&mut self, todo: &[AttachPoint]) -> Result<AttachFailures, ProbeError> {
+        let (pid, program) = (self.pid, self.shared.program);
+        let name = program.name();
+        let mut ebpf = self.shared.ebpf.borrow_mut();
+        let prog = uprobe_of(&mut ebpf, program)?;
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).ok_or(ProbeError::TargetGone { pid })?);
         let mut failures = Vec::new();
-        for p in &todo {
+        for p in todo {
             let point = UProbeAttachPoint { location: UProbeAttachLocation::AbsoluteOffset(p.file_offset), cookie: Some(p.cookie) };
             match prog.attach(point, &self.exe, scope) {
                 Ok(link_id) => {
@@ -252,9 +355,6 @@ impl Attached {
                 Err(_) if target_gone(pid) => return Err(ProbeError::TargetGone { pid }),
                 Err(e) => failures.push((p.id, e)),
             }
-        }
-        if failures.is_empty() {
-            self.multi = None;
         }
         Ok(failures)
     }
@@ -272,20 +372,21 @@ impl Attached {
     /// (~14-24% more target CPU at 1M allocations/s, measured). Attaching the
     /// primer takes the wait instead, while the burst's gate is still open.
     pub fn prime_detach(&self) -> Option<OwnedFd> {
-        let (multi, offset) = (self.multi.as_ref()?, self.primer_offset?);
-        multi.attach(Path::new("/proc/self/exe"), &[offset], &[0], std::process::id()).ok()
+        let offset = self.shared.primer_offset?;
+        let multi = self.shared.multi.borrow();
+        multi.as_ref()?.attach(Path::new("/proc/self/exe"), &[offset], &[0], std::process::id()).ok()
     }
 
     /// uprobe_multi links, or one perf-event uprobe per probe.
     pub fn mechanism(&self) -> Mechanism {
-        if self.multi.is_some() { Mechanism::UprobeMulti } else { Mechanism::PerfEvent }
+        if self.shared.multi.borrow().is_some() { Mechanism::UprobeMulti } else { Mechanism::PerfEvent }
     }
 
     /// Opens or shuts the gate of the bursted probes (`cookie::FLAG_BURST`):
     /// one map update, seen by every CPU's next hit.
     pub fn set_burst_open(&mut self, open: bool) -> Result<(), ProbeError> {
         self.cfg.burst_open = open as u32;
-        self.targets.insert(self.pid, self.cfg, 0).map_err(|source| ProbeError::Map { name: "TARGETS", source })
+        self.shared.targets.borrow_mut().insert(self.pid, self.cfg, 0).map_err(|source| ProbeError::Map { name: "TARGETS", source })
     }
 
     /// Detaches the given probes, in the given order, and blocks until
@@ -313,43 +414,58 @@ impl Attached {
         self.links.contains_key(&id) || self.multi_links.iter().any(|(ids, _)| ids.contains(&id))
     }
 
+    /// This target's counters (the empty program's hits are the agent's).
     pub fn stats(&self) -> KernelStats {
-        let sum = |slot: u32| -> u64 { self.stats.get(&slot, 0).map(|v| v.iter().copied().sum()).unwrap_or(0) };
-        let by_kind = |base: u32| -> [u64; kind::MAX as usize + 1] { std::array::from_fn(|k| sum(base + k as u32)) };
+        let row = self.shared.row(self.cfg.slot);
+        let at = |slot: u32| row[slot as usize];
+        let by_kind = |base: u32| -> [u64; kind::MAX as usize + 1] { std::array::from_fn(|k| at(base + k as u32)) };
         let (hits_by_kind, gated_by_kind) = (by_kind(stat::HITS_BY_KIND), by_kind(stat::GATED_BY_KIND));
         KernelStats {
             hits: hits_by_kind.iter().sum(),
             gated_by_kind,
-            ringbuf_full: sum(stat::RINGBUF_FULL),
-            nested: sum(stat::NESTED),
-            stack_faults: sum(stat::STACK_FAULT),
-            empty_hits: sum(stat::EMPTY_HITS),
-            aggregated: sum(stat::AGGREGATED),
-            agg_full: sum(stat::AGG_FULL),
+            ringbuf_full: at(stat::RINGBUF_FULL),
+            nested: at(stat::NESTED),
+            stack_faults: at(stat::STACK_FAULT),
+            empty_hits: self.shared.row(stat::AGENT_SLOT)[stat::EMPTY_HITS as usize],
+            aggregated: at(stat::AGGREGATED),
+            agg_full: at(stat::AGG_FULL),
             hits_by_kind,
         }
     }
 
-    /// The kernel's allocation counts, summed over CPUs: running totals per key.
+    /// This target's allocation counts in the kernel's map: running totals per key.
     pub fn agg_totals(&self) -> Vec<(AggKey, AggValue)> {
-        self.agg
-            .iter()
-            .filter_map(Result::ok)
-            .map(|(k, per_cpu)| {
-                let v = per_cpu.iter().fold(AggValue::default(), |a, v| AggValue { count: a.count + v.count, bytes: a.bytes + v.bytes });
-                (k, v)
-            })
-            .collect()
+        self.shared.agg_totals().into_iter().filter(|(k, _)| k.tgid == self.pid).collect()
     }
 
-    /// Detaches now rather than at drop, so no event arrives after the final drain.
+    /// Detaches now rather than at drop, so no event arrives after the final
+    /// drain. The target's counters and counts stay readable until drop.
     pub fn detach(&mut self) {
         let primer = self.prime_detach();
         self.multi_links.clear();
         drop(primer);
         detach_in_parallel(std::mem::take(&mut self.links).into_values().collect());
-        let _ = self.targets.remove(&self.pid);
     }
+
+    /// Takes the target out of the filter and frees its counters' row and
+    /// its keys in the shared map.
+    fn unregister(&mut self) {
+        if std::mem::take(&mut self.registered) {
+            let _ = self.shared.targets.borrow_mut().remove(&self.pid);
+            self.shared.slots.borrow_mut().remove(&self.cfg.slot);
+            // Its keys would fill the map shared with the targets still running.
+            let mut agg = self.shared.agg.borrow_mut();
+            let mine: Vec<AggKey> = agg.keys().filter_map(Result::ok).filter(|k| k.tgid == self.pid).collect();
+            for k in mine {
+                let _ = agg.remove(&k);
+            }
+        }
+    }
+}
+
+fn uprobe_of(ebpf: &mut Ebpf, program: Program) -> Result<&mut UProbe, ProbeError> {
+    let name = program.name();
+    ebpf.program_mut(name).ok_or(ProbeError::Missing { what: "program", name })?.try_into().map_err(|source| ProbeError::Program { name, source })
 }
 
 /// At the end of a session, order does not matter and the agent should not
@@ -393,6 +509,7 @@ fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeErro
 impl Drop for Attached {
     fn drop(&mut self) {
         self.detach();
+        self.unregister();
     }
 }
 

@@ -10,13 +10,10 @@
 //! it are counted (`stat::GATED_BY_KIND`) and charged as switching cost.
 use std::time::{Duration, Instant};
 
-use aya::maps::{MapData, RingBuf};
-
 use crate::{
-    ingest::feed::Feed,
-    sampling::governor::{Attachment, Governor, PeriodObservation, Plan},
-    plan::{ProbeGroup, ProbeKind, ProbePlan},
     kernel::probes::{Attached, KernelStats, ProbeError},
+    plan::{ProbeGroup, ProbeKind, ProbePlan},
+    sampling::governor::{Attachment, Governor, PeriodObservation, Plan},
     tracee::process::Process,
 };
 
@@ -33,6 +30,15 @@ fn burst_hits(s: &KernelStats) -> u64 {
 /// Hits of the bursted probes inside windows: what they measured.
 fn open_hits(s: &KernelStats) -> u64 {
     burst_kinds().map(|k| s.open_hits_of(k)).sum()
+}
+
+/// Where the driver's windows go: one target's books, kept by the caller.
+pub trait Books {
+    /// Brings in everything the kernel holds of the target so far (the
+    /// event ring, then its running totals), before a window's books close.
+    fn fold(&mut self);
+    fn begin_burst(&mut self);
+    fn end_burst(&mut self, window_s: f64);
 }
 
 pub struct BurstDriver {
@@ -69,7 +75,7 @@ pub struct BurstDriver {
 impl BurstDriver {
     /// Starts the first period: the caller has just attached every probe
     /// with the gate shut; the first window opens now.
-    pub fn start(mut gov: Governor, plan: &ProbePlan, attached: &mut Attached, target: &Process, feed: &mut Feed) -> Result<Self, ProbeError> {
+    pub fn start(mut gov: Governor, plan: &ProbePlan, attached: &mut Attached, target: &Process, books: &mut impl Books) -> Result<Self, ProbeError> {
         let probes: Vec<(u32, ProbeKind)> =
             plan.probes.iter().filter(|p| p.kind.group() == ProbeGroup::Burst && attached.is_attached(p.id)).map(|p| (p.id, p.kind)).collect();
         let sample_ids: Vec<u32> = plan.probes.iter().filter(|p| p.kind.group() == ProbeGroup::Sample && attached.is_attached(p.id)).map(|p| p.id).collect();
@@ -97,30 +103,23 @@ impl BurstDriver {
             next: now + first.period,
             gov,
         };
-        d.open(attached, feed)?;
+        d.open(attached, books)?;
         Ok(d)
     }
 
     /// Opens the gate. `open_stats` may be read before the probes attach:
     /// hits with the gate shut are counted apart, never as the window's.
-    fn open(&mut self, attached: &mut Attached, feed: &mut Feed) -> Result<(), ProbeError> {
+    fn open(&mut self, attached: &mut Attached, books: &mut impl Books) -> Result<(), ProbeError> {
         attached.set_burst_open(true)?;
         self.open_since = Some(Instant::now());
-        feed.begin_burst();
+        books.begin_burst();
         Ok(())
     }
 
     /// Acts on whatever is due: the window's end, then the period's end (or
     /// an early end when the period is over budget). Also called on the
     /// session's flush ticks, so a burst of cost is caught within 200 ms.
-    pub fn fire(
-        &mut self,
-        attached: &mut Attached,
-        ring: &mut RingBuf<MapData>,
-        feed: &mut Feed,
-        target: &Process,
-        fold: impl Fn(&mut RingBuf<MapData>, &mut Feed, &Attached),
-    ) -> Result<(), ProbeError> {
+    pub fn fire(&mut self, attached: &mut Attached, books: &mut impl Books, target: &Process) -> Result<(), ProbeError> {
         let now = Instant::now();
         if let Some(t) = self.open_since.filter(|&t| self.plan.window < self.plan.period && now >= t + self.plan.window) {
             // Takes the kernel's grace period now, while hits still count.
@@ -134,13 +133,13 @@ impl BurstDriver {
             self.order_by_rate(&attached.stats());
             attached.detach_in_order(self.by_rate.iter().copied());
             drop(primer);
-            fold(ring, feed, attached);
-            feed.end_burst(w.as_secs_f64());
+            books.fold();
+            books.end_burst(w.as_secs_f64());
             self.attached = false;
             self.switched = true;
         }
         if now >= self.period_start + self.plan.period || self.over_budget(attached, now) {
-            self.end_period(attached, ring, feed, target, &fold)?;
+            self.end_period(attached, books, target)?;
         }
         self.judge_runtime_samples(attached, now);
         self.next = match self.open_since {
@@ -190,22 +189,15 @@ impl BurstDriver {
         spent > 2.0 * self.gov.budget_s_per_s() * elapsed
     }
 
-    fn end_period(
-        &mut self,
-        attached: &mut Attached,
-        ring: &mut RingBuf<MapData>,
-        feed: &mut Feed,
-        target: &Process,
-        fold: &impl Fn(&mut RingBuf<MapData>, &mut Feed, &Attached),
-    ) -> Result<(), ProbeError> {
+    fn end_period(&mut self, attached: &mut Attached, books: &mut impl Books, target: &Process) -> Result<(), ProbeError> {
         let now = Instant::now();
         // A window that spans the period: close its books, keep the gate open.
-        fold(ring, feed, attached);
+        books.fold();
         if let Some(t) = self.open_since {
             self.open_for += now - t;
-            feed.end_burst((now - t).as_secs_f64());
+            books.end_burst((now - t).as_secs_f64());
             self.open_since = Some(now);
-            feed.begin_burst();
+            books.begin_burst();
         }
         let stats = attached.stats();
         let cpu = target.cpu_time_s();
@@ -232,7 +224,7 @@ impl BurstDriver {
             }
             self.attached = true;
             self.switched = true;
-            self.open(attached, feed)?;
+            self.open(attached, books)?;
         }
         Ok(())
     }

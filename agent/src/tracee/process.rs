@@ -25,6 +25,8 @@ pub enum ProcessError {
     },
     #[error("malformed line in /proc/{pid}/maps: {line:?}")]
     BadMaps { pid: u32, line: String },
+    #[error("process {pid} has no mapping of its own executable")]
+    ExeNotMapped { pid: u32 },
 }
 
 /// One line of /proc/PID/maps.
@@ -95,13 +97,52 @@ impl Process {
 
     /// The mappings backed by the target's own executable.
     pub fn exe_mappings(&self) -> Result<Vec<Mapping>, ProcessError> {
-        let major = libc::major(self.exe_dev);
-        let minor = libc::minor(self.exe_dev);
-        Ok(self
-            .maps()?
-            .into_iter()
-            .filter(|m| m.inode == self.exe_ino && m.dev_major == major && m.dev_minor == minor)
-            .collect())
+        let maps = self.maps()?;
+        let key = self.key_in(&maps);
+        Ok(maps.into_iter().filter(|m| key.is_some_and(|k| k.holds(m))).collect())
+    }
+
+    /// The executable's file as the kernel knows it (see [`FileKey`]).
+    pub fn file_key(&self) -> Result<FileKey, ProcessError> {
+        let maps = self.maps()?;
+        self.key_in(&maps).ok_or(ProcessError::ExeNotMapped { pid: self.pid })
+    }
+
+    /// The key of the mapping that names the exe link's path; failing that,
+    /// of the one with the file's stat() device and inode.
+    fn key_in(&self, maps: &[Mapping]) -> Option<FileKey> {
+        let (major, minor) = (libc::major(self.exe_dev), libc::minor(self.exe_dev));
+        maps.iter()
+            .find(|m| m.inode != 0 && m.path == self.exe_display)
+            .or_else(|| maps.iter().find(|m| m.inode == self.exe_ino && m.dev_major == major && m.dev_minor == minor))
+            .map(FileKey::of)
+    }
+}
+
+/// An executable file as the kernel knows it: the device and inode its
+/// mappings show in /proc/PID/maps. Uprobes land on that inode; on overlayfs
+/// stat() of the path gives a per-container device instead, so two
+/// containers of one image would look like two files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FileKey {
+    pub dev_major: u32,
+    pub dev_minor: u32,
+    pub inode: u64,
+}
+
+impl FileKey {
+    fn of(m: &Mapping) -> Self {
+        Self { dev_major: m.dev_major, dev_minor: m.dev_minor, inode: m.inode }
+    }
+
+    pub fn holds(&self, m: &Mapping) -> bool {
+        *self == Self::of(m)
+    }
+}
+
+impl std::fmt::Display for FileKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:02x}:{:02x}:{}", self.dev_major, self.dev_minor, self.inode)
     }
 }
 
