@@ -20,10 +20,13 @@ use aya_ebpf::{
 };
 use gcprobe_common::{cookie, event_flag, kind, size_bucket, stat, AggKey, AggValue, EventHeader, RawEvent, TargetConfig, TargetStats, MAX_ARGS, MAX_FRAMES, MAX_TARGETS};
 
-/// Event stream to the agent. 16 MiB holds ~100k typical records: seconds of
-/// a busy allocator at this VM's uprobe cost, so the agent can fall behind briefly.
+/// Event stream to the agent, shared by every target. Most allocation
+/// hits are counted in `AGG`, not sent; 4 MiB holds ~25k whole records,
+/// over half a second of a growslice-heavy target here, while the agent
+/// drains at 256 KiB. Its pages are mapped into the agent (twice, for the
+/// ring's wrap-around), so they are the agent's resident memory too.
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
+static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 
 /// Wake the agent only once this much is queued: a wakeup per event would
 /// cost a context switch per hit. The agent also drains on a short timer,

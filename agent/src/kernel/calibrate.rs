@@ -14,7 +14,7 @@ use std::{
 use gcprobe_common::{cookie, kind, TargetConfig};
 
 use crate::kernel::{
-    probes::{AttachPoint, Attached, Kernel, ProbeError, Program},
+    probes::{AttachPoint, Attached, Kernel, Loader, ProbeError, Program, Sizing},
     selfmap::{self_file_offset, SelfMapError},
 };
 
@@ -49,10 +49,10 @@ impl Calibration {
 /// Frames in the synthetic chain: a typical Go allocation stack
 /// (mallocgc ← newobject ← user code ← … ← runtime.main ← goexit).
 const DEPTH: usize = 10;
-const CALLS: u64 = 500;
-const ROUNDS: usize = 5;
+const CALLS: u64 = 300;
+const ROUNDS: usize = 3;
 
-pub fn calibrate() -> Result<Calibration, CalibrateError> {
+pub fn calibrate(loader: &mut Loader) -> Result<Calibration, CalibrateError> {
     // Four functions: our program counting into the map, our program sending
     // whole events, the empty program, and none. Each attaches once: a
     // detach waits out an RCU grace period (~0.2 s here), too slow to repeat.
@@ -69,8 +69,8 @@ pub fn calibrate() -> Result<Calibration, CalibrateError> {
     let empty_points = vec![AttachPoint { id: 0, file_offset: off_empty, cookie: cookie::encode(0, kind::MALLOC, walk) }];
     // Objects of their own: the agent's has no target yet, and the empty
     // program is a second program at the same kind of point.
-    let (real_kernel, mut ring) = Kernel::load(Program::Real)?;
-    let (empty_kernel, _ring2) = Kernel::load(Program::Empty)?;
+    let (real_kernel, mut ring) = Kernel::load(loader, Program::Real, Sizing::Calibration)?;
+    let (empty_kernel, _ring2) = Kernel::load(loader, Program::Empty, Sizing::Calibration)?;
     let mut real = real_kernel.target(exe, pid, TargetConfig::default(), real_points)?;
     let mut empty = empty_kernel.target(exe, pid, TargetConfig::default(), empty_points)?;
     for (guard, ids) in [(&mut real, &[(0u32, off_agg), (1, off_event)][..]), (&mut empty, &[(0, off_empty)][..])] {
@@ -124,7 +124,8 @@ fn time_calls(chain: &FrameChain, f: extern "C" fn(u64) -> u64) -> Duration {
     thread_cpu().saturating_sub(t)
 }
 
-fn thread_cpu() -> Duration {
+/// CPU time of the calling thread (CLOCK_THREAD_CPUTIME_ID).
+pub fn thread_cpu() -> Duration {
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
     // SAFETY: valid out-pointer; CLOCK_THREAD_CPUTIME_ID always exists on Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };

@@ -89,6 +89,69 @@ impl Program {
     }
 }
 
+/// Loads the probe object, as often as the agent needs: one
+/// `aya::EbpfLoader` parses the kernel's BTF (~6 MB) as it is made, so the
+/// agent makes one. Our programs read registers and user memory, never
+/// kernel structs, so nothing is relocated against that BTF.
+pub struct Loader {
+    inner: EbpfLoader<'static>,
+    /// The sizes the object declares, read back from its first load.
+    declared: Option<Vec<(&'static str, u32)>>,
+    /// Calibration sizes were set.
+    shrunk: bool,
+}
+
+/// Maps whose sizes calibration shrinks.
+const SIZED_MAPS: [&str; 4] = ["EVENTS", "AGG", "TARGETS", "STATS"];
+
+impl Default for Loader {
+    fn default() -> Self {
+        let mut inner = EbpfLoader::new();
+        inner.btf(None);
+        Self { inner, declared: None, shrunk: false }
+    }
+}
+
+impl Loader {
+    fn sized(&mut self, sizing: Sizing) -> &mut EbpfLoader<'static> {
+        if sizing == Sizing::Session && self.declared.is_none() && self.shrunk {
+            // Calibrated before the session's first load: sizes unknown.
+            *self = Self::default();
+        }
+        match sizing {
+            // A handful of hits from one process: the session's 4 MiB ring
+            // and per-CPU tables would only cost start-up time to allocate.
+            Sizing::Calibration => {
+                self.shrunk = true;
+                self.inner.map_max_entries("EVENTS", 64 << 10).map_max_entries("AGG", 16).map_max_entries("TARGETS", 1).map_max_entries("STATS", 2);
+            }
+            Sizing::Session => {
+                for (name, n) in self.declared.iter().flatten() {
+                    self.inner.map_max_entries(name, *n);
+                }
+            }
+        }
+        &mut self.inner
+    }
+
+    /// Notes the declared sizes from an object loaded as declared.
+    fn note_declared(&mut self, ebpf: &Ebpf) {
+        if self.declared.is_none() {
+            let sizes = SIZED_MAPS.iter().filter_map(|&n| ebpf.map(n).and_then(map_max_entries).map(|m| (n, m))).collect();
+            self.declared = Some(sizes);
+        }
+    }
+}
+
+/// How big the kernel object's maps are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sizing {
+    /// As the probe object declares them: every target of an agent.
+    Session,
+    /// Just enough for calibrating on gcprobe's own process.
+    Calibration,
+}
+
 /// Per-CPU counters summed across CPUs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KernelStats {
@@ -189,10 +252,13 @@ struct Shared {
 impl Kernel {
     /// Loads the programs and maps; no target yet. Returns the object and
     /// the event ring every target's events arrive on.
-    pub fn load(program: Program) -> Result<(Self, RingBuf<MapData>), ProbeError> {
-        let mut ebpf = EbpfLoader::new().load(PROBES_OBJ).map_err(|source| {
+    pub fn load(loader: &mut Loader, program: Program, sizing: Sizing) -> Result<(Self, RingBuf<MapData>), ProbeError> {
+        let mut ebpf = loader.sized(sizing).load(PROBES_OBJ).map_err(|source| {
             if is_eperm(&source) { ProbeError::PermissionDenied { source } } else { ProbeError::Load { source } }
         })?;
+        if sizing == Sizing::Session {
+            loader.note_declared(&ebpf);
+        }
         let name = program.name();
         // Bound to the maps aya created, which stay open as long as `ebpf`.
         let map_fds: Vec<(String, RawFd)> = ebpf.maps().filter_map(|(n, m)| map_fd(m).map(|fd| (n.to_owned(), fd))).collect();
@@ -498,6 +564,14 @@ fn map_fd(m: &aya::maps::Map) -> Option<RawFd> {
     use aya::maps::Map as M;
     match m {
         M::Array(d) | M::HashMap(d) | M::PerCpuArray(d) | M::PerCpuHashMap(d) | M::RingBuf(d) => Some(d.fd().as_fd().as_raw_fd()),
+        _ => None,
+    }
+}
+
+fn map_max_entries(m: &aya::maps::Map) -> Option<u32> {
+    use aya::maps::Map as M;
+    match m {
+        M::Array(d) | M::HashMap(d) | M::PerCpuArray(d) | M::PerCpuHashMap(d) | M::RingBuf(d) => d.info().ok().map(|i| i.max_entries()),
         _ => None,
     }
 }

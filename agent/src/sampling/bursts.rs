@@ -11,7 +11,10 @@
 use std::time::{Duration, Instant};
 
 use crate::{
-    kernel::probes::{Attached, KernelStats, ProbeError},
+    kernel::{
+        calibrate::thread_cpu,
+        probes::{Attached, KernelStats, ProbeError},
+    },
     plan::{ProbeGroup, ProbeKind, ProbePlan},
     sampling::governor::{Attachment, Governor, PeriodObservation, Plan},
     tracee::process::Process,
@@ -62,6 +65,8 @@ pub struct BurstDriver {
     period_stats: KernelStats,
     /// Whether the current period attached or detached the probes.
     switched: bool,
+    /// The agent's CPU time spent attaching and detaching this period.
+    switch_cpu: Duration,
     /// The runtime-sample probe (mProf_Malloc), while attached.
     sample_ids: Vec<u32>,
     /// When the governor took the runtime-sample probe off, if it did.
@@ -100,6 +105,7 @@ impl BurstDriver {
             period_cpu: target.cpu_time_s(),
             period_stats: stats,
             switched: true,
+            switch_cpu: Duration::ZERO,
             next: now + first.period,
             gov,
         };
@@ -122,6 +128,7 @@ impl BurstDriver {
     pub fn fire(&mut self, attached: &mut Attached, books: &mut impl Books, target: &Process) -> Result<(), ProbeError> {
         let now = Instant::now();
         if let Some(t) = self.open_since.filter(|&t| self.plan.window < self.plan.period && now >= t + self.plan.window) {
+            let cpu = thread_cpu();
             // Takes the kernel's grace period now, while hits still count.
             let primer = attached.prime_detach();
             attached.set_burst_open(false)?;
@@ -133,6 +140,7 @@ impl BurstDriver {
             self.order_by_rate(&attached.stats());
             attached.detach_in_order(self.by_rate.iter().copied());
             drop(primer);
+            self.switch_cpu += thread_cpu().saturating_sub(cpu);
             books.fold();
             books.end_burst(w.as_secs_f64());
             self.attached = false;
@@ -210,6 +218,7 @@ impl BurstDriver {
             burst_hits: delta(burst_hits),
             sample_hits: delta(|s| s.hits_of(ProbeKind::MProf)),
             switched: std::mem::take(&mut self.switched),
+            agent_switch_s: std::mem::take(&mut self.switch_cpu).as_secs_f64(),
         });
         self.plan = self.gov.plan_next();
         self.period_start = now;
@@ -219,9 +228,11 @@ impl BurstDriver {
         if !self.attached {
             self.open_stats = stats;
             // Coldest first: the busiest probes trap gated for the shortest time.
+            let cpu = thread_cpu();
             for (id, e) in attached.attach(self.by_rate.iter().rev().copied())? {
                 eprintln!("gcprobe: warning: probe {id} not re-attached: {e}");
             }
+            self.switch_cpu += thread_cpu().saturating_sub(cpu);
             self.attached = true;
             self.switched = true;
             self.open(attached, books)?;

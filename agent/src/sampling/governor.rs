@@ -88,6 +88,12 @@ pub struct PeriodObservation {
     /// The period attached and detached the bursted probes: its gated hits
     /// are one switching cycle's cost.
     pub switched: bool,
+    /// CPU seconds the agent spent attaching and detaching in the period.
+    /// Uprobe (un)registration walks every mapping of the file under the
+    /// kernel's locks (kernel/events/uprobes.c register_for_each_vma): about
+    /// 10 ms a cycle on a 50 MB binary here, more than an idle target's
+    /// whole budget, and on a saturated host it is taken from the target.
+    pub agent_switch_s: f64,
 }
 
 /// The next period, and how long the bursted probes' gate stays open from
@@ -121,6 +127,8 @@ pub struct Governor {
     last_window: Option<Attachment>,
     /// Gated hits per attach/detach cycle (EWMA).
     switch_hits: Option<f64>,
+    /// The agent's CPU seconds per switching cycle.
+    agent_switch_s: Option<f64>,
     /// The last plan's duty (window / period).
     pub alloc_duty: f64,
     /// The last plan's period.
@@ -146,6 +154,7 @@ impl Governor {
             periods: 0,
             last_window: None,
             switch_hits: None,
+            agent_switch_s: None,
             alloc_duty: 1.0,
             last_period: FIRST_WINDOW,
         }
@@ -180,6 +189,7 @@ impl Governor {
         }
         if o.switched {
             self.switch_hits = Some(ewma(self.switch_hits, o.burst_hits.saturating_sub(o.burst.hits) as f64));
+            self.agent_switch_s = Some(ewma(self.agent_switch_s, o.agent_switch_s));
         }
     }
 
@@ -236,7 +246,9 @@ impl Governor {
             _ => f64::INFINITY,
         };
         let open_cost = self.burst_rate.unwrap_or(0.0) * self.cost_s;
-        let switch_cost = self.switch_hits.unwrap_or(0.0) * self.cost_s;
+        // A cycle costs the target its gated traps and the agent its
+        // syscalls: both count against the budget.
+        let switch_cost = self.switch_hits.unwrap_or(0.0) * self.cost_s + self.agent_switch_s.unwrap_or(0.0);
         let (min_w, max_p) = (MIN_WINDOW.as_secs_f64(), MAX_PERIOD.as_secs_f64());
         let min_p = self.min_period().as_secs_f64();
         if open_cost <= left {
@@ -285,6 +297,7 @@ mod tests {
             burst_hits: hits + gated,
             sample_hits: 0,
             switched: open < 1.0,
+            agent_switch_s: 0.0,
         }
     }
 
@@ -299,6 +312,7 @@ mod tests {
             burst_hits: 0,
             sample_hits: 0,
             switched: true,
+            agent_switch_s: 0.0,
         }
     }
 
@@ -375,6 +389,7 @@ mod tests {
             burst_hits: 50,
             sample_hits: 3,
             switched: true,
+            agent_switch_s: 0.0,
         });
         let p = g.plan_next();
         assert!(p.period <= FIRST_PERIOD, "{p:?}");
@@ -390,6 +405,7 @@ mod tests {
                 burst_hits: 20,
                 sample_hits: 0,
                 switched: true,
+                agent_switch_s: 0.0,
             });
         }
         assert!(g.plan_next().period <= PERIOD, "{:?}", g.plan_next());

@@ -26,7 +26,7 @@ use crate::{
     ingest::{aggregate::Aggregator, feed::{Feed, Feeds}},
     kernel::{
         calibrate,
-        probes::{Kernel, ProbeError, Program},
+        probes::{Kernel, Loader, ProbeError, Program, Sizing},
     },
     plan::{Mode, PlanError},
     record::{RecordError, Recorder},
@@ -251,6 +251,9 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
     let tables = binaries.take_tables();
     let mut facts = binaries.facts(tables)?;
     let prepared = prepare(&opts, processes, &binaries, &facts)?;
+    for exe in binaries.exes.values() {
+        exe.binary.drop_resident_pages();
+    }
     live::run(&opts, prepared, recorder, held, &mut facts)
 }
 
@@ -285,9 +288,10 @@ pub(crate) struct Prepared {
 /// Calibrates once, loads the kernel object once, and places every
 /// target's probes; the programs are not yet running under them.
 fn prepare(opts: &AttachOptions, processes: Vec<(Process, FileKey)>, binaries: &Binaries, facts: &BTreeMap<FileKey, BinaryFacts<'_>>) -> Result<Prepared, SessionError> {
+    let mut loader = Loader::default();
+    let (kernel, ring) = Kernel::load(&mut loader, opts.program, Sizing::Session)?;
     // Measure what a hit costs here before touching a target.
-    let (calibration, cost_s) = calibrate_or_assume();
-    let (kernel, ring) = Kernel::load(opts.program)?;
+    let (calibration, cost_s) = calibrate_or_assume(&mut loader);
     let common = target::Common { mode: opts.mode, budget: opts.budget, calibration, cost_s };
     let mut targets = Vec::with_capacity(processes.len());
     for (process, key) in processes {
@@ -353,8 +357,8 @@ fn announce(opts: &AttachOptions, what: &str, cost_s: f64, recording: Option<&Pa
 const FALLBACK_COST_NS: f64 = 16_000.0;
 
 /// This host's per-hit cost, or the assumed one when calibration fails.
-fn calibrate_or_assume() -> (Option<calibrate::Calibration>, f64) {
-    match calibrate::calibrate() {
+fn calibrate_or_assume(loader: &mut Loader) -> (Option<calibrate::Calibration>, f64) {
+    match calibrate::calibrate(loader) {
         Ok(c) => (Some(c), c.cost_s()),
         Err(e) => {
             eprintln!("gcprobe: warning: could not calibrate the per-hit cost ({}); assuming {FALLBACK_COST_NS} ns", error_chain(&e));

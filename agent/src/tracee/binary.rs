@@ -109,6 +109,8 @@ pub struct Binary {
     /// `R_*_RELATIVE` dynamic relocations: address → addend. In a PIE the
     /// pointers in Go's moduledata are stored this way, not in the file bytes.
     relative: HashMap<u64, u64>,
+    /// `data` is a private mapping of the file (not bytes in memory).
+    mapped: bool,
 }
 
 impl std::fmt::Debug for Binary {
@@ -123,7 +125,24 @@ impl Binary {
         // SAFETY: read-only private mapping; a binary rewritten under a running
         // process is already undefined behaviour for that process.
         let data = unsafe { Mmap::map(&file) }.map_err(|source| BinaryError::Open { path: path.into(), source })?;
-        Self::parse(path, Bytes::from_owner(data))
+        let mut bin = Self::parse(path, Bytes::from_owner(data))?;
+        bin.mapped = true;
+        Ok(bin)
+    }
+
+    /// Lets the kernel take back the file's pages that start-up read (the
+    /// scans of machine code and tables touch most of a binary); later
+    /// lookups fault in only what they read. Only for a mapping of the file:
+    /// its pages are clean and come back from the file unchanged
+    /// (madvise(2), MADV_DONTNEED on a private file mapping never written).
+    pub fn drop_resident_pages(&self) {
+        if !self.mapped || self.data.is_empty() {
+            return;
+        }
+        // SAFETY: the range is exactly our read-only private file mapping
+        // (mmap returns it page-aligned); dropping its pages changes no byte
+        // anyone can read.
+        unsafe { libc::madvise(self.data.as_ptr() as *mut libc::c_void, self.data.len(), libc::MADV_DONTNEED) };
     }
 
     /// Parses an ELF image held in memory (tests, fuzzing, recordings).
@@ -193,7 +212,7 @@ impl Binary {
             _ => go_build_id(&obj),
         };
 
-        Ok(Self { path: path.into(), arch, is_pie, data, symbols, segments, sections, has_dwarf, build_id, relative })
+        Ok(Self { path: path.into(), arch, is_pie, data, symbols, segments, sections, has_dwarf, build_id, relative, mapped: false })
     }
 
     pub fn data(&self) -> &[u8] {

@@ -12,8 +12,13 @@
 //! - `accuracy`: sampled mode's top callsites and byte shares against exact
 //!   mode's and against the same runs' `go tool pprof` allocs profiles;
 //! - `unseen`: default-mode throughput of logsummary, a program gcprobe was
-//!   not developed against, as a ratio to running alone.
+//!   not developed against, as a ratio to running alone (the saturating
+//!   allocator: the agent's own CPU competes with it);
+//! - `agent`: the agent's own CPU and memory watching idle servers (one,
+//!   twenty of one binary, twenty of four), and attach start-up on the
+//!   largest Go binary here.
 mod accuracy;
+mod agent;
 mod curves;
 mod per_hit;
 mod run;
@@ -29,6 +34,7 @@ pub enum Part {
     Curves,
     Accuracy,
     Unseen,
+    Agent,
 }
 
 #[derive(clap::Args)]
@@ -51,6 +57,9 @@ pub struct Args {
     /// unseen: how long each logsummary run works.
     #[arg(long, default_value = "8s")]
     unseen_duration: String,
+    /// agent: the steady window over which idle targets are watched.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    idle_for: std::time::Duration,
 }
 
 pub fn run(gcprobe: &Path, args: &Args) -> Result<()> {
@@ -66,6 +75,9 @@ pub fn run(gcprobe: &Path, args: &Args) -> Result<()> {
     }
     if want(Part::Unseen) {
         unseen::run(gcprobe, args.rounds.max(3), &args.unseen_duration)?;
+    }
+    if want(Part::Agent) {
+        agent::run(gcprobe, args.idle_for)?;
     }
     Ok(())
 }
