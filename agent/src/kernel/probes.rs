@@ -5,7 +5,7 @@
 //! `UProbeLink` detaches on drop) and removes the target from the kernel's PID
 //! filter, on every exit path including errors and signals.
 use std::{
-    cell::RefCell,
+    cell::{Cell, RefCell},
     collections::{BTreeMap, BTreeSet},
     rc::Rc,
     num::NonZeroU32,
@@ -243,6 +243,9 @@ struct Shared {
     agg: RefCell<PerCpuHashMap<MapData, AggKey, AggValue>>,
     /// `STATS` rows in use; row 0 is the agent's own.
     slots: RefCell<BTreeSet<u32>>,
+    /// The targets' `AGGREGATED` counts summed at the last call of
+    /// `agg_totals_changed`, and how many calls in a row saw that sum.
+    agg_counted: Cell<(Option<u64>, u8)>,
     program: Program,
     // Last: links hold their own references, and the object outlives every
     // `Attached` through the Rc.
@@ -280,6 +283,7 @@ impl Kernel {
             targets: RefCell::new(targets),
             agg: RefCell::new(agg),
             slots: RefCell::new(BTreeSet::new()),
+            agg_counted: Cell::new((None, 0)),
             program,
             ebpf: RefCell::new(ebpf),
         };
@@ -312,8 +316,11 @@ impl Kernel {
 
     /// The kernel's allocation counts of every target, summed over CPUs:
     /// running totals per key (the key names its process).
+    /// Nothing when no total changed since the last call (see
+    /// `Shared::agg_totals_changed`): the totals are running, so a reader
+    /// that applies deltas loses nothing.
     pub fn agg_totals(&self) -> Vec<(AggKey, AggValue)> {
-        self.shared.agg_totals()
+        self.shared.agg_totals_changed()
     }
 
     /// Hits shared probes took in processes that are not targets.
@@ -334,6 +341,26 @@ impl Shared {
             }
         }
         sum
+    }
+
+    /// Every key's running total, or nothing when no target has counted
+    /// into the map since the last call: every update of `AGG` bumps its
+    /// target's `AGGREGATED` after it, so an unchanged sum of those means
+    /// no total changed. Walking the map costs a bucket scan of all its
+    /// slots even when it is empty, for every idle target every flush.
+    fn agg_totals_changed(&self) -> Vec<(AggKey, AggValue)> {
+        let slots: Vec<u32> = self.slots.borrow().iter().copied().collect();
+        let counted: u64 = slots.iter().map(|&s| self.row(s)[stat::AGGREGATED as usize]).sum();
+        // Once more after the sum stops changing: a key's first hit sends
+        // its stack on the ring just after counting, and the reader holds
+        // totals back until that stack is in.
+        let (last, walks) = self.agg_counted.get();
+        let walks = if last == Some(counted) { walks + 1 } else { 0 };
+        self.agg_counted.set((Some(counted), walks.min(2)));
+        if walks >= 2 {
+            return Vec::new();
+        }
+        self.agg_totals()
     }
 
     fn agg_totals(&self) -> Vec<(AggKey, AggValue)> {

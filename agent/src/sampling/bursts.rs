@@ -146,10 +146,12 @@ impl BurstDriver {
             self.attached = false;
             self.switched = true;
         }
-        if now >= self.period_start + self.plan.period || self.over_budget(attached, now) {
+        // One read of the counters serves both checks.
+        let stats = attached.stats();
+        if now >= self.period_start + self.plan.period || self.over_budget(&stats, now) {
             self.end_period(attached, books, target)?;
         }
-        self.judge_runtime_samples(attached, now);
+        self.judge_runtime_samples(attached, &stats, now);
         self.next = match self.open_since {
             Some(t) if self.plan.window < self.plan.period => (t + self.plan.window).min(self.period_start + self.plan.period),
             _ => self.period_start + self.plan.period,
@@ -159,11 +161,10 @@ impl BurstDriver {
 
     /// Takes the runtime-sample probe off once the governor says it costs
     /// too much (see `Governor::drop_runtime_samples`).
-    fn judge_runtime_samples(&mut self, attached: &mut Attached, now: Instant) {
+    fn judge_runtime_samples(&mut self, attached: &mut Attached, s: &KernelStats, now: Instant) {
         if self.sample_ids.is_empty() {
             return;
         }
-        let s = attached.stats();
         let since = |k: ProbeKind| s.hits_of(k) - self.start_stats.hits_of(k);
         let stw = since(ProbeKind::StwStart) + since(ProbeKind::StwStop) + since(ProbeKind::GcStart);
         if self.gov.drop_runtime_samples(now - self.started, stw, since(ProbeKind::MProf)) {
@@ -187,13 +188,13 @@ impl BurstDriver {
     /// The period so far has cost over twice the budget: the plan was made
     /// for a calmer target (it just got busy, or gcprobe attached while it
     /// idled), so plan again now rather than at period end.
-    fn over_budget(&self, attached: &Attached, now: Instant) -> bool {
+    fn over_budget(&self, stats: &KernelStats, now: Instant) -> bool {
         let elapsed = (now - self.period_start).as_secs_f64();
         // Only the bursted probes: the stop-the-world ones stay on regardless.
         if elapsed < 0.2 || self.open_since.is_none() {
             return false;
         }
-        let spent = (burst_hits(&attached.stats()) - burst_hits(&self.period_stats)) as f64 * self.gov.cost_s();
+        let spent = (burst_hits(stats) - burst_hits(&self.period_stats)) as f64 * self.gov.cost_s();
         spent > 2.0 * self.gov.budget_s_per_s() * elapsed
     }
 

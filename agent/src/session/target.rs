@@ -156,12 +156,20 @@ impl Target {
         feed.map_lens(monotonic_ns(), |addr| mem.and_then(|m| map_impl.len(&m.read_array::<HEADER_BYTES>(addr)?)));
     }
 
-    /// A flush tick's reads: the CPU clock and GC settings always; the
+    /// A flush tick's reads: the CPU clock; GC settings whenever the process ran; the
     /// sample rate at each new GC cycle; map lengths at each GC and at
     /// least once per [`crate::intervals::MAP_LENS`] (a leaking service may
     /// collect once a minute).
     pub fn on_flush(&mut self, feed: &mut Feed) {
-        self.cpu_last = self.process.cpu_time_s().or(self.cpu_last);
+        let cpu = self.process.cpu_time_s();
+        let ran = cpu.is_none() || cpu != self.cpu_last;
+        self.cpu_last = cpu.or(self.cpu_last);
+        // A process that has not run since the last flush changed nothing
+        // in its memory: an idle one costs one clock read, not a dozen
+        // reads of /proc/PID/mem.
+        if !ran {
+            return;
+        }
         self.read_gc(feed);
         let cycles = feed.agg.counts().cycles;
         let new_cycle = cycles != self.sampled_at_gc;
