@@ -67,8 +67,8 @@ pub fn calibrate() -> Result<Calibration, CalibrateError> {
         AttachPoint { id: 1, file_offset: off_event, cookie: cookie::encode(1, kind::MALLOC, walk) },
     ];
     let empty_points = vec![AttachPoint { id: 0, file_offset: off_empty, cookie: cookie::encode(0, kind::MALLOC, walk) }];
-    let (mut real, mut ring) = Attached::load(exe, pid, TargetConfig::default(), real_points, Program::Real)?;
-    let (mut empty, _ring2) = Attached::load(exe, pid, TargetConfig::default(), empty_points, Program::Empty)?;
+    let (mut real, mut ring) = Attached::load(exe, pid, TargetConfig::default(), real_points, Program::Real, false)?;
+    let (mut empty, _ring2) = Attached::load(exe, pid, TargetConfig::default(), empty_points, Program::Empty, false)?;
     for (guard, ids) in [(&mut real, &[(0u32, off_agg), (1, off_event)][..]), (&mut empty, &[(0, off_empty)][..])] {
         if let Some((id, e)) = guard.attach(ids.iter().map(|i| i.0))?.into_iter().next() {
             let offset = ids.iter().find(|i| i.0 == id).map_or(0, |i| i.1);

@@ -22,7 +22,7 @@ use gcprobe_common::{kind, stat, AggKey, AggValue, TargetConfig};
 
 use crate::{
     plan::{ProbeKind, ProbePlan},
-    kernel::uprobe_multi::MultiProgram,
+    kernel::{probelog::ProbeLog, uprobe_multi::MultiProgram},
 };
 
 static PROBES_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gcprobe-probes.o"));
@@ -52,6 +52,11 @@ pub enum ProbeError {
         name: &'static str,
         #[source]
         source: aya::maps::MapError,
+    },
+    #[error("reading the kernel's log (--log-probes)")]
+    Log {
+        #[source]
+        source: aya_log::Error,
     },
     #[error("process {pid} exited before gcprobe could attach")]
     TargetGone { pid: u32 },
@@ -179,8 +184,14 @@ pub struct Attached {
 impl Attached {
     /// Loads the programs and registers `pid` in the kernel filter; nothing is
     /// attached yet (see [`Attached::attach`]). Returns the guard and the ring buffer.
-    pub fn load(exe: &Path, pid: u32, cfg: TargetConfig, points: Vec<AttachPoint>, program: Program) -> Result<(Self, RingBuf<MapData>), ProbeError> {
-        let mut ebpf = EbpfLoader::new().load(PROBES_OBJ).map_err(|source| {
+    /// `log_probes` lets the kernel program log (see [`Attached::probe_log`]).
+    pub fn load(exe: &Path, pid: u32, cfg: TargetConfig, points: Vec<AttachPoint>, program: Program, log_probes: bool) -> Result<(Self, RingBuf<MapData>), ProbeError> {
+        let mut loader = EbpfLoader::new();
+        if log_probes {
+            // Frozen in .rodata: left at 0, the verifier drops every log statement.
+            loader.override_global("LOG_PROBES", &1u32, true);
+        }
+        let mut ebpf = loader.load(PROBES_OBJ).map_err(|source| {
             if is_eperm(&source) { ProbeError::PermissionDenied { source } } else { ProbeError::Load { source } }
         })?;
 
@@ -206,6 +217,12 @@ impl Attached {
         // Once: /proc/self/maps does not change under a running agent.
         let primer_offset = multi.as_ref().and_then(|_| crate::kernel::selfmap::self_file_offset(detach_primer as *const () as u64).ok());
         Ok((Self { multi_links: Vec::new(), links: BTreeMap::new(), multi, primer_offset, stats, targets, agg, cfg, pid, exe: exe.to_owned(), program, points, ebpf }, ring))
+    }
+
+    /// The reader of the kernel program's log records, which come only when
+    /// loaded with `log_probes`.
+    pub fn probe_log(&mut self) -> Result<ProbeLog, ProbeError> {
+        ProbeLog::init(&mut self.ebpf).map_err(|source| ProbeError::Log { source })
     }
 
     /// Attaches the given plan probes (those already attached are skipped),

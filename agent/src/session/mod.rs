@@ -35,6 +35,7 @@ use crate::{
     plan::{Mode, PlanError, ProbeGroup, ProbePlan},
     tracee::symbols::Symbols,
     kernel::probes::{self, AttachPoint, Attached, ProbeError, Program},
+    kernel::probelog::ProbeLog,
     tracee::process::{self, Process, ProcessError},
     record::{End, Meta, Progress, RecordError, Recorder, FLUSH_BYTES},
     render::{self, Format, RenderError},
@@ -146,6 +147,8 @@ pub struct AttachOptions {
     pub quiet: bool,
     pub program: Program,
     pub mode: Mode,
+    /// The kernel program's diagnostics on stderr (`--log-probes`).
+    pub log_probes: bool,
     /// Allowed slowdown of the target, as a fraction (0.01 = 1%).
     pub budget: f64,
     /// Frames per callsite in the text report.
@@ -274,7 +277,8 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
     let mem = crate::tracee::memory::TargetMemory::open(pid).ok();
     check_gc_controller(&mut plan, bias, mem.as_ref());
     let cfg = probes::target_config(&plan, plan.gc_controller.found(), bias);
-    let (mut attached, ring) = Attached::load(&process.exe_path, pid, cfg, AttachPoint::from_plan(&plan), opts.program)?;
+    let (mut attached, ring) = Attached::load(&process.exe_path, pid, cfg, AttachPoint::from_plan(&plan), opts.program, opts.log_probes)?;
+    let mut probe_log = opts.log_probes.then(|| attached.probe_log()).transpose()?;
     let notes = place_probes(&plan, &mut attached, opts.mode)?;
     if !process.alive() {
         return Err(ProcessError::Exited { pid }.into());
@@ -365,7 +369,7 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
         facts: &mut facts,
         record_error: None,
     };
-    let (mut ring, ended_by) = rt.block_on(stream(ring, &mut live)).map_err(SessionError::Io)?;
+    let (mut ring, ended_by) = rt.block_on(ProbeLog::alongside(probe_log.as_mut(), stream(ring, &mut live))).map_err(SessionError::Io)?;
     let (cpu_last, record_error) = (live.cpu_last, live.record_error.take());
     let duration_s = started.elapsed().as_secs_f64();
 
@@ -384,6 +388,9 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
     let totals = attached.agg_totals();
     attached.detach();
     drain_into(&mut ring, &mut feed);
+    if let Some(log) = &mut probe_log {
+        log.flush();
+    }
     feed.kernel_totals(&totals);
     read_gc(&mut feed);
     if !feed.agg.maps().is_empty() {
