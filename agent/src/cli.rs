@@ -44,6 +44,10 @@ pub struct SessionArgs {
     /// its CPU time (e.g. 1%, 0.5%). Default 1%; `run` 5%.
     #[arg(long, value_parser = parse_budget)]
     pub overhead_budget: Option<f64>,
+    /// Print the probes' rare kernel-side diagnostics on stderr (frame-walk
+    /// faults, a full aggregation map, gated hits, unexpected cookies).
+    #[arg(long)]
+    pub log_probes: bool,
     /// Benchmark baseline: attach an empty program at the same points.
     #[arg(long, hide = true)]
     pub empty_probes: bool,
@@ -195,7 +199,9 @@ mod tests {
         assert!(Cli::try_parse_from(["gcprobe", "attach", "--pid", "1", "--duration", "soon"]).is_err());
         assert!(Cli::try_parse_from(["gcprobe", "plan"]).is_err());
         let Command::Attach(a) = Cli::try_parse_from(["gcprobe", "attach", "-p", "1"]).unwrap().command else { panic!() };
-        assert_eq!((a.session.mode, a.session.overhead_budget), (Mode::Sampled, None));
+        assert_eq!((a.session.mode, a.session.overhead_budget, a.session.log_probes), (Mode::Sampled, None, false));
+        let Command::Attach(a) = Cli::try_parse_from(["gcprobe", "attach", "-p", "1", "--log-probes"]).unwrap().command else { panic!() };
+        assert!(a.session.log_probes);
         let Command::Attach(a) = Cli::try_parse_from(["gcprobe", "attach", "-p", "1", "--mode", "exact", "--overhead-budget", "0.5%"]).unwrap().command else { panic!() };
         assert_eq!((a.session.mode, a.session.overhead_budget), (Mode::Exact, Some(0.005)));
         for bad in ["0%", "-1%", "101", "lots", "nan"] {

@@ -58,6 +58,7 @@ fn options(invoked: std::time::Instant, target: TargetSpec, s: SessionArgs, dura
         quiet: s.quiet,
         program: if s.empty_probes { Program::Empty } else { Program::Real },
         mode: s.mode,
+        log_probes: s.log_probes,
     }
 }
 

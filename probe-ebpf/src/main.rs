@@ -16,8 +16,9 @@ use aya_ebpf::{
     macros::{map, uprobe},
     maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::ProbeContext,
-    EbpfContext,
+    EbpfContext, Global,
 };
+use aya_log_ebpf::{info, warn};
 use gcprobe_common::{cookie, event_flag, kind, size_bucket, stat, AggKey, AggValue, EventHeader, RawEvent, TargetConfig, TargetStats, MAX_ARGS, MAX_FRAMES, MAX_TARGETS};
 
 /// Event stream to the agent, shared by every target. Most allocation
@@ -55,6 +56,65 @@ static AGG: PerCpuHashMap<AggKey, AggValue> = PerCpuHashMap::with_max_entries(1 
 /// than MAX_FRAMES.
 #[map]
 static SCRATCH: PerCpuArray<RawEvent> = PerCpuArray::with_max_entries(1, 0);
+
+/// 1 when the agent runs with --log-probes. A global lands in .rodata, which
+/// the loader freezes: the verifier knows its value and, when it is 0,
+/// removes every log call (see `diagnose`).
+#[unsafe(no_mangle)]
+static LOG_PROBES: Global<u32> = Global::new(0);
+
+/// What --log-probes reports: rare events, each counted per CPU in LOG_COUNTS.
+#[derive(Clone, Copy)]
+enum Diag {
+    /// A frame-pointer record could not be read: (address, frame index).
+    StackFault,
+    /// AGG had no room for a new key: (cookie, stack id).
+    AggFull,
+    /// A bursted probe hit while its gate was shut: (cookie, 0).
+    Gated,
+    /// A cookie whose kind is past kind::MAX: (cookie, 0).
+    BadCookie,
+}
+
+/// Only touched with LOG_PROBES set; STATS keeps the counts for the report.
+#[map]
+static LOG_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(4, 0);
+
+/// Logs `what` with --log-probes. Only the check is inline: the record is
+/// built in a function of its own, so the hot path's registers and stack
+/// barely change, and without the flag the verifier removes the call.
+#[inline(always)]
+fn diagnose(ctx: &ProbeContext, what: Diag, a: u64, b: u64) {
+    if LOG_PROBES.load() != 0 {
+        log_diagnostic(ctx, what, a, b);
+    }
+}
+
+/// Rate-limited: logs when this CPU's count of `what` reaches a power of
+/// two, so an event that recurs on every hit (a shut gate, a full map) is
+/// logged about log2(n) times, not n times. One function for every call
+/// site: the records' code once, not four times.
+#[cold]
+#[inline(never)]
+fn log_diagnostic(ctx: &ProbeContext, what: Diag, a: u64, b: u64) {
+    let Some(p) = LOG_COUNTS.get_ptr_mut(what as u32) else { return };
+    // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+    let n = unsafe {
+        *p += 1;
+        *p
+    };
+    if !n.is_power_of_two() {
+        return;
+    }
+    // Fetched here rather than passed: one value fewer for the hot path to keep.
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    match what {
+        Diag::StackFault => warn!(ctx, "frame walk fault at {:x}, frame {}, tgid {} (#{} on this CPU)", a, b, tgid, n),
+        Diag::AggFull => warn!(ctx, "AGG map full: probe {} stack {:x} sent as a whole event, tgid {} (#{} on this CPU)", cookie::probe_id(a), b, tgid, n),
+        Diag::Gated => info!(ctx, "gated hit: probe {} kind {} tgid {} (#{} on this CPU)", cookie::probe_id(a), cookie::kind(a), tgid, n),
+        Diag::BadCookie => warn!(ctx, "unexpected cookie {:x}: kind {} > {}, tgid {} (#{} on this CPU)", a, cookie::kind(a), kind::MAX, tgid, n),
+    }
+}
 
 /// One target's counters on this CPU.
 struct Counters(*mut TargetStats);
@@ -100,11 +160,13 @@ fn try_go_entry(ctx: &ProbeContext) -> Result<(), i64> {
     // The per-kind counters have kind::MAX + 1 slots each; a cookie the
     // agent never writes must not index past them.
     if kind > kind::MAX {
+        diagnose(ctx, Diag::BadCookie, ck, 0);
         return Ok(());
     }
     stats.bump(stat::HITS_BY_KIND + kind);
     if flags & cookie::FLAG_BURST != 0 && cfg.burst_open == 0 {
         stats.bump(stat::GATED_BY_KIND + kind);
+        diagnose(ctx, Diag::Gated, ck, 0);
         return Ok(());
     }
     let caller = arch::entry_return_address(ctx)?;
@@ -128,7 +190,7 @@ fn try_go_entry(ctx: &ProbeContext) -> Result<(), i64> {
     ev.frames[0] = arch::pc(ctx);
     ev.frames[1] = caller;
     let (n, stack_id) = if flags & cookie::FLAG_WALK_STACK != 0 {
-        walk_frame_pointers(arch::frame_pointer(ctx), &mut ev.frames, caller, &stats)
+        walk_frame_pointers(ctx, arch::frame_pointer(ctx), &mut ev.frames, caller, &stats)
     } else {
         (2, 0)
     };
@@ -148,6 +210,7 @@ fn try_go_entry(ctx: &ProbeContext) -> Result<(), i64> {
             return Ok(());
         } else {
             stats.bump(stat::AGG_FULL);
+            diagnose(ctx, Diag::AggFull, ck, stack_id);
         }
     }
 
@@ -217,7 +280,7 @@ fn count_into(key: &AggKey, size: u64, stats: &Counters) -> bool {
 /// grow down, so a walk that does not go up is corrupt or crosses onto another
 /// stack). Returns the frame count and a hash of `frames[1..]` (the caller on).
 #[inline(always)]
-fn walk_frame_pointers(mut fp: u64, frames: &mut [u64; MAX_FRAMES], caller: u64, stats: &Counters) -> (usize, u64) {
+fn walk_frame_pointers(ctx: &ProbeContext, mut fp: u64, frames: &mut [u64; MAX_FRAMES], caller: u64, stats: &Counters) -> (usize, u64) {
     let mut n = 2;
     let mut h = mix(0x9e37_79b9_7f4a_7c15, caller);
     while n < MAX_FRAMES {
@@ -226,6 +289,7 @@ fn walk_frame_pointers(mut fp: u64, frames: &mut [u64; MAX_FRAMES], caller: u64,
         }
         let Ok(rec) = (unsafe { bpf_probe_read_user(fp as *const [u64; 2]) }) else {
             stats.bump(stat::STACK_FAULT);
+            diagnose(ctx, Diag::StackFault, fp, n as u64);
             break;
         };
         let (next_fp, ret) = (rec[0], rec[1]);

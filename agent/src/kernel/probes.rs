@@ -25,7 +25,7 @@ use gcprobe_common::{kind, stat, AggKey, AggValue, TargetConfig, TargetStats, MA
 
 use crate::{
     plan::{ProbeKind, ProbePlan},
-    kernel::uprobe_multi::MultiProgram,
+    kernel::{probelog::ProbeLog, uprobe_multi::MultiProgram},
 };
 
 static PROBES_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gcprobe-probes.o"));
@@ -60,6 +60,11 @@ pub enum ProbeError {
     TooManyTargets { max: u32 },
     #[error("counting this host's CPUs")]
     Cpus(#[source] std::io::Error),
+    #[error("reading the kernel's log (--log-probes)")]
+    Log {
+        #[source]
+        source: aya_log::Error,
+    },
     #[error("process {pid} exited before gcprobe could attach")]
     TargetGone { pid: u32 },
     #[error("attaching {symbol} at file offset {offset:#x}")]
@@ -99,6 +104,8 @@ pub struct Loader {
     declared: Option<Vec<(&'static str, u32)>>,
     /// Calibration sizes were set.
     shrunk: bool,
+    /// The session's object logs its diagnostics (`--log-probes`).
+    log_probes: bool,
 }
 
 /// Maps whose sizes calibration shrinks.
@@ -108,15 +115,21 @@ impl Default for Loader {
     fn default() -> Self {
         let mut inner = EbpfLoader::new();
         inner.btf(None);
-        Self { inner, declared: None, shrunk: false }
+        Self { inner, declared: None, shrunk: false, log_probes: false }
     }
 }
 
 impl Loader {
+    /// Lets the session's object log (see [`Kernel::probe_log`]); calibration's never does.
+    pub fn log_probes(mut self, on: bool) -> Self {
+        self.log_probes = on;
+        self
+    }
+
     fn sized(&mut self, sizing: Sizing) -> &mut EbpfLoader<'static> {
         if sizing == Sizing::Session && self.declared.is_none() && self.shrunk {
             // Calibrated before the session's first load: sizes unknown.
-            *self = Self::default();
+            *self = Self::default().log_probes(self.log_probes);
         }
         match sizing {
             // A handful of hits from one process: the session's 4 MiB ring
@@ -256,7 +269,11 @@ impl Kernel {
     /// Loads the programs and maps; no target yet. Returns the object and
     /// the event ring every target's events arrive on.
     pub fn load(loader: &mut Loader, program: Program, sizing: Sizing) -> Result<(Self, RingBuf<MapData>), ProbeError> {
-        let mut ebpf = loader.sized(sizing).load(PROBES_OBJ).map_err(|source| {
+        // The loader keeps a reference to the value for as long as it lives.
+        static ON: u32 = 1;
+        static OFF: u32 = 0;
+        let log = if sizing == Sizing::Session && loader.log_probes { &ON } else { &OFF };
+        let mut ebpf = loader.sized(sizing).override_global("LOG_PROBES", log, true).load(PROBES_OBJ).map_err(|source| {
             if is_eperm(&source) { ProbeError::PermissionDenied { source } } else { ProbeError::Load { source } }
         })?;
         if sizing == Sizing::Session {
@@ -321,6 +338,13 @@ impl Kernel {
     /// that applies deltas loses nothing.
     pub fn agg_totals(&self) -> Vec<(AggKey, AggValue)> {
         self.shared.agg_totals_changed()
+    }
+
+    /// The reader of the kernel program's log records, which come only when
+    /// loaded with `--log-probes` (frozen in .rodata: left at 0, the
+    /// verifier drops every log statement).
+    pub fn probe_log(&self) -> Result<ProbeLog, ProbeError> {
+        ProbeLog::init(&mut self.shared.ebpf.borrow_mut()).map_err(|source| ProbeError::Log { source })
     }
 
     /// Hits shared probes took in processes that are not targets.

@@ -24,7 +24,10 @@ use crate::{
     analysis::facts::BinaryFacts,
     ingest::feed::Feeds,
     intervals,
-    kernel::probes::{Kernel, ProbeError},
+    kernel::{
+        probelog::ProbeLog,
+        probes::{Kernel, ProbeError},
+    },
     record::{End, RecordError, Recorder, FLUSH_BYTES},
     render,
     report::EndedBy,
@@ -108,12 +111,15 @@ pub(super) fn run(
         h.release();
     }
     prepared.start(opts.mode)?;
-    let Prepared { kernel, ring, targets, feeds, .. } = prepared;
+    let Prepared { kernel, ring, mut probe_log, targets, feeds, .. } = prepared;
     let order: Vec<u32> = targets.iter().map(Target::pid).collect();
     let mut live = Live { opts, kernel, targets, done: Vec::new(), feeds, recorder, held, facts, record_error: None };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(SessionError::Io)?;
-    let (mut ring, ended_by) = rt.block_on(live.stream(ring)).map_err(SessionError::Io)?;
+    let (mut ring, ended_by) = rt.block_on(ProbeLog::alongside(probe_log.as_mut(), live.stream(ring))).map_err(SessionError::Io)?;
     live.end_all(&mut ring, ended_by);
+    if let Some(log) = &mut probe_log {
+        log.flush();
+    }
     let exit = match live.held.take() {
         Some(h) => {
             // A second signal: the user wants out now, program included.

@@ -26,6 +26,7 @@ use crate::{
     ingest::{aggregate::Aggregator, feed::{Feed, Feeds}},
     kernel::{
         calibrate,
+        probelog::ProbeLog,
         probes::{Kernel, Loader, ProbeError, Program, Sizing},
     },
     plan::{Mode, PlanError},
@@ -152,6 +153,8 @@ pub struct AttachOptions {
     pub quiet: bool,
     pub program: Program,
     pub mode: Mode,
+    /// The kernel program's diagnostics on stderr (`--log-probes`).
+    pub log_probes: bool,
     /// Allowed slowdown of the target, as a fraction (0.01 = 1%).
     pub budget: f64,
     /// Frames per callsite in the text report.
@@ -279,6 +282,8 @@ fn check_target_count(opts: &AttachOptions, pids: &[u32]) -> Result<(), SessionE
 pub(crate) struct Prepared {
     kernel: Kernel,
     ring: aya::maps::RingBuf<aya::maps::MapData>,
+    /// `--log-probes`: the reader of the kernel's diagnostics.
+    probe_log: Option<ProbeLog>,
     targets: Vec<target::Target>,
     feeds: Feeds,
     budget: f64,
@@ -288,8 +293,9 @@ pub(crate) struct Prepared {
 /// Calibrates once, loads the kernel object once, and places every
 /// target's probes; the programs are not yet running under them.
 fn prepare(opts: &AttachOptions, processes: Vec<(Process, FileKey)>, binaries: &Binaries, facts: &BTreeMap<FileKey, BinaryFacts<'_>>) -> Result<Prepared, SessionError> {
-    let mut loader = Loader::default();
+    let mut loader = Loader::default().log_probes(opts.log_probes);
     let (kernel, ring) = Kernel::load(&mut loader, opts.program, Sizing::Session)?;
+    let probe_log = opts.log_probes.then(|| kernel.probe_log()).transpose()?;
     // Measure what a hit costs here before touching a target.
     let (calibration, cost_s) = calibrate_or_assume(&mut loader);
     let common = target::Common { mode: opts.mode, budget: opts.budget, calibration, cost_s };
@@ -312,7 +318,7 @@ fn prepare(opts: &AttachOptions, processes: Vec<(Process, FileKey)>, binaries: &
         }
         feeds.insert(t.pid(), feed);
     }
-    Ok(Prepared { kernel, ring, targets, feeds, budget: opts.budget, cost_s })
+    Ok(Prepared { kernel, ring, probe_log, targets, feeds, budget: opts.budget, cost_s })
 }
 
 impl Prepared {
