@@ -6,15 +6,13 @@
 //! The probed function is called with a synthetic frame-pointer chain as deep
 //! as a typical Go allocation stack, so our program's walk does the same work
 //! it does in the target.
-use std::{
-    path::Path,
-    time::Duration,
-};
+use std::time::Duration;
 
 use gcprobe_common::{cookie, kind, TargetConfig};
 
 use crate::kernel::{
-    probes::{AttachPoint, Attached, Kernel, Loader, ProbeError, Program, Sizing},
+    links::Attached,
+    probes::{AttachPoint, Kernel, Loader, ProbeError, Program, Sizing},
     selfmap::{self_file_offset, SelfMapError},
 };
 
@@ -60,7 +58,6 @@ pub fn calibrate(loader: &mut Loader) -> Result<Calibration, CalibrateError> {
     let off = |f: extern "C" fn(u64) -> u64| self_file_offset(f as *const () as u64);
     let (off_agg, off_event, off_empty) = (off(point_agg)?, off(point_event)?, off(point_empty)?);
     let pid = std::process::id();
-    let exe = Path::new("/proc/self/exe");
     let walk = cookie::FLAG_WALK_STACK;
     let real_points = vec![
         AttachPoint { id: 0, file_offset: off_agg, cookie: cookie::encode(0, kind::MALLOC, walk | cookie::FLAG_AGGREGATE) },
@@ -71,8 +68,10 @@ pub fn calibrate(loader: &mut Loader) -> Result<Calibration, CalibrateError> {
     // program is a second program at the same kind of point.
     let (real_kernel, mut ring) = Kernel::load(loader, Program::Real, Sizing::Calibration)?;
     let (empty_kernel, _ring2) = Kernel::load(loader, Program::Empty, Sizing::Calibration)?;
-    let mut real = real_kernel.target(exe, pid, TargetConfig::default(), real_points)?;
-    let mut empty = empty_kernel.target(exe, pid, TargetConfig::default(), empty_points)?;
+    let mut real = real_kernel.binary(real_points, false);
+    real.add(real_kernel.register(pid, TargetConfig::default())?);
+    let mut empty = empty_kernel.binary(empty_points, false);
+    empty.add(empty_kernel.register(pid, TargetConfig::default())?);
     for (guard, ids) in [(&mut real, &[(0u32, off_agg), (1, off_event)][..]), (&mut empty, &[(0, off_empty)][..])] {
         if let Some((id, e)) = guard.attach(ids.iter().map(|i| i.0))?.into_iter().next() {
             let offset = ids.iter().find(|i| i.0 == id).map_or(0, |i| i.1);

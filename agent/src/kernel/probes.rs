@@ -6,17 +6,15 @@
 //! filter, on every exit path including errors and signals.
 use std::{
     cell::{Cell, RefCell},
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeSet,
     rc::Rc,
-    num::NonZeroU32,
     os::fd::{AsFd, AsRawFd, OwnedFd, RawFd},
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 use aya::{
     maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf},
     programs::{
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeScope},
         ProgramError, UProbe,
     },
     Ebpf, EbpfError, EbpfLoader,
@@ -25,7 +23,11 @@ use gcprobe_common::{kind, stat, AggKey, AggValue, TargetConfig, TargetStats, MA
 
 use crate::{
     plan::{ProbeKind, ProbePlan},
-    kernel::{probelog::ProbeLog, uprobe_multi::MultiProgram},
+    kernel::{
+        links::{Attached, Registration},
+        probelog::ProbeLog,
+        uprobe_multi::MultiProgram,
+    },
 };
 
 static PROBES_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gcprobe-probes.o"));
@@ -86,7 +88,7 @@ pub enum Program {
 }
 
 impl Program {
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Program::Real => "go_entry",
             Program::Empty => "go_empty",
@@ -193,6 +195,22 @@ impl KernelStats {
         self.hits_of(k) - self.gated_by_kind[k.raw() as usize]
     }
 
+    /// Two sets of counters added: what several targets' probes cost together.
+    pub fn plus(&self, o: &Self) -> Self {
+        let add = |a: [u64; kind::MAX as usize + 1], b: [u64; kind::MAX as usize + 1]| std::array::from_fn(|k| a[k] + b[k]);
+        Self {
+            hits: self.hits + o.hits,
+            ringbuf_full: self.ringbuf_full + o.ringbuf_full,
+            nested: self.nested + o.nested,
+            stack_faults: self.stack_faults + o.stack_faults,
+            empty_hits: self.empty_hits.max(o.empty_hits),
+            aggregated: self.aggregated + o.aggregated,
+            agg_full: self.agg_full + o.agg_full,
+            hits_by_kind: add(self.hits_by_kind, o.hits_by_kind),
+            gated_by_kind: add(self.gated_by_kind, o.gated_by_kind),
+        }
+    }
+
     pub fn gated(&self) -> u64 {
         self.gated_by_kind.iter().sum()
     }
@@ -225,8 +243,6 @@ pub fn target_config(plan: &ProbePlan, gc: Option<&crate::tracee::gcctl::GcContr
     TargetConfig { nested_lo, nested_hi, heap_live_addr, heap_goal_addr, pair_lo, pair_hi, burst_open: 1, slot: 0 }
 }
 
-/// Probes whose attach failed, by plan id; the caller decides what is fatal.
-pub type AttachFailures = Vec<(u32, ProgramError)>;
 
 /// How the uprobes are attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -245,24 +261,24 @@ pub struct Kernel {
     shared: Rc<Shared>,
 }
 
-struct Shared {
+pub(super) struct Shared {
     /// The program loaded for uprobe_multi links; cleared when the kernel
     /// cannot link one, and every probe becomes a perf-event uprobe.
-    multi: RefCell<Option<MultiProgram>>,
+    pub(super) multi: RefCell<Option<MultiProgram>>,
     /// File offset of [`detach_primer`] in gcprobe's own executable.
     primer_offset: Option<u64>,
     stats: RefCell<PerCpuArray<MapData, TargetStats>>,
-    targets: RefCell<HashMap<MapData, u32, TargetConfig>>,
+    pub(super) targets: RefCell<HashMap<MapData, u32, TargetConfig>>,
     agg: RefCell<PerCpuHashMap<MapData, AggKey, AggValue>>,
     /// `STATS` rows in use; row 0 is the agent's own.
     slots: RefCell<BTreeSet<u32>>,
     /// The targets' `AGGREGATED` counts summed at the last call of
     /// `agg_totals_changed`, and how many calls in a row saw that sum.
     agg_counted: Cell<(Option<u64>, u8)>,
-    program: Program,
+    pub(super) program: Program,
     // Last: links hold their own references, and the object outlives every
     // `Attached` through the Rc.
-    ebpf: RefCell<Ebpf>,
+    pub(super) ebpf: RefCell<Ebpf>,
 }
 
 impl Kernel {
@@ -307,10 +323,8 @@ impl Kernel {
         Ok((Self { shared: Rc::new(shared) }, ring))
     }
 
-    /// Registers `pid` in the kernel's filter with its own counters; nothing
-    /// is attached yet (see [`Attached::attach`]). `points` are the probes of
-    /// `exe` (the process's `/proc/PID/exe`).
-    pub fn target(&self, exe: &Path, pid: u32, mut cfg: TargetConfig, points: Vec<AttachPoint>) -> Result<Attached, ProbeError> {
+    /// Registers `pid` in the kernel's filter with its own counters.
+    pub fn register(&self, pid: u32, mut cfg: TargetConfig) -> Result<Registration, ProbeError> {
         let sh = &self.shared;
         let slot = {
             let mut slots = sh.slots.borrow_mut();
@@ -321,14 +335,21 @@ impl Kernel {
         // A row a departed target used starts again from zero.
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
         let zero = PerCpuValues::try_from(vec![TargetStats::default(); cpus]).map_err(ProbeError::Cpus)?;
-        sh.stats.borrow_mut().set(slot, zero, 0).map_err(|source| ProbeError::Map { name: "STATS", source })?;
+        let zeroed = sh.stats.borrow_mut().set(slot, zero, 0);
         cfg.slot = slot;
-        let inserted = sh.targets.borrow_mut().insert(pid, cfg, 0);
+        let inserted = zeroed.and_then(|()| sh.targets.borrow_mut().insert(pid, cfg, 0));
         if let Err(source) = inserted {
             sh.slots.borrow_mut().remove(&slot);
             return Err(ProbeError::Map { name: "TARGETS", source });
         }
-        Ok(Attached { multi_links: Vec::new(), links: BTreeMap::new(), cfg, pid, exe: exe.to_owned(), points, registered: true, shared: Rc::clone(sh) })
+        Ok(Registration { pid, cfg, shared: Rc::clone(sh) })
+    }
+
+    /// A binary's probes at `points`, for the targets added to it: one link
+    /// set for every process of the file when `shared_links`, else one per
+    /// target. Nothing is attached yet (see [`Attached::attach`]).
+    pub fn binary(&self, points: Vec<AttachPoint>, shared_links: bool) -> Attached {
+        Attached::new(points, shared_links, Rc::clone(&self.shared))
     }
 
     /// The kernel's allocation counts of every target, summed over CPUs:
@@ -354,6 +375,53 @@ impl Kernel {
 }
 
 impl Shared {
+    /// A target's counters, from its `STATS` row (the empty program's hits
+    /// are the agent's own row).
+    pub(super) fn stats_of(&self, slot: u32) -> KernelStats {
+        let row = self.row(slot);
+        let at = |s: u32| row[s as usize];
+        let by_kind = |base: u32| -> [u64; kind::MAX as usize + 1] { std::array::from_fn(|k| at(base + k as u32)) };
+        let (hits_by_kind, gated_by_kind) = (by_kind(stat::HITS_BY_KIND), by_kind(stat::GATED_BY_KIND));
+        KernelStats {
+            hits: hits_by_kind.iter().sum(),
+            gated_by_kind,
+            ringbuf_full: at(stat::RINGBUF_FULL),
+            nested: at(stat::NESTED),
+            stack_faults: at(stat::STACK_FAULT),
+            empty_hits: self.row(stat::AGENT_SLOT)[stat::EMPTY_HITS as usize],
+            aggregated: at(stat::AGGREGATED),
+            agg_full: at(stat::AGG_FULL),
+            hits_by_kind,
+        }
+    }
+
+    /// Takes `pid` out of the filter, frees its row, and deletes its keys.
+    pub(super) fn unregister(&self, pid: u32, slot: u32) {
+        let _ = self.targets.borrow_mut().remove(&pid);
+        self.slots.borrow_mut().remove(&slot);
+        let mut agg = self.agg.borrow_mut();
+        let mine: Vec<AggKey> = agg.keys().filter_map(Result::ok).filter(|k| k.tgid == pid).collect();
+        for k in mine {
+            let _ = agg.remove(&k);
+        }
+    }
+
+    /// See [`Attached::prime_detach`].
+    pub(super) fn prime_detach(&self) -> Option<OwnedFd> {
+        self.primer()?.prime()
+    }
+
+    /// What primes a detach, for another thread; None on perf-event uprobes.
+    pub(super) fn primer(&self) -> Option<Primer> {
+        let offset = self.primer_offset?;
+        let multi = self.multi.borrow();
+        Some(Primer { prog: multi.as_ref()?.try_clone().ok()?, offset })
+    }
+
+    pub(super) fn mechanism(&self) -> Mechanism {
+        if self.multi.borrow().is_some() { Mechanism::UprobeMulti } else { Mechanism::PerfEvent }
+    }
+
     /// One `STATS` row summed over CPUs; zeros when unreadable.
     fn row(&self, slot: u32) -> [u64; stat::COUNT as usize] {
         let mut sum = [0u64; stat::COUNT as usize];
@@ -387,7 +455,7 @@ impl Shared {
         self.agg_totals()
     }
 
-    fn agg_totals(&self) -> Vec<(AggKey, AggValue)> {
+    pub(super) fn agg_totals(&self) -> Vec<(AggKey, AggValue)> {
         self.agg
             .borrow()
             .iter()
@@ -400,214 +468,28 @@ impl Shared {
     }
 }
 
-/// One target's part of the kernel: its entry in the PID filter, its
-/// counters' row, and the uprobes placed for it, each link held by its RAII
-/// guard. Dropping it detaches them and takes the target out of the filter.
-pub struct Attached {
-    // Declaration order is drop order: links detach before the object can unload.
-    /// uprobe_multi links, each with the plan ids it holds.
-    multi_links: Vec<(Vec<u32>, OwnedFd)>,
-    links: BTreeMap<u32, UProbeLink>,
-    cfg: TargetConfig,
-    pid: u32,
-    exe: PathBuf,
-    points: Vec<AttachPoint>,
-    /// Whether `pid` is still in `TARGETS` and owns its `STATS` row.
-    registered: bool,
-    shared: Rc<Shared>,
-}
-
-impl Attached {
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-
-    /// Attaches the given plan probes (those already attached are skipped),
-    /// as one uprobe_multi link when the kernel has them. Per-probe failures
-    /// are returned; a vanished target is an error.
-    pub fn attach(&mut self, ids: impl IntoIterator<Item = u32>) -> Result<AttachFailures, ProbeError> {
-        let pid = self.pid;
-        let todo: Vec<AttachPoint> =
-            ids.into_iter().filter(|id| !self.is_attached(*id)).filter_map(|id| self.points.iter().find(|p| p.id == id).copied()).collect();
-        if todo.is_empty() {
-            return Ok(Vec::new());
-        }
-        if let Some(multi) = self.shared.multi.borrow().as_ref() {
-            let offsets: Vec<u64> = todo.iter().map(|p| p.file_offset).collect();
-            let cookies: Vec<u64> = todo.iter().map(|p| p.cookie).collect();
-            match multi.attach(&self.exe, &offsets, &cookies, pid) {
-                Ok(link) => {
-                    self.multi_links.push((todo.iter().map(|p| p.id).collect(), link));
-                    return Ok(Vec::new());
-                }
-                Err(_) if target_gone(pid) => return Err(ProbeError::TargetGone { pid }),
-                // One bad point fails the whole link: one at a time below
-                // names it. If they all attach that way, this kernel cannot
-                // link uprobe_multi, and the rest of the agent does without.
-                Err(e) => log::debug!("uprobe_multi link: {}", crate::error::error_chain(&e)),
-            }
-        }
-        let failures = self.attach_one_by_one(&todo)?;
-        if failures.is_empty() {
-            *self.shared.multi.borrow_mut() = None;
-        }
-        Ok(failures)
-    }
-
-    /// Perf-event uprobes, one per point, each filtered to this process.
-    fn attach_one_by_one(&mut self, todo: &[AttachPoint]) -> Result<AttachFailures, ProbeError> {
-        let (pid, program) = (self.pid, self.shared.program);
-        let name = program.name();
-        let mut ebpf = self.shared.ebpf.borrow_mut();
-        let prog = uprobe_of(&mut ebpf, program)?;
-        let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).ok_or(ProbeError::TargetGone { pid })?);
-        let mut failures = Vec::new();
-        for p in todo {
-            let point = UProbeAttachPoint { location: UProbeAttachLocation::AbsoluteOffset(p.file_offset), cookie: Some(p.cookie) };
-            match prog.attach(point, &self.exe, scope) {
-                Ok(link_id) => {
-                    let link = prog.take_link(link_id).map_err(|source| ProbeError::Program { name, source })?;
-                    self.links.insert(p.id, link);
-                }
-                Err(_) if target_gone(pid) => return Err(ProbeError::TargetGone { pid }),
-                Err(e) => failures.push((p.id, e)),
-            }
-        }
-        Ok(failures)
-    }
-
-    /// Readies the kernel to remove breakpoints without waiting: returns a
-    /// uprobe_multi link on a function of gcprobe's own that nothing calls,
-    /// to be dropped after the detach it primes; None on perf-event uprobes.
-    ///
-    /// Every uprobe (un)registration takes the global `dup_mmap_sem` for
-    /// writing (kernel/events/uprobes.c register_for_each_vma), and a
-    /// percpu rwsem's writer waits an RCU grace period unless another writer
-    /// was there within the last one (kernel/rcu/sync.c rcu_sync_enter). Our
-    /// program leaves a uprobe_multi link before its breakpoints do, so
-    /// during that wait the target traps for nothing and nobody counts it
-    /// (~14-24% more target CPU at 1M allocations/s, measured). Attaching the
-    /// primer takes the wait instead, while the burst's gate is still open.
-    pub fn prime_detach(&self) -> Option<OwnedFd> {
-        let offset = self.shared.primer_offset?;
-        let multi = self.shared.multi.borrow();
-        multi.as_ref()?.attach(Path::new("/proc/self/exe"), &[offset], &[0], std::process::id()).ok()
-    }
-
-    /// uprobe_multi links, or one perf-event uprobe per probe.
-    pub fn mechanism(&self) -> Mechanism {
-        if self.shared.multi.borrow().is_some() { Mechanism::UprobeMulti } else { Mechanism::PerfEvent }
-    }
-
-    /// Opens or shuts the gate of the bursted probes (`cookie::FLAG_BURST`):
-    /// one map update, seen by every CPU's next hit.
-    pub fn set_burst_open(&mut self, open: bool) -> Result<(), ProbeError> {
-        self.cfg.burst_open = open as u32;
-        self.shared.targets.borrow_mut().insert(self.pid, self.cfg, 0).map_err(|source| ProbeError::Map { name: "TARGETS", source })
-    }
-
-    /// Detaches the given probes, in the given order, and blocks until
-    /// their breakpoints have left the target's text: only then does the
-    /// target stop paying for them (disabling a perf event would not). A
-    /// uprobe_multi link holding any of them goes whole.
-    ///
-    /// Perf-event uprobes go one at a time: the kernel serializes their
-    /// teardown (perf_uprobe_destroy holds event_mutex through its RCU waits,
-    /// ~0.1 s each here), so the k-th keeps trapping through k of them, and
-    /// callers put the busiest first.
-    pub fn detach_in_order(&mut self, ids: impl IntoIterator<Item = u32>) {
-        let ids: Vec<u32> = ids.into_iter().collect();
-        self.multi_links.retain(|(held, _)| !held.iter().any(|h| ids.contains(h)));
-        for id in ids {
-            drop(self.links.remove(&id));
-        }
-    }
-
-    pub fn attached_ids(&self) -> impl Iterator<Item = u32> + '_ {
-        self.links.keys().copied().chain(self.multi_links.iter().flat_map(|(ids, _)| ids.iter().copied()))
-    }
-
-    pub fn is_attached(&self, id: u32) -> bool {
-        self.links.contains_key(&id) || self.multi_links.iter().any(|(ids, _)| ids.contains(&id))
-    }
-
-    /// This target's counters (the empty program's hits are the agent's).
-    pub fn stats(&self) -> KernelStats {
-        let row = self.shared.row(self.cfg.slot);
-        let at = |slot: u32| row[slot as usize];
-        let by_kind = |base: u32| -> [u64; kind::MAX as usize + 1] { std::array::from_fn(|k| at(base + k as u32)) };
-        let (hits_by_kind, gated_by_kind) = (by_kind(stat::HITS_BY_KIND), by_kind(stat::GATED_BY_KIND));
-        KernelStats {
-            hits: hits_by_kind.iter().sum(),
-            gated_by_kind,
-            ringbuf_full: at(stat::RINGBUF_FULL),
-            nested: at(stat::NESTED),
-            stack_faults: at(stat::STACK_FAULT),
-            empty_hits: self.shared.row(stat::AGENT_SLOT)[stat::EMPTY_HITS as usize],
-            aggregated: at(stat::AGGREGATED),
-            agg_full: at(stat::AGG_FULL),
-            hits_by_kind,
-        }
-    }
-
-    /// This target's allocation counts in the kernel's map: running totals per key.
-    pub fn agg_totals(&self) -> Vec<(AggKey, AggValue)> {
-        self.shared.agg_totals().into_iter().filter(|(k, _)| k.tgid == self.pid).collect()
-    }
-
-    /// Detaches now rather than at drop, so no event arrives after the final
-    /// drain. The target's counters and counts stay readable until drop.
-    pub fn detach(&mut self) {
-        let primer = self.prime_detach();
-        self.multi_links.clear();
-        drop(primer);
-        detach_in_parallel(std::mem::take(&mut self.links).into_values().collect());
-    }
-
-    /// Takes the target out of the filter and frees its counters' row and
-    /// its keys in the shared map.
-    fn unregister(&mut self) {
-        if std::mem::take(&mut self.registered) {
-            let _ = self.shared.targets.borrow_mut().remove(&self.pid);
-            self.shared.slots.borrow_mut().remove(&self.cfg.slot);
-            // Its keys would fill the map shared with the targets still running.
-            let mut agg = self.shared.agg.borrow_mut();
-            let mine: Vec<AggKey> = agg.keys().filter_map(Result::ok).filter(|k| k.tgid == self.pid).collect();
-            for k in mine {
-                let _ = agg.remove(&k);
-            }
-        }
-    }
-}
-
-fn uprobe_of(ebpf: &mut Ebpf, program: Program) -> Result<&mut UProbe, ProbeError> {
+pub(super) fn uprobe_of(ebpf: &mut Ebpf, program: Program) -> Result<&mut UProbe, ProbeError> {
     let name = program.name();
     ebpf.program_mut(name).ok_or(ProbeError::Missing { what: "program", name })?.try_into().map_err(|source| ProbeError::Program { name, source })
 }
 
-/// At the end of a session, order does not matter and the agent should not
-/// wait longer than it must: threads overlap what the kernel lets overlap.
-fn detach_in_parallel(links: Vec<UProbeLink>) {
-    if links.len() < 2 {
-        drop(links);
-        return;
-    }
-    std::thread::scope(|s| {
-        for link in links {
-            s.spawn(move || drop(link));
-        }
-    });
+/// Readies the kernel to remove breakpoints without an RCU wait (see
+/// [`Attached::prime_detach`]); `Send`, so a detach can run off the event loop.
+pub(super) struct Primer {
+    prog: MultiProgram,
+    offset: u64,
 }
 
-/// Where [`Attached::prime_detach`] places its uprobe: never called.
+impl Primer {
+    pub(super) fn prime(&self) -> Option<OwnedFd> {
+        self.prog.attach(Path::new("/proc/self/exe"), &[self.offset], &[0], std::process::id()).ok()
+    }
+}
+
+/// Where [`Shared::prime_detach`] places its uprobe: never called.
 #[inline(never)]
 extern "C" fn detach_primer(x: u64) -> u64 {
     std::hint::black_box(x).wrapping_mul(13)
-}
-
-/// A zombie keeps /proc/PID but not its exe: gone either way.
-fn target_gone(pid: u32) -> bool {
-    std::fs::read_link(format!("/proc/{pid}/exe")).is_err()
 }
 
 /// The fd of a map of the kinds our object declares.
@@ -629,13 +511,6 @@ fn map_max_entries(m: &aya::maps::Map) -> Option<u32> {
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeError> {
     ebpf.take_map(name).ok_or(ProbeError::Missing { what: "map", name })
-}
-
-impl Drop for Attached {
-    fn drop(&mut self) {
-        self.detach();
-        self.unregister();
-    }
 }
 
 fn is_eperm(e: &EbpfError) -> bool {

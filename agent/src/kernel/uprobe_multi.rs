@@ -114,6 +114,11 @@ pub struct MultiProgram {
 }
 
 impl MultiProgram {
+    /// A second handle on the same program, for a thread of its own.
+    pub fn try_clone(&self) -> io::Result<Self> {
+        Ok(Self { fd: self.fd.try_clone()? })
+    }
+
     /// Loads program `name` of the BPF object `elf`, with its map references
     /// bound to `maps` (name → fd of a map aya created from the same object).
     pub fn load(elf: &[u8], name: &'static str, maps: &[(String, RawFd)]) -> Result<Self, MultiError> {

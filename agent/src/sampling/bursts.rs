@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 use crate::{
     kernel::{
         calibrate::thread_cpu,
-        probes::{Attached, KernelStats, ProbeError},
+        links::Attached,
+        probes::{KernelStats, ProbeError},
     },
     plan::{ProbeGroup, ProbeKind, ProbePlan},
     sampling::governor::{Attachment, Governor, PeriodObservation, Plan},
-    tracee::process::Process,
 };
 
 /// The bursted kinds, from the one place that says which those are.
@@ -53,6 +53,10 @@ pub struct BurstDriver {
     attached: bool,
     /// The gate opened at; None while shut.
     open_since: Option<Instant>,
+    /// The gate was shut early, at this time, for another binary's
+    /// switching (see [`BurstDriver::shut_if_due`]); the window closes on
+    /// the next act.
+    shut_at: Option<Instant>,
     /// Kernel counters when the gate last opened.
     open_stats: KernelStats,
     /// Gate-open time in the current period.
@@ -80,7 +84,7 @@ pub struct BurstDriver {
 impl BurstDriver {
     /// Starts the first period: the caller has just attached every probe
     /// with the gate shut; the first window opens now.
-    pub fn start(mut gov: Governor, plan: &ProbePlan, attached: &mut Attached, target: &Process, books: &mut impl Books) -> Result<Self, ProbeError> {
+    pub fn start(mut gov: Governor, plan: &ProbePlan, attached: &mut Attached, cpu: &dyn Fn() -> Option<f64>, books: &mut impl Books) -> Result<Self, ProbeError> {
         let probes: Vec<(u32, ProbeKind)> =
             plan.probes.iter().filter(|p| p.kind.group() == ProbeGroup::Burst && attached.is_attached(p.id)).map(|p| (p.id, p.kind)).collect();
         let sample_ids: Vec<u32> = plan.probes.iter().filter(|p| p.kind.group() == ProbeGroup::Sample && attached.is_attached(p.id)).map(|p| p.id).collect();
@@ -98,11 +102,12 @@ impl BurstDriver {
             probes,
             attached: true,
             open_since: None,
+            shut_at: None,
             open_stats: stats,
             open_for: Duration::ZERO,
             plan: first,
             period_start: now,
-            period_cpu: target.cpu_time_s(),
+            period_cpu: cpu(),
             period_stats: stats,
             switched: true,
             switch_cpu: Duration::ZERO,
@@ -122,25 +127,36 @@ impl BurstDriver {
         Ok(())
     }
 
+    /// Shuts the gate now if the window ends by `by`: the agent is about to
+    /// spend that long switching another binary's probes (each switch
+    /// waits out the kernel's grace periods), and this window must not run
+    /// on meanwhile. One map update; the rest waits for the next act.
+    pub fn shut_if_due(&mut self, attached: &mut Attached, by: Instant) -> Result<(), ProbeError> {
+        let Some(t) = self.open_since else { return Ok(()) };
+        if self.shut_at.is_some() || self.plan.window >= self.plan.period || t + self.plan.window > by {
+            return Ok(());
+        }
+        attached.set_burst_open(false)?;
+        self.shut_at = Some(Instant::now());
+        Ok(())
+    }
+
     /// Acts on whatever is due: the window's end, then the period's end (or
     /// an early end when the period is over budget). Also called on the
     /// session's flush ticks, so a burst of cost is caught within 200 ms.
-    pub fn fire(&mut self, attached: &mut Attached, books: &mut impl Books, target: &Process) -> Result<(), ProbeError> {
+    pub fn fire(&mut self, attached: &mut Attached, books: &mut impl Books, cpu: &dyn Fn() -> Option<f64>) -> Result<(), ProbeError> {
         let now = Instant::now();
         if let Some(t) = self.open_since.filter(|&t| self.plan.window < self.plan.period && now >= t + self.plan.window) {
-            let cpu = thread_cpu();
-            // Takes the kernel's grace period now, while hits still count.
-            let primer = attached.prime_detach();
+            let switch_t0 = (thread_cpu(), attached.background_cpu());
             attached.set_burst_open(false)?;
-            let w = t.elapsed();
+            let w = self.shut_at.take().unwrap_or_else(Instant::now) - t;
             self.open_since = None;
             self.open_for += w;
             // Detach before folding: the gate already ended the window, and
             // every moment attached is a trap per allocation for nothing.
             self.order_by_rate(&attached.stats());
             attached.detach_in_order(self.by_rate.iter().copied());
-            drop(primer);
-            self.switch_cpu += thread_cpu().saturating_sub(cpu);
+            self.switch_cpu += thread_cpu().saturating_sub(switch_t0.0) + attached.background_cpu().saturating_sub(switch_t0.1);
             books.fold();
             books.end_burst(w.as_secs_f64());
             self.attached = false;
@@ -149,7 +165,7 @@ impl BurstDriver {
         // One read of the counters serves both checks.
         let stats = attached.stats();
         if now >= self.period_start + self.plan.period || self.over_budget(&stats, now) {
-            self.end_period(attached, books, target)?;
+            self.end_period(attached, books, cpu)?;
         }
         self.judge_runtime_samples(attached, &stats, now);
         self.next = match self.open_since {
@@ -168,9 +184,7 @@ impl BurstDriver {
         let since = |k: ProbeKind| s.hits_of(k) - self.start_stats.hits_of(k);
         let stw = since(ProbeKind::StwStart) + since(ProbeKind::StwStop) + since(ProbeKind::GcStart);
         if self.gov.drop_runtime_samples(now - self.started, stw, since(ProbeKind::MProf)) {
-            let primer = attached.prime_detach();
             attached.detach_in_order(std::mem::take(&mut self.sample_ids));
-            drop(primer);
             self.samples_off_at = Some(Instant::now());
         }
     }
@@ -198,7 +212,7 @@ impl BurstDriver {
         spent > 2.0 * self.gov.budget_s_per_s() * elapsed
     }
 
-    fn end_period(&mut self, attached: &mut Attached, books: &mut impl Books, target: &Process) -> Result<(), ProbeError> {
+    fn end_period(&mut self, attached: &mut Attached, books: &mut impl Books, cpu: &dyn Fn() -> Option<f64>) -> Result<(), ProbeError> {
         let now = Instant::now();
         // A window that spans the period: close its books, keep the gate open.
         books.fold();
@@ -209,7 +223,7 @@ impl BurstDriver {
             books.begin_burst();
         }
         let stats = attached.stats();
-        let cpu = target.cpu_time_s();
+        let cpu = cpu();
         let delta = |f: fn(&KernelStats) -> u64| f(&stats) - f(&self.period_stats);
         self.gov.observe(PeriodObservation {
             wall: now - self.period_start,
@@ -229,11 +243,11 @@ impl BurstDriver {
         if !self.attached {
             self.open_stats = stats;
             // Coldest first: the busiest probes trap gated for the shortest time.
-            let cpu = thread_cpu();
+            let switch_t0 = thread_cpu();
             for (id, e) in attached.attach(self.by_rate.iter().rev().copied())? {
                 eprintln!("gcprobe: warning: probe {id} not re-attached: {e}");
             }
-            self.switch_cpu += thread_cpu().saturating_sub(cpu);
+            self.switch_cpu += thread_cpu().saturating_sub(switch_t0);
             self.attached = true;
             self.switched = true;
             self.open(attached, books)?;

@@ -19,30 +19,31 @@ use tokio::{
     sync::mpsc,
 };
 
-use super::{error_chain, target::Target, write_reports, AttachOptions, Outcome, Prepared, SessionError};
+use super::{error_chain, target::Target, write_reports, AttachOptions, Group, Outcome, Prepared, SessionError};
 use crate::{
     analysis::facts::BinaryFacts,
     ingest::feed::Feeds,
     intervals,
     kernel::{
         probelog::ProbeLog,
-        probes::{Kernel, ProbeError},
+        probes::{Kernel, KernelStats, ProbeError},
     },
     record::{End, RecordError, Recorder, FLUSH_BYTES},
     render,
     report::EndedBy,
-    sampling::bursts,
+    sampling::bursts::{self, BurstDriver},
     tracee::{launch::Held, process::FileKey},
     units::{bytes, si},
 };
 
-/// One target's books as its burst driver sees them: the shared ring and
-/// totals come in for every target, each to its own feed.
+/// A binary's targets' books as their burst driver sees them: the shared
+/// ring and totals come in for every target, each to its own feed, and a
+/// window opens and closes in the books of each of `pids`.
 pub(super) struct Books<'a> {
     pub ring: &'a mut RingBuf<MapData>,
     pub feeds: &'a mut Feeds,
     pub kernel: &'a Kernel,
-    pub pid: u32,
+    pub pids: &'a [u32],
 }
 
 impl bursts::Books for Books<'_> {
@@ -51,16 +52,26 @@ impl bursts::Books for Books<'_> {
     }
 
     fn begin_burst(&mut self) {
-        if let Some(f) = self.feeds.get_mut(self.pid) {
-            f.begin_burst();
+        for &pid in self.pids {
+            if let Some(f) = self.feeds.get_mut(pid) {
+                f.begin_burst();
+            }
         }
     }
 
     fn end_burst(&mut self, window_s: f64) {
-        if let Some(f) = self.feeds.get_mut(self.pid) {
-            f.end_burst(window_s);
+        for &pid in self.pids {
+            if let Some(f) = self.feeds.get_mut(pid) {
+                f.end_burst(window_s);
+            }
         }
     }
+}
+
+/// The CPU clock of a binary's targets together, as its burst driver
+/// budgets them; None when none can be read.
+pub(super) fn group_cpu<'a>(targets: &'a [Target], pids: &'a [u32]) -> impl Fn() -> Option<f64> + 'a {
+    move || targets.iter().filter(|t| pids.contains(&t.pid())).filter_map(|t| t.process.cpu_time_s()).reduce(|a, b| a + b)
 }
 
 fn drain_into(ring: &mut RingBuf<MapData>, feeds: &mut Feeds) {
@@ -76,12 +87,20 @@ fn fold_all(ring: &mut RingBuf<MapData>, feeds: &mut Feeds, kernel: &Kernel) {
     feeds.kernel_totals(&kernel.agg_totals());
 }
 
+/// How long one binary's probe switch can hold the event loop: a detach or
+/// attach waits out an RCU grace period or two (~50-100 ms measured here).
+const SWITCH_HORIZON: std::time::Duration = std::time::Duration::from_millis(150);
+
 /// What the event loop works on.
 struct Live<'s, 'f, 'b> {
     opts: &'s AttachOptions,
     kernel: Kernel,
     /// Targets still running, in the order given.
     targets: Vec<Target>,
+    /// Their binaries' probes and burst drivers.
+    groups: Vec<Group>,
+    /// Hits the kernel counted in processes outside the targets, so far.
+    foreign: u64,
     /// Targets whose part has ended, with how.
     done: Vec<(Target, End)>,
     feeds: Feeds,
@@ -111,9 +130,9 @@ pub(super) fn run(
         h.release();
     }
     prepared.start(opts.mode)?;
-    let Prepared { kernel, ring, mut probe_log, targets, feeds, .. } = prepared;
+    let Prepared { kernel, ring, mut probe_log, targets, groups, feeds, .. } = prepared;
     let order: Vec<u32> = targets.iter().map(Target::pid).collect();
-    let mut live = Live { opts, kernel, targets, done: Vec::new(), feeds, recorder, held, facts, record_error: None };
+    let mut live = Live { opts, kernel, targets, groups, foreign: 0, done: Vec::new(), feeds, recorder, held, facts, record_error: None };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(SessionError::Io)?;
     let (mut ring, ended_by) = rt.block_on(ProbeLog::alongside(probe_log.as_mut(), live.stream(ring))).map_err(SessionError::Io)?;
     live.end_all(&mut ring, ended_by);
@@ -138,9 +157,9 @@ impl Live<'_, '_, '_> {
     /// Hands the ops gathered so far to the recorder, with the session's
     /// figures as of now (what a report of a file cut here would use).
     fn record(&mut self) -> Result<(), ()> {
-        let (Some(rec), Some(t)) = (self.recorder.as_mut(), self.targets.first_mut()) else { return Ok(()) };
-        let (Some(feed), Some(facts)) = (self.feeds.get_mut(t.process.pid), self.facts.get_mut(&t.key)) else { return Ok(()) };
-        let progress = t.progress(t.cpu_last);
+        let (Some(rec), Some(t), Some(g)) = (self.recorder.as_mut(), self.targets.first_mut(), self.groups.first()) else { return Ok(()) };
+        let (Some(feed), Some(facts), Some(reg)) = (self.feeds.get_mut(t.process.pid), self.facts.get_mut(&t.key), g.attached.member(t.process.pid)) else { return Ok(()) };
+        let progress = t.progress(reg.stats(), g.attached.mechanism(), g.driver.as_ref());
         let mut view = facts.for_target(t.meta.load_bias, &mut t.unresolved);
         rec.flush(feed, &mut view, &progress).map_err(|e| {
             eprintln!("gcprobe: error: recording stopped: {}", error_chain(&e));
@@ -148,19 +167,21 @@ impl Live<'_, '_, '_> {
         })
     }
 
-    /// Lets target `i`'s burst driver act; true when the target is gone.
-    /// Other errors cost a burst, not the session: they are reported and
-    /// the session goes on.
-    fn fire(&mut self, i: usize, ring: &mut RingBuf<MapData>) -> bool {
-        let t = &mut self.targets[i];
-        let Some(d) = t.driver.as_mut() else { return false };
-        let mut books = Books { ring, feeds: &mut self.feeds, kernel: &self.kernel, pid: t.process.pid };
-        match d.fire(&mut t.attached, &mut books, &t.process) {
-            Ok(()) => false,
-            Err(ProbeError::TargetGone { .. }) => true,
+    /// Lets binary `i`'s burst driver act; the target it finds gone, if
+    /// any. Other errors cost a burst, not the session: they are reported
+    /// and the session goes on.
+    fn fire(&mut self, i: usize, ring: &mut RingBuf<MapData>) -> Option<u32> {
+        let g = &mut self.groups[i];
+        let d = g.driver.as_mut()?;
+        let pids: Vec<u32> = g.attached.pids().collect();
+        let cpu = group_cpu(&self.targets, &pids);
+        let mut books = Books { ring, feeds: &mut self.feeds, kernel: &self.kernel, pids: &pids };
+        match d.fire(&mut g.attached, &mut books, &cpu) {
+            Ok(()) => None,
+            Err(ProbeError::TargetGone { pid }) => Some(pid),
             Err(e) => {
-                eprintln!("gcprobe: warning: pid {}: burst: {}", t.process.pid, error_chain(&e));
-                false
+                eprintln!("gcprobe: warning: burst: {}", error_chain(&e));
+                None
             }
         }
     }
@@ -169,11 +190,23 @@ impl Live<'_, '_, '_> {
     /// the part of any target found gone.
     fn fire_due(&mut self, ring: &mut RingBuf<MapData>, all: bool) {
         let now = std::time::Instant::now();
+        let due: Vec<bool> = self.groups.iter().map(|g| g.driver.as_ref().is_some_and(|d| all || d.next <= now)).collect();
+        if self.groups.len() > 1 {
+            // A switch blocks this thread for the kernel's grace periods:
+            // windows that end meanwhile shut first, on time.
+            let by = now + SWITCH_HORIZON;
+            for g in &mut self.groups {
+                if let Some(d) = g.driver.as_mut() {
+                    if let Err(e) = d.shut_if_due(&mut g.attached, by) {
+                        eprintln!("gcprobe: warning: burst: {}", error_chain(&e));
+                    }
+                }
+            }
+        }
         let mut gone = Vec::new();
-        for i in 0..self.targets.len() {
-            let due = self.targets[i].driver.as_ref().is_some_and(|d| all || d.next <= now);
-            if due && self.fire(i, ring) {
-                gone.push(self.targets[i].pid());
+        for (i, due) in due.into_iter().enumerate() {
+            if due {
+                gone.extend(self.fire(i, ring));
             }
         }
         for pid in gone {
@@ -181,9 +214,27 @@ impl Live<'_, '_, '_> {
         }
     }
 
+    /// A process outside the targets ran a binary whose probes serve every
+    /// process of it: from now on each target has its own.
+    fn check_foreign(&mut self) {
+        let foreign = self.kernel.foreign_hits();
+        if foreign == self.foreign {
+            return;
+        }
+        self.foreign = foreign;
+        for g in self.groups.iter_mut().filter(|g| g.attached.shares_links()) {
+            eprintln!("gcprobe: warning: a process that is not a target runs the binary of pid {}: its probes are now placed per target", g.attached.pids().next().unwrap_or(0));
+            match g.attached.unshare() {
+                Ok(failures) => failures.iter().for_each(|(id, e)| eprintln!("gcprobe: warning: probe {id} not re-attached: {e}")),
+                Err(e) => eprintln!("gcprobe: warning: {}", error_chain(&e)),
+            }
+        }
+    }
+
     /// A flush tick: everything queued, the drivers, each target's reads.
     fn flush(&mut self, ring: &mut RingBuf<MapData>) {
         fold_all(ring, &mut self.feeds, &self.kernel);
+        self.check_foreign();
         self.fire_due(ring, true);
         for t in &mut self.targets {
             if let Some(feed) = self.feeds.get_mut(t.process.pid) {
@@ -192,28 +243,60 @@ impl Live<'_, '_, '_> {
         }
     }
 
-    /// Ends one target's part: its probes leave, what the kernel queued
-    /// for it is drained, and its books close.
+    /// Ends one target's part: its probes leave (the binary's shared ones
+    /// stay for its other targets), what the kernel queued for it is
+    /// drained, and its books close.
     fn end_target(&mut self, pid: u32, ring: &mut RingBuf<MapData>, ended_by: EndedBy) {
-        let Some(i) = self.targets.iter().position(|t| t.pid() == pid) else { return };
-        let mut t = self.targets.remove(i);
-        let stopped = t.stop();
+        let (Some(i), Some(gi)) = (self.targets.iter().position(|t| t.pid() == pid), self.groups.iter().position(|g| g.attached.member(pid).is_some())) else { return };
+        let t = self.targets.remove(i);
+        let g = &mut self.groups[gi];
+        let open_window = g.driver.as_ref().and_then(|d| d.open_window());
+        let Some(mut reg) = g.attached.remove(pid) else { return };
+        if open_window.is_some() {
+            let _ = reg.set_burst_open(false);
+        }
+        let stopped = t.stop(&reg, open_window, g.attached.mechanism());
         drain_into(ring, &mut self.feeds);
         let feed = self.feeds.get_mut(pid).expect("a feed per target");
-        let end = t.end(stopped, ended_by, feed);
+        let end = t.end(stopped, ended_by, feed, g.driver.as_ref());
+        drop(reg);
+        if g.attached.pids().next().is_none() {
+            self.groups.remove(gi);
+        }
         self.done.push((t, end));
     }
 
-    /// The session's end for every target still running: all stop before
-    /// one drain, so none waits on another's detach.
+    /// The session's end for every target still running: every binary's
+    /// gates shut and probes leave before one drain, so none waits on
+    /// another's detach.
     fn end_all(&mut self, ring: &mut RingBuf<MapData>, ended_by: EndedBy) {
-        let stopped: Vec<_> = self.targets.iter_mut().map(Target::stop).collect();
+        let mut stopping = Vec::new();
+        for g in &mut self.groups {
+            let open_window = g.driver.as_ref().and_then(|d| d.open_window());
+            if open_window.is_some() {
+                if let Err(e) = g.attached.set_burst_open(false) {
+                    eprintln!("gcprobe: warning: {}", error_chain(&e));
+                }
+            }
+            g.attached.detach();
+            for pid in g.attached.pids().collect::<Vec<_>>() {
+                let Some(i) = self.targets.iter().position(|t| t.pid() == pid) else { continue };
+                let reg = g.attached.remove(pid).expect("a member");
+                let stopped = self.targets[i].stop(&reg, open_window, g.attached.mechanism());
+                stopping.push((pid, reg, stopped));
+            }
+        }
         drain_into(ring, &mut self.feeds);
-        for (t, s) in std::mem::take(&mut self.targets).into_iter().zip(stopped) {
-            let feed = self.feeds.get_mut(t.pid()).expect("a feed per target");
-            let end = t.end(s, ended_by, feed);
+        for (pid, reg, stopped) in stopping {
+            let i = self.targets.iter().position(|t| t.pid() == pid).expect("a target");
+            let t = self.targets.remove(i);
+            let g = self.groups.iter().find(|g| g.key == t.key);
+            let feed = self.feeds.get_mut(pid).expect("a feed per target");
+            let end = t.end(stopped, ended_by, feed, g.and_then(|g| g.driver.as_ref()));
+            drop(reg);
             self.done.push((t, end));
         }
+        self.groups.clear();
     }
 
     /// The recording's end, then each target's report, written as asked.
@@ -251,7 +334,9 @@ impl Live<'_, '_, '_> {
         let several = self.targets.len() + self.done.len() > 1;
         for t in &mut self.targets {
             let Some(feed) = self.feeds.get(t.process.pid) else { continue };
-            eprintln!("{}", status_line(t, feed, self.opts.interval.as_secs_f64(), several));
+            let Some(g) = self.groups.iter().find(|g| g.attached.member(t.process.pid).is_some()) else { continue };
+            let stats = g.attached.member(t.process.pid).map(|r| r.stats()).unwrap_or_default();
+            eprintln!("{}", status_line(t, feed, stats, g.driver.as_ref(), self.opts.interval.as_secs_f64(), several));
             let c = feed.agg.counts();
             t.last_line = (c.mallocgc, feed.agg.alloc_bytes(), c.growslice);
         }
@@ -289,7 +374,7 @@ impl Live<'_, '_, '_> {
             if self.targets.is_empty() {
                 break EndedBy::TargetExited;
             }
-            let governor_due = self.targets.iter().filter_map(|t| t.driver.as_ref().map(|d| d.next)).min().map(tokio::time::Instant::from_std);
+            let governor_due = self.groups.iter().filter_map(|g| g.driver.as_ref().map(|d| d.next)).min().map(tokio::time::Instant::from_std);
             // A signal to `gcprobe run` goes on to the program, whose exit ends
             // the session; a second one ends it at once.
             let held = self.held.as_ref();
@@ -365,11 +450,10 @@ fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
 /// One target's live line: rates since the last line (exact mode) or over
 /// the burst time so far (sampled mode sees allocations only in bursts, so
 /// an interval may hold none). Several targets' lines name their PIDs.
-fn status_line(t: &Target, feed: &crate::ingest::feed::Feed, interval_s: f64, several: bool) -> String {
+fn status_line(t: &Target, feed: &crate::ingest::feed::Feed, stats: KernelStats, driver: Option<&BurstDriver>, interval_s: f64, several: bool) -> String {
     let agg = &feed.agg;
     let c = &agg.counts();
-    let stats = t.attached.stats();
-    let (dt, base, note) = match t.driver.as_ref() {
+    let (dt, base, note) = match driver {
         // Paced by the runtime's own allocation total when known (see report::build).
         Some(d) => (agg.rate_time(agg.bursts().window_s), (0, 0, 0), format!("  (est. from {:.2}s of bursts, duty {:.2}%)", agg.bursts().window_s, d.gov.alloc_duty * 100.0)),
         None => (interval_s, t.last_line, String::new()),

@@ -27,7 +27,8 @@ use crate::{
     kernel::{
         calibrate,
         probelog::ProbeLog,
-        probes::{Kernel, Loader, ProbeError, Program, Sizing},
+        links::Attached,
+        probes::{AttachPoint, Kernel, Loader, ProbeError, Program, Sizing},
     },
     plan::{Mode, PlanError},
     record::{RecordError, Recorder},
@@ -86,7 +87,7 @@ pub enum SessionError {
     Render(#[from] RenderError),
     #[error("pid {pid} is given twice")]
     DuplicatePid { pid: u32 },
-    #[error("{what} takes one target; `gcprobe attach` takes --pid several times")]
+    #[error("{what} reports on one target: give --pid once")]
     OneTargetOnly { what: &'static str },
 }
 
@@ -278,6 +279,14 @@ fn check_target_count(opts: &AttachOptions, pids: &[u32]) -> Result<(), SessionE
     Ok(())
 }
 
+/// The targets of one binary: its probes (one link set for all of them,
+/// or one each) and, in sampled mode, the burst driver that switches them.
+pub(crate) struct Group {
+    key: FileKey,
+    attached: Attached,
+    driver: Option<BurstDriver>,
+}
+
 /// What `prepare` hands the live session.
 pub(crate) struct Prepared {
     kernel: Kernel,
@@ -285,13 +294,15 @@ pub(crate) struct Prepared {
     /// `--log-probes`: the reader of the kernel's diagnostics.
     probe_log: Option<ProbeLog>,
     targets: Vec<target::Target>,
+    groups: Vec<Group>,
     feeds: Feeds,
     budget: f64,
     cost_s: f64,
 }
 
-/// Calibrates once, loads the kernel object once, and places every
-/// target's probes; the programs are not yet running under them.
+/// Calibrates once, loads the kernel object once, and places each
+/// binary's probes once for its targets; the programs are not yet
+/// running under them.
 fn prepare(opts: &AttachOptions, processes: Vec<(Process, FileKey)>, binaries: &Binaries, facts: &BTreeMap<FileKey, BinaryFacts<'_>>) -> Result<Prepared, SessionError> {
     let mut loader = Loader::default().log_probes(opts.log_probes);
     let (kernel, ring) = Kernel::load(&mut loader, opts.program, Sizing::Session)?;
@@ -299,16 +310,33 @@ fn prepare(opts: &AttachOptions, processes: Vec<(Process, FileKey)>, binaries: &
     // Measure what a hit costs here before touching a target.
     let (calibration, cost_s) = calibrate_or_assume(&mut loader);
     let common = target::Common { mode: opts.mode, budget: opts.budget, calibration, cost_s };
-    let mut targets = Vec::with_capacity(processes.len());
+    let mut by_key: Vec<(FileKey, Vec<Process>)> = Vec::new();
     for (process, key) in processes {
-        let source = facts.get(&key).map_or(SymbolSource::Symtab, Facts::source);
-        let t = target::Target::place(process, key, source, binaries, &kernel, &common)?;
-        if !opts.quiet {
-            let exe = binaries.exe(key);
-            let what = format!("{} probes to pid {} ({}, {})", t.meta.attached.len(), t.pid(), t.process.exe_display, exe.build.version_raw);
-            announce(opts, &what, cost_s, opts.record.as_ref().map(|r| r.path.as_path()), matches!(opts.target, TargetSpec::Launch { .. }));
+        match by_key.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, ps)) => ps.push(process),
+            None => by_key.push((key, vec![process])),
         }
-        targets.push(t);
+    }
+    let mut targets = Vec::new();
+    let mut groups = Vec::new();
+    for (key, processes) in by_key {
+        let exe = binaries.exe(key);
+        let source = facts.get(&key).map_or(SymbolSource::Symtab, Facts::source);
+        let share = share_links(key, &processes);
+        let mut attached = kernel.binary(AttachPoint::from_plan(&exe.plan), share);
+        let first = targets.len();
+        for process in processes {
+            targets.push(target::Target::register(process, key, source, binaries, &kernel, &common, &mut attached)?);
+        }
+        let notes = target::place_probes(&exe.plan, &mut attached, opts.mode)?;
+        for t in &mut targets[first..] {
+            t.placed(&attached, &notes)?;
+            if !opts.quiet {
+                let what = format!("{} probes to pid {} ({}, {}){}", t.meta.attached.len(), t.pid(), t.process.exe_display, exe.build.version_raw, if share { ", shared by every process of its binary" } else { "" });
+                announce(opts, &what, cost_s, opts.record.as_ref().map(|r| r.path.as_path()), matches!(opts.target, TargetSpec::Launch { .. }));
+            }
+        }
+        groups.push(Group { key, attached, driver: None });
     }
     let mut feeds = Feeds::default();
     for t in &targets {
@@ -318,12 +346,25 @@ fn prepare(opts: &AttachOptions, processes: Vec<(Process, FileKey)>, binaries: &
         }
         feeds.insert(t.pid(), feed);
     }
-    Ok(Prepared { kernel, ring, probe_log, targets, feeds, budget: opts.budget, cost_s })
+    Ok(Prepared { kernel, ring, probe_log, targets, groups, feeds, budget: opts.budget, cost_s })
+}
+
+/// One link set may serve a binary's targets only when every process
+/// running it is one: any other would pay a trap per hit for nothing. A
+/// single target keeps a link filtered to it, so a process started later
+/// from the same file pays nothing either.
+fn share_links(key: FileKey, targets: &[Process]) -> bool {
+    if targets.len() < 2 {
+        return false;
+    }
+    let name = Path::new(&targets[0].exe_display).file_name().map(|n| n.to_owned());
+    let running = crate::tracee::process::running(key, name.as_deref());
+    running.iter().all(|pid| targets.iter().any(|t| t.pid == *pid))
 }
 
 impl Prepared {
     /// The programs run from here: every target's clock starts, its first
-    /// reads are taken and, in sampled mode, its first burst opens.
+    /// reads are taken and, in sampled mode, each binary's first burst opens.
     fn start(&mut self, mode: Mode) -> Result<(), SessionError> {
         for t in &mut self.targets {
             t.start();
@@ -332,11 +373,12 @@ impl Prepared {
             t.read_gc(feed);
         }
         if mode == Mode::Sampled {
-            for i in 0..self.targets.len() {
-                let t = &mut self.targets[i];
-                let mut books = live::Books { ring: &mut self.ring, feeds: &mut self.feeds, kernel: &self.kernel, pid: t.process.pid };
-                let d = BurstDriver::start(Governor::new(self.budget, self.cost_s), &t.meta.plan, &mut t.attached, &t.process, &mut books)?;
-                t.driver = Some(d);
+            for g in &mut self.groups {
+                let pids: Vec<u32> = g.attached.pids().collect();
+                let cpu = live::group_cpu(&self.targets, &pids);
+                let mut books = live::Books { ring: &mut self.ring, feeds: &mut self.feeds, kernel: &self.kernel, pids: &pids };
+                let plan = &self.targets.iter().find(|t| t.key == g.key).expect("a group has targets").meta.plan;
+                g.driver = Some(BurstDriver::start(Governor::new(self.budget, self.cost_s), plan, &mut g.attached, &cpu, &mut books)?);
             }
         }
         Ok(())

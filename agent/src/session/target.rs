@@ -7,13 +7,14 @@ use std::{
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
-use super::{error_chain, inspect::check_gc_controller, Binaries, SessionError};
+use super::{inspect::check_gc_controller, Binaries, SessionError};
 use crate::{
     analysis::facts::UnresolvedCount,
     ingest::feed::Feed,
     kernel::{
         calibrate::Calibration,
-        probes::{self, AttachPoint, Attached, Kernel, KernelStats, Mechanism},
+        links::{Attached, Registration},
+        probes::{self, Kernel, KernelStats, Mechanism},
     },
     plan::{Mode, ProbeGroup, ProbePlan},
     record::{End, Meta, Progress},
@@ -34,8 +35,6 @@ pub(super) struct Target {
     /// Its executable, in the session's cache of binaries.
     pub key: FileKey,
     pub meta: Meta,
-    pub attached: Attached,
-    pub driver: Option<BurstDriver>,
     mem: Option<TargetMemory>,
     pub started: Instant,
     pub cpu_start: Option<f64>,
@@ -59,9 +58,10 @@ pub(super) struct Common {
 }
 
 impl Target {
-    /// Checks the plan against the process's memory, registers it with the
-    /// kernel and places its probes; nothing runs the program yet.
-    pub fn place(process: Process, key: FileKey, symbols_from: SymbolSource, binaries: &Binaries, kernel: &Kernel, common: &Common) -> Result<Self, SessionError> {
+    /// Checks the plan against the process's memory and registers it with
+    /// the kernel as a target of its binary's `attached`; the probes are
+    /// placed for the whole binary afterwards ([`place_probes`]).
+    pub fn register(process: Process, key: FileKey, symbols_from: SymbolSource, binaries: &Binaries, kernel: &Kernel, common: &Common, attached: &mut Attached) -> Result<Self, SessionError> {
         let pid = process.pid;
         let exe = binaries.exe(key);
         let bias = exe.binary.load_bias(&process.exe_mappings()?)?;
@@ -69,11 +69,7 @@ impl Target {
         let mut plan = exe.plan.clone();
         check_gc_controller(&mut plan, bias, mem.as_ref());
         let cfg = probes::target_config(&plan, plan.gc_controller.found(), bias);
-        let mut attached = kernel.target(&process.exe_path, pid, cfg, AttachPoint::from_plan(&plan))?;
-        let notes = place_probes(&plan, &mut attached, common.mode)?;
-        if !process.alive() {
-            return Err(ProcessError::Exited { pid }.into());
-        }
+        attached.add(kernel.register(pid, cfg)?);
         let meta = Meta {
             gcprobe_version: env!("CARGO_PKG_VERSION").into(),
             target: report::Target {
@@ -86,14 +82,14 @@ impl Target {
             exe_path: process.exe_path.display().to_string(),
             load_bias: bias,
             plan,
-            attached: attached.attached_ids().collect(),
-            attach_notes: notes,
+            attached: Vec::new(),
+            attach_notes: HashMap::new(),
             mode: common.mode,
             budget: common.budget,
             calibration: common.calibration,
             cost_s: common.cost_s,
-            start_unix_ns: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0),
-            start_monotonic_ns: monotonic_ns(),
+            start_unix_ns: 0,
+            start_monotonic_ns: 0,
             symbols_from,
         };
         let now = Instant::now();
@@ -101,8 +97,6 @@ impl Target {
             process,
             key,
             meta,
-            attached,
-            driver: None,
             mem,
             started: now,
             cpu_start: None,
@@ -112,6 +106,19 @@ impl Target {
             last_line: (0, 0, 0),
             unresolved: UnresolvedCount::default(),
         })
+    }
+
+    /// The probes are in place: what they are, and the session's clock
+    /// for this target as the recording states it.
+    pub fn placed(&mut self, attached: &Attached, notes: &HashMap<u32, String>) -> Result<(), SessionError> {
+        if !self.process.alive() {
+            return Err(ProcessError::Exited { pid: self.pid() }.into());
+        }
+        self.meta.attached = attached.attached_ids();
+        self.meta.attach_notes = notes.clone();
+        self.meta.start_unix_ns = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        self.meta.start_monotonic_ns = monotonic_ns();
+        Ok(())
     }
 
     pub fn pid(&self) -> u32 {
@@ -182,37 +189,26 @@ impl Target {
         }
     }
 
-    /// The session's figures for this target as of now, `cpu_now` being its
-    /// latest CPU reading.
-    pub fn progress(&self, cpu_now: Option<f64>) -> Progress {
-        progress(self.started, self.started.elapsed().as_secs_f64(), self.attached.stats(), self.attached.mechanism(), self.cpu_start, cpu_now, self.driver.as_ref())
+    /// The session's figures for this target as of now: its counters, its
+    /// binary's probes and driver, and its latest CPU reading.
+    pub fn progress(&self, kernel: KernelStats, mechanism: Mechanism, driver: Option<&BurstDriver>) -> Progress {
+        progress(self.started, self.started.elapsed().as_secs_f64(), kernel, mechanism, self.cpu_start, self.cpu_last, driver)
     }
 
-    /// Shuts the burst gate and detaches, reading the kernel's last figures
-    /// in between; returns them and the window still open. The caller then
-    /// drains what the kernel already queued: nothing is lost between the
-    /// last read and the end of the window.
-    pub fn stop(&mut self) -> Stopped {
+    /// Reads the kernel's last figures of a target whose probes have left
+    /// (its registration, taken out of its binary's probes) and the burst
+    /// window still open for it. The caller then drains what the kernel
+    /// already queued: nothing is lost between the last read and the end.
+    pub fn stop(&self, reg: &Registration, open_window: Option<std::time::Duration>, mechanism: Mechanism) -> Stopped {
         let duration_s = self.started.elapsed().as_secs_f64();
-        let open_window = self.driver.as_ref().and_then(|d| d.open_window());
-        if open_window.is_some() {
-            if let Err(e) = self.attached.set_burst_open(false) {
-                eprintln!("gcprobe: warning: {}", error_chain(&e));
-            }
-        }
-        self.attached.detach();
-        // After the detach: no hit can land between this read and the end.
-        let kernel = self.attached.stats();
-        let totals = self.attached.agg_totals();
-        let mechanism = self.attached.mechanism();
         // Once the target has exited its CPU clock is gone: use the last reading.
         let cpu_end = self.process.cpu_time_s().or(self.cpu_last);
-        Stopped { duration_s, open_window, kernel, mechanism, cpu_end, totals }
+        Stopped { duration_s, open_window, kernel: reg.stats(), mechanism, cpu_end, totals: reg.agg_totals() }
     }
 
     /// Folds what [`Target::stop`] read into the feed (after the ring was
     /// drained) and closes the books: the session's end for this target.
-    pub fn end(&self, stopped: Stopped, ended_by: EndedBy, feed: &mut Feed) -> End {
+    pub fn end(&self, stopped: Stopped, ended_by: EndedBy, feed: &mut Feed, driver: Option<&BurstDriver>) -> End {
         feed.kernel_totals(&stopped.totals);
         self.read_gc(feed);
         if !feed.agg.maps().is_empty() {
@@ -222,7 +218,7 @@ impl Target {
         if let Some(w) = stopped.open_window {
             feed.end_burst(w.as_secs_f64());
         }
-        let progress = progress(self.started, stopped.duration_s, stopped.kernel, stopped.mechanism, self.cpu_start, stopped.cpu_end, self.driver.as_ref());
+        let progress = progress(self.started, stopped.duration_s, stopped.kernel, stopped.mechanism, self.cpu_start, stopped.cpu_end, driver);
         End { ended_by, progress }
     }
 }
@@ -243,7 +239,7 @@ pub(super) struct Stopped {
 /// mode has no use for the runtime's sample; sampled mode starts with
 /// everything attached: that is its first, short burst. Returns why each
 /// probe not placed was not; a required one that fails ends the session.
-fn place_probes(plan: &ProbePlan, attached: &mut Attached, mode: Mode) -> Result<HashMap<u32, String>, SessionError> {
+pub(super) fn place_probes(plan: &ProbePlan, attached: &mut Attached, mode: Mode) -> Result<HashMap<u32, String>, SessionError> {
     let wanted: Vec<u32> = plan.probes.iter().filter(|p| mode == Mode::Sampled || p.kind.group() != ProbeGroup::Sample).map(|p| p.id).collect();
     if mode == Mode::Sampled {
         // Bursts open the gate once every bursted probe is in place.
@@ -264,7 +260,7 @@ fn place_probes(plan: &ProbePlan, attached: &mut Attached, mode: Mode) -> Result
         if p.required {
             return Err(SessionError::RequiredProbe { symbol: p.symbol.clone(), source: err });
         }
-        eprintln!("gcprobe: warning: pid {}: {} not attached: {err}", attached.pid(), p.symbol);
+        eprintln!("gcprobe: warning: {} not attached: {err}", p.symbol);
         notes.insert(id, format!("attach failed: {err}"));
     }
     Ok(notes)

@@ -140,6 +140,29 @@ impl FileKey {
     }
 }
 
+/// Every process on this host running the file `key`. Candidates are the
+/// processes whose exe stat()s to the key's inode or has `name` for its
+/// file name (cheap), confirmed by the key their maps give. One missed
+/// (an overlayfs that renumbers inodes) only costs it traps, which the
+/// kernel counts apart (`stat::FOREIGN`) for the session to see.
+pub fn running(key: FileKey, name: Option<&std::ffi::OsStr>) -> Vec<u32> {
+    let Ok(dir) = fs::read_dir("/proc") else { return Vec::new() };
+    let mut out = Vec::new();
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let exe = e.path().join("exe");
+        let by_ino = fs::metadata(&exe).is_ok_and(|m| m.ino() == key.inode);
+        let by_name = name.is_some() && fs::read_link(&exe).is_ok_and(|p| p.file_name() == name);
+        if !(by_ino || by_name) {
+            continue;
+        }
+        if Process::open(pid).and_then(|p| p.file_key()).is_ok_and(|k| k == key) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
 impl std::fmt::Display for FileKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:02x}:{:02x}:{}", self.dev_major, self.dev_minor, self.inode)
