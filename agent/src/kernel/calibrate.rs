@@ -13,7 +13,7 @@ use gcprobe_common::{cookie, kind, TargetConfig};
 use crate::kernel::{
     links::Attached,
     probes::{AttachPoint, Kernel, Loader, ProbeError, Program, Sizing},
-    selfmap::{self_file_offset, SelfMapError},
+    selfmap::{self_file_offset, thread_cpu, SelfMapError},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -123,13 +123,6 @@ fn time_calls(chain: &FrameChain, f: extern "C" fn(u64) -> u64) -> Duration {
     thread_cpu().saturating_sub(t)
 }
 
-/// CPU time of the calling thread (CLOCK_THREAD_CPUTIME_ID).
-pub fn thread_cpu() -> Duration {
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    // SAFETY: valid out-pointer; CLOCK_THREAD_CPUTIME_ID always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
 
 // The probed functions: trivial, never inlined, distinct (so the linker
 // cannot fold them into one address), real code in our text.

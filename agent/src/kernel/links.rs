@@ -26,9 +26,45 @@ use aya::programs::{
     uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeScope},
     ProgramError,
 };
-use gcprobe_common::{AggKey, AggValue, TargetConfig};
+use aya::maps::PerCpuValues;
+use gcprobe_common::{AggKey, AggValue, TargetConfig, TargetStats, MAX_TARGETS};
 
-use super::probes::{uprobe_of, AttachPoint, KernelStats, Mechanism, ProbeError, Shared};
+use super::{
+    probes::{uprobe_of, AttachPoint, Kernel, KernelStats, Mechanism, ProbeError, Shared},
+    selfmap::thread_cpu,
+};
+
+impl Kernel {
+    /// Registers `pid` in the kernel's filter with its own counters.
+    pub fn register(&self, pid: u32, mut cfg: TargetConfig) -> Result<Registration, ProbeError> {
+        let sh = &self.shared;
+        let slot = {
+            let mut slots = sh.slots.borrow_mut();
+            let slot = (1..=MAX_TARGETS).find(|s| !slots.contains(s)).ok_or(ProbeError::TooManyTargets { max: MAX_TARGETS })?;
+            slots.insert(slot);
+            slot
+        };
+        // A row a departed target used starts again from zero.
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
+        let zero = PerCpuValues::try_from(vec![TargetStats::default(); cpus]).map_err(ProbeError::Cpus)?;
+        let zeroed = sh.stats.borrow_mut().set(slot, zero, 0);
+        cfg.slot = slot;
+        let inserted = zeroed.and_then(|()| sh.targets.borrow_mut().insert(pid, cfg, 0));
+        if let Err(source) = inserted {
+            sh.slots.borrow_mut().remove(&slot);
+            return Err(ProbeError::Map { name: "TARGETS", source });
+        }
+        Ok(Registration { pid, cfg, shared: Rc::clone(sh) })
+    }
+
+    /// A binary's probes at `points`, for the targets added to it: one link
+    /// set for every process of the file when `shared_links`, else one per
+    /// target. Nothing is attached yet (see [`Attached::attach`]).
+    pub fn binary(&self, points: Vec<AttachPoint>, shared_links: bool) -> Attached {
+        Attached::new(points, shared_links, Rc::clone(&self.shared))
+    }
+
+}
 
 /// Probes whose attach failed, by plan id; the caller decides what is fatal.
 pub type AttachFailures = Vec<(u32, ProgramError)>;
@@ -284,7 +320,7 @@ impl Attached {
             let p = primer.prime();
             drop(closing);
             drop(p);
-            cpu_ns.fetch_add(crate::kernel::calibrate::thread_cpu().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+            cpu_ns.fetch_add(thread_cpu().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
         });
     }
 

@@ -13,21 +13,17 @@ use std::{
 };
 
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf},
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
         ProgramError, UProbe,
     },
     Ebpf, EbpfError, EbpfLoader,
 };
-use gcprobe_common::{kind, stat, AggKey, AggValue, TargetConfig, TargetStats, MAX_TARGETS};
+use gcprobe_common::{kind, stat, AggKey, AggValue, TargetConfig, TargetStats};
 
 use crate::{
     plan::{ProbeKind, ProbePlan},
-    kernel::{
-        links::{Attached, Registration},
-        probelog::ProbeLog,
-        uprobe_multi::MultiProgram,
-    },
+    kernel::{probelog::ProbeLog, uprobe_multi::MultiProgram},
 };
 
 static PROBES_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gcprobe-probes.o"));
@@ -258,7 +254,7 @@ pub enum Mechanism {
 /// programs, the event ring, the counters and the aggregation map serve all
 /// of them; [`Attached`] is one target's view.
 pub struct Kernel {
-    shared: Rc<Shared>,
+    pub(super) shared: Rc<Shared>,
 }
 
 pub(super) struct Shared {
@@ -267,11 +263,11 @@ pub(super) struct Shared {
     pub(super) multi: RefCell<Option<MultiProgram>>,
     /// File offset of [`detach_primer`] in gcprobe's own executable.
     primer_offset: Option<u64>,
-    stats: RefCell<PerCpuArray<MapData, TargetStats>>,
+    pub(super) stats: RefCell<PerCpuArray<MapData, TargetStats>>,
     pub(super) targets: RefCell<HashMap<MapData, u32, TargetConfig>>,
     agg: RefCell<PerCpuHashMap<MapData, AggKey, AggValue>>,
     /// `STATS` rows in use; row 0 is the agent's own.
-    slots: RefCell<BTreeSet<u32>>,
+    pub(super) slots: RefCell<BTreeSet<u32>>,
     /// The targets' `AGGREGATED` counts summed at the last call of
     /// `agg_totals_changed`, and how many calls in a row saw that sum.
     agg_counted: Cell<(Option<u64>, u8)>,
@@ -321,35 +317,6 @@ impl Kernel {
             ebpf: RefCell::new(ebpf),
         };
         Ok((Self { shared: Rc::new(shared) }, ring))
-    }
-
-    /// Registers `pid` in the kernel's filter with its own counters.
-    pub fn register(&self, pid: u32, mut cfg: TargetConfig) -> Result<Registration, ProbeError> {
-        let sh = &self.shared;
-        let slot = {
-            let mut slots = sh.slots.borrow_mut();
-            let slot = (1..=MAX_TARGETS).find(|s| !slots.contains(s)).ok_or(ProbeError::TooManyTargets { max: MAX_TARGETS })?;
-            slots.insert(slot);
-            slot
-        };
-        // A row a departed target used starts again from zero.
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
-        let zero = PerCpuValues::try_from(vec![TargetStats::default(); cpus]).map_err(ProbeError::Cpus)?;
-        let zeroed = sh.stats.borrow_mut().set(slot, zero, 0);
-        cfg.slot = slot;
-        let inserted = zeroed.and_then(|()| sh.targets.borrow_mut().insert(pid, cfg, 0));
-        if let Err(source) = inserted {
-            sh.slots.borrow_mut().remove(&slot);
-            return Err(ProbeError::Map { name: "TARGETS", source });
-        }
-        Ok(Registration { pid, cfg, shared: Rc::clone(sh) })
-    }
-
-    /// A binary's probes at `points`, for the targets added to it: one link
-    /// set for every process of the file when `shared_links`, else one per
-    /// target. Nothing is attached yet (see [`Attached::attach`]).
-    pub fn binary(&self, points: Vec<AttachPoint>, shared_links: bool) -> Attached {
-        Attached::new(points, shared_links, Rc::clone(&self.shared))
     }
 
     /// The kernel's allocation counts of every target, summed over CPUs:

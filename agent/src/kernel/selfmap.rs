@@ -1,5 +1,7 @@
-//! Where gcprobe's own functions are in its executable file: calibration
-//! and the detach primer put uprobes on them (the uprobe PMU takes a file offset).
+//! gcprobe's own process: where its functions are in its executable file
+//! (calibration and the detach primer put uprobes on them; the uprobe PMU
+//! takes a file offset), and what CPU its threads spend.
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SelfMapError {
@@ -25,4 +27,12 @@ pub fn self_file_offset(addr: u64) -> Result<u64, SelfMapError> {
         }
     }
     Err(SelfMapError::NotMapped { addr })
+}
+
+/// CPU time of the calling thread (CLOCK_THREAD_CPUTIME_ID).
+pub fn thread_cpu() -> Duration {
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out-pointer; CLOCK_THREAD_CPUTIME_ID always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::{
     kernel::{
-        calibrate::thread_cpu,
+        selfmap::thread_cpu,
         links::Attached,
         probes::{KernelStats, ProbeError},
     },

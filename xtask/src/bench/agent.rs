@@ -17,7 +17,7 @@ use xtask::{
     pins,
 };
 
-use super::median;
+use super::{median, run::wait_attached};
 
 pub fn run(gcprobe: &Path, idle_for: Duration) -> Result<()> {
     let flavors: Vec<PathBuf> = Flavor::ALL.iter().map(|&f| fixtures::build("idlehttp", pins::GO_DEFAULT, f)).collect::<Result<_>>()?;
@@ -94,15 +94,7 @@ fn idle(gcprobe: &Path, exes: &[PathBuf], window: Duration) -> Result<IdleCost> 
     }
     let mut agent = cmd.stderr(Stdio::piped()).spawn()?;
     let mut err = BufReader::new(agent.stderr.take().expect("piped"));
-    let mut attached = 0;
-    let mut l = String::new();
-    while attached < servers.len() {
-        l.clear();
-        if err.read_line(&mut l)? == 0 {
-            bail!("gcprobe exited before attaching: {}", agent.wait()?);
-        }
-        attached += usize::from(l.contains("attached"));
-    }
+    wait_attached(&mut agent, &mut err, servers.len())?;
     let pid = agent.id();
     std::thread::sleep(settle);
     let cpu0 = cpu_s(pid)?;
@@ -175,17 +167,8 @@ fn startup(gcprobe: &Path) -> Result<()> {
             .stderr(Stdio::piped())
             .spawn()?;
         let mut err = BufReader::new(agent.stderr.take().expect("piped"));
-        let mut l = String::new();
-        loop {
-            l.clear();
-            if err.read_line(&mut l)? == 0 {
-                bail!("gcprobe exited before attaching: {}", agent.wait()?);
-            }
-            if l.contains("attached") {
-                times.push(t.elapsed().as_secs_f64());
-                break;
-            }
-        }
+        wait_attached(&mut agent, &mut err, 1)?;
+        times.push(t.elapsed().as_secs_f64());
         agent.wait()?;
     }
     drop(target);

@@ -43,16 +43,9 @@ pub fn once(gcprobe: &Path, exe: &Path, args: &[String], attach: Option<&[&str]>
             .stderr(Stdio::piped())
             .spawn()?;
         let mut err = BufReader::new(child.stderr.take().expect("piped"));
-        let mut l = String::new();
-        loop {
-            l.clear();
-            if err.read_line(&mut l)? == 0 {
-                let _ = target.kill();
-                bail!("gcprobe exited before attaching: {}", child.wait()?);
-            }
-            if l.contains("attached") {
-                break;
-            }
+        if let Err(e) = wait_attached(&mut child, &mut err, 1) {
+            let _ = target.kill();
+            return Err(e);
         }
         agent = Some((child, err));
     }
@@ -70,4 +63,18 @@ pub fn once(gcprobe: &Path, exe: &Path, args: &[String], attach: Option<&[&str]>
         let _ = std::fs::remove_file(&json);
     }
     Ok(Run { out: line.trim().to_owned(), report })
+}
+
+/// Reads gcprobe's stderr until it has said `attached` `n` times (once per target).
+pub fn wait_attached(child: &mut std::process::Child, err: &mut BufReader<std::process::ChildStderr>, n: usize) -> Result<()> {
+    let mut seen = 0;
+    let mut l = String::new();
+    while seen < n {
+        l.clear();
+        if err.read_line(&mut l)? == 0 {
+            bail!("gcprobe exited before attaching: {}", child.wait()?);
+        }
+        seen += usize::from(l.contains("attached"));
+    }
+    Ok(())
 }
