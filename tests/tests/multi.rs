@@ -108,7 +108,7 @@ fn a_process_that_starts_later_makes_shared_probes_per_target() {
     let out = s.finish();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("a process that is not a target runs the binary"), "{stderr}");
+    assert!(stderr.contains(&format!("a process that is not a target runs a probed binary: the probes of pids {}, {} are now placed per target", a.pid(), b.pid())), "{stderr}");
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     for r in doc["reports"].as_array().unwrap() {
         assert_no_culprit_line(r);

@@ -222,8 +222,10 @@ impl Live<'_, '_, '_> {
             return;
         }
         self.foreign = foreign;
+        // The count is the agent's, not a binary's: every shared set goes.
         for g in self.groups.iter_mut().filter(|g| g.attached.shares_links()) {
-            eprintln!("gcprobe: warning: a process that is not a target runs the binary of pid {}: its probes are now placed per target", g.attached.pids().next().unwrap_or(0));
+            let pids: Vec<String> = g.attached.pids().map(|p| p.to_string()).collect();
+            eprintln!("gcprobe: warning: a process that is not a target runs a probed binary: the probes of pids {} are now placed per target", pids.join(", "));
             match g.attached.unshare() {
                 Ok(failures) => failures.iter().for_each(|(id, e)| eprintln!("gcprobe: warning: probe {id} not re-attached: {e}")),
                 Err(e) => eprintln!("gcprobe: warning: {}", error_chain(&e)),
