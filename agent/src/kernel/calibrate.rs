@@ -47,6 +47,11 @@ impl Calibration {
 /// Frames in the synthetic chain: a typical Go allocation stack
 /// (mallocgc ← newobject ← user code ← … ← runtime.main ← goexit).
 const DEPTH: usize = 10;
+/// How far apart its frame records are, as in Go code (a frame holds the
+/// function's spills and outgoing arguments: tens to a few hundred bytes).
+/// The kernel program reads the stack in chunks, so records packed
+/// together would measure a cheaper walk than the target's.
+const FRAME_BYTES: [usize; DEPTH] = [48, 96, 160, 64, 224, 80, 128, 48, 96, 176];
 const CALLS: u64 = 300;
 const ROUNDS: usize = 3;
 
@@ -151,11 +156,15 @@ struct FrameChain {
 
 impl FrameChain {
     fn new() -> Self {
-        let mut records = vec![0u64; 2 * DEPTH].into_boxed_slice();
+        let words: usize = FRAME_BYTES.iter().take(DEPTH).sum::<usize>() / 8 + 2;
+        let mut records = vec![0u64; words].into_boxed_slice();
         let base = records.as_ptr() as u64;
+        let mut at = 0;
         for i in 0..DEPTH {
-            records[2 * i] = if i + 1 < DEPTH { base + 16 * (i as u64 + 1) } else { 0 };
-            records[2 * i + 1] = point_bare as *const () as u64 + 1 + i as u64;
+            let next = at + FRAME_BYTES[i] / 8;
+            records[at] = if i + 1 < DEPTH { base + 8 * next as u64 } else { 0 };
+            records[at + 1] = point_bare as *const () as u64 + 1 + i as u64;
+            at = next;
         }
         Self { records }
     }
@@ -168,17 +177,19 @@ impl FrameChain {
         // leaf that reads only its argument. Without `nostack` the stack is
         // call-aligned on entry; the push plus 8 keeps it aligned.
         unsafe {
+            // Both operands in named registers: without a frame pointer
+            // (release builds) the compiler may otherwise pick rbp for one,
+            // which the chain overwrites before the call.
             std::arch::asm!(
                 "push rbp",
                 "sub rsp, 8",
-                "mov rbp, {chain}",
-                "call {f}",
+                "mov rbp, rsi",
+                "call rax",
                 "add rsp, 8",
                 "pop rbp",
-                chain = in(reg) self.records.as_ptr(),
-                f = in(reg) f,
+                in("rsi") self.records.as_ptr(),
+                inout("rax") f as usize => out,
                 inout("rdi") x => _,
-                out("rax") out,
                 clobber_abi("C"),
             );
         }
