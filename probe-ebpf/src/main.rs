@@ -189,13 +189,17 @@ fn try_go_entry(ctx: &ProbeContext) -> Result<(), i64> {
     }
     ev.frames[0] = arch::pc(ctx);
     ev.frames[1] = caller;
-    let (n, stack_id) = if flags & cookie::FLAG_WALK_STACK != 0 {
+    // An allocation growslice makes: its stack is growslice's, which the
+    // growslice event just before it on this thread carries, so the agent
+    // joins the two and the kernel walks nothing (see `Aggregator::add`).
+    let in_growslice = caller >= cfg.pair_lo && caller < cfg.pair_hi;
+    let (n, stack_id) = if flags & cookie::FLAG_WALK_STACK != 0 && !in_growslice {
         walk_frame_pointers(ctx, arch::frame_pointer(ctx), &mut ev.frames, caller, &stats)
     } else {
         (2, 0)
     };
     let mut id = 0;
-    if flags & cookie::FLAG_AGGREGATE != 0 && !(caller >= cfg.pair_lo && caller < cfg.pair_hi) {
+    if flags & cookie::FLAG_AGGREGATE != 0 && !in_growslice {
         let size = args[0];
         let key = AggKey { stack_id, probe_id: cookie::probe_id(ck), size_bucket: size_bucket(size), tgid, _pad: 0 };
         if count_into(&key, size, &stats) {

@@ -303,7 +303,10 @@ pub struct Aggregator {
     /// Per thread, the run whose growslice awaits its mallocgc: growslice
     /// allocates `capmem` (capacity rounded to a size class) right after it
     /// is entered, on the same thread (runtime/slice.go).
-    pending_alloc: HashMap<u32, (u32, u64)>,
+    /// The growslice's stack comes along: the kernel does not walk the
+    /// stack of the allocation inside growslice, which is the growslice's
+    /// own with growslice's return address in front.
+    pending_alloc: HashMap<u32, ((u32, u64), Box<[u64]>)>,
     /// Frames (caller first) of the kernel's aggregation keys, by stack id.
     agg_stacks: HashMap<u64, Box<[u64]>>,
     /// The kernel's running totals as last read, per key.
@@ -606,11 +609,17 @@ impl Aggregator {
                 if size > 0 {
                     self.alloc_sizes.entry(ev.probe_id).or_insert_with(size_histogram).saturating_record(size);
                 }
-                let key = ev.frames.get(1..).unwrap_or(&[]);
+                let pending = self.pending_alloc.remove(&ev.tid);
+                // Sent unwalked (caller only): inside growslice, whose stack it extends.
+                let joined: Option<Vec<u64>> = match (&pending, ev.frames.as_slice()) {
+                    (Some((_, grow)), [_, caller]) => Some(std::iter::once(*caller).chain(grow.iter().copied()).collect()),
+                    _ => None,
+                };
+                let key = joined.as_deref().unwrap_or_else(|| ev.frames.get(1..).unwrap_or(&[]));
                 if let Some(s) = entry(&mut self.alloc_stacks, key, &mut self.counts.overflow, self.fresh.as_mut().map(|f| &mut f.stacks)) {
                     s.add(1, size);
                 }
-                if let Some(run) = self.pending_alloc.remove(&ev.tid) {
+                if let Some((run, _)) = pending {
                     if let Some(g) = self.grow_runs.get_mut(&run) {
                         g.alloc = size;
                     }
@@ -626,7 +635,7 @@ impl Aggregator {
                 let run = (ev.tid, stack_hash(key));
                 let previous = self.grow_runs.insert(run, Growth { new_len: a.new_len, alloc: 0 });
                 let finished = if a.old_cap == 0 { previous } else { None };
-                self.pending_alloc.insert(ev.tid, run);
+                self.pending_alloc.insert(ev.tid, (run, key.into()));
                 if let Some(s) = entry(&mut self.grow_stacks, key, &mut self.counts.overflow, self.fresh.as_mut().map(|f| &mut f.grow_stacks)) {
                     s.count += 1;
                     s.new_len_sum += a.new_len;
@@ -905,6 +914,20 @@ mod tests {
         assert_eq!((s.count, s.bytes), (2, 96));
         assert_eq!(a.alloc_sizes[&0].len(), 3);
         assert_eq!(a.alloc_sizes[&0].max(), 64);
+    }
+
+    #[test]
+    fn the_allocation_inside_growslice_takes_growslices_stack() {
+        let mut a = Aggregator::new(42, &plan(GoVersion::new(1, 22, 0)));
+        // The kernel walks growslice's stack, not the allocation's inside it.
+        a.add(&ev(kind::GROWSLICE, 1, [0, 9, 8, 1, 0xe7], &[0xc0, 0x100, 0x200]));
+        a.add(&ev(kind::MALLOC, 2, [144, 0, 0, 0, 0], &[0xa0, 0xc8]));
+        let s = a.alloc_stacks[&[0xc8u64, 0x100, 0x200][..]];
+        assert_eq!((s.count, s.bytes), (1, 144));
+        assert_eq!(a.grow_runs.values().next().map(|g| g.alloc), Some(144));
+        // Without a growslice before it on the thread, a short stack stays as sent.
+        a.add(&ev(kind::MALLOC, 3, [16, 0, 0, 0, 0], &[0xa0, 0xd0]));
+        assert_eq!(a.alloc_stacks[&[0xd0u64][..]].count, 1);
     }
 
     #[test]
