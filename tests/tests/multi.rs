@@ -137,6 +137,27 @@ fn a_target_that_exits_keeps_its_report_while_the_others_run_on() {
 }
 
 #[test]
+fn a_target_gone_at_start_is_left_out_and_the_others_are_watched() {
+    if !privileged("a_target_gone_at_start_is_left_out_and_the_others_are_watched") {
+        return;
+    }
+    // Exited and not reaped: /proc/PID stays, its executable is gone.
+    let mut zombie = std::process::Command::new("true").spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let live = Target::start(&fixture("appendloop"), &["-mode=grow"], &[]);
+    let out = attach_all(&[zombie.id(), live.pid()], "2s", "json");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("gcprobe: warning: process {} exited before gcprobe could attach; watching the others", zombie.id())), "{stderr}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["schema"], "gcprobe.reports/v1", "several --pid, one document");
+    let reports = doc["reports"].as_array().unwrap();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0]["target"]["pid"], live.pid());
+    assert_appendloop_culprit(&reports[0]);
+    let _ = zombie.wait();
+}
+
+#[test]
 fn several_targets_refuse_single_target_outputs() {
     // Root-free: checked before any privilege is needed.
     let dup = gcprobe(&["attach", "--pid", "1", "--pid", "1", "--duration", "1s"]);

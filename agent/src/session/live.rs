@@ -305,7 +305,9 @@ impl Live<'_, '_, '_> {
     fn finish(mut self, exit: Option<std::process::ExitStatus>) -> Result<Outcome, SessionError> {
         let mut recorded = None;
         let mut reports = Vec::with_capacity(self.done.len());
-        let single = self.done.len() == 1;
+        // The shape the user asked for: several --pid give the reports document
+        // even when only one target is left to report on.
+        let single = !matches!(&self.opts.target, super::TargetSpec::Pids(p) if p.len() > 1);
         for (t, end) in &mut self.done {
             let feed = self.feeds.get_mut(t.process.pid).expect("a feed per target");
             let facts = self.facts.get_mut(&t.key).expect("facts per binary");

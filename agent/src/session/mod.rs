@@ -12,7 +12,7 @@ mod live;
 mod target;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     io,
     path::{Path, PathBuf},
     time::{Duration, Instant},
@@ -247,10 +247,15 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
     };
     let mut processes = Vec::with_capacity(pids.len());
     let mut binaries = Binaries { exes: BTreeMap::new() };
+    let several = pids.len() > 1;
     for &pid in &pids {
-        let process = Process::open(pid)?;
-        let key = binaries.add(&process)?;
-        processes.push((process, key));
+        match Process::open(pid).map_err(SessionError::from).and_then(|p| Ok((binaries.add(&p)?, p))) {
+            Ok((key, process)) => processes.push((process, key)),
+            Err(e) => skip_if_gone(e, several)?,
+        }
+    }
+    if processes.is_empty() {
+        return Err(ProcessError::Exited { pid: pids[0] }.into());
     }
     let tables = binaries.take_tables();
     let mut facts = binaries.facts(tables)?;
@@ -317,6 +322,8 @@ fn prepare(opts: &AttachOptions, processes: Vec<(Process, FileKey)>, binaries: &
             None => by_key.push((key, vec![process])),
         }
     }
+    let several = by_key.iter().map(|(_, ps)| ps.len()).sum::<usize>() > 1;
+    let first_pid = by_key.first().and_then(|(_, ps)| ps.first()).map_or(0, |p| p.pid);
     let mut targets = Vec::new();
     let mut groups = Vec::new();
     for (key, processes) in by_key {
@@ -326,17 +333,49 @@ fn prepare(opts: &AttachOptions, processes: Vec<(Process, FileKey)>, binaries: &
         let mut attached = kernel.binary(AttachPoint::from_plan(&exe.plan), share);
         let first = targets.len();
         for process in processes {
-            targets.push(target::Target::register(process, key, source, binaries, &kernel, &common, &mut attached)?);
+            match target::Target::register(process, key, source, binaries, &kernel, &common, &mut attached) {
+                Ok(t) => targets.push(t),
+                Err(e) => skip_if_gone(e, several)?,
+            }
         }
-        let notes = target::place_probes(&exe.plan, &mut attached, opts.mode)?;
-        for t in &mut targets[first..] {
-            t.placed(&attached, &notes)?;
+        let notes = loop {
+            match target::place_probes(&exe.plan, &mut attached, opts.mode) {
+                Ok(notes) => break notes,
+                Err(e) => {
+                    // A shared set finds no living target as pid 0: nothing to leave out.
+                    let Some(pid) = exited_pid(&e).filter(|&p| p != 0) else { return Err(e) };
+                    skip_if_gone(e, several)?;
+                    // Placed again for the others, without the one that left.
+                    attached.remove(pid);
+                    targets.retain(|t| t.pid() != pid);
+                    if attached.pids().next().is_none() {
+                        break HashMap::new();
+                    }
+                }
+            }
+        };
+        let mut i = first;
+        while i < targets.len() {
+            if let Err(e) = targets[i].placed(&attached, &notes) {
+                attached.remove(targets[i].pid());
+                targets.remove(i);
+                skip_if_gone(e, several)?;
+                continue;
+            }
+            let t = &targets[i];
+            i += 1;
             if !opts.quiet {
                 let what = format!("{} probes to pid {} ({}, {}){}", t.meta.attached.len(), t.pid(), t.process.exe_display, exe.build.version_raw, if share { ", shared by every process of its binary" } else { "" });
                 announce(opts, &what, cost_s, opts.record.as_ref().map(|r| r.path.as_path()), matches!(opts.target, TargetSpec::Launch { .. }));
             }
         }
-        groups.push(Group { key, attached, driver: None });
+        if attached.pids().next().is_some() {
+            groups.push(Group { key, attached, driver: None });
+        }
+    }
+    if targets.is_empty() {
+        // Every one left during start-up (each said so): the first's error.
+        return Err(ProcessError::Exited { pid: first_pid }.into());
     }
     let mut feeds = Feeds::default();
     for t in &targets {
@@ -347,6 +386,26 @@ fn prepare(opts: &AttachOptions, processes: Vec<(Process, FileKey)>, binaries: &
         feeds.insert(t.pid(), feed);
     }
     Ok(Prepared { kernel, ring, probe_log, targets, groups, feeds, budget: opts.budget, cost_s })
+}
+
+/// The process an error says has exited, if it says that.
+fn exited_pid(e: &SessionError) -> Option<u32> {
+    match e {
+        SessionError::Process(ProcessError::Exited { pid }) | SessionError::Probe(ProbeError::TargetGone { pid }) => Some(*pid),
+        _ => None,
+    }
+}
+
+/// A target that exits while the session starts is left out with a
+/// warning when there are others to watch; any other error ends the session.
+fn skip_if_gone(e: SessionError, several: bool) -> Result<(), SessionError> {
+    match exited_pid(&e) {
+        Some(pid) if several => {
+            eprintln!("gcprobe: warning: process {pid} exited before gcprobe could attach; watching the others");
+            Ok(())
+        }
+        _ => Err(e),
+    }
 }
 
 /// One link set may serve a binary's targets only when every process
