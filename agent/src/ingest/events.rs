@@ -23,8 +23,11 @@ pub struct Event {
     pub tid: u32,
     pub ktime_ns: u64,
     pub args: [u64; MAX_ARGS],
-    /// `[probed pc, caller return address, ...older return addresses]`.
-    pub frames: Vec<u64>,
+    /// `[probed pc, caller return address, ...older return addresses]`,
+    /// in place (see [`Event::frames`]): an allocation per event was a
+    /// tenth of the agent's CPU per event.
+    frames: [u64; MAX_FRAMES],
+    nframes: usize,
     /// Set when the record only names the frames of an in-kernel aggregation
     /// key (`stack_id`): its hit is counted in the kernel's map, not here.
     pub defines_stack: Option<u64>,
@@ -42,6 +45,11 @@ pub fn sender(bytes: &[u8]) -> Option<u32> {
 }
 
 impl Event {
+    /// `[probed pc, caller return address, ...older return addresses]`.
+    pub fn frames(&self) -> &[u64] {
+        &self.frames[..self.nframes]
+    }
+
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         if bytes.len() < HEADER || !(bytes.len() - HEADER).is_multiple_of(8) {
             return Err(DecodeError::Size { got: bytes.len() });
@@ -56,7 +64,10 @@ impl Event {
         if bytes.len() != HEADER + 8 * n {
             return Err(DecodeError::Size { got: bytes.len() });
         }
-        let frames = bytes[HEADER..].chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().expect("8-byte chunk"))).collect();
+        let mut frames = [0u64; MAX_FRAMES];
+        for (f, c) in frames.iter_mut().zip(bytes[HEADER..].chunks_exact(8)) {
+            *f = u64::from_ne_bytes(c.try_into().expect("8-byte chunk"));
+        }
         Ok(Self {
             kind,
             probe_id: raw.probe_id,
@@ -65,6 +76,7 @@ impl Event {
             ktime_ns: raw.ktime_ns,
             args: raw.args,
             frames,
+            nframes: n,
             defines_stack: (raw.flags & event_flag::STACK_ONLY != 0).then_some(raw.stack_id),
             heap_live: (raw.flags & event_flag::HEAP_LIVE != 0).then_some(raw.args[event_flag::HEAP_LIVE_SLOT]),
             heap_goal: (raw.flags & event_flag::HEAP_GOAL != 0).then_some(raw.args[event_flag::HEAP_GOAL_SLOT]),
@@ -99,7 +111,7 @@ mod tests {
         assert_eq!(ev.probe_id, 1);
         assert_eq!((ev.tgid, ev.tid, ev.ktime_ns), (42, 43, 99));
         assert_eq!(ev.args, [1, 2, 3, 4, 5]);
-        assert_eq!(ev.frames, vec![0x10, 0x20, 0x30]);
+        assert_eq!(ev.frames(), [0x10, 0x20, 0x30]);
         assert_eq!(ev.defines_stack, None);
         let bytes = encode_full(kind::MALLOC, 1, 99, [0; 5], &[0x10, 0x20], 0xabc1, event_flag::STACK_ONLY);
         assert_eq!(bytes.len(), HEADER + 16);

@@ -458,7 +458,7 @@ pub fn rate_times(agg: &Aggregator, mode: crate::plan::Mode, duration_s: f64) ->
 /// A map's entries in key order. Hash maps iterate in a per-process random
 /// order; summing floats or breaking ties in that order would make a
 /// recording's report differ from the live one in its last digits.
-fn sorted<V>(m: &HashMap<Box<[u64]>, V>) -> Vec<(&[u64], &V)> {
+fn sorted<V, S>(m: &HashMap<Box<[u64]>, V, S>) -> Vec<(&[u64], &V)> {
     let mut v: Vec<_> = m.iter().map(|(k, v)| (&**k, v)).collect();
     v.sort_unstable_by(|a, b| a.0.cmp(b.0));
     v
