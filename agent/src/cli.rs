@@ -24,6 +24,12 @@ pub enum Command {
     Run(RunArgs),
     /// Print the probe plan for a Go binary or process without attaching (no root needed).
     Plan(PlanArgs),
+    /// Benchmarks: this host's per-hit cost with a synthetic stack DEPTH frames deep, as JSON.
+    #[command(hide = true)]
+    Calibrate {
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u8).range(1..=32))]
+        depth: u8,
+    },
 }
 
 /// How a live session observes, shared by attach, record and run.

@@ -98,6 +98,7 @@ fn run(cli: Cli, invoked: std::time::Instant) -> Result<ExitCode, SessionError> 
             }
         }
         Command::Plan(PlanArgs { pid, exe }) => session::print_plan(pid, exe)?,
+        Command::Calibrate { depth } => session::print_calibration(depth.into())?,
     }
     Ok(Exit::Ok.into())
 }

@@ -46,16 +46,23 @@ impl Calibration {
 
 /// Frames in the synthetic chain: a typical Go allocation stack
 /// (mallocgc ← newobject ← user code ← … ← runtime.main ← goexit).
-const DEPTH: usize = 10;
+pub const DEPTH: usize = 10;
 /// How far apart its frame records are, as in Go code (a frame holds the
-/// function's spills and outgoing arguments: tens to a few hundred bytes).
-/// The kernel program reads the stack in chunks, so records packed
-/// together would measure a cheaper walk than the target's.
-const FRAME_BYTES: [usize; DEPTH] = [48, 96, 160, 64, 224, 80, 128, 48, 96, 176];
+/// function's spills and outgoing arguments: tens to a few hundred bytes),
+/// repeated for deeper chains. The kernel program reads the stack in
+/// chunks, so records packed together would measure a cheaper walk than
+/// the target's.
+const FRAME_BYTES: [usize; 10] = [48, 96, 160, 64, 224, 80, 128, 48, 96, 176];
 const CALLS: u64 = 300;
 const ROUNDS: usize = 3;
 
 pub fn calibrate(loader: &mut Loader) -> Result<Calibration, CalibrateError> {
+    calibrate_at_depth(loader, DEPTH)
+}
+
+/// The same, with a synthetic stack `depth` frames deep (1 to MAX_FRAMES):
+/// the benchmark's cost per frame walked.
+pub fn calibrate_at_depth(loader: &mut Loader, depth: usize) -> Result<Calibration, CalibrateError> {
     // Four functions: our program counting into the map, our program sending
     // whole events, the empty program, and none. Each attaches once: a
     // detach waits out an RCU grace period (~0.2 s here), too slow to repeat.
@@ -83,7 +90,7 @@ pub fn calibrate(loader: &mut Loader) -> Result<Calibration, CalibrateError> {
             return Err(ProbeError::Attach { symbol: "gcprobe calibration point".into(), offset, source: e }.into());
         }
     }
-    let chain = FrameChain::new();
+    let chain = FrameChain::new(depth.clamp(1, gcprobe_common::MAX_FRAMES));
     let mut times: [Vec<Duration>; 4] = Default::default();
     for _ in 0..ROUNDS {
         for (i, f) in fns.iter().enumerate() {
@@ -148,21 +155,22 @@ extern "C" fn point_bare(x: u64) -> u64 {
     std::hint::black_box(x).wrapping_mul(11)
 }
 
-/// `DEPTH` frame records `[next frame pointer, return address]` at rising
+/// `depth` frame records `[next frame pointer, return address]` at rising
 /// addresses, the last one ending the chain: what our walk follows in Go.
 struct FrameChain {
     records: Box<[u64]>,
 }
 
 impl FrameChain {
-    fn new() -> Self {
-        let words: usize = FRAME_BYTES.iter().take(DEPTH).sum::<usize>() / 8 + 2;
+    fn new(depth: usize) -> Self {
+        let gap = |i: usize| FRAME_BYTES[i % FRAME_BYTES.len()] / 8;
+        let words: usize = (0..depth).map(gap).sum::<usize>() + 2;
         let mut records = vec![0u64; words].into_boxed_slice();
         let base = records.as_ptr() as u64;
         let mut at = 0;
-        for i in 0..DEPTH {
-            let next = at + FRAME_BYTES[i] / 8;
-            records[at] = if i + 1 < DEPTH { base + 8 * next as u64 } else { 0 };
+        for i in 0..depth {
+            let next = at + gap(i);
+            records[at] = if i + 1 < depth { base + 8 * next as u64 } else { 0 };
             records[at + 1] = point_bare as *const () as u64 + 1 + i as u64;
             at = next;
         }

@@ -87,6 +87,8 @@ pub enum SessionError {
     Render(#[from] RenderError),
     #[error("pid {pid} is given twice")]
     DuplicatePid { pid: u32 },
+    #[error("calibrating")]
+    Calibrate(#[from] calibrate::CalibrateError),
     #[error("{what} reports on one target: give --pid once")]
     OneTargetOnly { what: &'static str },
 }
@@ -457,6 +459,17 @@ fn announce(opts: &AttachOptions, what: &str, cost_s: f64, recording: Option<&Pa
             (false, None) => "; Ctrl-C to stop".into(),
         }
     );
+}
+
+/// `gcprobe calibrate` (benchmarks): the per-hit costs with a synthetic
+/// stack `depth` frames deep, as one JSON line.
+pub fn print_calibration(depth: usize) -> Result<(), SessionError> {
+    if !crate::tracee::process::has_bpf_privileges() {
+        return Err(SessionError::Privileges);
+    }
+    let c = calibrate::calibrate_at_depth(&mut Loader::default(), depth)?;
+    println!("{}", serde_json::json!({ "depth": depth, "calibration": c }));
+    Ok(())
 }
 
 /// Per-hit cost assumed when calibration fails: the top of what this kind of

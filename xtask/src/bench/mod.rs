@@ -6,6 +6,8 @@
 //!
 //! - `per-hit`: exact mode's cost per probe hit against an empty BPF program
 //!   at the same attach points (allocbench);
+//! - `per-frame`: our program's cost over the empty program's by the depth
+//!   of stack walked, side by side in one process (`gcprobe calibrate`);
 //! - `curves`: target slowdown versus allocation rate, 10k to 10M per second,
 //!   bare / empty program / exact / sampled, with the agent's CPU and lost
 //!   events (allocrate);
@@ -19,6 +21,7 @@
 //!   largest Go binary here.
 mod accuracy;
 mod agent;
+mod per_frame;
 mod curves;
 mod per_hit;
 mod run;
@@ -31,6 +34,7 @@ use anyhow::Result;
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
 pub enum Part {
     PerHit,
+    PerFrame,
     Curves,
     Accuracy,
     Unseen,
@@ -66,6 +70,9 @@ pub fn run(gcprobe: &Path, args: &Args) -> Result<()> {
     let want = |p: Part| args.only.is_empty() || args.only.contains(&p);
     if want(Part::PerHit) {
         per_hit::run(gcprobe, args.rounds, args.iters)?;
+    }
+    if want(Part::PerFrame) {
+        per_frame::run(gcprobe, args.rounds.max(3))?;
     }
     if want(Part::Curves) {
         curves::run(gcprobe, args.rounds, &args.rates, &args.duration)?;
