@@ -29,6 +29,11 @@ pub enum Command {
     Calibrate {
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u8).range(1..=32))]
         depth: u8,
+        /// Calls per function per round.
+        #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(10..=100_000))]
+        calls: u64,
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=50))]
+        rounds: u8,
     },
 }
 

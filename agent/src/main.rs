@@ -5,7 +5,7 @@ use gcprobe::{
     cli::{Cli, Command, PlanArgs, SessionArgs},
     error::Exit,
     tracee::launch,
-    kernel::probes::Program,
+    kernel::{calibrate, probes::Program},
     render::Format,
     report::Report,
     report::rules::{self, Rule},
@@ -98,7 +98,7 @@ fn run(cli: Cli, invoked: std::time::Instant) -> Result<ExitCode, SessionError> 
             }
         }
         Command::Plan(PlanArgs { pid, exe }) => session::print_plan(pid, exe)?,
-        Command::Calibrate { depth } => session::print_calibration(depth.into())?,
+        Command::Calibrate { depth, calls, rounds } => session::print_calibration(depth.into(), calibrate::Effort { calls, rounds: rounds.into() })?,
     }
     Ok(Exit::Ok.into())
 }

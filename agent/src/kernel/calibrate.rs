@@ -53,16 +53,26 @@ pub const DEPTH: usize = 10;
 /// chunks, so records packed together would measure a cheaper walk than
 /// the target's.
 const FRAME_BYTES: [usize; 10] = [48, 96, 160, 64, 224, 80, 128, 48, 96, 176];
-const CALLS: u64 = 300;
-const ROUNDS: usize = 3;
+/// How long a calibration measures: at start-up, 3 rounds of 300 calls per
+/// function (a few milliseconds); benchmarks ask for more, for precision.
+#[derive(Debug, Clone, Copy)]
+pub struct Effort {
+    pub calls: u64,
+    pub rounds: usize,
+}
+
+impl Effort {
+    pub const START_UP: Effort = Effort { calls: 300, rounds: 3 };
+}
 
 pub fn calibrate(loader: &mut Loader) -> Result<Calibration, CalibrateError> {
-    calibrate_at_depth(loader, DEPTH)
+    calibrate_at_depth(loader, DEPTH, Effort::START_UP)
 }
 
 /// The same, with a synthetic stack `depth` frames deep (1 to MAX_FRAMES):
 /// the benchmark's cost per frame walked.
-pub fn calibrate_at_depth(loader: &mut Loader, depth: usize) -> Result<Calibration, CalibrateError> {
+pub fn calibrate_at_depth(loader: &mut Loader, depth: usize, effort: Effort) -> Result<Calibration, CalibrateError> {
+    let Effort { calls, rounds } = effort;
     // Four functions: our program counting into the map, our program sending
     // whole events, the empty program, and none. Each attaches once: a
     // detach waits out an RCU grace period (~0.2 s here), too slow to repeat.
@@ -92,16 +102,16 @@ pub fn calibrate_at_depth(loader: &mut Loader, depth: usize) -> Result<Calibrati
     }
     let chain = FrameChain::new(depth.clamp(1, gcprobe_common::MAX_FRAMES));
     let mut times: [Vec<Duration>; 4] = Default::default();
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds {
         for (i, f) in fns.iter().enumerate() {
-            times[i].push(time_calls(&chain, *f));
+            times[i].push(time_calls(&chain, *f, calls));
             // Consume what the event path sent, as the session's reader
             // would: a ring left to fill would make the kernel wake a reader
             // on every event past the threshold, and the cost would be ours.
             while ring.next().is_some() {}
         }
     }
-    let want = ROUNDS as u64 * CALLS;
+    let want = rounds as u64 * calls;
     for got in [hits(&real) / 2, hits(&empty)] {
         if got < want {
             return Err(CalibrateError::NoHits { hits: got, calls: want });
@@ -115,7 +125,7 @@ pub fn calibrate_at_depth(loader: &mut Loader, depth: usize) -> Result<Calibrati
     };
     let [mut agg, mut ev, mut emp, mut bare] = times;
     let bare = med(&mut bare);
-    let per_hit = |v: &mut Vec<Duration>| ((med(v) - bare) / CALLS as f64).max(1.0);
+    let per_hit = |v: &mut Vec<Duration>| ((med(v) - bare) / calls as f64).max(1.0);
     Ok(Calibration { aggregated_ns: per_hit(&mut agg), event_ns: per_hit(&mut ev), empty_ns: per_hit(&mut emp) })
 }
 
@@ -124,12 +134,12 @@ fn hits(a: &Attached) -> u64 {
     s.hits + s.empty_hits
 }
 
-/// This thread's CPU time for CALLS calls: the trap is charged to the
+/// This thread's CPU time for `calls` calls: the trap is charged to the
 /// trapping thread, and CPU time leaves out time lost to other processes on
 /// a shared machine, which wall time would not.
-fn time_calls(chain: &FrameChain, f: extern "C" fn(u64) -> u64) -> Duration {
+fn time_calls(chain: &FrameChain, f: extern "C" fn(u64) -> u64, calls: u64) -> Duration {
     let t = thread_cpu();
-    for i in 0..CALLS {
+    for i in 0..calls {
         std::hint::black_box(chain.call(f, i));
     }
     thread_cpu().saturating_sub(t)

@@ -463,11 +463,11 @@ fn announce(opts: &AttachOptions, what: &str, cost_s: f64, recording: Option<&Pa
 
 /// `gcprobe calibrate` (benchmarks): the per-hit costs with a synthetic
 /// stack `depth` frames deep, as one JSON line.
-pub fn print_calibration(depth: usize) -> Result<(), SessionError> {
+pub fn print_calibration(depth: usize, effort: calibrate::Effort) -> Result<(), SessionError> {
     if !crate::tracee::process::has_bpf_privileges() {
         return Err(SessionError::Privileges);
     }
-    let c = calibrate::calibrate_at_depth(&mut Loader::default(), depth)?;
+    let c = calibrate::calibrate_at_depth(&mut Loader::default(), depth, effort)?;
     println!("{}", serde_json::json!({ "depth": depth, "calibration": c }));
     Ok(())
 }

@@ -16,7 +16,8 @@ pub fn run(gcprobe: &Path, rounds: usize) -> Result<()> {
     let mut ev: Vec<Vec<f64>> = vec![Vec::new(); DEPTHS.len()];
     for round in 0..rounds {
         for (i, d) in DEPTHS.iter().enumerate() {
-            let out = Command::new(gcprobe).args(["calibrate", "--depth", &d.to_string()]).output()?;
+            // Ten times start-up's calls, three times its rounds: ~1 s a run.
+            let out = Command::new(gcprobe).args(["calibrate", "--depth", &d.to_string(), "--calls", "3000", "--rounds", "9"]).output()?;
             if !out.status.success() {
                 bail!("gcprobe calibrate --depth {d} (round {round}): {}", String::from_utf8_lossy(&out.stderr));
             }
