@@ -268,6 +268,14 @@ const MAX_SAMPLED_MAPS: usize = 50;
 /// program flipping GOGC in a loop must not grow memory).
 const MAX_SETTINGS_CHANGES: usize = 64;
 
+/// A growslice whose allocation has not arrived yet on its thread.
+struct PendingAlloc {
+    /// (tid, stack hash) of its run of growths.
+    run: (u32, u64),
+    /// Its stack, caller first: the allocation's, after growslice's own frame.
+    stack: Box<[u64]>,
+}
+
 pub struct Aggregator {
     pid: u32,
     growslice_abi: GrowsliceAbi,
@@ -315,7 +323,7 @@ pub struct Aggregator {
     /// The growslice's stack comes along: the kernel does not walk the
     /// stack of the allocation inside growslice, which is the growslice's
     /// own with growslice's return address in front.
-    pending_alloc: FastMap<u32, ((u32, u64), Box<[u64]>)>,
+    pending_alloc: FastMap<u32, PendingAlloc>,
     /// Frames (caller first) of the kernel's aggregation keys, by stack id.
     agg_stacks: FastMap<u64, Box<[u64]>>,
     /// The kernel's running totals as last read, per key.
@@ -621,14 +629,14 @@ impl Aggregator {
                 let pending = self.pending_alloc.remove(&ev.tid);
                 // Sent unwalked (caller only): inside growslice, whose stack it extends.
                 let joined: Option<Vec<u64>> = match (&pending, ev.frames()) {
-                    (Some((_, grow)), [_, caller]) => Some(std::iter::once(*caller).chain(grow.iter().copied()).collect()),
+                    (Some(p), [_, caller]) => Some(std::iter::once(*caller).chain(p.stack.iter().copied()).collect()),
                     _ => None,
                 };
                 let key = joined.as_deref().unwrap_or_else(|| ev.frames().get(1..).unwrap_or(&[]));
                 if let Some(s) = entry(&mut self.alloc_stacks, key, &mut self.counts.overflow, self.fresh.as_mut().map(|f| &mut f.stacks)) {
                     s.add(1, size);
                 }
-                if let Some((run, _)) = pending {
+                if let Some(PendingAlloc { run, .. }) = pending {
                     if let Some(g) = self.grow_runs.get_mut(&run) {
                         g.alloc = size;
                     }
@@ -644,7 +652,7 @@ impl Aggregator {
                 let run = (ev.tid, stack_hash(key));
                 let previous = self.grow_runs.insert(run, Growth { new_len: a.new_len, alloc: 0 });
                 let finished = if a.old_cap == 0 { previous } else { None };
-                self.pending_alloc.insert(ev.tid, (run, key.into()));
+                self.pending_alloc.insert(ev.tid, PendingAlloc { run, stack: key.into() });
                 if let Some(s) = entry(&mut self.grow_stacks, key, &mut self.counts.overflow, self.fresh.as_mut().map(|f| &mut f.grow_stacks)) {
                     s.count += 1;
                     s.new_len_sum += a.new_len;

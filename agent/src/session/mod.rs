@@ -188,12 +188,12 @@ impl Binaries {
     /// Inspects `process`'s executable unless another target's was the same file.
     fn add(&mut self, process: &Process) -> Result<FileKey, SessionError> {
         let key = process.file_key()?;
-        if !self.exes.contains_key(&key) {
+        if let std::collections::btree_map::Entry::Vacant(slot) = self.exes.entry(key) {
             let exe = inspect_exe(&process.exe_path, &process.exe_display).map_err(|e| exited_or(process.pid, e))?;
             for w in &exe.plan.warnings {
                 eprintln!("gcprobe: warning: {w}");
             }
-            self.exes.insert(key, exe);
+            slot.insert(exe);
         }
         Ok(key)
     }
