@@ -250,10 +250,10 @@ impl Live<'_, '_, '_> {
     /// drained, and its books close.
     fn end_target(&mut self, pid: u32, ring: &mut RingBuf<MapData>, ended_by: EndedBy) {
         let (Some(i), Some(gi)) = (self.targets.iter().position(|t| t.pid() == pid), self.groups.iter().position(|g| g.attached.member(pid).is_some())) else { return };
-        let t = self.targets.remove(i);
         let g = &mut self.groups[gi];
         let open_window = g.driver.as_ref().and_then(|d| d.open_window());
         let Some(mut reg) = g.attached.remove(pid) else { return };
+        let t = self.targets.remove(i);
         if open_window.is_some() {
             let _ = reg.set_burst_open(false);
         }
