@@ -320,10 +320,9 @@ impl Kernel {
     }
 
     /// The kernel's allocation counts of every target, summed over CPUs:
-    /// running totals per key (the key names its process).
-    /// Nothing when no total changed since the last call (see
-    /// `Shared::agg_totals_changed`): the totals are running, so a reader
-    /// that applies deltas loses nothing.
+    /// running totals per key (the key names its process). Nothing when no
+    /// total changed since the last call (see `Shared::agg_totals_changed`):
+    /// the totals are running, so a reader that applies deltas loses nothing.
     pub fn agg_totals(&self) -> Vec<(AggKey, AggValue)> {
         self.shared.agg_totals_changed()
     }
@@ -355,7 +354,9 @@ impl Shared {
             ringbuf_full: at(stat::RINGBUF_FULL),
             nested: at(stat::NESTED),
             stack_faults: at(stat::STACK_FAULT),
-            empty_hits: self.row(stat::AGENT_SLOT)[stat::EMPTY_HITS as usize],
+            // Only the empty program counts there: a second read otherwise
+            // would cost every stats read a syscall for a zero.
+            empty_hits: if self.program == Program::Empty { self.row(stat::AGENT_SLOT)[stat::EMPTY_HITS as usize] } else { 0 },
             aggregated: at(stat::AGGREGATED),
             agg_full: at(stat::AGG_FULL),
             hits_by_kind,

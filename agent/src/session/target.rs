@@ -153,9 +153,14 @@ impl Target {
         }
     }
 
-    /// Reads every probed map's length, where its header still looks like a map's.
+    /// Reads every probed map's length now, and notes when.
     pub fn read_map_lens(&mut self, feed: &mut Feed) {
         self.maps_read_at = Instant::now();
+        self.map_lens(feed);
+    }
+
+    /// Every probed map's length, where its header still looks like a map's.
+    fn map_lens(&self, feed: &mut Feed) {
         if feed.agg.maps().is_empty() {
             return;
         }
@@ -211,10 +216,7 @@ impl Target {
     pub fn end(&self, stopped: Stopped, ended_by: EndedBy, feed: &mut Feed, driver: Option<&BurstDriver>) -> End {
         feed.kernel_totals(&stopped.totals);
         self.read_gc(feed);
-        if !feed.agg.maps().is_empty() {
-            let (mem, map_impl) = (self.mem.as_ref(), self.meta.plan.map_impl);
-            feed.map_lens(monotonic_ns(), |addr| mem.and_then(|m| map_impl.len(&m.read_array::<HEADER_BYTES>(addr)?)));
-        }
+        self.map_lens(feed);
         if let Some(w) = stopped.open_window {
             feed.end_burst(w.as_secs_f64());
         }
