@@ -500,6 +500,11 @@ impl ProbePlan {
             return false;
         };
         let id = self.probes.len() as u32;
+        // A cookie has 16 bits for the id; a plan holds a few dozen probes.
+        if id > cookie::MAX_PROBE_ID {
+            self.skipped.push(SkippedProbe { name: short.into(), symbol: symbol.into(), reason: format!("the plan is full ({} probes)", id) });
+            return false;
+        }
         self.probes.push(PlannedProbe { id, name: short.into(), symbol: symbol.into(), kind, vaddr: sym.addr, file_offset, size: sym.size, flags, required, map_arg: None });
         true
     }

@@ -40,7 +40,14 @@ pub mod kind {
     pub const MAX: u32 = 9;
 }
 
-/// Attach-cookie layout: `probe_id | kind << 32 | flags << 48`.
+/// Attach-cookie layout: `probe_id | slot << 16 | kind << 32 | flags << 48`.
+///
+/// `slot` is the target's row in `CONFIGS` and `STATS` when the link fires
+/// in that one process (the kernel's own PID filter), 0 on a link shared by
+/// every process of a binary: the program then finds the row by tgid, in
+/// `TARGETS`. A helper call costs ~50 ns here (AMD with SRSO's safe-RET
+/// return thunks), and the slot in the cookie saves two per hit: the tgid
+/// and the hash lookup.
 ///
 /// One kernel program serves every attach point; the cookie tells it what the
 /// point is, so adding a probe never adds a program.
@@ -67,11 +74,22 @@ pub mod cookie {
     /// and makes the switching's own traps measured rather than unseen.
     pub const FLAG_BURST: u64 = 1 << 3;
 
+    /// Plan ids and slots each have 16 bits.
+    pub const MAX_PROBE_ID: u32 = 0xffff;
+
+    /// A probe's cookie, for a link shared by every process (slot 0).
     pub const fn encode(probe_id: u32, kind: u32, flags: u64) -> u64 {
-        (probe_id as u64) | ((kind as u64 & 0xffff) << 32) | (flags << 48)
+        (probe_id as u64 & 0xffff) | ((kind as u64 & 0xffff) << 32) | (flags << 48)
+    }
+    /// `cookie` on a link that fires in one target only, whose row is `slot`.
+    pub const fn with_slot(cookie: u64, slot: u32) -> u64 {
+        (cookie & !0xffff_0000) | ((slot as u64 & 0xffff) << 16)
     }
     pub const fn probe_id(cookie: u64) -> u32 {
-        cookie as u32
+        (cookie & 0xffff) as u32
+    }
+    pub const fn slot(cookie: u64) -> u32 {
+        ((cookie >> 16) & 0xffff) as u32
     }
     pub const fn kind(cookie: u64) -> u32 {
         ((cookie >> 32) & 0xffff) as u32
@@ -135,7 +153,8 @@ pub struct RawEvent {
 }
 const _: () = assert!(core::mem::size_of::<RawEvent>() == 80 + 8 * MAX_FRAMES);
 
-/// Key of the kernel's per-CPU allocation counts.
+/// Key of the kernel's allocation counts (see [`AggSlot`]). `stack_id` is
+/// never 0: a slot whose `stack_id` is 0 is free.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct AggKey {
@@ -151,8 +170,8 @@ pub struct AggKey {
 }
 const _: () = assert!(core::mem::size_of::<AggKey>() == 24);
 
-/// Per-CPU value of the kernel's allocation counts: only ever incremented,
-/// so the agent reads deltas and nothing is lost between reads.
+/// The kernel's allocation counts of one key on one CPU: only ever
+/// incremented, so the agent reads deltas and nothing is lost between reads.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AggValue {
@@ -160,6 +179,32 @@ pub struct AggValue {
     pub bytes: u64,
 }
 const _: () = assert!(core::mem::size_of::<AggValue>() == 16);
+
+/// One slot of the `AGG` array: each CPU owns `AGG_SLOTS_PER_CPU`
+/// consecutive slots, grouped in sets of [`AGG_WAYS`]; a key lives in the
+/// set its hash names. An array lookup is inlined by the verifier where a
+/// hash map's is a helper call and a hash (~70 ns a hit here), and the agent
+/// reads the counts through a shared mapping, without a syscall per key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AggSlot {
+    pub key: AggKey,
+    pub value: AggValue,
+}
+const _: () = assert!(core::mem::size_of::<AggSlot>() == 40);
+
+/// Slots per set of the `AGG` array: a key's second chance when another
+/// key hashes to its slot.
+pub const AGG_WAYS: u32 = 2;
+
+/// The set of the `AGG` array `key` belongs in, among `sets` (a power of
+/// two): its first slot's index within a CPU's slots.
+pub const fn agg_set(key: &AggKey, sets: u32) -> u32 {
+    let rest = ((key.probe_id as u64) << 40) ^ ((key.size_bucket as u64) << 24) ^ key.tgid as u64;
+    // Multiplying carries every input bit into the high half, taken here.
+    let h = (key.stack_id ^ rest.wrapping_mul(0x9e37_79b9_7f4a_7c15)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+    ((h >> 32) as u32 & (sets - 1)) * AGG_WAYS
+}
 
 /// Log-linear size bucket: exact below 16 bytes, then four buckets per power
 /// of two (at most 25% wide). The kernel keys counts by it so that a callsite
@@ -185,7 +230,8 @@ pub const fn bucket_floor(bucket: u32) -> u64 {
     (4 + m) << (e - 2)
 }
 
-/// Per-target settings, keyed by host tgid in the `TARGETS` map.
+/// Per-target settings: row `slot` of the `CONFIGS` array. `TARGETS` maps a
+/// host tgid to its slot, for links shared by every process of a binary.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TargetConfig {
@@ -208,17 +254,22 @@ pub struct TargetConfig {
     /// 1 while a burst's window is open (always, in exact mode): see
     /// [`cookie::FLAG_BURST`].
     pub burst_open: u32,
-    /// This target's row of the `STATS` array, from 1 ([`stat::AGENT_SLOT`]
-    /// is the agent's own) to below [`MAX_TARGETS`] + 1.
+    /// This target's row of the `CONFIGS` and `STATS` arrays, from 1
+    /// ([`stat::AGENT_SLOT`] is the agent's own) to [`MAX_TARGETS`].
     pub slot: u32,
+    /// The target's host tgid: a hit on its own link learns it here, with
+    /// no helper call.
+    pub tgid: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<TargetConfig>() == 56);
+const _: () = assert!(core::mem::size_of::<TargetConfig>() == 64);
 const _: () = assert!(core::mem::offset_of!(TargetConfig, heap_goal_addr) == 24);
 const _: () = assert!(core::mem::offset_of!(TargetConfig, burst_open) == 48);
 
 /// Targets one agent can hold: the `TARGETS` map's size, and the rows of
-/// `STATS` after the agent's own.
+/// `CONFIGS` and `STATS` after the agent's own. Below 2^16 (a cookie's slot).
 pub const MAX_TARGETS: u32 = 1024;
+const _: () = assert!(MAX_TARGETS <= 0xffff);
 
 /// One row of the per-CPU `STATS` array: a target's counters (one map
 /// lookup per hit serves them all), indexed by the [`stat`] constants.
@@ -256,9 +307,12 @@ pub mod stat {
     /// Agent row only: hits that a probe took in a process that is not a
     /// target (a trap it paid for nothing; zero where links filter by PID).
     pub const FOREIGN: u32 = 6;
+    /// Slots of `AGG` this target's hits took, per CPU: the agent looks
+    /// for new keys in a CPU's slots only when its count moved.
+    pub const AGG_CLAIMED: u32 = 7;
     /// Hits that passed the PID filter, per kind: slot `HITS_BY_KIND + kind`.
     /// Their sum is all hits (one counter per hit, not two).
-    pub const HITS_BY_KIND: u32 = 7;
+    pub const HITS_BY_KIND: u32 = 8;
     /// Of those, hits on a bursted probe while its gate was shut (attaching or
     /// detaching): slot `GATED_BY_KIND + kind`. They cost a trap and carry no data.
     pub const GATED_BY_KIND: u32 = HITS_BY_KIND + super::kind::MAX + 1;
@@ -272,12 +326,35 @@ mod user {
     unsafe impl aya::Pod for super::RawEvent {}
     unsafe impl aya::Pod for super::AggKey {}
     unsafe impl aya::Pod for super::AggValue {}
+    unsafe impl aya::Pod for super::AggSlot {}
     unsafe impl aya::Pod for super::TargetStats {}
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cookie_keeps_its_fields_apart() {
+        let c = cookie::encode(0xfffe, kind::MAP_INSERT, cookie::FLAG_WALK_STACK | cookie::FLAG_BURST);
+        assert_eq!(cookie::slot(c), 0);
+        let c = cookie::with_slot(c, MAX_TARGETS);
+        assert_eq!((cookie::probe_id(c), cookie::slot(c), cookie::kind(c)), (0xfffe, MAX_TARGETS, kind::MAP_INSERT));
+        assert_eq!(cookie::flags(c), cookie::FLAG_WALK_STACK | cookie::FLAG_BURST);
+        assert_eq!(cookie::slot(cookie::with_slot(c, 7)), 7);
+    }
+
+    #[test]
+    fn agg_sets_start_on_a_way_boundary_inside_the_cpus_slots() {
+        for stack_id in (1..20_000u64).step_by(7) {
+            let key = AggKey { stack_id, probe_id: (stack_id % 5) as u32, size_bucket: 3, tgid: 4242, _pad: 0 };
+            let set = agg_set(&key, 1024);
+            assert!(set % AGG_WAYS == 0 && set + AGG_WAYS <= 1024 * AGG_WAYS, "{set}");
+        }
+        let a = AggKey { stack_id: 0x51, probe_id: 1, size_bucket: 3, tgid: 1, _pad: 0 };
+        let b = AggKey { tgid: 2, ..a };
+        assert_ne!(agg_set(&a, 1 << 11), agg_set(&b, 1 << 11), "processes sharing a stack spread over sets");
+    }
 
     #[test]
     fn size_buckets_are_monotonic_and_at_most_a_quarter_wide() {

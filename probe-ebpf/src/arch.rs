@@ -9,7 +9,7 @@ use gcprobe_common::MAX_ARGS;
 #[cfg(bpf_target_arch = "x86_64")]
 mod imp {
     use super::*;
-    use aya_ebpf::{bindings::pt_regs, helpers::bpf_probe_read_user};
+    use aya_ebpf::bindings::pt_regs;
 
     #[inline(always)]
     fn regs(ctx: &ProbeContext) -> &pt_regs {
@@ -33,13 +33,18 @@ mod imp {
         regs(ctx).rbp
     }
 
-    /// At function entry the CALL has pushed the return address and the
-    /// prologue has not run yet, so the caller lives at [rsp] and is not in any
-    /// frame-pointer record (the kernel's stack helper misses it too).
     #[inline(always)]
-    pub fn entry_return_address(ctx: &ProbeContext) -> Result<u64, i64> {
-        let sp = regs(ctx).rsp;
-        unsafe { bpf_probe_read_user(sp as *const u64) }.map_err(|e| e as i64)
+    pub fn stack_pointer(ctx: &ProbeContext) -> u64 {
+        regs(ctx).rsp
+    }
+
+    /// At function entry the CALL has pushed the return address and the
+    /// prologue has not run yet, so the caller lives at [rsp], in memory,
+    /// and is not in any frame-pointer record (the kernel's stack helper
+    /// misses it too).
+    #[inline(always)]
+    pub fn caller_in_register(_ctx: &ProbeContext) -> Option<u64> {
+        None
     }
 }
 
@@ -70,10 +75,15 @@ mod imp {
         regs(ctx).regs[29]
     }
 
+    #[inline(always)]
+    pub fn stack_pointer(ctx: &ProbeContext) -> u64 {
+        regs(ctx).sp
+    }
+
     /// BL leaves the return address in LR (X30); at entry nothing has saved it yet.
     #[inline(always)]
-    pub fn entry_return_address(ctx: &ProbeContext) -> Result<u64, i64> {
-        Ok(regs(ctx).regs[30])
+    pub fn caller_in_register(ctx: &ProbeContext) -> Option<u64> {
+        Some(regs(ctx).regs[30])
     }
 }
 

@@ -11,15 +11,15 @@
 mod arch;
 
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf, generated::bpf_get_attach_cookie},
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf, generated::bpf_get_attach_cookie},
     macros::{map, uprobe},
-    maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::ProbeContext,
     EbpfContext, Global,
 };
 use aya_log_ebpf::{info, warn};
-use gcprobe_common::{cookie, event_flag, kind, size_bucket, stat, AggKey, AggValue, EventHeader, RawEvent, TargetConfig, TargetStats, MAX_ARGS, MAX_FRAMES, MAX_TARGETS};
+use gcprobe_common::{agg_set, cookie, event_flag, kind, size_bucket, stat, AggKey, AggSlot, AggValue, AGG_WAYS, EventHeader, RawEvent, TargetConfig, TargetStats, MAX_ARGS, MAX_FRAMES, MAX_TARGETS};
 
 /// Event stream to the agent, shared by every target. Most allocation
 /// hits are counted in `AGG`, not sent; 4 MiB holds ~25k whole records,
@@ -34,22 +34,53 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 /// so a quiet target's events are not stuck.
 const WAKEUP_BYTES: u64 = 256 << 10;
 
-/// Host tgids being probed. Uprobes attach per binary (inode), so another
-/// process running the same executable must be filtered out here.
+/// Records sent by this CPU: the ring's fill is checked every
+/// WAKE_CHECK_EVERY of them, not each time (a helper call, ~50 ns here).
+/// Past the threshold that lets at most that many records per CPU more
+/// queue before the agent wakes: a few KiB of a 4 MiB ring.
 #[map]
-static TARGETS: HashMap<u32, TargetConfig> = HashMap::with_max_entries(MAX_TARGETS, BPF_F_NO_PREALLOC);
+static SENT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+const WAKE_CHECK_EVERY: u64 = 16;
+
+/// Whether this record should check the ring's fill.
+#[inline(always)]
+fn wake_check_due() -> bool {
+    let Some(n) = SENT.get_ptr_mut(0) else { return true };
+    // SAFETY: this CPU's counter; a lost increment only shifts the check.
+    unsafe {
+        *n += 1;
+        *n % WAKE_CHECK_EVERY == 0
+    }
+}
+
+/// Host tgid → slot, for links shared by every process of a binary: a
+/// process outside it is not a target. Links filtered by the kernel to one
+/// process carry its slot in the cookie and never look here.
+#[map]
+static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TARGETS, BPF_F_NO_PREALLOC);
+
+/// Each target's settings, by slot: an array lookup is inlined by the
+/// verifier (no helper call).
+#[map]
+static CONFIGS: Array<TargetConfig> = Array::with_max_entries(MAX_TARGETS + 1, 0);
 
 /// Counters per target, per CPU: row `TargetConfig::slot`, row 0 the agent's
 /// own. A row is one lookup per hit however many counters the hit bumps.
 #[map]
 static STATS: PerCpuArray<TargetStats> = PerCpuArray::with_max_entries(MAX_TARGETS + 1, 0);
 
-/// Allocation counts by (stack, probe, size bucket), per CPU. Replaces a
-/// ring-buffer record per hit with a map update; a key's first hit also sends
-/// its stack. Not LRU: eviction would lose counts silently, so a full map
-/// falls back to whole events (stat::AGG_FULL).
+/// Allocation counts by (stack, probe, size bucket, process): see
+/// `AggSlot`. Each CPU owns AGG_SLOTS_PER_CPU slots; the agent sizes the
+/// array for every possible CPU and maps it to read the counts. Not LRU:
+/// eviction would lose counts silently, so a full set falls back to whole
+/// events (stat::AGG_FULL).
 #[map]
-static AGG: PerCpuHashMap<AggKey, AggValue> = PerCpuHashMap::with_max_entries(1 << 14, 0);
+static AGG: Array<AggSlot> = Array::with_max_entries(1 << 12, BPF_F_MMAPABLE);
+
+/// Slots of AGG per CPU, a power of two: the agent sets it at load (frozen
+/// .rodata, so the verifier knows it).
+#[unsafe(no_mangle)]
+static AGG_SLOTS_PER_CPU: Global<u32> = Global::new(1 << 12);
 
 /// Where a record is assembled before `bpf_ringbuf_output` copies its used
 /// prefix: reserve needs a constant size, and most stacks are far shorter
@@ -68,7 +99,7 @@ static LOG_PROBES: Global<u32> = Global::new(0);
 enum Diag {
     /// A frame-pointer record could not be read: (address, frame index).
     StackFault,
-    /// AGG had no room for a new key: (cookie, stack id).
+    /// Both slots of a new key's set in AGG were taken: (cookie, stack id).
     AggFull,
     /// A bursted probe hit while its gate was shut: (cookie, 0).
     Gated,
@@ -110,7 +141,7 @@ fn log_diagnostic(ctx: &ProbeContext, what: Diag, a: u64, b: u64) {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     match what {
         Diag::StackFault => warn!(ctx, "frame walk fault at {:x}, frame {}, tgid {} (#{} on this CPU)", a, b, tgid, n),
-        Diag::AggFull => warn!(ctx, "AGG map full: probe {} stack {:x} sent as a whole event, tgid {} (#{} on this CPU)", cookie::probe_id(a), b, tgid, n),
+        Diag::AggFull => warn!(ctx, "AGG set full: probe {} stack {:x} sent as a whole event, tgid {} (#{} on this CPU)", cookie::probe_id(a), b, tgid, n),
         Diag::Gated => info!(ctx, "gated hit: probe {} kind {} tgid {} (#{} on this CPU)", cookie::probe_id(a), cookie::kind(a), tgid, n),
         Diag::BadCookie => warn!(ctx, "unexpected cookie {:x}: kind {} > {}, tgid {} (#{} on this CPU)", a, cookie::kind(a), kind::MAX, tgid, n),
     }
@@ -142,19 +173,16 @@ pub fn go_entry(ctx: ProbeContext) -> u32 {
 }
 
 fn try_go_entry(ctx: &ProbeContext) -> Result<(), i64> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    // SAFETY: value is Copy and only read.
-    let Some(cfg) = (unsafe { TARGETS.get(tgid) }) else {
+    let ck = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    let Some(slot) = target_slot(ck)? else {
         // Only a link shared by every process of a binary lets one in: the
         // agent watches this count to see a process that is not its target.
         Counters::row(stat::AGENT_SLOT)?.bump(stat::FOREIGN);
         return Ok(());
     };
-    let cfg = *cfg;
-    let stats = Counters::row(cfg.slot)?;
+    let cfg = *CONFIGS.get(slot).ok_or(-1i64)?;
+    let stats = Counters::row(slot)?;
 
-    let ck = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
     let flags = cookie::flags(ck);
     let kind = cookie::kind(ck);
     // The per-kind counters have kind::MAX + 1 slots each; a cookie the
@@ -169,7 +197,13 @@ fn try_go_entry(ctx: &ProbeContext) -> Result<(), i64> {
         diagnose(ctx, Diag::Gated, ck, 0);
         return Ok(());
     }
-    let caller = arch::entry_return_address(ctx)?;
+    let walk = flags & cookie::FLAG_WALK_STACK != 0;
+    let chunk = STACK_CHUNK.get_ptr_mut(0).ok_or(-1i64)?;
+    // SAFETY: this CPU's slot, ours for the duration of the program.
+    let chunk = unsafe { &mut *chunk };
+    // A walking probe reads the caller with the stack's first chunk: one
+    // helper call where there were two.
+    let (caller, mut window) = entry_caller(ctx, walk.then_some(&mut *chunk))?;
     if flags & cookie::FLAG_SKIP_NESTED != 0 && caller >= cfg.nested_lo && caller < cfg.nested_hi {
         stats.bump(stat::NESTED);
         return Ok(());
@@ -193,35 +227,49 @@ fn try_go_entry(ctx: &ProbeContext) -> Result<(), i64> {
     // growslice event just before it on this thread carries, so the agent
     // joins the two and the kernel walks nothing (see `Aggregator::add`).
     let in_growslice = caller >= cfg.pair_lo && caller < cfg.pair_hi;
-    let (n, stack_id) = if flags & cookie::FLAG_WALK_STACK != 0 && !in_growslice {
-        walk_frame_pointers(ctx, arch::frame_pointer(ctx), &mut ev.frames, caller, &stats)
+    let (n, stack_id) = if walk && !in_growslice {
+        walk_frame_pointers(ctx, arch::frame_pointer(ctx), chunk, &mut window, &mut ev.frames, caller, &stats)
     } else {
         (2, 0)
     };
+    // The frame count through memory: each exit of the walk knows its own
+    // count, and the verifier would check the rest of the program once per
+    // count (4x the instructions, ~0.1 s of start-up per load). Read back,
+    // the count is one unknown, and the first check covers every exit.
+    ev.header.nframes = n as u32;
+    // SAFETY: our own per-CPU scratch; volatile so the compiler keeps the load.
+    let n = unsafe { core::ptr::read_volatile(&ev.header.nframes) } as usize;
     let mut id = 0;
+    let mut claimed = None;
     if flags & cookie::FLAG_AGGREGATE != 0 && !in_growslice {
         let size = args[0];
-        let key = AggKey { stack_id, probe_id: cookie::probe_id(ck), size_bucket: size_bucket(size), tgid, _pad: 0 };
-        if count_into(&key, size, &stats) {
-            return Ok(());
-        }
-        if AGG.insert(&key, &AggValue { count: 1, bytes: size }, BPF_NOEXIST as u64).is_ok() {
-            stats.bump(stat::AGGREGATED);
-            event_flags |= event_flag::STACK_ONLY;
-            id = stack_id;
-        } else if count_into(&key, size, &stats) {
-            // Another CPU created the key between our lookup and insert.
-            return Ok(());
-        } else {
-            stats.bump(stat::AGG_FULL);
-            diagnose(ctx, Diag::AggFull, ck, stack_id);
+        let key = AggKey { stack_id, probe_id: cookie::probe_id(ck), size_bucket: size_bucket(size), tgid: cfg.tgid, _pad: 0 };
+        match count_in_agg(&key, size) {
+            Agg::Counted => {
+                stats.bump(stat::AGGREGATED);
+                return Ok(());
+            }
+            Agg::Claimed(slot) => {
+                // The key's first hit on this CPU: its count is in the slot,
+                // and the record only names the stack.
+                claimed = Some(slot);
+                event_flags |= event_flag::STACK_ONLY;
+                id = stack_id;
+            }
+            Agg::Full => {
+                stats.bump(stat::AGG_FULL);
+                diagnose(ctx, Diag::AggFull, ck, stack_id);
+            }
         }
     }
 
+    // Only a whole event names its thread (the agent pairs growslice with
+    // the allocation after it by tid): the aggregated path makes no call.
+    let pid_tgid = bpf_get_current_pid_tgid();
     ev.header = EventHeader {
         kind,
         probe_id: cookie::probe_id(ck),
-        tgid,
+        tgid: (pid_tgid >> 32) as u32,
         tid: pid_tgid as u32,
         ktime_ns: unsafe { bpf_ktime_get_ns() },
         args,
@@ -232,7 +280,7 @@ fn try_go_entry(ctx: &ProbeContext) -> Result<(), i64> {
     // No kind forces a wakeup: a program collecting hundreds of times a
     // second makes GC events as frequent as allocations, and a wakeup costs
     // the target a context switch. The agent's 200 ms drain bounds latency.
-    let wake = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
+    let wake = if wake_check_due() && EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
     // Send only the frames in use: header words plus n.
     let words = core::mem::size_of::<EventHeader>() / 8 + n;
     // SAFETY: RawEvent is repr(C) u64-aligned POD; the view covers it exactly.
@@ -242,9 +290,35 @@ fn try_go_entry(ctx: &ProbeContext) -> Result<(), i64> {
     }
     if EVENTS.output::<[u64]>(&all[..words], wake as u64).is_err() {
         stats.bump(stat::RINGBUF_FULL);
+        if let Some(slot) = claimed {
+            // Without its stack the agent could not name the key's counts:
+            // free the slot, so the hit is lost (and counted) but the next
+            // one claims it again and sends the stack.
+            // SAFETY: this CPU's slot, which only this CPU's hits write.
+            unsafe { (*slot).key.stack_id = 0 };
+        }
         return Err(-1);
     }
+    if claimed.is_some() {
+        // After the slot and its record: the agent looks for new slots
+        // when this moves, and counts them when AGGREGATED does.
+        stats.bump(stat::AGG_CLAIMED);
+        stats.bump(stat::AGGREGATED);
+    }
     Ok(())
+}
+
+/// The target's slot: from the cookie on a link that fires in one process,
+/// else by tgid (`Ok(None)`: not a target).
+#[inline(always)]
+fn target_slot(ck: u64) -> Result<Option<u32>, i64> {
+    let slot = cookie::slot(ck);
+    if slot != 0 {
+        return Ok(Some(slot));
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: value is Copy and only read.
+    Ok(unsafe { TARGETS.get(tgid) }.copied())
 }
 
 /// Reads the target's u64 at `addr` (never writes it) into `args[slot]`;
@@ -263,19 +337,50 @@ fn read_into(args: &mut [u64; MAX_ARGS], slot: usize, addr: u64, flag: u32) -> u
     }
 }
 
-/// Adds one hit to `key`'s per-CPU value; false when the key is absent.
+/// Where a hit's count went.
+enum Agg {
+    /// Into its key's slot.
+    Counted,
+    /// Into a free slot this hit took for its key: the stack must be sent.
+    Claimed(*mut AggSlot),
+    /// Nowhere: both slots of the key's set hold other keys.
+    Full,
+}
+
+/// Adds one hit to `key`'s slot among this CPU's, taking a free slot of
+/// its set when the key has none. Plain stores suffice: only this CPU's
+/// hits write its slots, and the kernel runs one tracing program at a time
+/// per CPU (bpf_prog_active in trace_call_bpf; uprobe_multi runs with
+/// migration disabled). The agent reads the slots as they change.
 #[inline(always)]
-fn count_into(key: &AggKey, size: u64, stats: &Counters) -> bool {
-    let Some(v) = AGG.get_ptr_mut(key) else { return false };
-    // SAFETY: this CPU's value. Plain adds suffice: the kernel runs one
-    // tracing program at a time per CPU (bpf_prog_active in trace_call_bpf),
-    // so nothing else updates this slot while we do.
-    unsafe {
-        (*v).count += 1;
-        (*v).bytes += size;
+fn count_in_agg(key: &AggKey, size: u64) -> Agg {
+    let per_cpu = AGG_SLOTS_PER_CPU.load();
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let first = cpu.wrapping_mul(per_cpu).wrapping_add(agg_set(key, per_cpu / AGG_WAYS));
+    let mut free = None;
+    for way in 0..AGG_WAYS {
+        let Some(p) = AGG.get_ptr_mut(first + way) else { break };
+        // SAFETY: a slot of this CPU's (see above).
+        let slot = unsafe { &mut *p };
+        if slot.key.stack_id == key.stack_id && slot.key.probe_id == key.probe_id && slot.key.size_bucket == key.size_bucket && slot.key.tgid == key.tgid {
+            slot.value.count += 1;
+            slot.value.bytes += size;
+            return Agg::Counted;
+        }
+        if slot.key.stack_id == 0 && free.is_none() {
+            free = Some(p);
+        }
     }
-    stats.bump(stat::AGGREGATED);
-    true
+    let Some(p) = free else { return Agg::Full };
+    // SAFETY: as above. The key's stack id last: a reader that sees it
+    // non-zero finds the rest written (x86's stores are ordered; on arm64 a
+    // torn read lasts until the next one).
+    unsafe {
+        (*p).value = AggValue { count: 1, bytes: size };
+        (*p).key = AggKey { stack_id: 0, ..*key };
+        (*p).key.stack_id = key.stack_id;
+    }
+    Agg::Claimed(p)
 }
 
 /// Bytes of stack read at once by the frame walk: most Go frames are tens
@@ -283,52 +388,82 @@ fn count_into(key: &AggKey, size: u64, stats: &Counters) -> bool {
 /// power of two (lengths are masked by CHUNK - 1 for the verifier).
 const CHUNK: usize = 1024;
 const CHUNK_WORDS: usize = CHUNK / 8;
+/// One word past the CHUNK bytes read: a record at the last masked index
+/// stays inside the value whatever the compiler makes of the bounds (the
+/// `valid` check keeps records whole within what was read).
+type Chunk = [u64; CHUNK_WORDS + 1];
 
 /// Per-CPU copy of the stack the walk is reading.
 #[map]
-static STACK_CHUNK: PerCpuArray<[u64; CHUNK_WORDS]> = PerCpuArray::with_max_entries(1, 0);
+static STACK_CHUNK: PerCpuArray<Chunk> = PerCpuArray::with_max_entries(1, 0);
+
+/// Which part of the stack the chunk holds: `valid` bytes from `base`.
+#[derive(Clone, Copy)]
+struct Window {
+    base: u64,
+    valid: u64,
+}
+
+impl Window {
+    const EMPTY: Window = Window { base: 0, valid: 0 };
+}
+
+/// The caller's return address at function entry and, when `chunk` is
+/// given (a walking probe), the stack read from the stack pointer up:
+/// where the caller's address sits in memory (amd64) it comes with the
+/// first frame records in one helper call. A helper call costs ~50 ns here.
+#[inline(always)]
+fn entry_caller(ctx: &ProbeContext, chunk: Option<&mut Chunk>) -> Result<(u64, Window), i64> {
+    if let Some(lr) = arch::caller_in_register(ctx) {
+        return Ok((lr, Window::EMPTY));
+    }
+    let sp = arch::stack_pointer(ctx);
+    let Some(chunk) = chunk else {
+        // SAFETY: reads the target's stack, never writes it.
+        return Ok((unsafe { bpf_probe_read_user(sp as *const u64) }.map_err(|e| e as i64)?, Window::EMPTY));
+    };
+    let valid = read_chunk(chunk, sp);
+    if valid == 0 {
+        return Err(-1);
+    }
+    Ok((chunk[0], Window { base: sp, valid }))
+}
 
 /// Follows Go's frame-pointer chain from the caller's frame: each record is
 /// [saved FP, return address] on amd64 and arm64 alike. The stack is read
 /// CHUNK bytes at a time (to the page's end where a chunk would cross the
-/// end of the mapping), and records inside the last chunk cost no further
-/// read: 1 KiB holds most of a Go allocation stack's records, and a helper
-/// call per record was half of a hit's cost (measured by calibration: ~1.3
-/// µs over the empty program per 10-frame hit before, ~0.5 µs after).
+/// end of the mapping), and records inside the chunk in hand cost no
+/// further read: 1 KiB from the stack pointer holds most of a Go
+/// allocation stack's records, and a helper call per record was half of a
+/// hit's cost (measured by calibration: ~1.3 µs over the empty program per
+/// 10-frame hit before, ~0.5 µs after).
 /// Bounded by MAX_FRAMES; stops at a null or non-increasing FP (stacks grow
 /// down, so a walk that does not go up is corrupt or crosses onto another
 /// stack). Returns the frame count and a hash of `frames[1..]` (the caller on).
 #[inline(always)]
-fn walk_frame_pointers(ctx: &ProbeContext, mut fp: u64, frames: &mut [u64; MAX_FRAMES], caller: u64, stats: &Counters) -> (usize, u64) {
+fn walk_frame_pointers(ctx: &ProbeContext, mut fp: u64, chunk: &mut Chunk, window: &mut Window, frames: &mut [u64; MAX_FRAMES], caller: u64, stats: &Counters) -> (usize, u64) {
     let mut n = 2;
     let mut h = mix(0x9e37_79b9_7f4a_7c15, caller);
-    let Some(chunk) = STACK_CHUNK.get_ptr_mut(0) else { return (n, h | 1) };
-    // SAFETY: this CPU's slot, ours for the duration of the program.
-    let chunk = unsafe { &mut *chunk };
-    // The chunk holds the stack from `base`, `valid` bytes of it.
-    let (mut base, mut valid) = (0u64, 0u64);
     while n < MAX_FRAMES {
         if fp == 0 {
             break;
         }
-        let mut off = fp.wrapping_sub(base);
-        if off + 16 > valid || off & 7 != 0 {
-            valid = read_chunk(chunk, fp);
+        // An FP below the window wraps to a huge offset: read afresh.
+        let mut off = fp.wrapping_sub(window.base);
+        if off >= window.valid || window.valid - off < 16 || off & 7 != 0 {
+            let valid = read_chunk(chunk, fp);
             if valid == 0 {
                 stats.bump(stat::STACK_FAULT);
                 diagnose(ctx, Diag::StackFault, fp, n as u64);
                 break;
             }
-            base = fp;
+            *window = Window { base: fp, valid };
             off = 0;
         }
-        // Masked, so the verifier sees both indices inside the chunk; the
+        // Masked, so the verifier sees both indices inside the value; the
         // check above already keeps the record whole within `valid`.
         let i = (off >> 3) as usize & (CHUNK_WORDS - 1);
-        if i >= CHUNK_WORDS - 1 {
-            break;
-        }
-        let (next_fp, ret) = (chunk[i], chunk[(i + 1) & (CHUNK_WORDS - 1)]);
+        let (next_fp, ret) = (chunk[i], chunk[i + 1]);
         if ret == 0 {
             break;
         }
@@ -349,7 +484,7 @@ fn walk_frame_pointers(ctx: &ProbeContext, mut fp: u64, frames: &mut [u64; MAX_F
 /// thread's stack). Returns the bytes read, 0 when not even one record
 /// could be.
 #[inline(always)]
-fn read_chunk(chunk: &mut [u64; CHUNK_WORDS], at: u64) -> u64 {
+fn read_chunk(chunk: &mut Chunk, at: u64) -> u64 {
     // SAFETY: a byte view of the same per-CPU slot.
     let bytes = unsafe { core::slice::from_raw_parts_mut(chunk.as_mut_ptr() as *mut u8, CHUNK) };
     if unsafe { bpf_probe_read_user_buf(at as *const u8, bytes) }.is_ok() {

@@ -12,7 +12,7 @@ use gcprobe_common::{cookie, kind, TargetConfig};
 
 use crate::kernel::{
     links::Attached,
-    probes::{AttachPoint, Kernel, Loader, ProbeError, Program, Sizing},
+    probes::{AttachPoint, Kernel, Loader, ProbeError, Program, RunStats, Sizing},
     selfmap::{self_file_offset, thread_cpu, SelfMapError},
 };
 
@@ -35,6 +35,19 @@ pub struct Calibration {
     pub event_ns: f64,
     /// The empty program: the trap alone.
     pub empty_ns: f64,
+    /// The programs' own run time per hit, by the kernel's accounting,
+    /// when `kernel.bpf_stats_enabled` is on (benchmarks): no trap, no
+    /// clock noise of this thread's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program_ns: Option<ProgramNs>,
+}
+
+/// The kernel's timing of each program's runs, nanoseconds per hit.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ProgramNs {
+    pub aggregated: f64,
+    pub event: f64,
+    pub empty: f64,
 }
 
 impl Calibration {
@@ -100,11 +113,19 @@ pub fn calibrate_at_depth(loader: &mut Loader, depth: usize, effort: Effort) -> 
             return Err(ProbeError::Attach { symbol: "gcprobe calibration point".into(), offset, source: e }.into());
         }
     }
-    let chain = FrameChain::new(depth.clamp(1, gcprobe_common::MAX_FRAMES));
+    let chain = FrameChain::new(depth.max(1));
     let mut times: [Vec<Duration>; 4] = Default::default();
+    // Per function: the kernel's run time and runs of the program it hits.
+    let mut runs: [RunStats; 3] = Default::default();
+    let kernels = [&real_kernel, &real_kernel, &empty_kernel];
     for _ in 0..rounds {
         for (i, f) in fns.iter().enumerate() {
+            let before = kernels.get(i).and_then(|k| k.run_stats());
             times[i].push(time_calls(&chain, *f, calls));
+            if let (Some(b), Some(a)) = (before, kernels.get(i).and_then(|k| k.run_stats())) {
+                runs[i].ns += a.ns.saturating_sub(b.ns);
+                runs[i].runs += a.runs.saturating_sub(b.runs);
+            }
             // Consume what the event path sent, as the session's reader
             // would: a ring left to fill would make the kernel wake a reader
             // on every event past the threshold, and the cost would be ours.
@@ -126,7 +147,12 @@ pub fn calibrate_at_depth(loader: &mut Loader, depth: usize, effort: Effort) -> 
     let [mut agg, mut ev, mut emp, mut bare] = times;
     let bare = med(&mut bare);
     let per_hit = |v: &mut Vec<Duration>| ((med(v) - bare) / calls as f64).max(1.0);
-    Ok(Calibration { aggregated_ns: per_hit(&mut agg), event_ns: per_hit(&mut ev), empty_ns: per_hit(&mut emp) })
+    let each = |r: &RunStats| RunStats::default().ns_per_run_until(r);
+    let program_ns = match runs.each_ref().map(each) {
+        [Some(aggregated), Some(event), Some(empty)] => Some(ProgramNs { aggregated, event, empty }),
+        _ => None,
+    };
+    Ok(Calibration { aggregated_ns: per_hit(&mut agg), event_ns: per_hit(&mut ev), empty_ns: per_hit(&mut emp), program_ns })
 }
 
 fn hits(a: &Attached) -> u64 {
@@ -138,9 +164,11 @@ fn hits(a: &Attached) -> u64 {
 /// trapping thread, and CPU time leaves out time lost to other processes on
 /// a shared machine, which wall time would not.
 fn time_calls(chain: &FrameChain, f: extern "C" fn(u64) -> u64, calls: u64) -> Duration {
+    let mut records = [0u64; CHAIN_WORDS];
+    chain.lay_out(&mut records);
     let t = thread_cpu();
     for i in 0..calls {
-        std::hint::black_box(chain.call(f, i));
+        std::hint::black_box(FrameChain::call(&records, f, i));
     }
     thread_cpu().saturating_sub(t)
 }
@@ -165,31 +193,41 @@ extern "C" fn point_bare(x: u64) -> u64 {
     std::hint::black_box(x).wrapping_mul(11)
 }
 
+/// Words the deepest chain takes: MAX_FRAMES records at the widest gap.
+const CHAIN_WORDS: usize = gcprobe_common::MAX_FRAMES * 224 / 8 + 2;
+
 /// `depth` frame records `[next frame pointer, return address]` at rising
 /// addresses, the last one ending the chain: what our walk follows in Go.
 struct FrameChain {
-    records: Box<[u64]>,
+    depth: usize,
 }
 
 impl FrameChain {
     fn new(depth: usize) -> Self {
+        Self { depth: depth.min(gcprobe_common::MAX_FRAMES) }
+    }
+
+    /// Writes the chain into `records`, which lie on the caller's stack:
+    /// as a Go caller's frame records lie just above the probed function's
+    /// stack pointer, where the program's first read of the stack finds
+    /// them. A chain elsewhere would cost the walk a read Go's does not.
+    fn lay_out(&self, records: &mut [u64; CHAIN_WORDS]) {
         let gap = |i: usize| FRAME_BYTES[i % FRAME_BYTES.len()] / 8;
-        let words: usize = (0..depth).map(gap).sum::<usize>() + 2;
-        let mut records = vec![0u64; words].into_boxed_slice();
         let base = records.as_ptr() as u64;
         let mut at = 0;
-        for i in 0..depth {
+        for i in 0..self.depth {
             let next = at + gap(i);
-            records[at] = if i + 1 < depth { base + 8 * next as u64 } else { 0 };
+            records[at] = if i + 1 < self.depth { base + 8 * next as u64 } else { 0 };
             records[at + 1] = point_bare as *const () as u64 + 1 + i as u64;
             at = next;
         }
-        Self { records }
     }
+}
 
+impl FrameChain {
     /// Calls the probed function with the frame pointer on our chain.
     #[cfg(target_arch = "x86_64")]
-    fn call(&self, f: extern "C" fn(u64) -> u64, x: u64) -> u64 {
+    fn call(records: &[u64; CHAIN_WORDS], f: extern "C" fn(u64) -> u64, x: u64) -> u64 {
         let out: u64;
         // SAFETY: rbp is saved and restored around the call; the callee is a
         // leaf that reads only its argument. Without `nostack` the stack is
@@ -205,7 +243,7 @@ impl FrameChain {
                 "call rax",
                 "add rsp, 8",
                 "pop rbp",
-                in("rsi") self.records.as_ptr(),
+                in("rsi") records.as_ptr(),
                 inout("rax") f as usize => out,
                 inout("rdi") x => _,
                 clobber_abi("C"),
@@ -215,7 +253,7 @@ impl FrameChain {
     }
 
     #[cfg(target_arch = "aarch64")]
-    fn call(&self, f: extern "C" fn(u64) -> u64, x: u64) -> u64 {
+    fn call(records: &[u64; CHAIN_WORDS], f: extern "C" fn(u64) -> u64, x: u64) -> u64 {
         let out: u64;
         // SAFETY: x29/x30 are saved and restored around the call.
         unsafe {
@@ -224,7 +262,7 @@ impl FrameChain {
                 "mov x29, {chain}",
                 "blr {f}",
                 "ldp x29, x30, [sp], #16",
-                chain = in(reg) self.records.as_ptr(),
+                chain = in(reg) records.as_ptr(),
                 f = in(reg) f,
                 inout("x0") x => out,
                 clobber_abi("C"),

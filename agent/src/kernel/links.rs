@@ -26,16 +26,16 @@ use aya::programs::{
     uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeScope},
     ProgramError,
 };
-use aya::maps::PerCpuValues;
-use gcprobe_common::{AggKey, AggValue, TargetConfig, TargetStats, MAX_TARGETS};
+use gcprobe_common::{cookie, AggKey, AggValue, TargetConfig, MAX_TARGETS};
 
 use super::{
-    probes::{uprobe_of, AttachPoint, Kernel, KernelStats, Mechanism, ProbeError, Shared},
+    probes::{loaded_uprobe, AttachPoint, Kernel, KernelStats, Mechanism, ProbeError, Shared},
     selfmap::thread_cpu,
 };
 
 impl Kernel {
-    /// Registers `pid` in the kernel's filter with its own counters.
+    /// Registers `pid` with its own settings and counters, and in the
+    /// filter of links shared by every process of a binary.
     pub fn register(&self, pid: u32, mut cfg: TargetConfig) -> Result<Registration, ProbeError> {
         let sh = &self.shared;
         let slot = {
@@ -44,15 +44,16 @@ impl Kernel {
             slots.insert(slot);
             slot
         };
-        // A row a departed target used starts again from zero.
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
-        let zero = PerCpuValues::try_from(vec![TargetStats::default(); cpus]).map_err(ProbeError::Cpus)?;
-        let zeroed = sh.stats.borrow_mut().set(slot, zero, 0);
         cfg.slot = slot;
-        let inserted = zeroed.and_then(|()| sh.targets.borrow_mut().insert(pid, cfg, 0));
-        if let Err(source) = inserted {
+        cfg.tgid = pid;
+        let registered = sh.zero_row(slot).and_then(|()| {
+            // Settings before the filter: a shared link's first hit finds them.
+            sh.configs.borrow_mut().set(slot, cfg, 0).map_err(|source| ProbeError::Map { name: "CONFIGS", source })?;
+            sh.targets.borrow_mut().insert(pid, slot, 0).map_err(|source| ProbeError::Map { name: "TARGETS", source })
+        });
+        if let Err(e) = registered {
             sh.slots.borrow_mut().remove(&slot);
-            return Err(ProbeError::Map { name: "TARGETS", source });
+            return Err(e);
         }
         Ok(Registration { pid, cfg, shared: Rc::clone(sh) })
     }
@@ -85,7 +86,7 @@ impl Registration {
     /// one map update, seen by every CPU's next hit.
     pub fn set_burst_open(&mut self, open: bool) -> Result<(), ProbeError> {
         self.cfg.burst_open = open as u32;
-        self.shared.targets.borrow_mut().insert(self.pid, self.cfg, 0).map_err(|source| ProbeError::Map { name: "TARGETS", source })
+        self.shared.configs.borrow_mut().set(self.cfg.slot, self.cfg, 0).map_err(|source| ProbeError::Map { name: "CONFIGS", source })
     }
 
     /// This target's counters (the empty program's hits are the agent's).
@@ -234,10 +235,12 @@ impl Attached {
             }
             let gone = |s: Scope| ProbeError::TargetGone { pid: if let Scope::One(p) = s { p } else { 0 } };
             let exe = self.exe(scope).ok_or_else(|| gone(scope))?;
-            let pid = match scope {
-                Scope::One(p) => p,
-                Scope::Every => 0,
+            // A link that fires in one process names its slot in the cookie.
+            let (pid, slot) = match scope {
+                Scope::One(p) => (p, self.member(p).map_or(0, |m| m.cfg.slot)),
+                Scope::Every => (0, 0),
             };
+            let todo: Vec<AttachPoint> = todo.into_iter().map(|p| AttachPoint { cookie: cookie::with_slot(p.cookie, slot), ..p }).collect();
             for f in attach_set(&self.shared, &mut self.sets[i], &exe, pid, &todo)? {
                 if !failures.iter().any(|(id, _)| *id == f.0) {
                     failures.push(f);
@@ -391,7 +394,7 @@ fn attach_set(shared: &Shared, set: &mut LinkSet, exe: &Path, pid: u32, todo: &[
     let program = shared.program;
     let name = program.name();
     let mut ebpf = shared.ebpf.borrow_mut();
-    let prog = uprobe_of(&mut ebpf, program)?;
+    let prog = loaded_uprobe(&mut ebpf, program)?;
     let scope = match NonZeroU32::new(pid) {
         Some(p) => UProbeScope::OneProcess(p),
         None => UProbeScope::AllProcesses,

@@ -13,7 +13,7 @@ use std::{
 };
 
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, RingBuf},
     programs::{
         ProgramError, UProbe,
     },
@@ -21,6 +21,7 @@ use aya::{
 };
 use gcprobe_common::{kind, stat, AggKey, AggValue, TargetConfig, TargetStats};
 
+use super::aggmap::AggMap;
 use crate::{
     plan::{ProbeKind, ProbePlan},
     kernel::{probelog::ProbeLog, uprobe_multi::MultiProgram},
@@ -63,6 +64,8 @@ pub enum ProbeError {
         #[source]
         source: aya_log::Error,
     },
+    #[error(transparent)]
+    AggMap(#[from] super::aggmap::AggMapError),
     #[error("process {pid} exited before gcprobe could attach")]
     TargetGone { pid: u32 },
     #[error("attaching {symbol} at file offset {offset:#x}")]
@@ -107,7 +110,12 @@ pub struct Loader {
 }
 
 /// Maps whose sizes calibration shrinks.
-const SIZED_MAPS: [&str; 4] = ["EVENTS", "AGG", "TARGETS", "STATS"];
+const SIZED_MAPS: [&str; 4] = ["EVENTS", "TARGETS", "CONFIGS", "STATS"];
+
+/// `AGG`'s slots per CPU (a power of two): a session's, and calibration's,
+/// whose one process counts into a handful of keys.
+const AGG_SLOTS_PER_CPU: u32 = 1 << 12;
+const AGG_SLOTS_CALIBRATION: u32 = 16;
 
 impl Default for Loader {
     fn default() -> Self {
@@ -134,7 +142,7 @@ impl Loader {
             // and per-CPU tables would only cost start-up time to allocate.
             Sizing::Calibration => {
                 self.shrunk = true;
-                self.inner.map_max_entries("EVENTS", 64 << 10).map_max_entries("AGG", 16).map_max_entries("TARGETS", 1).map_max_entries("STATS", 2);
+                self.inner.map_max_entries("EVENTS", 64 << 10).map_max_entries("TARGETS", 1).map_max_entries("CONFIGS", 2).map_max_entries("STATS", 2);
             }
             Sizing::Session => {
                 for (name, n) in self.declared.iter().flatten() {
@@ -236,9 +244,24 @@ pub fn target_config(plan: &ProbePlan, gc: Option<&crate::tracee::gcctl::GcContr
     let heap_live_addr = gc.map_or(0, |c| c.heap_live_addr(bias));
     let heap_goal_addr = gc.map_or(0, |c| c.heap_goal_addr(bias));
     // Exact mode never shuts the gate; sampled mode opens it per burst.
-    TargetConfig { nested_lo, nested_hi, heap_live_addr, heap_goal_addr, pair_lo, pair_hi, burst_open: 1, slot: 0 }
+    TargetConfig { nested_lo, nested_hi, heap_live_addr, heap_goal_addr, pair_lo, pair_hi, burst_open: 1, ..TargetConfig::default() }
 }
 
+
+/// A program's runs and their total time, by the kernel's accounting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunStats {
+    pub ns: u64,
+    pub runs: u64,
+}
+
+impl RunStats {
+    /// Time per run between `self` and a `later` reading.
+    pub fn ns_per_run_until(&self, later: &RunStats) -> Option<f64> {
+        let runs = later.runs.checked_sub(self.runs).filter(|&r| r > 0)?;
+        Some(later.ns.saturating_sub(self.ns) as f64 / runs as f64)
+    }
+}
 
 /// How the uprobes are attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -264,8 +287,11 @@ pub(super) struct Shared {
     /// File offset of [`detach_primer`] in gcprobe's own executable.
     primer_offset: Option<u64>,
     pub(super) stats: RefCell<PerCpuArray<MapData, TargetStats>>,
-    pub(super) targets: RefCell<HashMap<MapData, u32, TargetConfig>>,
-    agg: RefCell<PerCpuHashMap<MapData, AggKey, AggValue>>,
+    /// Host tgid → slot, for links shared by every process of a binary.
+    pub(super) targets: RefCell<HashMap<MapData, u32, u32>>,
+    /// Each target's settings, by slot.
+    pub(super) configs: RefCell<Array<MapData, TargetConfig>>,
+    agg: RefCell<AggMap>,
     /// `STATS` rows in use; row 0 is the agent's own.
     pub(super) slots: RefCell<BTreeSet<u32>>,
     /// The targets' `AGGREGATED` counts summed at the last call of
@@ -284,8 +310,20 @@ impl Kernel {
         // The loader keeps a reference to the value for as long as it lives.
         static ON: u32 = 1;
         static OFF: u32 = 0;
+        static SESSION_SLOTS: u32 = AGG_SLOTS_PER_CPU;
+        static CALIBRATION_SLOTS: u32 = AGG_SLOTS_CALIBRATION;
         let log = if sizing == Sizing::Session && loader.log_probes { &ON } else { &OFF };
-        let mut ebpf = loader.sized(sizing).override_global("LOG_PROBES", log, true).load(PROBES_OBJ).map_err(|source| {
+        let per_cpu = if sizing == Sizing::Session { &SESSION_SLOTS } else { &CALIBRATION_SLOTS };
+        // bpf_get_smp_processor_id() is below the possible CPUs' count.
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
+        let agg_slots = per_cpu.checked_mul(cpus as u32).ok_or(ProbeError::Cpus(std::io::Error::other("too many CPUs")))?;
+        let mut ebpf = loader
+            .sized(sizing)
+            .map_max_entries("AGG", agg_slots)
+            .override_global("AGG_SLOTS_PER_CPU", per_cpu, true)
+            .override_global("LOG_PROBES", log, true)
+            .load(PROBES_OBJ)
+            .map_err(|source| {
             if is_eperm(&source) { ProbeError::PermissionDenied { source } } else { ProbeError::Load { source } }
         })?;
         if sizing == Sizing::Session {
@@ -298,11 +336,18 @@ impl Kernel {
         let multi = MultiProgram::load(PROBES_OBJ, name, &map_fds)
             .map_err(|e| log::debug!("uprobe_multi program: {}", crate::error::error_chain(&e)))
             .ok();
-        uprobe_of(&mut ebpf, program)?.load().map_err(|source| ProbeError::Program { name, source })?;
+        // The verifier takes ~0.1 s over our program here, per load: the
+        // perf-event variant only when uprobe_multi cannot serve (this
+        // kernel refused the program, or a link fails at attach).
+        if multi.is_none() {
+            loaded_uprobe(&mut ebpf, program)?;
+        }
         let ring = RingBuf::try_from(take(&mut ebpf, "EVENTS")?).map_err(|source| ProbeError::Map { name: "EVENTS", source })?;
         let stats = PerCpuArray::try_from(take(&mut ebpf, "STATS")?).map_err(|source| ProbeError::Map { name: "STATS", source })?;
-        let agg = PerCpuHashMap::try_from(take(&mut ebpf, "AGG")?).map_err(|source| ProbeError::Map { name: "AGG", source })?;
+        let aya::maps::Map::Array(agg) = take(&mut ebpf, "AGG")? else { return Err(ProbeError::Missing { what: "array map", name: "AGG" }) };
+        let agg = AggMap::new(agg, *per_cpu as usize, cpus)?;
         let targets = HashMap::try_from(take(&mut ebpf, "TARGETS")?).map_err(|source| ProbeError::Map { name: "TARGETS", source })?;
+        let configs = Array::try_from(take(&mut ebpf, "CONFIGS")?).map_err(|source| ProbeError::Map { name: "CONFIGS", source })?;
         // Once: /proc/self/maps does not change under a running agent.
         let primer_offset = multi.as_ref().and_then(|_| crate::kernel::selfmap::self_file_offset(detach_primer as *const () as u64).ok());
         let shared = Shared {
@@ -310,6 +355,7 @@ impl Kernel {
             primer_offset,
             stats: RefCell::new(stats),
             targets: RefCell::new(targets),
+            configs: RefCell::new(configs),
             agg: RefCell::new(agg),
             slots: RefCell::new(BTreeSet::new()),
             agg_counted: Cell::new((None, 0)),
@@ -332,6 +378,21 @@ impl Kernel {
     /// verifier drops every log statement).
     pub fn probe_log(&self) -> Result<ProbeLog, ProbeError> {
         ProbeLog::init(&mut self.shared.ebpf.borrow_mut()).map_err(|source| ProbeError::Log { source })
+    }
+
+    /// The kernel's own accounting of our program's runs so far (its
+    /// fdinfo): None unless `kernel.bpf_stats_enabled` is on, which times
+    /// every run (two clock reads each) and is off by default.
+    pub fn run_stats(&self) -> Option<RunStats> {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        let fd = match self.shared.multi.borrow().as_ref() {
+            Some(m) => m.fd().as_raw_fd(),
+            None => uprobe_of(&mut self.shared.ebpf.borrow_mut(), self.shared.program).ok()?.fd().ok()?.as_fd().as_raw_fd(),
+        };
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+        let field = |name: &str| info.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<u64>().ok());
+        let stats = RunStats { ns: field("run_time_ns:")?, runs: field("run_cnt:")? };
+        (stats.runs > 0).then_some(stats)
     }
 
     /// Hits shared probes took in processes that are not targets.
@@ -363,15 +424,18 @@ impl Shared {
         }
     }
 
+    /// Zeroes a row a departed target may have used.
+    pub(super) fn zero_row(&self, slot: u32) -> Result<(), ProbeError> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
+        let zero = PerCpuValues::try_from(vec![TargetStats::default(); cpus]).map_err(ProbeError::Cpus)?;
+        self.stats.borrow_mut().set(slot, zero, 0).map_err(|source| ProbeError::Map { name: "STATS", source })
+    }
+
     /// Takes `pid` out of the filter, frees its row, and deletes its keys.
     pub(super) fn unregister(&self, pid: u32, slot: u32) {
         let _ = self.targets.borrow_mut().remove(&pid);
         self.slots.borrow_mut().remove(&slot);
-        let mut agg = self.agg.borrow_mut();
-        let mine: Vec<AggKey> = agg.keys().filter_map(Result::ok).filter(|k| k.tgid == pid).collect();
-        for k in mine {
-            let _ = agg.remove(&k);
-        }
+        self.agg.borrow_mut().free(pid);
     }
 
     /// See [`Attached::prime_detach`].
@@ -403,14 +467,28 @@ impl Shared {
         sum
     }
 
+    /// The targets' `AGGREGATED` counts summed, and their `AGG_CLAIMED`
+    /// counts by CPU: one read of each target's row.
+    fn agg_counts(&self) -> (u64, Vec<u64>) {
+        let (mut counted, mut claims) = (0, Vec::new());
+        let stats = self.stats.borrow();
+        for slot in self.slots.borrow().iter() {
+            let Ok(per_cpu) = stats.get(slot, 0) else { continue };
+            claims.resize(claims.len().max(per_cpu.len()), 0);
+            for (cpu, v) in per_cpu.iter().enumerate() {
+                counted += v.counts[stat::AGGREGATED as usize];
+                claims[cpu] += v.counts[stat::AGG_CLAIMED as usize];
+            }
+        }
+        (counted, claims)
+    }
+
     /// Every key's running total, or nothing when no target has counted
-    /// into the map since the last call: every update of `AGG` bumps its
+    /// into the map since the last call: every count into `AGG` bumps its
     /// target's `AGGREGATED` after it, so an unchanged sum of those means
-    /// no total changed. Walking the map costs a bucket scan of all its
-    /// slots even when it is empty, for every idle target every flush.
+    /// no total changed, and an idle target's flush reads no slot.
     fn agg_totals_changed(&self) -> Vec<(AggKey, AggValue)> {
-        let slots: Vec<u32> = self.slots.borrow().iter().copied().collect();
-        let counted: u64 = slots.iter().map(|&s| self.row(s)[stat::AGGREGATED as usize]).sum();
+        let (counted, claims) = self.agg_counts();
         // Once more after the sum stops changing: a key's first hit sends
         // its stack on the ring just after counting, and the reader holds
         // totals back until that stack is in.
@@ -420,23 +498,37 @@ impl Shared {
         if walks >= 2 {
             return Vec::new();
         }
-        self.agg_totals()
+        self.agg_slot_totals(&claims)
     }
 
     pub(super) fn agg_totals(&self) -> Vec<(AggKey, AggValue)> {
-        self.agg
-            .borrow()
-            .iter()
-            .filter_map(Result::ok)
-            .map(|(k, per_cpu)| {
-                let v = per_cpu.iter().fold(AggValue::default(), |a, v| AggValue { count: a.count + v.count, bytes: a.bytes + v.bytes });
-                (k, v)
-            })
-            .collect()
+        let (_, claims) = self.agg_counts();
+        self.agg_slot_totals(&claims)
+    }
+
+    /// The slots' counts summed by key: a key has a slot on each CPU it was counted on.
+    fn agg_slot_totals(&self, claims: &[u64]) -> Vec<(AggKey, AggValue)> {
+        let mut by_key: std::collections::HashMap<AggKey, AggValue> = std::collections::HashMap::new();
+        for (k, v) in self.agg.borrow_mut().slots(claims) {
+            let t = by_key.entry(k).or_default();
+            t.count += v.count;
+            t.bytes += v.bytes;
+        }
+        by_key.into_iter().collect()
     }
 }
 
-pub(super) fn uprobe_of(ebpf: &mut Ebpf, program: Program) -> Result<&mut UProbe, ProbeError> {
+/// The perf-event variant of `program`, loaded on first use.
+pub(super) fn loaded_uprobe(ebpf: &mut Ebpf, program: Program) -> Result<&mut UProbe, ProbeError> {
+    let name = program.name();
+    let prog = uprobe_of(ebpf, program)?;
+    if prog.fd().is_err() {
+        prog.load().map_err(|source| ProbeError::Program { name, source })?;
+    }
+    Ok(prog)
+}
+
+fn uprobe_of(ebpf: &mut Ebpf, program: Program) -> Result<&mut UProbe, ProbeError> {
     let name = program.name();
     ebpf.program_mut(name).ok_or(ProbeError::Missing { what: "program", name })?.try_into().map_err(|source| ProbeError::Program { name, source })
 }

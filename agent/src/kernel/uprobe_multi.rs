@@ -113,7 +113,13 @@ pub struct MultiProgram {
     fd: OwnedFd,
 }
 
+use std::os::fd::AsFd as _;
+
 impl MultiProgram {
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
     /// A second handle on the same program, for a thread of its own.
     pub fn try_clone(&self) -> io::Result<Self> {
         Ok(Self { fd: self.fd.try_clone()? })

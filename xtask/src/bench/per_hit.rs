@@ -5,7 +5,10 @@ use std::path::Path;
 use anyhow::{bail, Context as _, Result};
 use xtask::{fixtures, pins};
 
-use super::{median, run::once};
+use super::{
+    median,
+    run::{once, BpfStats},
+};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
@@ -21,11 +24,15 @@ struct Sample {
     events: f64,
     lost: f64,
     agent_cpu_s: f64,
+    /// The BPF program's own run time per hit (kernel bpf_stats).
+    prog_ns: Option<f64>,
 }
 
 pub fn run(gcprobe: &Path, rounds: usize, iters: u32) -> Result<()> {
     let exe = fixtures::build("allocbench", pins::GO_DEFAULT, fixtures::Flavor::Default)?;
     let mut samples: Vec<(Mode, Sample)> = Vec::new();
+    // Both programs pay the stats' clock reads alike; wall times include them.
+    let _stats = BpfStats::enable();
     for round in 0..rounds {
         for mode in [Mode::Bare, Mode::Empty, Mode::Real] {
             let s = sample(gcprobe, &exe, iters, mode).with_context(|| format!("per-hit round {round} {mode:?}"))?;
@@ -45,6 +52,10 @@ pub fn run(gcprobe: &Path, rounds: usize, iters: u32) -> Result<()> {
     let events = med(Mode::Real, &|s| s.events);
     let cpu = med(Mode::Real, &|s| s.agent_cpu_s);
     let lost: f64 = samples.iter().filter(|(k, _)| *k == Mode::Real).map(|(_, s)| s.lost).sum();
+    let prog = |m: Mode| {
+        let v: Vec<f64> = samples.iter().filter(|(k, _)| *k == m).filter_map(|(_, s)| s.prog_ns).collect();
+        (!v.is_empty()).then(|| median(v))
+    };
 
     println!("## Per hit, exact mode: allocbench, Go {}, {} iterations, {} alternating rounds (medians)\n", pins::GO_DEFAULT, iters, rounds);
     println!("| measure | bare | empty BPF program | gcprobe |");
@@ -53,6 +64,14 @@ pub fn run(gcprobe: &Path, rounds: usize, iters: u32) -> Result<()> {
     println!("| slowdown vs bare | 1.00x | {:.1}x | {:.1}x |", t_empty / t_bare, t_real / t_bare);
     println!("| probe hits | 0 | {hits_empty:.0} | {hits_real:.0} |");
     println!("| cost per hit (ns) | - | {cost_empty:.0} | {cost_real:.0} |");
+    match (prog(Mode::Empty), prog(Mode::Real)) {
+        (Some(e), Some(r)) => {
+            println!("| the program's own run time per hit, kernel bpf_stats (ns) | - | {e:.0} | {r:.0} |");
+            println!();
+            println!("- gcprobe's program over the empty one, per hit: **{:.0} ns** (the kernel's own timing of each run)", r - e);
+        }
+        _ => println!("\n- the programs' own run time: unavailable (kernel.bpf_stats_enabled could not be set)"),
+    }
     println!();
     println!("- gcprobe's cost per hit / the empty program's: **{:.2}x**", cost_real / cost_empty.max(1.0));
     println!("- Go-counted allocations per run (runtime.MemStats.Mallocs): {mallocs:.0}");
@@ -80,5 +99,6 @@ fn sample(gcprobe: &Path, exe: &Path, iters: u32, mode: Mode) -> Result<Sample> 
         events: ["mallocgc", "growslice", "stw", "assist"].iter().map(|k| r.n(&format!("/events/{k}"))).sum(),
         lost: r.n("/events/lost"),
         agent_cpu_s: r.n("/agent/cpu_s"),
+        prog_ns: r.prog_ns_per_run,
     })
 }
