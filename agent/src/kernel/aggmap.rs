@@ -93,6 +93,10 @@ impl AggMap {
     /// Frees `tgid`'s slots, all of them (some may be newer than the last
     /// scan): its probes are gone, and its keys would hold slots the
     /// targets still running need. Once per target, at its end.
+    ///
+    /// A hit of `tgid` still running on another CPU (a shared link, whose
+    /// filter entry is already gone) may claim a slot again just after:
+    /// that one slot stays taken, its counts routed to no target.
     pub(super) fn free(&mut self, tgid: u32) {
         for s in 0..self.per_cpu * self.cpus {
             if self.read(s).is_some_and(|(k, _)| k.tgid == tgid) {
