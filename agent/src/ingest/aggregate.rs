@@ -269,11 +269,16 @@ const MAX_SAMPLED_MAPS: usize = 50;
 const MAX_SETTINGS_CHANGES: usize = 64;
 
 /// A growslice whose allocation has not arrived yet on its thread.
+#[derive(Default)]
 struct PendingAlloc {
+    /// Whether a growth awaits its allocation: the entry stays, so its
+    /// buffer is reused by the thread's next growth (no allocation per event).
+    live: bool,
     /// (tid, stack hash) of its run of growths.
     run: (u32, u64),
-    /// Its stack, caller first: the allocation's, after growslice's own frame.
-    stack: Box<[u64]>,
+    /// The allocation's stack: slot 0 for its caller inside growslice, then
+    /// growslice's stack, caller first.
+    stack: Vec<u64>,
 }
 
 pub struct Aggregator {
@@ -626,20 +631,25 @@ impl Aggregator {
                 if size > 0 {
                     self.alloc_sizes.entry(ev.probe_id).or_insert_with(size_histogram).saturating_record(size);
                 }
-                let pending = self.pending_alloc.remove(&ev.tid);
+                let pending = self.pending_alloc.get_mut(&ev.tid).filter(|p| p.live);
                 // Sent unwalked (caller only): inside growslice, whose stack it extends.
-                let joined: Option<Vec<u64>> = match (&pending, ev.frames()) {
-                    (Some(p), [_, caller]) => Some(std::iter::once(*caller).chain(p.stack.iter().copied()).collect()),
-                    _ => None,
+                let (key, run) = match (pending, ev.frames()) {
+                    (Some(p), [_, caller]) => {
+                        p.live = false;
+                        p.stack[0] = *caller;
+                        (&p.stack[..], Some(p.run))
+                    }
+                    (Some(p), frames) => {
+                        p.live = false;
+                        (frames.get(1..).unwrap_or(&[]), Some(p.run))
+                    }
+                    (None, frames) => (frames.get(1..).unwrap_or(&[]), None),
                 };
-                let key = joined.as_deref().unwrap_or_else(|| ev.frames().get(1..).unwrap_or(&[]));
                 if let Some(s) = entry(&mut self.alloc_stacks, key, &mut self.counts.overflow, self.fresh.as_mut().map(|f| &mut f.stacks)) {
                     s.add(1, size);
                 }
-                if let Some(PendingAlloc { run, .. }) = pending {
-                    if let Some(g) = self.grow_runs.get_mut(&run) {
-                        g.alloc = size;
-                    }
+                if let Some(g) = run.and_then(|run| self.grow_runs.get_mut(&run)) {
+                    g.alloc = size;
                 }
             }
             ProbeKind::Growslice => {
@@ -652,7 +662,12 @@ impl Aggregator {
                 let run = (ev.tid, stack_hash(key));
                 let previous = self.grow_runs.insert(run, Growth { new_len: a.new_len, alloc: 0 });
                 let finished = if a.old_cap == 0 { previous } else { None };
-                self.pending_alloc.insert(ev.tid, PendingAlloc { run, stack: key.into() });
+                let p = self.pending_alloc.entry(ev.tid).or_default();
+                p.live = true;
+                p.run = run;
+                p.stack.clear();
+                p.stack.push(0);
+                p.stack.extend_from_slice(key);
                 if let Some(s) = entry(&mut self.grow_stacks, key, &mut self.counts.overflow, self.fresh.as_mut().map(|f| &mut f.grow_stacks)) {
                     s.count += 1;
                     s.new_len_sum += a.new_len;
@@ -811,9 +826,11 @@ struct Growth {
     alloc: u64,
 }
 
+/// Names a run's stack in memory only (never stored): Fx, not SipHash,
+/// whose cost showed in the agent's profile at one call per growth.
 fn stack_hash(stack: &[u64]) -> u64 {
     use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut h = rustc_hash::FxHasher::default();
     stack.hash(&mut h);
     h.finish()
 }
