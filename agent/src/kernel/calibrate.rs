@@ -8,6 +8,8 @@
 //! it does in the target.
 use std::time::Duration;
 
+use aya::maps::{MapData, RingBuf};
+
 use gcprobe_common::{cookie, kind, TargetConfig};
 
 use crate::kernel::{
@@ -78,13 +80,18 @@ impl Effort {
     pub const START_UP: Effort = Effort { calls: 300, rounds: 3 };
 }
 
-pub fn calibrate(loader: &mut Loader) -> Result<Calibration, CalibrateError> {
-    calibrate_at_depth(loader, DEPTH, Effort::START_UP)
+/// The session's object and its ring, before any target: when it holds our
+/// program, calibration measures that one rather than load it again (the
+/// verifier takes ~0.1 s over it here, per load).
+pub type SessionObject<'k> = (&'k Kernel, &'k mut RingBuf<MapData>);
+
+pub fn calibrate(loader: &mut Loader, session: Option<SessionObject<'_>>) -> Result<Calibration, CalibrateError> {
+    calibrate_at_depth(loader, DEPTH, Effort::START_UP, session)
 }
 
 /// The same, with a synthetic stack `depth` frames deep (1 to MAX_FRAMES):
 /// the benchmark's cost per frame walked.
-pub fn calibrate_at_depth(loader: &mut Loader, depth: usize, effort: Effort) -> Result<Calibration, CalibrateError> {
+pub fn calibrate_at_depth(loader: &mut Loader, depth: usize, effort: Effort, session: Option<SessionObject<'_>>) -> Result<Calibration, CalibrateError> {
     let Effort { calls, rounds } = effort;
     // Four functions: our program counting into the map, our program sending
     // whole events, the empty program, and none. Each attaches once: a
@@ -101,7 +108,14 @@ pub fn calibrate_at_depth(loader: &mut Loader, depth: usize, effort: Effort) -> 
     let empty_points = vec![AttachPoint { id: 0, file_offset: off_empty, cookie: cookie::encode(0, kind::MALLOC, walk) }];
     // Objects of their own: the agent's has no target yet, and the empty
     // program is a second program at the same kind of point.
-    let (real_kernel, mut ring) = Kernel::load(loader, Program::Real, Sizing::Calibration)?;
+    let mut own = None;
+    let (real_kernel, ring) = match session.filter(|(k, _)| k.program() == Program::Real) {
+        Some(object) => object,
+        None => {
+            let (k, r) = own.insert(Kernel::load(loader, Program::Real, Sizing::Calibration)?);
+            (&*k, r)
+        }
+    };
     let (empty_kernel, _ring2) = Kernel::load(loader, Program::Empty, Sizing::Calibration)?;
     let mut real = real_kernel.binary(real_points, false);
     real.add(real_kernel.register(pid, TargetConfig::default())?);
@@ -117,7 +131,7 @@ pub fn calibrate_at_depth(loader: &mut Loader, depth: usize, effort: Effort) -> 
     let mut times: [Vec<Duration>; 4] = Default::default();
     // Per function: the kernel's run time and runs of the program it hits.
     let mut runs: [RunStats; 3] = Default::default();
-    let kernels = [&real_kernel, &real_kernel, &empty_kernel];
+    let kernels = [real_kernel, real_kernel, &empty_kernel];
     for _ in 0..rounds {
         for (i, f) in fns.iter().enumerate() {
             let before = kernels.get(i).and_then(|k| k.run_stats());

@@ -380,6 +380,11 @@ impl Kernel {
         ProbeLog::init(&mut self.shared.ebpf.borrow_mut()).map_err(|source| ProbeError::Log { source })
     }
 
+    /// Which program this object runs at its attach points.
+    pub fn program(&self) -> Program {
+        self.shared.program
+    }
+
     /// The kernel's own accounting of our program's runs so far (its
     /// fdinfo): None unless `kernel.bpf_stats_enabled` is on, which times
     /// every run (two clock reads each) and is off by default.

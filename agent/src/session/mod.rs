@@ -312,10 +312,10 @@ pub(crate) struct Prepared {
 /// running under them.
 fn prepare(opts: &AttachOptions, processes: Vec<(Process, FileKey)>, binaries: &Binaries, facts: &BTreeMap<FileKey, BinaryFacts<'_>>) -> Result<Prepared, SessionError> {
     let mut loader = Loader::default().log_probes(opts.log_probes);
-    let (kernel, ring) = Kernel::load(&mut loader, opts.program, Sizing::Session)?;
+    let (kernel, mut ring) = Kernel::load(&mut loader, opts.program, Sizing::Session)?;
     let probe_log = opts.log_probes.then(|| kernel.probe_log()).transpose()?;
     // Measure what a hit costs here before touching a target.
-    let (calibration, cost_s) = calibrate_or_assume(&mut loader);
+    let (calibration, cost_s) = calibrate_or_assume(&mut loader, (&kernel, &mut ring));
     let common = target::Common { mode: opts.mode, budget: opts.budget, calibration, cost_s };
     let mut by_key: Vec<(FileKey, Vec<Process>)> = Vec::new();
     for (process, key) in processes {
@@ -467,7 +467,7 @@ pub fn print_calibration(depth: usize, effort: calibrate::Effort) -> Result<(), 
     if !crate::tracee::process::has_bpf_privileges() {
         return Err(SessionError::Privileges);
     }
-    let c = calibrate::calibrate_at_depth(&mut Loader::default(), depth, effort)?;
+    let c = calibrate::calibrate_at_depth(&mut Loader::default(), depth, effort, None)?;
     println!("{}", serde_json::json!({ "depth": depth, "calibration": c }));
     Ok(())
 }
@@ -477,8 +477,8 @@ pub fn print_calibration(depth: usize, effort: calibrate::Effort) -> Result<(), 
 const FALLBACK_COST_NS: f64 = 16_000.0;
 
 /// This host's per-hit cost, or the assumed one when calibration fails.
-fn calibrate_or_assume(loader: &mut Loader) -> (Option<calibrate::Calibration>, f64) {
-    match calibrate::calibrate(loader) {
+fn calibrate_or_assume(loader: &mut Loader, session: calibrate::SessionObject<'_>) -> (Option<calibrate::Calibration>, f64) {
+    match calibrate::calibrate(loader, Some(session)) {
         Ok(c) => (Some(c), c.cost_s()),
         Err(e) => {
             eprintln!("gcprobe: warning: could not calibrate the per-hit cost ({}); assuming {FALLBACK_COST_NS} ns", error_chain(&e));
