@@ -372,13 +372,14 @@ fn count_in_agg(key: &AggKey, size: u64) -> Agg {
         }
     }
     let Some(p) = free else { return Agg::Full };
-    // SAFETY: as above. The key's stack id last: a reader that sees it
-    // non-zero finds the rest written (x86's stores are ordered; on arm64 a
-    // torn read lasts until the next one).
+    // SAFETY: as above. Volatile stores keep their order, so the key's stack
+    // id is written last: a reader that sees it non-zero finds the rest
+    // written (x86's stores are ordered; on arm64 a torn read lasts until
+    // the next one).
     unsafe {
-        (*p).value = AggValue { count: 1, bytes: size };
-        (*p).key = AggKey { stack_id: 0, ..*key };
-        (*p).key.stack_id = key.stack_id;
+        core::ptr::write_volatile(&mut (*p).value, AggValue { count: 1, bytes: size });
+        core::ptr::write_volatile(&mut (*p).key, AggKey { stack_id: 0, ..*key });
+        core::ptr::write_volatile(&mut (*p).key.stack_id, key.stack_id);
     }
     Agg::Claimed(p)
 }

@@ -14,7 +14,7 @@ use gcprobe_common::{cookie, kind, TargetConfig};
 
 use crate::kernel::{
     links::Attached,
-    probes::{AttachPoint, Kernel, Loader, ProbeError, Program, RunStats, Sizing},
+    probes::{bpf_stats_on, AttachPoint, Kernel, Loader, ProbeError, Program, RunStats, Sizing},
     selfmap::{self_file_offset, thread_cpu, SelfMapError},
 };
 
@@ -131,7 +131,9 @@ pub fn calibrate_at_depth(loader: &mut Loader, depth: usize, effort: Effort, ses
     let mut times: [Vec<Duration>; 4] = Default::default();
     // Per function: the kernel's run time and runs of the program it hits.
     let mut runs: [RunStats; 3] = Default::default();
-    let kernels = [real_kernel, real_kernel, &empty_kernel];
+    // Only when the kernel times runs (benchmarks): otherwise these are
+    // procfs reads at every start-up for nothing.
+    let kernels = if bpf_stats_on() { vec![real_kernel, real_kernel, &empty_kernel] } else { Vec::new() };
     for _ in 0..rounds {
         for (i, f) in fns.iter().enumerate() {
             let before = kernels.get(i).and_then(|k| k.run_stats());
@@ -221,10 +223,11 @@ impl FrameChain {
         Self { depth: depth.min(gcprobe_common::MAX_FRAMES) }
     }
 
-    /// Writes the chain into `records`, which lie on the caller's stack:
-    /// as a Go caller's frame records lie just above the probed function's
-    /// stack pointer, where the program's first read of the stack finds
-    /// them. A chain elsewhere would cost the walk a read Go's does not.
+    /// Writes the chain into `records`, which lie on the caller's stack,
+    /// within a KiB above the probed function's stack pointer (~960 bytes
+    /// here): a Go caller's frame records lie just above it, where the
+    /// program's first read of the stack finds them. A chain on the heap
+    /// would cost the walk a read Go's does not.
     fn lay_out(&self, records: &mut [u64; CHAIN_WORDS]) {
         let gap = |i: usize| FRAME_BYTES[i % FRAME_BYTES.len()] / 8;
         let base = records.as_ptr() as u64;
@@ -236,9 +239,7 @@ impl FrameChain {
             at = next;
         }
     }
-}
 
-impl FrameChain {
     /// Calls the probed function with the frame pointer on our chain.
     #[cfg(target_arch = "x86_64")]
     fn call(records: &[u64; CHAIN_WORDS], f: extern "C" fn(u64) -> u64, x: u64) -> u64 {

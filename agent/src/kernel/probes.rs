@@ -248,6 +248,11 @@ pub fn target_config(plan: &ProbePlan, gc: Option<&crate::tracee::gcctl::GcContr
 }
 
 
+/// Whether the kernel times every BPF program run (`kernel.bpf_stats_enabled`).
+pub fn bpf_stats_on() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|v| v.trim() == "1")
+}
+
 /// A program's runs and their total time, by the kernel's accounting.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RunStats {
