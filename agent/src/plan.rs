@@ -159,6 +159,14 @@ impl GrowsliceAbi {
         if v < GoVersion::new(1, 20, 0) { GrowsliceAbi::Go119 } else { GrowsliceAbi::Go120 }
     }
 
+    /// Which argument slot holds the element type.
+    pub fn elem_type_arg(self) -> u32 {
+        match self {
+            GrowsliceAbi::Go119 => 0,
+            GrowsliceAbi::Go120 => 4,
+        }
+    }
+
     pub fn decode(self, a: &[u64; gcprobe_common::MAX_ARGS]) -> GrowArgs {
         match self {
             // Go 1.19 passes the wanted capacity; one append grows by one.

@@ -110,9 +110,17 @@ pub struct EventHeader {
     pub probe_id: u32,
     /// Process ID as the host (initial PID namespace) sees it.
     pub tgid: u32,
-    /// Thread ID, host view.
-    pub tid: u32,
-    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC.
+    /// Who ran the hit. For gcStart, the stop/start of the world and
+    /// assists, the host thread id (those are run on the system stack, so
+    /// only the thread ties them together). For every other kind, the
+    /// goroutine: its `g` pointer (Go's g register, R14/R28, read with no
+    /// helper call) folded to 32 bits by [`goroutine_key`]. A growslice and
+    /// the allocation it makes run on one goroutine with no scheduling
+    /// point between them; a goroutine may change threads mid-loop.
+    pub thread: u32,
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC. 0 for the kinds [`is_timed`]
+    /// leaves out: no figure uses an allocation's time, and the clock is a
+    /// helper call (~45 ns here, kvm-clock) on the hottest path.
     pub ktime_ns: u64,
     /// Go register-ABI integer arguments, raw; the agent decodes them per Go version.
     pub args: [u64; MAX_ARGS],
@@ -125,6 +133,28 @@ pub struct EventHeader {
 }
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 80);
 
+/// [`EventHeader::thread`] of a goroutine: its g pointer, high half folded
+/// into the low (g structs lie far less than 4 GiB apart, so two live
+/// goroutines never share a key).
+#[inline(always)]
+pub const fn goroutine_key(g: u64) -> u32 {
+    (g ^ (g >> 32)) as u32
+}
+
+/// Whether a kind's [`EventHeader::thread`] is the host thread id rather
+/// than a goroutine key.
+#[inline(always)]
+pub const fn names_os_thread(k: u32) -> bool {
+    matches!(k, kind::GC_START | kind::STW_STOP | kind::STW_START | kind::ASSIST)
+}
+
+/// Whether a kind's events carry their time ([`EventHeader::ktime_ns`]):
+/// all but allocations and growths.
+#[inline(always)]
+pub const fn is_timed(k: u32) -> bool {
+    !matches!(k, kind::MALLOC | kind::GROWSLICE)
+}
+
 /// Bits of [`EventHeader::flags`].
 pub mod event_flag {
     /// The record only defines `stack_id`'s frames: its hit is already
@@ -134,6 +164,13 @@ pub mod event_flag {
     pub const HEAP_LIVE: u32 = 1 << 1;
     /// `args[3]` holds `gcController.gcPercentHeapGoal`, read likewise.
     pub const HEAP_GOAL: u32 = 1 << 2;
+    /// A growslice record sent without its allocation (see
+    /// [`PendingGrowth`](super::PendingGrowth)): an allocation made inside
+    /// growslice that came earlier, alone, may be its.
+    pub const ALONE: u32 = 1 << 3;
+    /// An allocation made inside growslice, sent unwalked: its stack is
+    /// its growth's.
+    pub const IN_GROWTH: u32 = 1 << 4;
     /// Which argument slots carry those reads: the pause probes' own
     /// arguments never use them (worldStop's finishedStopping and
     /// stoppingCPUTime, Go 1.22+, are not needed).
@@ -152,6 +189,61 @@ pub struct RawEvent {
     pub frames: [u64; MAX_FRAMES],
 }
 const _: () = assert!(core::mem::size_of::<RawEvent>() == 80 + 8 * MAX_FRAMES);
+
+/// Words of an [`EventHeader`].
+pub const HEADER_WORDS: usize = core::mem::size_of::<EventHeader>() / 8;
+
+/// Frames of the allocation a growslice makes: its probed PC and its caller
+/// inside growslice (the rest of its stack is the growslice's). Only the
+/// PC where the kernel did not read the caller (see [`CallersRead`]).
+pub const PAIRED_ALLOC_FRAMES: usize = 2;
+
+/// Per CPU and target slot, which of growslice's two calls to mallocgc
+/// this CPU has read the return address of and sent: bit 0 the call for
+/// element types without pointers (`mallocgc(capmem, nil, false)`), bit 1
+/// the other (`mallocgc(capmem, et, true)`), runtime/slice.go, Go 1.19 to
+/// 1.27. Reading the caller from the stack is a helper call (~140 ns here,
+/// the dearest part of the pair): once a CPU has sent it, its later pairs
+/// send the probed PC alone, and the agent takes the caller it was sent.
+/// Reset when the slot serves another process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CallersRead {
+    pub tgid: u32,
+    pub bits: u32,
+}
+const _: () = assert!(core::mem::size_of::<CallersRead>() == 8);
+
+/// A growslice's record, held on its CPU until the allocation it makes:
+/// that hit sends both in one ring-buffer record, the growslice's words
+/// then the allocation's header and two frames. One output call for the
+/// pair, where there were two, each with its clock and thread reads.
+/// The agent reads every CPU's slot at the end for a growslice whose
+/// allocation never came (zero-size elements allocate nothing).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PendingGrowth {
+    /// The g pointer of the goroutine that entered growslice; 0 when the
+    /// slot holds nothing.
+    pub goroutine: u64,
+    /// The target's row in `STATS`, for a growth sent alone.
+    pub slot: u32,
+    pub _pad: u32,
+    /// The stack pointer at growslice's entry: inside growslice the frame
+    /// pointer is 8 below it (Go's amd64 prologue saves BP under the return
+    /// address), which tells a call from this growth's frame.
+    pub sp: u64,
+    pub event: RawEvent,
+    /// Room for the allocation's record right after the growslice's used
+    /// frames, when all MAX_FRAMES are used.
+    pub tail: [u64; HEADER_WORDS + PAIRED_ALLOC_FRAMES],
+}
+const _: () = assert!(core::mem::size_of::<PendingGrowth>() == 24 + 80 + 8 * MAX_FRAMES + 80 + 16);
+
+impl PendingGrowth {
+    /// Words of the event and tail, as one record is laid out.
+    pub const WORDS: usize = HEADER_WORDS + MAX_FRAMES + HEADER_WORDS + PAIRED_ALLOC_FRAMES;
+}
 
 /// Key of the kernel's allocation counts (see [`AggSlot`]). `stack_id` is
 /// never 0: a slot whose `stack_id` is 0 is free.
@@ -260,7 +352,8 @@ pub struct TargetConfig {
     /// The target's host tgid: a hit on its own link learns it here, with
     /// no helper call.
     pub tgid: u32,
-    pub _pad: u32,
+    /// Which growslice argument is the element type (0 on Go 1.19, 4 after).
+    pub grow_type_arg: u32,
 }
 const _: () = assert!(core::mem::size_of::<TargetConfig>() == 64);
 const _: () = assert!(core::mem::offset_of!(TargetConfig, heap_goal_addr) == 24);
@@ -310,9 +403,14 @@ pub mod stat {
     /// Slots of `AGG` this target's hits took, per CPU: the agent looks
     /// for new keys in a CPU's slots only when its count moved.
     pub const AGG_CLAIMED: u32 = 7;
+    /// Growslice records sent without their allocation: another growslice
+    /// came first on the CPU (zero-size elements allocate nothing, or the
+    /// thread moved between the two), or the allocation's hit was on
+    /// another CPU.
+    pub const GROW_ALONE: u32 = 8;
     /// Hits that passed the PID filter, per kind: slot `HITS_BY_KIND + kind`.
     /// Their sum is all hits (one counter per hit, not two).
-    pub const HITS_BY_KIND: u32 = 8;
+    pub const HITS_BY_KIND: u32 = 9;
     /// Of those, hits on a bursted probe while its gate was shut (attaching or
     /// detaching): slot `GATED_BY_KIND + kind`. They cost a trap and carry no data.
     pub const GATED_BY_KIND: u32 = HITS_BY_KIND + super::kind::MAX + 1;
@@ -328,6 +426,7 @@ mod user {
     unsafe impl aya::Pod for super::AggValue {}
     unsafe impl aya::Pod for super::AggSlot {}
     unsafe impl aya::Pod for super::TargetStats {}
+    unsafe impl aya::Pod for super::PendingGrowth {}
 }
 
 #[cfg(test)]

@@ -38,6 +38,13 @@ mod imp {
         regs(ctx).rsp
     }
 
+    /// Go's ABIInternal keeps the running goroutine's g in R14 (Go 1.17+),
+    /// at every Go function's entry.
+    #[inline(always)]
+    pub fn goroutine(ctx: &ProbeContext) -> u64 {
+        regs(ctx).r14
+    }
+
     /// At function entry the CALL has pushed the return address and the
     /// prologue has not run yet, so the caller lives at [rsp], in memory,
     /// and is not in any frame-pointer record (the kernel's stack helper
@@ -78,6 +85,12 @@ mod imp {
     #[inline(always)]
     pub fn stack_pointer(ctx: &ProbeContext) -> u64 {
         regs(ctx).sp
+    }
+
+    /// On arm64 Go keeps g in R28 at all times (abi-internal.md).
+    #[inline(always)]
+    pub fn goroutine(ctx: &ProbeContext) -> u64 {
+        regs(ctx).regs[28]
     }
 
     /// BL leaves the return address in LR (X30); at entry nothing has saved it yet.

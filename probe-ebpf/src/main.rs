@@ -19,7 +19,10 @@ use aya_ebpf::{
     EbpfContext, Global,
 };
 use aya_log_ebpf::{info, warn};
-use gcprobe_common::{agg_set, cookie, event_flag, kind, size_bucket, stat, AggKey, AggSlot, AggValue, AGG_WAYS, EventHeader, RawEvent, TargetConfig, TargetStats, MAX_ARGS, MAX_FRAMES, MAX_TARGETS};
+use gcprobe_common::{
+    AGG_WAYS, AggKey, AggSlot, AggValue, CallersRead, EventHeader, HEADER_WORDS, MAX_ARGS, MAX_FRAMES, MAX_TARGETS, PAIRED_ALLOC_FRAMES, PendingGrowth, RawEvent, TargetConfig, TargetStats, agg_set,
+    cookie, event_flag, goroutine_key, is_timed, kind, names_os_thread, size_bucket, stat,
+};
 
 /// Event stream to the agent, shared by every target. Most allocation
 /// hits are counted in `AGG`, not sent; 4 MiB holds ~25k whole records,
@@ -81,6 +84,16 @@ static AGG: Array<AggSlot> = Array::with_max_entries(1 << 12, BPF_F_MMAPABLE);
 /// .rodata, so the verifier knows it).
 #[unsafe(no_mangle)]
 static AGG_SLOTS_PER_CPU: Global<u32> = Global::new(1 << 12);
+
+/// Per CPU, a growslice's record awaiting the allocation it makes (see
+/// `PendingGrowth`): the pair goes out in one record.
+#[map]
+static PENDING: PerCpuArray<PendingGrowth> = PerCpuArray::with_max_entries(1, 0);
+
+/// Which of growslice's calls to mallocgc each CPU has sent the return
+/// address of, per target slot (see `CallersRead`).
+#[map]
+static CALLERS_READ: PerCpuArray<CallersRead> = PerCpuArray::with_max_entries(MAX_TARGETS + 1, 0);
 
 /// Where a record is assembled before `bpf_ringbuf_output` copies its used
 /// prefix: reserve needs a constant size, and most stacks are far shorter
@@ -201,6 +214,13 @@ fn try_go_entry(ctx: &ProbeContext) -> Result<(), i64> {
     let chunk = STACK_CHUNK.get_ptr_mut(0).ok_or(-1i64)?;
     // SAFETY: this CPU's slot, ours for the duration of the program.
     let chunk = unsafe { &mut *chunk };
+    let g = arch::goroutine(ctx);
+    // This goroutine's growth waits on this CPU: the hit is most likely the
+    // allocation growslice makes next (nothing allocates between its entry
+    // and mallocgc), sent with it.
+    if kind != kind::GROWSLICE && holds_growth_of(g) && complete_growth(ctx, ck, &cfg, slot, &stats, g)? {
+        return Ok(());
+    }
     // A walking probe reads the caller with the stack's first chunk: one
     // helper call where there were two.
     let (caller, mut window) = entry_caller(ctx, walk.then_some(&mut *chunk))?;
@@ -208,12 +228,186 @@ fn try_go_entry(ctx: &ProbeContext) -> Result<(), i64> {
         stats.bump(stat::NESTED);
         return Ok(());
     }
+    if kind == kind::GROWSLICE {
+        return hold_growth(ctx, ck, &cfg, slot, &stats, chunk, &mut window, caller, g, walk);
+    }
+    let in_growslice = caller >= cfg.pair_lo && caller < cfg.pair_hi;
+    send_or_count(ctx, ck, &cfg, &stats, chunk, &mut window, caller, g, walk, in_growslice)
+}
 
+/// Whether this CPU holds a growth of goroutine `g` (see `PendingGrowth`).
+#[inline(always)]
+fn holds_growth_of(g: u64) -> bool {
+    // SAFETY: this CPU's slot, only read here.
+    PENDING.get_ptr(0).is_some_and(|p| g != 0 && unsafe { (*p).goroutine } == g)
+}
+
+/// A hit's record, but for the frames. The thread id and the clock are a
+/// helper call each (~50 ns here): only the kinds whose figures use them
+/// pay for them.
+#[inline(always)]
+fn header(ck: u64, cfg: &TargetConfig, g: u64, args: [u64; MAX_ARGS], stack_id: u64, nframes: usize, flags: u32) -> EventHeader {
+    let kind = cookie::kind(ck);
+    let thread = if names_os_thread(kind) { bpf_get_current_pid_tgid() as u32 } else { goroutine_key(g) };
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let ktime_ns = if is_timed(kind) { unsafe { bpf_ktime_get_ns() } } else { 0 };
+    EventHeader { kind, probe_id: cookie::probe_id(ck), tgid: cfg.tgid, thread, ktime_ns, args, stack_id, nframes: nframes as u32, flags }
+}
+
+/// The frame count through memory: each exit of the walk knows its own
+/// count, and the verifier would check the rest of the program once per
+/// count (4x the instructions, ~0.1 s of start-up per load). Read back,
+/// the count is one unknown, and the first check covers every exit.
+#[inline(always)]
+fn launder(slot: &mut u32, n: usize) -> usize {
+    *slot = n as u32;
+    // SAFETY: our own per-CPU memory; volatile so the compiler keeps the load.
+    unsafe { core::ptr::read_volatile(slot) as usize }
+}
+
+/// A count already in memory, read as one unknown (see `launder`).
+#[inline(always)]
+fn reread(slot: &u32) -> usize {
+    // SAFETY: our own per-CPU memory.
+    unsafe { core::ptr::read_volatile(slot) as usize }
+}
+
+/// A growslice hit: its record waits in this CPU's PENDING slot for the
+/// allocation growslice makes next, which sends both. A growth still
+/// waiting there is sent alone first (its allocation never came here).
+#[inline(always)]
+fn hold_growth(ctx: &ProbeContext, ck: u64, cfg: &TargetConfig, slot: u32, stats: &Counters, chunk: &mut Chunk, window: &mut Window, caller: u64, g: u64, walk: bool) -> Result<(), i64> {
+    let p = PENDING.get_ptr_mut(0).ok_or(-1i64)?;
+    // SAFETY: this CPU's slot; one tracing program runs at a time per CPU.
+    let p = unsafe { &mut *p };
+    if p.goroutine != 0 {
+        p.goroutine = 0;
+        if let Ok(row) = Counters::row(p.slot) {
+            row.bump(stat::GROW_ALONE);
+        }
+        p.event.header.flags |= event_flag::ALONE;
+        let n = reread(&p.event.header.nframes);
+        let _ = send(pending_words(p), HEADER_WORDS + n, stats);
+    }
+    let ev = &mut p.event;
+    ev.frames[0] = arch::pc(ctx);
+    ev.frames[1] = caller;
+    let n = if walk { walk_frame_pointers(ctx, arch::frame_pointer(ctx), chunk, window, &mut ev.frames, caller, stats).0 } else { 2 };
+    ev.header = header(ck, cfg, g, arch::go_args(ctx), 0, n, 0);
+    p.slot = slot;
+    p.sp = arch::stack_pointer(ctx);
+    // g is never 0 in Go code; were it, the growth would wait for nothing.
+    p.goroutine = g;
+    if g == 0 {
+        p.goroutine = 0;
+        p.event.header.flags |= event_flag::ALONE;
+        let n = launder(&mut p.event.header.nframes, n);
+        return send(pending_words(p), HEADER_WORDS + n, stats);
+    }
+    Ok(())
+}
+
+/// The allocation a held growth makes: appended to the growth's record
+/// (its own header, probed PC and caller inside growslice) and sent with
+/// it. Ok(false) when the hit is not that allocation (its type is not the
+/// growth's, or it is not called from growslice): it goes the usual way.
+#[inline(always)]
+fn complete_growth(ctx: &ProbeContext, ck: u64, cfg: &TargetConfig, slot: u32, stats: &Counters, g: u64) -> Result<bool, i64> {
+    let p = PENDING.get_ptr_mut(0).ok_or(-1i64)?;
+    // SAFETY: this CPU's slot; one tracing program runs at a time per CPU.
+    let p = unsafe { &mut *p };
+    let args = arch::go_args(ctx);
+    // mallocgc(size, typ, needzero): growslice passes nil or its element type.
+    let typ = args[1];
+    let elem = p.event.header.args.get(cfg.grow_type_arg as usize).copied().unwrap_or(0);
+    if typ != 0 && typ != elem {
+        return Ok(false);
+    }
+    let bit = if typ == 0 { 1 } else { 2 };
+    let read = CALLERS_READ.get_ptr_mut(slot).ok_or(-1i64)?;
+    // SAFETY: this CPU's row, as above.
+    let read = unsafe { &mut *read };
+    let known = read.tgid == cfg.tgid && read.bits & bit != 0;
+    // Called from this growth's growslice frame (see PendingGrowth::sp),
+    // and this CPU already sent that call's return address: only the PC.
+    let (caller, n) = match arch::caller_in_register(ctx) {
+        Some(lr) => (lr, PAIRED_ALLOC_FRAMES),
+        None if known && arch::frame_pointer(ctx) == p.sp.wrapping_sub(8) => (0, 1),
+        None => (entry_caller(ctx, None)?.0, PAIRED_ALLOC_FRAMES),
+    };
+    if n == PAIRED_ALLOC_FRAMES && !(caller >= cfg.pair_lo && caller < cfg.pair_hi) {
+        return Ok(false);
+    }
+    p.goroutine = 0;
+    let held = reread(&p.event.header.nframes);
+    if held > MAX_FRAMES {
+        return Err(-1);
+    }
+    let h = header(ck, cfg, g, args, 0, n, event_flag::IN_GROWTH);
+    let at = HEADER_WORDS + held;
+    let words = pending_words(p);
+    // SAFETY: at ≤ HEADER_WORDS + MAX_FRAMES, and PendingGrowth's tail holds
+    // a header and two frames past that (PendingGrowth::WORDS).
+    unsafe {
+        core::ptr::write_unaligned(words.as_mut_ptr().add(at) as *mut EventHeader, h);
+    }
+    let Some(frames) = words.get_mut(at + HEADER_WORDS..at + HEADER_WORDS + PAIRED_ALLOC_FRAMES) else {
+        return Err(-1);
+    };
+    frames[0] = arch::pc(ctx);
+    frames[1] = caller;
+    send(words, at + HEADER_WORDS + n, stats)?;
+    if n == PAIRED_ALLOC_FRAMES {
+        // Only once sent: the agent must have the caller before a record
+        // that leaves it out (one ring keeps each CPU's records in order).
+        if read.tgid != cfg.tgid {
+            *read = CallersRead { tgid: cfg.tgid, bits: 0 };
+        }
+        read.bits |= bit;
+    }
+    Ok(true)
+}
+
+/// The held growth's record and the room after it, as one run of words.
+#[inline(always)]
+fn pending_words(p: &mut PendingGrowth) -> &mut [u64; PendingGrowth::WORDS] {
+    // SAFETY: `event` and `tail` are consecutive u64 arrays in a repr(C)
+    // struct (size pinned in common), so together they are WORDS words.
+    unsafe { &mut *(&mut p.event as *mut RawEvent as *mut [u64; PendingGrowth::WORDS]) }
+}
+
+/// Sends the first `words` of `all` as one record, waking the agent only
+/// when the ring holds WAKEUP_BYTES: a wakeup per record would cost the
+/// target a context switch per hit. No kind forces one: a program
+/// collecting hundreds of times a second makes GC events as frequent as
+/// allocations. The agent's 200 ms drain bounds latency.
+#[inline(always)]
+fn send<const N: usize>(all: &[u64; N], words: usize, stats: &Counters) -> Result<(), i64> {
+    if words > N {
+        return Err(-1);
+    }
+    let wake = if wake_check_due() && EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
+    if EVENTS.output::<[u64]>(&all[..words], wake as u64).is_err() {
+        stats.bump(stat::RINGBUF_FULL);
+        return Err(-1);
+    }
+    Ok(())
+}
+
+/// Any other hit: counted in AGG when its probe aggregates and the key has
+/// (or takes) a slot, else sent whole.
+#[inline(always)]
+fn send_or_count(ctx: &ProbeContext, ck: u64, cfg: &TargetConfig, stats: &Counters, chunk: &mut Chunk, window: &mut Window, caller: u64, g: u64, walk: bool, in_growslice: bool) -> Result<(), i64> {
     let ev = SCRATCH.get_ptr_mut(0).ok_or(-1i64)?;
     // SAFETY: the per-CPU scratch slot is ours for the duration of this program.
     let ev = unsafe { &mut *ev };
+    let kind = cookie::kind(ck);
+    let flags = cookie::flags(ck);
     let mut args = arch::go_args(ctx);
-    let mut event_flags = 0;
+    // Inside growslice, but this CPU holds no growth of this goroutine (its
+    // thread moved since, and the growth waits on the CPU it left): walked
+    // from growslice's frame, so it names the growth's stack by itself.
+    let mut event_flags = if in_growslice { event_flag::IN_GROWTH } else { 0 };
     if kind == kind::GC_START || kind == kind::STW_STOP || kind == kind::STW_START {
         // The heap at each pause, in slots these functions' arguments do
         // not use; a flag says a slot was read, so a register's leftover is
@@ -223,22 +417,8 @@ fn try_go_entry(ctx: &ProbeContext) -> Result<(), i64> {
     }
     ev.frames[0] = arch::pc(ctx);
     ev.frames[1] = caller;
-    // An allocation growslice makes: its stack is growslice's, which the
-    // growslice event just before it on this thread carries, so the agent
-    // joins the two and the kernel walks nothing (see `Aggregator::add`).
-    let in_growslice = caller >= cfg.pair_lo && caller < cfg.pair_hi;
-    let (n, stack_id) = if walk && !in_growslice {
-        walk_frame_pointers(ctx, arch::frame_pointer(ctx), chunk, &mut window, &mut ev.frames, caller, &stats)
-    } else {
-        (2, 0)
-    };
-    // The frame count through memory: each exit of the walk knows its own
-    // count, and the verifier would check the rest of the program once per
-    // count (4x the instructions, ~0.1 s of start-up per load). Read back,
-    // the count is one unknown, and the first check covers every exit.
-    ev.header.nframes = n as u32;
-    // SAFETY: our own per-CPU scratch; volatile so the compiler keeps the load.
-    let n = unsafe { core::ptr::read_volatile(&ev.header.nframes) } as usize;
+    let (n, stack_id) = if walk { walk_frame_pointers(ctx, arch::frame_pointer(ctx), chunk, window, &mut ev.frames, caller, stats) } else { (2, 0) };
+    let n = launder(&mut ev.header.nframes, n);
     let mut id = 0;
     let mut claimed = None;
     if flags & cookie::FLAG_AGGREGATE != 0 && !in_growslice {
@@ -262,34 +442,10 @@ fn try_go_entry(ctx: &ProbeContext) -> Result<(), i64> {
             }
         }
     }
-
-    // Only a whole event names its thread (the agent pairs growslice with
-    // the allocation after it by tid): the aggregated path makes no call.
-    let pid_tgid = bpf_get_current_pid_tgid();
-    ev.header = EventHeader {
-        kind,
-        probe_id: cookie::probe_id(ck),
-        tgid: (pid_tgid >> 32) as u32,
-        tid: pid_tgid as u32,
-        ktime_ns: unsafe { bpf_ktime_get_ns() },
-        args,
-        stack_id: id,
-        nframes: n as u32,
-        flags: event_flags,
-    };
-    // No kind forces a wakeup: a program collecting hundreds of times a
-    // second makes GC events as frequent as allocations, and a wakeup costs
-    // the target a context switch. The agent's 200 ms drain bounds latency.
-    let wake = if wake_check_due() && EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
-    // Send only the frames in use: header words plus n.
-    let words = core::mem::size_of::<EventHeader>() / 8 + n;
+    ev.header = header(ck, cfg, g, args, id, n, event_flags);
     // SAFETY: RawEvent is repr(C) u64-aligned POD; the view covers it exactly.
     let all = unsafe { &*(ev as *const RawEvent as *const [u64; core::mem::size_of::<RawEvent>() / 8]) };
-    if words > all.len() {
-        return Err(-1);
-    }
-    if EVENTS.output::<[u64]>(&all[..words], wake as u64).is_err() {
-        stats.bump(stat::RINGBUF_FULL);
+    if send(all, HEADER_WORDS + n, stats).is_err() {
         if let Some(slot) = claimed {
             // Without its stack the agent could not name the key's counts:
             // free the slot, so the hit is lost (and counted) but the next
@@ -359,7 +515,9 @@ fn count_in_agg(key: &AggKey, size: u64) -> Agg {
     let first = cpu.wrapping_mul(per_cpu).wrapping_add(agg_set(key, per_cpu / AGG_WAYS));
     let mut free = None;
     for way in 0..AGG_WAYS {
-        let Some(p) = AGG.get_ptr_mut(first + way) else { break };
+        let Some(p) = AGG.get_ptr_mut(first + way) else {
+            break;
+        };
         // SAFETY: a slot of this CPU's (see above).
         let slot = unsafe { &mut *p };
         if slot.key.stack_id == key.stack_id && slot.key.probe_id == key.probe_id && slot.key.size_bucket == key.size_bucket && slot.key.tgid == key.tgid {

@@ -268,7 +268,22 @@ const MAX_SAMPLED_MAPS: usize = 50;
 /// program flipping GOGC in a loop must not grow memory).
 const MAX_SETTINGS_CHANGES: usize = 64;
 
-/// A growslice whose allocation has not arrived yet on its thread.
+/// Which of growslice's two calls to mallocgc made an allocation, told by
+/// its type argument: nil for elements without pointers
+/// (runtime/slice.go, Go 1.19 to 1.27).
+#[derive(Clone, Copy)]
+enum GrowthCall {
+    NoPointers = 0,
+    Pointers = 1,
+}
+
+impl GrowthCall {
+    fn of(typ: u64) -> Self {
+        if typ == 0 { GrowthCall::NoPointers } else { GrowthCall::Pointers }
+    }
+}
+
+/// A growslice whose allocation has not arrived yet on its goroutine.
 #[derive(Default)]
 struct PendingAlloc {
     /// Whether a growth awaits its allocation: the entry stays, so its
@@ -308,7 +323,7 @@ pub struct Aggregator {
     /// whether a cycle's sweep termination awaits its mark termination.
     in_gc_start: FastSet<u32>,
     cycle_open: bool,
-    /// Open append runs: (thread, stack hash) → the last growth.
+    /// Open append runs: (goroutine, stack hash) → the last growth.
     grow_runs: FastMap<(u32, u64), Growth>,
     /// Which argument holds the map, per map-growth probe id.
     map_args: FastMap<u32, usize>,
@@ -322,13 +337,16 @@ pub struct Aggregator {
     runtime_alloc: RuntimeAlloc,
     /// The runtime's GC CPU counters as first and last read.
     gc_cpu: Option<(crate::tracee::gcctl::GcCpu, crate::tracee::gcctl::GcCpu)>,
-    /// Per thread, the run whose growslice awaits its mallocgc: growslice
+    /// Per goroutine, the run whose growslice awaits its mallocgc: growslice
     /// allocates `capmem` (capacity rounded to a size class) right after it
-    /// is entered, on the same thread (runtime/slice.go).
+    /// is entered, on the same goroutine (runtime/slice.go).
     /// The growslice's stack comes along: the kernel does not walk the
     /// stack of the allocation inside growslice, which is the growslice's
     /// own with growslice's return address in front.
     pending_alloc: FastMap<u32, PendingAlloc>,
+    /// The return address of each of growslice's calls to mallocgc, as
+    /// the kernel last sent it.
+    growth_callers: [Option<u64>; 2],
     /// Frames (caller first) of the kernel's aggregation keys, by stack id.
     agg_stacks: FastMap<u64, Box<[u64]>>,
     /// The kernel's running totals as last read, per key.
@@ -479,6 +497,7 @@ impl Aggregator {
             cycle_open: false,
             grow_runs: FastMap::default(),
             pending_alloc: FastMap::default(),
+            growth_callers: [None; 2],
             map_args: plan.probes.iter().filter_map(|p| p.map_arg.map(|a| (p.id, a))).collect(),
             maps: FastMap::default(),
             cycles: Vec::new(),
@@ -595,6 +614,118 @@ impl Aggregator {
         self.counts.undecodable += 1;
     }
 
+    fn add_alloc(&mut self, ev: &Event) {
+        self.counts.mallocgc += 1;
+        let size = ev.args[0];
+        self.alloc_bytes += size;
+        if size > 0 {
+            self.alloc_sizes.entry(ev.probe_id).or_insert_with(size_histogram).saturating_record(size);
+        }
+        // The allocation growslice makes comes right after its growth from
+        // the same goroutine, unwalked (its probed PC and caller inside
+        // growslice): the growth's stack is its. Where its growth waited on
+        // another CPU (the thread moved between the two), the kernel walked
+        // it instead: its own frames are that stack.
+        let call = GrowthCall::of(ev.args[1]);
+        match (ev.frames(), ev.in_growth) {
+            ([_, caller], in_growth) => {
+                if self.join_growth(ev.thread, Some(*caller), size) {
+                    if in_growth {
+                        self.growth_callers[call as usize] = Some(*caller);
+                    }
+                    return;
+                }
+            }
+            // The kernel sent this call's caller before on this CPU, and
+            // not again (gcprobe_common::CallersRead).
+            ([_], true) => {
+                if self.join_growth(ev.thread, self.growth_callers[call as usize], size) {
+                    return;
+                }
+            }
+            _ => {}
+        }
+        if let Some(p) = self.pending_alloc.get_mut(&ev.thread) {
+            // Not a growth's: the goroutine's growth allocated nothing
+            // (zero-size elements), so none follows.
+            p.live = false;
+        }
+        let key = ev.frames().get(1..).unwrap_or(&[]);
+        if let Some(s) = entry(&mut self.alloc_stacks, key, &mut self.counts.overflow, self.fresh.as_mut().map(|f| &mut f.stacks)) {
+            s.add(1, size);
+        }
+    }
+
+    /// Gives the goroutine's waiting growth its allocation: the growth's
+    /// stack behind `caller` (inside growslice; without it when unknown)
+    /// and the run's last size. False when no growth of the goroutine waits.
+    fn join_growth(&mut self, thread: u32, caller: Option<u64>, size: u64) -> bool {
+        let Some(p) = self.pending_alloc.get_mut(&thread).filter(|p| p.live) else { return false };
+        p.live = false;
+        let stack = match caller {
+            Some(c) => {
+                p.stack[0] = c;
+                &p.stack[..]
+            }
+            None => &p.stack[1..],
+        };
+        let run = p.run;
+        if let Some(s) = entry(&mut self.alloc_stacks, stack, &mut self.counts.overflow, self.fresh.as_mut().map(|f| &mut f.stacks)) {
+            s.add(1, size);
+        }
+        if let Some(g) = self.grow_runs.get_mut(&run) {
+            g.alloc = size;
+        }
+        true
+    }
+
+    fn add_growth(&mut self, ev: &Event) {
+        self.counts.growslice += 1;
+        let a = self.growslice_abi.decode(&ev.args);
+        if a.new_len > 0 {
+            self.grow_lens.saturating_record(a.new_len);
+        }
+        let key = ev.frames().get(1..).unwrap_or(&[]);
+        // A growth sent alone may come after later growths of its goroutine
+        // (it waited on a CPU its thread left): it counts, but does not end
+        // or extend a run, and no allocation follows it.
+        let finished = if ev.alone { None } else { self.open_growth(ev.thread, key, a.new_len, a.old_cap) };
+        let Some(s) = entry(&mut self.grow_stacks, key, &mut self.counts.overflow, self.fresh.as_mut().map(|f| &mut f.grow_stacks)) else { return };
+        s.count += 1;
+        s.new_len_sum += a.new_len;
+        if s.elem_type != a.elem_type {
+            if let Some(f) = &mut self.fresh {
+                f.types.push(a.elem_type);
+            }
+        }
+        s.elem_type = a.elem_type;
+        s.old_len_sum += a.old_len;
+        if a.old_cap == 0 {
+            s.calls += 1;
+        }
+        if let Some(last) = finished.filter(|g| g.alloc > 0) {
+            s.finished_calls += 1;
+            s.final_len_sum += last.new_len;
+            s.final_allocs.add(last.alloc);
+            s.final_alloc_sum += last.alloc;
+        }
+    }
+
+    /// A growth of `key`'s run on a goroutine, which waits for its
+    /// allocation; returns the run's previous last growth when this one
+    /// starts a new call (an empty slice grows), ending that call.
+    fn open_growth(&mut self, thread: u32, key: &[u64], new_len: u64, old_cap: u64) -> Option<Growth> {
+        let run = (thread, stack_hash(key));
+        let previous = self.grow_runs.insert(run, Growth { new_len, alloc: 0 });
+        let p = self.pending_alloc.entry(thread).or_default();
+        p.live = true;
+        p.run = run;
+        p.stack.clear();
+        p.stack.push(0);
+        p.stack.extend_from_slice(key);
+        if old_cap == 0 { previous } else { None }
+    }
+
     pub(super) fn add(&mut self, ev: &Event) {
         if ev.tgid != self.pid {
             self.counts.foreign += 1;
@@ -604,8 +735,11 @@ impl Aggregator {
             self.agg_stacks.entry(id).or_insert_with(|| ev.frames().get(1..).unwrap_or(&[]).into());
             return;
         }
-        self.first_ktime.get_or_insert(ev.ktime_ns);
-        self.last_ktime = self.last_ktime.max(ev.ktime_ns);
+        // Allocations and growths carry no time (gcprobe_common::is_timed).
+        if ev.ktime_ns != 0 {
+            self.first_ktime.get_or_insert(ev.ktime_ns);
+            self.last_ktime = self.last_ktime.max(ev.ktime_ns);
+        }
         match ev.kind {
             ProbeKind::MProf => {
                 let size = ev.args[self.mprof_size_arg.min(MAX_ARGS - 1)];
@@ -624,74 +758,11 @@ impl Aggregator {
                     s.bytes += w * size as f64;
                 }
             }
-            ProbeKind::Malloc => {
-                self.counts.mallocgc += 1;
-                let size = ev.args[0];
-                self.alloc_bytes += size;
-                if size > 0 {
-                    self.alloc_sizes.entry(ev.probe_id).or_insert_with(size_histogram).saturating_record(size);
-                }
-                let pending = self.pending_alloc.get_mut(&ev.tid).filter(|p| p.live);
-                // Sent unwalked (caller only): inside growslice, whose stack it extends.
-                let (key, run) = match (pending, ev.frames()) {
-                    (Some(p), [_, caller]) => {
-                        p.live = false;
-                        p.stack[0] = *caller;
-                        (&p.stack[..], Some(p.run))
-                    }
-                    (Some(p), frames) => {
-                        p.live = false;
-                        (frames.get(1..).unwrap_or(&[]), Some(p.run))
-                    }
-                    (None, frames) => (frames.get(1..).unwrap_or(&[]), None),
-                };
-                if let Some(s) = entry(&mut self.alloc_stacks, key, &mut self.counts.overflow, self.fresh.as_mut().map(|f| &mut f.stacks)) {
-                    s.add(1, size);
-                }
-                if let Some(g) = run.and_then(|run| self.grow_runs.get_mut(&run)) {
-                    g.alloc = size;
-                }
-            }
-            ProbeKind::Growslice => {
-                self.counts.growslice += 1;
-                let a = self.growslice_abi.decode(&ev.args);
-                if a.new_len > 0 {
-                    self.grow_lens.saturating_record(a.new_len);
-                }
-                let key = ev.frames().get(1..).unwrap_or(&[]);
-                let run = (ev.tid, stack_hash(key));
-                let previous = self.grow_runs.insert(run, Growth { new_len: a.new_len, alloc: 0 });
-                let finished = if a.old_cap == 0 { previous } else { None };
-                let p = self.pending_alloc.entry(ev.tid).or_default();
-                p.live = true;
-                p.run = run;
-                p.stack.clear();
-                p.stack.push(0);
-                p.stack.extend_from_slice(key);
-                if let Some(s) = entry(&mut self.grow_stacks, key, &mut self.counts.overflow, self.fresh.as_mut().map(|f| &mut f.grow_stacks)) {
-                    s.count += 1;
-                    s.new_len_sum += a.new_len;
-                    if s.elem_type != a.elem_type {
-                        if let Some(f) = &mut self.fresh {
-                            f.types.push(a.elem_type);
-                        }
-                    }
-                    s.elem_type = a.elem_type;
-                    s.old_len_sum += a.old_len;
-                    if a.old_cap == 0 {
-                        s.calls += 1;
-                    }
-                    if let Some(last) = finished.filter(|g| g.alloc > 0) {
-                        s.finished_calls += 1;
-                        s.final_len_sum += last.new_len;
-                        s.final_allocs.add(last.alloc);
-                        s.final_alloc_sum += last.alloc;
-                    }
-                }
-            }
+            ProbeKind::Malloc => self.add_alloc(ev),
+            ProbeKind::Growslice => self.add_growth(ev),
             ProbeKind::GcStart => {
                 self.counts.gc_start += 1;
-                self.in_gc_start.insert(ev.tid);
+                self.in_gc_start.insert(ev.thread);
             }
             ProbeKind::StwStop => {
                 let cause = if self.stw_reason_arg {
@@ -754,9 +825,9 @@ impl Aggregator {
             }
             ProbeKind::Assist => {
                 self.counts.assist += 1;
-                *self.assists_by_tid.entry(ev.tid).or_default() += 1;
+                *self.assists_by_tid.entry(ev.thread).or_default() += 1;
                 if self.assist_times.len() < MAX_STACKS {
-                    self.assist_times.push((ev.tid, ev.ktime_ns));
+                    self.assist_times.push((ev.thread, ev.ktime_ns));
                 }
             }
         }
@@ -799,7 +870,7 @@ impl Aggregator {
     /// GC's shape names it instead: gcStart stops the world on its own thread
     /// (sweep termination), and the cycle's next stop is mark termination.
     fn infer_cause(&mut self, ev: &Event) -> StwCause {
-        if self.in_gc_start.remove(&ev.tid) {
+        if self.in_gc_start.remove(&ev.thread) {
             // Other gcStart callers that lost the race return without stopping.
             self.in_gc_start.clear();
             self.cycle_open = true;
@@ -962,6 +1033,60 @@ mod tests {
         // Without a growslice before it on the thread, a short stack stays as sent.
         a.add(&ev(kind::MALLOC, 3, [16, 0, 0, 0, 0], &[0xa0, 0xd0]));
         assert_eq!(a.alloc_stacks[&[0xd0u64][..]].count, 1);
+        // A growth of zero-size elements allocates nothing: the goroutine's
+        // next allocation (walked, elsewhere) is not its, nor a later one.
+        a.add(&ev(kind::GROWSLICE, 4, [0, 9, 8, 1, 0xe7], &[0xc0, 0x100, 0x200]));
+        a.add(&ev(kind::MALLOC, 5, [32, 0, 0, 0, 0], &[0xa0, 0x300, 0x400]));
+        a.add(&ev(kind::MALLOC, 6, [48, 0, 0, 0, 0], &[0xa0, 0xc8]));
+        assert_eq!(a.alloc_stacks[&[0x300u64, 0x400][..]].bytes, 32);
+        assert_eq!(a.alloc_stacks[&[0xc8u64][..]].bytes, 48);
+        assert_eq!(a.grow_runs.values().next().map(|g| g.alloc), Some(0));
+    }
+
+    #[test]
+    fn an_allocation_sent_without_its_caller_takes_the_one_sent_before() {
+        use gcprobe_common::event_flag::IN_GROWTH;
+        let flagged = |k, args, frames: &[u64], flags| Event::decode(&events::encode_full(k, 0, 0, args, frames, 0, flags)).unwrap();
+        let mut a = Aggregator::new(42, &plan(GoVersion::new(1, 22, 0)));
+        let grow = |a: &mut Aggregator| a.add(&flagged(kind::GROWSLICE, [0, 1, 0, 1, 0xe7], &[0xc0, 0x100], 0));
+        // Before any caller was sent: the growth's stack without growslice's frame.
+        grow(&mut a);
+        a.add(&flagged(kind::MALLOC, [16, 0, 0, 0, 0], &[0xa0], IN_GROWTH));
+        assert_eq!(a.alloc_stacks[&[0x100u64][..]].bytes, 16);
+        // The call for element types without pointers (typ nil) is sent once...
+        grow(&mut a);
+        a.add(&flagged(kind::MALLOC, [32, 0, 0, 0, 0], &[0xa0, 0xc8], IN_GROWTH));
+        grow(&mut a);
+        a.add(&flagged(kind::MALLOC, [64, 0, 0, 0, 0], &[0xa0], IN_GROWTH));
+        assert_eq!(a.alloc_stacks[&[0xc8u64, 0x100][..]].bytes, 96);
+        // ...and is not the other call's.
+        grow(&mut a);
+        a.add(&flagged(kind::MALLOC, [48, 0xe7, 1, 0, 0], &[0xa0], IN_GROWTH));
+        assert_eq!(a.alloc_stacks[&[0x100u64][..]].bytes, 64);
+    }
+
+    #[test]
+    fn a_growth_sent_alone_counts_but_leaves_runs_alone() {
+        use gcprobe_common::event_flag::{ALONE, IN_GROWTH};
+        let flagged = |k, args, frames: &[u64], flags| Event::decode(&events::encode_full(k, 0, 0, args, frames, 0, flags)).unwrap();
+        let mut a = Aggregator::new(42, &plan(GoVersion::new(1, 22, 0)));
+        // One call: lengths 1, 2; its allocations follow their growths.
+        a.add(&flagged(kind::GROWSLICE, [0, 1, 0, 1, 0xe7], &[0xc0, 0x100], 0));
+        a.add(&flagged(kind::MALLOC, [16, 0, 0, 0, 0], &[0xa0, 0xc8], IN_GROWTH));
+        // The thread moved CPUs between growslice and mallocgc: the kernel
+        // walked the allocation (its frames are the growth's stack), and
+        // the growth comes later, alone, from the CPU it waited on.
+        a.add(&flagged(kind::MALLOC, [32, 0, 0, 0, 0], &[0xa0, 0xc8, 0x100], IN_GROWTH));
+        a.add(&flagged(kind::GROWSLICE, [0, 3, 1, 1, 0xe7], &[0xc0, 0x100], 0));
+        a.add(&flagged(kind::MALLOC, [64, 0, 0, 0, 0], &[0xa0, 0xc8], IN_GROWTH));
+        a.add(&flagged(kind::GROWSLICE, [0, 2, 1, 1, 0xe7], &[0xc0, 0x100], ALONE));
+        // A second call starts and ends the first: its last growth is the
+        // one that came in order (length 3, 64 bytes), not the late one.
+        a.add(&flagged(kind::GROWSLICE, [0, 1, 0, 1, 0xe7], &[0xc0, 0x100], 0));
+        let s = a.alloc_stacks[&[0xc8u64, 0x100][..]];
+        assert_eq!((s.count, s.bytes), (3, 112));
+        let g = &a.grow_stacks[&[0x100u64][..]];
+        assert_eq!((g.count, g.calls, g.finished_calls, g.final_len_sum, g.final_alloc_sum), (4, 2, 1, 3, 64));
     }
 
     #[test]
@@ -983,10 +1108,10 @@ mod tests {
     fn counts_calls_and_final_lengths_of_append_runs() {
         let mut a = Aggregator::new(42, &plan(GoVersion::new(1, 22, 0)));
         // Two calls on one thread: lengths 1,2,3,5 then 1,2 (then a third
-        // starts); each growth is followed by its allocation (cap × 16 bytes).
+        // starts); each growth is followed by its allocation (cap × 16 bytes), sent unwalked.
         for (new_len, old_cap, cap) in [(1, 0, 1), (2, 1, 2), (3, 2, 4), (5, 4, 8), (1, 0, 1), (2, 1, 2), (1, 0, 1)] {
             a.add(&ev(kind::GROWSLICE, 1, [0, new_len, old_cap, 1, 0xe7], &[0xc0, 0x100]));
-            a.add(&ev(kind::MALLOC, 1, [cap * 16, 0xe7, 1, 0, 0], &[0xa0, 0xc8, 0x100]));
+            a.add(&ev(kind::MALLOC, 1, [cap * 16, 0xe7, 1, 0, 0], &[0xa0, 0xc8]));
         }
         let g = &a.grow_stacks[&[0x100u64][..]];
         assert_eq!((g.count, g.calls, g.finished_calls, g.final_len_sum), (7, 3, 2, 7));

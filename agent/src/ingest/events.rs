@@ -20,7 +20,7 @@ pub struct Event {
     pub kind: ProbeKind,
     pub probe_id: u32,
     pub tgid: u32,
-    pub tid: u32,
+    pub thread: u32,
     pub ktime_ns: u64,
     pub args: [u64; MAX_ARGS],
     /// `[probed pc, caller return address, ...older return addresses]`,
@@ -35,6 +35,10 @@ pub struct Event {
     /// them at this pause (never a register's leftover).
     pub heap_live: Option<u64>,
     pub heap_goal: Option<u64>,
+    /// A growth sent without its allocation (`event_flag::ALONE`).
+    pub alone: bool,
+    /// An allocation made inside growslice (`event_flag::IN_GROWTH`).
+    pub in_growth: bool,
 }
 
 /// The process a record came from, read without decoding the rest: the
@@ -50,8 +54,18 @@ impl Event {
         &self.frames[..self.nframes]
     }
 
+    /// One record that holds exactly one event.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        if bytes.len() < HEADER || !(bytes.len() - HEADER).is_multiple_of(8) {
+        let (ev, used) = Self::decode_prefix(bytes)?;
+        if used != bytes.len() {
+            return Err(DecodeError::Size { got: bytes.len() });
+        }
+        Ok(ev)
+    }
+
+    /// The event at the start of `bytes`, and the bytes it takes.
+    fn decode_prefix(bytes: &[u8]) -> Result<(Self, usize), DecodeError> {
+        if bytes.len() < HEADER {
             return Err(DecodeError::Size { got: bytes.len() });
         }
         // SAFETY: length checked; EventHeader is plain old data, any bit pattern valid.
@@ -61,18 +75,20 @@ impl Event {
         if n > MAX_FRAMES {
             return Err(DecodeError::Frames { nframes: raw.nframes });
         }
-        if bytes.len() != HEADER + 8 * n {
+        let used = HEADER + 8 * n;
+        if bytes.len() < used {
             return Err(DecodeError::Size { got: bytes.len() });
         }
+        let bytes = &bytes[..used];
         let mut frames = [0u64; MAX_FRAMES];
         for (f, c) in frames.iter_mut().zip(bytes[HEADER..].chunks_exact(8)) {
             *f = u64::from_ne_bytes(c.try_into().expect("8-byte chunk"));
         }
-        Ok(Self {
+        Ok((Self {
             kind,
             probe_id: raw.probe_id,
             tgid: raw.tgid,
-            tid: raw.tid,
+            thread: raw.thread,
             ktime_ns: raw.ktime_ns,
             args: raw.args,
             frames,
@@ -80,8 +96,24 @@ impl Event {
             defines_stack: (raw.flags & event_flag::STACK_ONLY != 0).then_some(raw.stack_id),
             heap_live: (raw.flags & event_flag::HEAP_LIVE != 0).then_some(raw.args[event_flag::HEAP_LIVE_SLOT]),
             heap_goal: (raw.flags & event_flag::HEAP_GOAL != 0).then_some(raw.args[event_flag::HEAP_GOAL_SLOT]),
-        })
+            alone: raw.flags & event_flag::ALONE != 0,
+            in_growth: raw.flags & event_flag::IN_GROWTH != 0,
+        }, used))
     }
+}
+
+/// The events of one ring record, in order: one, or a growslice and the
+/// allocation it made (`PendingGrowth`: the kernel sends the pair in one
+/// record). Ends after the first error.
+pub fn decode_record(bytes: &[u8]) -> impl Iterator<Item = Result<Event, DecodeError>> + '_ {
+    let mut rest = Some(bytes);
+    std::iter::from_fn(move || {
+        let r = rest.take().filter(|r| !r.is_empty())?;
+        Some(Event::decode_prefix(r).map(|(ev, used)| {
+            rest = Some(&r[used..]);
+            ev
+        }))
+    })
 }
 
 #[cfg(test)]
@@ -91,7 +123,7 @@ pub(crate) fn encode(kind: u32, probe_id: u32, ktime_ns: u64, args: [u64; MAX_AR
 
 #[cfg(test)]
 pub(crate) fn encode_full(kind: u32, probe_id: u32, ktime_ns: u64, args: [u64; MAX_ARGS], frames: &[u64], stack_id: u64, flags: u32) -> Vec<u8> {
-    let h = EventHeader { kind, probe_id, tgid: 42, tid: 43, ktime_ns, args, stack_id, nframes: frames.len() as u32, flags };
+    let h = EventHeader { kind, probe_id, tgid: 42, thread: 43, ktime_ns, args, stack_id, nframes: frames.len() as u32, flags };
     // SAFETY: EventHeader is repr(C) POD with explicit padding.
     let mut v = unsafe { std::slice::from_raw_parts((&h as *const EventHeader).cast::<u8>(), HEADER) }.to_vec();
     v.extend(frames.iter().flat_map(|f| f.to_ne_bytes()));
@@ -109,7 +141,7 @@ mod tests {
         let ev = Event::decode(&bytes).unwrap();
         assert_eq!(ev.kind, ProbeKind::Growslice);
         assert_eq!(ev.probe_id, 1);
-        assert_eq!((ev.tgid, ev.tid, ev.ktime_ns), (42, 43, 99));
+        assert_eq!((ev.tgid, ev.thread, ev.ktime_ns), (42, 43, 99));
         assert_eq!(ev.args, [1, 2, 3, 4, 5]);
         assert_eq!(ev.frames(), [0x10, 0x20, 0x30]);
         assert_eq!(ev.defines_stack, None);
@@ -128,6 +160,22 @@ mod tests {
         assert_eq!((ev.heap_live, ev.heap_goal), (Some(6 << 20), Some(8 << 20)));
         let live = encode_full(kind::STW_START, 0, 9, [1, 2, 3, 8 << 20, 6 << 20], &[0x10, 0x20], 0, event_flag::HEAP_LIVE);
         assert_eq!(Event::decode(&live).unwrap().heap_goal, None);
+    }
+
+    #[test]
+    fn a_record_may_hold_a_growth_and_its_allocation() {
+        let mut pair = encode(kind::GROWSLICE, 1, 99, [1, 2, 3, 4, 5], &[0x10, 0x20, 0x30]);
+        pair.extend(encode(kind::MALLOC, 2, 99, [48, 0, 0, 0, 0], &[0x40, 0x50]));
+        let evs: Vec<Event> = decode_record(&pair).collect::<Result<_, _>>().unwrap();
+        assert_eq!(evs.iter().map(|e| (e.kind, e.frames().len())).collect::<Vec<_>>(), [(ProbeKind::Growslice, 3), (ProbeKind::Malloc, 2)]);
+        assert_eq!(evs[1].args[0], 48);
+        // One event alone is not a pair: Event::decode wants the whole record.
+        assert!(matches!(Event::decode(&pair), Err(DecodeError::Size { .. })));
+        // A torn second event yields the first, then one error, then stops.
+        let torn = &pair[..pair.len() - 8];
+        let got: Vec<_> = decode_record(torn).map(|r| r.is_ok()).collect();
+        assert_eq!(got, [true, false]);
+        assert_eq!(decode_record(&[]).count(), 0);
     }
 
     #[test]

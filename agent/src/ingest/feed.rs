@@ -8,7 +8,7 @@ use gcprobe_common::{AggKey, AggValue};
 
 use crate::{
     ingest::aggregate::{Aggregator, Fresh},
-    ingest::events::{self, Event},
+    ingest::events,
     ingest::ops::Op,
 };
 
@@ -155,9 +155,11 @@ pub fn apply(agg: &mut Aggregator, op: &Op<'_>) {
         Op::Ring(raw) => {
             agg.ring_records += 1;
             agg.ring_bytes += raw.len() as u64;
-            match Event::decode(raw) {
-                Ok(ev) => agg.add(&ev),
-                Err(_) => agg.add_undecodable(),
+            for ev in events::decode_record(raw) {
+                match ev {
+                    Ok(ev) => agg.add(&ev),
+                    Err(_) => agg.add_undecodable(),
+                }
             }
         }
         Op::Totals(t) => {

@@ -19,7 +19,7 @@ use aya::{
     },
     Ebpf, EbpfError, EbpfLoader,
 };
-use gcprobe_common::{kind, stat, AggKey, AggValue, TargetConfig, TargetStats};
+use gcprobe_common::{kind, stat, AggKey, AggValue, EventHeader, PendingGrowth, TargetConfig, TargetStats, HEADER_WORDS};
 
 use super::aggmap::AggMap;
 use crate::{
@@ -183,6 +183,10 @@ pub struct KernelStats {
     pub aggregated: u64,
     /// Hits sent whole because the kernel's map was full.
     pub agg_full: u64,
+    /// Growths sent without their allocation (`stat::GROW_ALONE`); absent
+    /// from recordings made before growths were paired in the kernel.
+    #[serde(default)]
+    pub grow_alone: u64,
     /// Hits per `gcprobe_common::kind` value, gated ones included.
     pub hits_by_kind: [u64; kind::MAX as usize + 1],
     /// Of those, hits on bursted probes while their gate was shut.
@@ -210,6 +214,7 @@ impl KernelStats {
             empty_hits: self.empty_hits.max(o.empty_hits),
             aggregated: self.aggregated + o.aggregated,
             agg_full: self.agg_full + o.agg_full,
+            grow_alone: self.grow_alone + o.grow_alone,
             hits_by_kind: add(self.hits_by_kind, o.hits_by_kind),
             gated_by_kind: add(self.gated_by_kind, o.gated_by_kind),
         }
@@ -244,7 +249,8 @@ pub fn target_config(plan: &ProbePlan, gc: Option<&crate::tracee::gcctl::GcContr
     let heap_live_addr = gc.map_or(0, |c| c.heap_live_addr(bias));
     let heap_goal_addr = gc.map_or(0, |c| c.heap_goal_addr(bias));
     // Exact mode never shuts the gate; sampled mode opens it per burst.
-    TargetConfig { nested_lo, nested_hi, heap_live_addr, heap_goal_addr, pair_lo, pair_hi, burst_open: 1, ..TargetConfig::default() }
+    let grow_type_arg = plan.growslice_abi.elem_type_arg();
+    TargetConfig { nested_lo, nested_hi, heap_live_addr, heap_goal_addr, pair_lo, pair_hi, burst_open: 1, grow_type_arg, ..TargetConfig::default() }
 }
 
 
@@ -297,6 +303,8 @@ pub(super) struct Shared {
     /// Each target's settings, by slot.
     pub(super) configs: RefCell<Array<MapData, TargetConfig>>,
     agg: RefCell<AggMap>,
+    /// Each CPU's growslice record awaiting its allocation.
+    pending: PerCpuArray<MapData, PendingGrowth>,
     /// `STATS` rows in use; row 0 is the agent's own.
     pub(super) slots: RefCell<BTreeSet<u32>>,
     /// The targets' `AGGREGATED` counts summed at the last call of
@@ -353,6 +361,7 @@ impl Kernel {
         let agg = AggMap::new(agg, *per_cpu as usize, cpus)?;
         let targets = HashMap::try_from(take(&mut ebpf, "TARGETS")?).map_err(|source| ProbeError::Map { name: "TARGETS", source })?;
         let configs = Array::try_from(take(&mut ebpf, "CONFIGS")?).map_err(|source| ProbeError::Map { name: "CONFIGS", source })?;
+        let pending = PerCpuArray::try_from(take(&mut ebpf, "PENDING")?).map_err(|source| ProbeError::Map { name: "PENDING", source })?;
         // Once: /proc/self/maps does not change under a running agent.
         let primer_offset = multi.as_ref().and_then(|_| crate::kernel::selfmap::self_file_offset(detach_primer as *const () as u64).ok());
         let shared = Shared {
@@ -362,6 +371,7 @@ impl Kernel {
             targets: RefCell::new(targets),
             configs: RefCell::new(configs),
             agg: RefCell::new(agg),
+            pending,
             slots: RefCell::new(BTreeSet::new()),
             agg_counted: Cell::new((None, 0)),
             program,
@@ -376,6 +386,12 @@ impl Kernel {
     /// the totals are running, so a reader that applies deltas loses nothing.
     pub fn agg_totals(&self) -> Vec<(AggKey, AggValue)> {
         self.shared.agg_totals_changed()
+    }
+
+    /// Growslice records still held in the kernel at the session's end
+    /// (see `Shared::held_growths`), as ring records.
+    pub fn held_growths(&self) -> Vec<Vec<u8>> {
+        self.shared.held_growths()
     }
 
     /// The reader of the kernel program's log records, which come only when
@@ -430,6 +446,7 @@ impl Shared {
             empty_hits: if self.program == Program::Empty { self.row(stat::AGENT_SLOT)[stat::EMPTY_HITS as usize] } else { 0 },
             aggregated: at(stat::AGGREGATED),
             agg_full: at(stat::AGG_FULL),
+            grow_alone: at(stat::GROW_ALONE),
             hits_by_kind,
         }
     }
@@ -462,6 +479,15 @@ impl Shared {
 
     pub(super) fn mechanism(&self) -> Mechanism {
         if self.multi.borrow().is_some() { Mechanism::UprobeMulti } else { Mechanism::PerfEvent }
+    }
+
+    /// The records of growths whose allocation never came, one per CPU at
+    /// most (see `PendingGrowth`): a later growslice on that CPU would
+    /// have sent them. For the session's end, once every link is gone and
+    /// no hit can touch the slots; they are not cleared.
+    fn held_growths(&self) -> Vec<Vec<u8>> {
+        let Ok(per_cpu) = self.pending.get(&0, 0) else { return Vec::new() };
+        per_cpu.iter().filter_map(held_record).collect()
     }
 
     /// One `STATS` row summed over CPUs; zeros when unreadable.
@@ -529,6 +555,21 @@ impl Shared {
 }
 
 /// The perf-event variant of `program`, loaded on first use.
+/// A held growth's record bytes, as the kernel would have sent it alone;
+/// None for an empty slot or a frame count no record can have.
+fn held_record(p: &PendingGrowth) -> Option<Vec<u8>> {
+    let n = p.event.header.nframes as usize;
+    if p.goroutine == 0 || n > gcprobe_common::MAX_FRAMES {
+        return None;
+    }
+    let mut out = Vec::with_capacity(8 * (HEADER_WORDS + n));
+    let header = EventHeader { flags: p.event.header.flags | gcprobe_common::event_flag::ALONE, ..p.event.header };
+    // SAFETY: EventHeader is repr(C) plain old data with explicit padding.
+    out.extend_from_slice(unsafe { std::slice::from_raw_parts((&header as *const EventHeader).cast::<u8>(), 8 * HEADER_WORDS) });
+    out.extend(p.event.frames[..n].iter().flat_map(|f| f.to_ne_bytes()));
+    Some(out)
+}
+
 pub(super) fn loaded_uprobe(ebpf: &mut Ebpf, program: Program) -> Result<&mut UProbe, ProbeError> {
     let name = program.name();
     let prog = uprobe_of(ebpf, program)?;

@@ -14,7 +14,12 @@
 use std::io::{self, Write};
 
 pub const MAGIC: &[u8; 8] = b"GCPROBE\0";
-pub const VERSION: u16 = 1;
+/// Version 2: a ring record may hold two events (a growslice and the
+/// allocation it made); a version-1 reader would count those undecodable.
+/// Version 1 files, one event per record, read the same way.
+pub const VERSION: u16 = 2;
+/// The oldest version this gcprobe reads.
+pub const OLDEST_VERSION: u16 = 1;
 pub const HEADER_LEN: usize = 16;
 pub const FRAME_HEADER_LEN: usize = 12;
 /// Larger frames are refused on both sides: a corrupt length must not make
@@ -25,7 +30,7 @@ pub const MAX_PAYLOAD: usize = 64 << 20;
 pub enum FrameError {
     #[error("not a gcprobe recording (no GCPROBE header)")]
     NotARecording,
-    #[error("recording format version {found}; this gcprobe reads version {VERSION}")]
+    #[error("recording format version {found}; this gcprobe reads versions {OLDEST_VERSION} to {VERSION}")]
     Version { found: u16 },
     #[error("frame of {len} bytes exceeds the {MAX_PAYLOAD}-byte limit")]
     TooLarge { len: usize },
@@ -109,7 +114,7 @@ pub fn read_frames(data: &[u8]) -> Result<(Vec<Frame<'_>>, Option<Damage>), Fram
         return Err(FrameError::NotARecording);
     }
     let found = u16::from_le_bytes([data[8], data[9]]);
-    if found != VERSION {
+    if !(OLDEST_VERSION..=VERSION).contains(&found) {
         return Err(FrameError::Version { found });
     }
     let mut frames = Vec::new();
@@ -197,5 +202,7 @@ mod tests {
         data[8] = 9;
         assert!(matches!(read_frames(&data), Err(FrameError::Version { found: 9 })));
         assert_eq!(read_frames(&recording(&[])).unwrap(), (vec![], None));
+        data[8] = 1;
+        assert_eq!(read_frames(&data).unwrap(), (vec![], None));
     }
 }

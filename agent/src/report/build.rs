@@ -158,6 +158,7 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
             empty_hits: inp.kernel.empty_hits,
             aggregated: inp.kernel.aggregated,
             agg_full: inp.kernel.agg_full,
+            grow_alone: inp.kernel.grow_alone,
             records: agg.ring_records(),
             record_bytes: agg.ring_bytes(),
         },

@@ -64,6 +64,10 @@ pub struct KernelReport {
     pub aggregated: u64,
     /// Hits sent whole because that map was full.
     pub agg_full: u64,
+    /// Growslice records sent without the allocation they made (the kernel
+    /// pairs the two in one record; zero-size elements allocate nothing,
+    /// and a thread may move CPUs in between).
+    pub grow_alone: u64,
     /// Ring-buffer records the agent read, and their bytes.
     pub records: u64,
     pub record_bytes: u64,

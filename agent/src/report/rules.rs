@@ -651,6 +651,7 @@ mod tests {
                 empty_hits: 0,
                 aggregated: 0,
                 agg_full: 0,
+                grow_alone: 0,
                 records: 0,
                 record_bytes: 0,
             },

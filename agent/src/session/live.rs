@@ -289,6 +289,11 @@ impl Live<'_, '_, '_> {
             }
         }
         drain_into(ring, &mut self.feeds);
+        // Every link is gone: a growth still held in the kernel will never
+        // be sent with its allocation (zero-size elements allocate nothing).
+        for r in self.kernel.held_growths() {
+            self.feeds.ring(&r);
+        }
         for (pid, reg, stopped) in stopping {
             let i = self.targets.iter().position(|t| t.pid() == pid).expect("a target");
             let t = self.targets.remove(i);

@@ -170,15 +170,23 @@ mod tests {
         assert!(!pprof.is_runtime());
     }
 
+    /// Never inlined, so it keeps a symbol of its own (a test function may
+    /// be inlined into the harness's closure and lose its own).
+    #[inline(never)]
+    fn a_function_of_our_own() -> u64 {
+        std::hint::black_box(7)
+    }
+
     #[test]
     fn symbolizes_own_functions() {
+        assert_eq!(a_function_of_our_own(), 7);
         // The test binary itself carries DWARF and a symbol table.
         let exe = std::env::current_exe().unwrap();
         let bin = Binary::open(&exe).unwrap();
         let mut s = Symbolizer::new(&bin, None, 0).unwrap();
-        let sym = bin.symbols().find(|s| s.name.contains("symbolizes_own_functions") && s.size > 0).expect("own symbol");
+        let sym = bin.symbols().find(|s| s.name.contains("a_function_of_our_own") && s.size > 0).expect("own symbol");
         let frames = s.frames(sym.addr, false);
-        assert!(frames.last().unwrap().function.contains("symbolizes_own_functions"), "{frames:?}");
+        assert!(frames.last().unwrap().function.contains("a_function_of_our_own"), "{frames:?}");
         let unknown = s.frames(0xffff_ffff_0000_0000, false);
         assert!(unknown[0].function.starts_with("0x"), "{unknown:?}");
         assert_eq!(s.unresolved, 1);
