@@ -408,9 +408,15 @@ pub mod stat {
     /// thread moved between the two), or the allocation's hit was on
     /// another CPU.
     pub const GROW_ALONE: u32 = 8;
+    /// Hits dropped because our program was already running on this CPU:
+    /// a uprobe's program runs with migration, not preemption, disabled,
+    /// so on a preemptible kernel another thread's hit can start on the
+    /// CPU of one that was preempted; it must not touch that one's
+    /// per-CPU record.
+    pub const OVERLAPPED: u32 = 9;
     /// Hits that passed the PID filter, per kind: slot `HITS_BY_KIND + kind`.
     /// Their sum is all hits (one counter per hit, not two).
-    pub const HITS_BY_KIND: u32 = 9;
+    pub const HITS_BY_KIND: u32 = 10;
     /// Of those, hits on a bursted probe while its gate was shut (attaching or
     /// detaching): slot `GATED_BY_KIND + kind`. They cost a trap and carry no data.
     pub const GATED_BY_KIND: u32 = HITS_BY_KIND + super::kind::MAX + 1;

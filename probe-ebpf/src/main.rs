@@ -171,13 +171,18 @@ impl Counters {
 
     #[inline(always)]
     fn bump(&self, stat: u32) {
-        // SAFETY: this CPU's row; the kernel runs one tracing program at a
-        // time per CPU (bpf_prog_active), so nothing else writes it now.
+        // SAFETY: this CPU's row; one hit of ours runs on a CPU at a time
+        // (RUNNING), and a lost increment from the empty program is harmless.
         if let Some(c) = unsafe { (*self.0).counts.get_mut(stat as usize) } {
             *c += 1;
         }
     }
 }
+
+/// 1 while our program runs on this CPU (see stat::OVERLAPPED): the per-CPU
+/// records (SCRATCH, PENDING, STACK_CHUNK, AGG slots) are one hit's at a time.
+#[map]
+static RUNNING: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
 #[uprobe]
 pub fn go_entry(ctx: ProbeContext) -> u32 {
@@ -210,17 +215,41 @@ fn try_go_entry(ctx: &ProbeContext) -> Result<(), i64> {
         diagnose(ctx, Diag::Gated, ck, 0);
         return Ok(());
     }
+    let running = RUNNING.get_ptr_mut(0).ok_or(-1i64)?;
+    // SAFETY: this CPU's flag. A hit that preempts ours on this CPU sees it
+    // set; ours resumes on this CPU (migration is disabled) and clears it.
+    unsafe {
+        if *running != 0 {
+            stats.bump(stat::OVERLAPPED);
+            return Ok(());
+        }
+        *running = 1;
+    }
+    let r = record_hit(ctx, ck, slot, &cfg, &stats);
+    // SAFETY: as above.
+    unsafe { *running = 0 };
+    r
+}
+
+/// A hit that passed the filters: sent with or as a growth, counted in
+/// AGG, or sent whole. Uses this CPU's records, which are its alone.
+#[inline(always)]
+fn record_hit(ctx: &ProbeContext, ck: u64, slot: u32, cfg: &TargetConfig, stats: &Counters) -> Result<(), i64> {
+    let (kind, flags) = (cookie::kind(ck), cookie::flags(ck));
+    let g = arch::goroutine(ctx);
+    let pending = PENDING.get_ptr_mut(0).ok_or(-1i64)?;
+    // SAFETY: this CPU's slot; one program at a time writes it (see count_in_agg).
+    let pending = unsafe { &mut *pending };
+    // This goroutine's growth waits on this CPU: the hit is most likely the
+    // allocation growslice makes next (nothing allocates between its entry
+    // and mallocgc), sent with it.
+    if kind != kind::GROWSLICE && g != 0 && pending.goroutine == g && complete_growth(ctx, ck, cfg, slot, stats, g, pending)? {
+        return Ok(());
+    }
     let walk = flags & cookie::FLAG_WALK_STACK != 0;
     let chunk = STACK_CHUNK.get_ptr_mut(0).ok_or(-1i64)?;
     // SAFETY: this CPU's slot, ours for the duration of the program.
     let chunk = unsafe { &mut *chunk };
-    let g = arch::goroutine(ctx);
-    // This goroutine's growth waits on this CPU: the hit is most likely the
-    // allocation growslice makes next (nothing allocates between its entry
-    // and mallocgc), sent with it.
-    if kind != kind::GROWSLICE && holds_growth_of(g) && complete_growth(ctx, ck, &cfg, slot, &stats, g)? {
-        return Ok(());
-    }
     // A walking probe reads the caller with the stack's first chunk: one
     // helper call where there were two.
     let (caller, mut window) = entry_caller(ctx, walk.then_some(&mut *chunk))?;
@@ -229,17 +258,10 @@ fn try_go_entry(ctx: &ProbeContext) -> Result<(), i64> {
         return Ok(());
     }
     if kind == kind::GROWSLICE {
-        return hold_growth(ctx, ck, &cfg, slot, &stats, chunk, &mut window, caller, g, walk);
+        return hold_growth(ctx, ck, cfg, slot, stats, chunk, &mut window, caller, g, walk, pending);
     }
     let in_growslice = caller >= cfg.pair_lo && caller < cfg.pair_hi;
-    send_or_count(ctx, ck, &cfg, &stats, chunk, &mut window, caller, g, walk, in_growslice)
-}
-
-/// Whether this CPU holds a growth of goroutine `g` (see `PendingGrowth`).
-#[inline(always)]
-fn holds_growth_of(g: u64) -> bool {
-    // SAFETY: this CPU's slot, only read here.
-    PENDING.get_ptr(0).is_some_and(|p| g != 0 && unsafe { (*p).goroutine } == g)
+    send_or_count(ctx, ck, cfg, stats, chunk, &mut window, caller, g, walk, in_growslice)
 }
 
 /// A hit's record, but for the frames. The thread id and the clock are a
@@ -276,10 +298,7 @@ fn reread(slot: &u32) -> usize {
 /// allocation growslice makes next, which sends both. A growth still
 /// waiting there is sent alone first (its allocation never came here).
 #[inline(always)]
-fn hold_growth(ctx: &ProbeContext, ck: u64, cfg: &TargetConfig, slot: u32, stats: &Counters, chunk: &mut Chunk, window: &mut Window, caller: u64, g: u64, walk: bool) -> Result<(), i64> {
-    let p = PENDING.get_ptr_mut(0).ok_or(-1i64)?;
-    // SAFETY: this CPU's slot; one tracing program runs at a time per CPU.
-    let p = unsafe { &mut *p };
+fn hold_growth(ctx: &ProbeContext, ck: u64, cfg: &TargetConfig, slot: u32, stats: &Counters, chunk: &mut Chunk, window: &mut Window, caller: u64, g: u64, walk: bool, p: &mut PendingGrowth) -> Result<(), i64> {
     if p.goroutine != 0 {
         p.goroutine = 0;
         if let Ok(row) = Counters::row(p.slot) {
@@ -312,10 +331,7 @@ fn hold_growth(ctx: &ProbeContext, ck: u64, cfg: &TargetConfig, slot: u32, stats
 /// it. Ok(false) when the hit is not that allocation (its type is not the
 /// growth's, or it is not called from growslice): it goes the usual way.
 #[inline(always)]
-fn complete_growth(ctx: &ProbeContext, ck: u64, cfg: &TargetConfig, slot: u32, stats: &Counters, g: u64) -> Result<bool, i64> {
-    let p = PENDING.get_ptr_mut(0).ok_or(-1i64)?;
-    // SAFETY: this CPU's slot; one tracing program runs at a time per CPU.
-    let p = unsafe { &mut *p };
+fn complete_growth(ctx: &ProbeContext, ck: u64, cfg: &TargetConfig, slot: u32, stats: &Counters, g: u64, p: &mut PendingGrowth) -> Result<bool, i64> {
     let args = arch::go_args(ctx);
     // mallocgc(size, typ, needzero): growslice passes nil or its element type.
     let typ = args[1];
@@ -505,9 +521,8 @@ enum Agg {
 
 /// Adds one hit to `key`'s slot among this CPU's, taking a free slot of
 /// its set when the key has none. Plain stores suffice: only this CPU's
-/// hits write its slots, and the kernel runs one tracing program at a time
-/// per CPU (bpf_prog_active in trace_call_bpf; uprobe_multi runs with
-/// migration disabled). The agent reads the slots as they change.
+/// hits write its slots, one at a time (RUNNING). The agent reads the
+/// slots as they change.
 #[inline(always)]
 fn count_in_agg(key: &AggKey, size: u64) -> Agg {
     let per_cpu = AGG_SLOTS_PER_CPU.load();

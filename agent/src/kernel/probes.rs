@@ -187,6 +187,10 @@ pub struct KernelStats {
     /// from recordings made before growths were paired in the kernel.
     #[serde(default)]
     pub grow_alone: u64,
+    /// Hits dropped because our program was already running on their CPU
+    /// (`stat::OVERLAPPED`); absent from older recordings.
+    #[serde(default)]
+    pub overlapped: u64,
     /// Hits per `gcprobe_common::kind` value, gated ones included.
     pub hits_by_kind: [u64; kind::MAX as usize + 1],
     /// Of those, hits on bursted probes while their gate was shut.
@@ -215,6 +219,7 @@ impl KernelStats {
             aggregated: self.aggregated + o.aggregated,
             agg_full: self.agg_full + o.agg_full,
             grow_alone: self.grow_alone + o.grow_alone,
+            overlapped: self.overlapped + o.overlapped,
             hits_by_kind: add(self.hits_by_kind, o.hits_by_kind),
             gated_by_kind: add(self.gated_by_kind, o.gated_by_kind),
         }
@@ -447,6 +452,7 @@ impl Shared {
             aggregated: at(stat::AGGREGATED),
             agg_full: at(stat::AGG_FULL),
             grow_alone: at(stat::GROW_ALONE),
+            overlapped: at(stat::OVERLAPPED),
             hits_by_kind,
         }
     }

@@ -97,7 +97,7 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
         agg.cycles().iter().filter_map(|c| Some(HeapSample { t_s: secs(c.start_ktime), bytes: c.heap_at_start?, goal: c.goal, marked: c.marked })).collect();
     let heap_climbing = culprits::climbing(&heap_live.iter().map(|h| h.bytes).collect::<Vec<_>>());
 
-    let lost = inp.kernel.ringbuf_full + agg.counts().undecodable;
+    let lost = inp.kernel.ringbuf_full + inp.kernel.overlapped + agg.counts().undecodable;
     let total = agg.alloc_bytes();
     let culprits = culprits::rank(&callsites, rate_time, total, sym);
     let mut warnings = inp.plan.warnings.clone();
@@ -159,6 +159,7 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
             aggregated: inp.kernel.aggregated,
             agg_full: inp.kernel.agg_full,
             grow_alone: inp.kernel.grow_alone,
+            overlapped: inp.kernel.overlapped,
             records: agg.ring_records(),
             record_bytes: agg.ring_bytes(),
         },

@@ -68,6 +68,9 @@ pub struct KernelReport {
     /// pairs the two in one record; zero-size elements allocate nothing,
     /// and a thread may move CPUs in between).
     pub grow_alone: u64,
+    /// Hits dropped because gcprobe's program was already running on their
+    /// CPU (preempted mid-hit on a preemptible kernel).
+    pub overlapped: u64,
     /// Ring-buffer records the agent read, and their bytes.
     pub records: u64,
     pub record_bytes: u64,

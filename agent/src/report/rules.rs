@@ -652,6 +652,7 @@ mod tests {
                 aggregated: 0,
                 agg_full: 0,
                 grow_alone: 0,
+                overlapped: 0,
                 records: 0,
                 record_bytes: 0,
             },
