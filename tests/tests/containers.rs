@@ -64,3 +64,104 @@ fn binary_deleted_after_start() {
     assert!(str_of(&r["target"], "exe").ends_with("(deleted)"), "{}", r["target"]);
     assert_appendloop_culprit(&r);
 }
+
+/// Where the unified (v2) cgroup hierarchy is mounted: /sys/fs/cgroup on a
+/// v2 host, /sys/fs/cgroup/unified on a hybrid one.
+fn cgroup2_mount() -> PathBuf {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = info.lines().find(|l| l.split(" - ").nth(1).is_some_and(|t| t.starts_with("cgroup2 "))).expect("a cgroup2 mount");
+    PathBuf::from(line.split_whitespace().nth(4).unwrap())
+}
+
+/// Cgroup directories and kubelet log entries made for a test, removed on
+/// drop (the process moved back to the root cgroup first).
+struct KubeletLayout {
+    cgroups: Vec<PathBuf>,
+    files: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
+    root: PathBuf,
+    pid: u32,
+}
+
+impl KubeletLayout {
+    /// Moves `pid` into `rel` under the cgroup2 root, making its directories.
+    fn enter(&mut self, rel: &str) {
+        let mut at = self.root.clone();
+        for seg in rel.split('/').filter(|s| !s.is_empty()) {
+            at.push(seg);
+            if !at.exists() {
+                std::fs::create_dir(&at).unwrap();
+                self.cgroups.push(at.clone());
+            }
+        }
+        std::fs::write(at.join("cgroup.procs"), self.pid.to_string()).unwrap();
+    }
+}
+
+impl Drop for KubeletLayout {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.root.join("cgroup.procs"), self.pid.to_string());
+        for c in self.cgroups.iter().rev() {
+            let _ = std::fs::remove_dir(c);
+        }
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
+        for d in self.dirs.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+#[test]
+fn a_process_in_a_kubelet_cgroup_is_labelled_with_its_pod() {
+    if !privileged("a_process_in_a_kubelet_cgroup_is_labelled_with_its_pod") {
+        return;
+    }
+    // Names unique to this run, in the shapes the kubelet and containerd use.
+    let n = std::process::id();
+    let uid = format!("{n:08x}-0000-4000-8000-{:012x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() & 0xffff_ffff_ffff);
+    let id = format!("{:064x}", u128::from(n) << 64 | 0xc0ffee);
+    let (ns, pod, container) = ("shop", format!("web-{n}"), "api-server");
+    let exe = fixture("appendloop");
+    let t = Target::start(&exe, &["-mode=grow"], &[]);
+    let mut layout = KubeletLayout { cgroups: Vec::new(), files: Vec::new(), dirs: Vec::new(), root: cgroup2_mount(), pid: t.pid() };
+    let pid = t.pid().to_string();
+    let labels = || {
+        let out = gcprobe(&["plan", "--pid", &pid]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().lines().find_map(|l| l.strip_prefix("labels: ").map(str::to_owned)).expect("a labels line")
+    };
+
+    // systemd driver, containerd, before the kubelet's log entries exist.
+    let uid_ = uid.replace('-', "_");
+    layout.enter(&format!("kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice/cri-containerd-{id}.scope"));
+    assert_eq!(labels(), format!("container id {id}, pod uid {uid}, containerd"));
+
+    // The pod's log directory names the pod, and its one container.
+    let pods = PathBuf::from("/var/log/pods");
+    if !pods.exists() {
+        layout.dirs.push(pods.clone());
+    }
+    let pod_dir = pods.join(format!("{ns}_{pod}_{uid}"));
+    std::fs::create_dir_all(pod_dir.join(container)).unwrap();
+    layout.dirs.extend([pod_dir.clone(), pod_dir.join(container)]);
+    assert_eq!(labels(), format!("namespace {ns}, pod {pod}, container {container}; container id {id}, pod uid {uid}, containerd"));
+
+    // cgroupfs driver: /kubepods/<qos>/pod<uid>/<id>; the container's log
+    // link names it even beside a second container.
+    std::fs::create_dir_all(pod_dir.join("sidecar")).unwrap();
+    layout.dirs.push(pod_dir.join("sidecar"));
+    let containers = PathBuf::from("/var/log/containers");
+    if !containers.exists() {
+        std::fs::create_dir_all(&containers).unwrap();
+        layout.dirs.insert(0, containers);
+    }
+    let link = PathBuf::from(format!("/var/log/containers/{pod}_{ns}_{container}-{id}.log"));
+    std::fs::write(&link, "").unwrap();
+    layout.files.push(link);
+    layout.enter(&format!("kubepods/burstable/pod{uid}/{id}"));
+    assert_eq!(labels(), format!("namespace {ns}, pod {pod}, container {container}; container id {id}, pod uid {uid}"));
+    drop(layout);
+    drop(t);
+}

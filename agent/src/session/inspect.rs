@@ -74,6 +74,14 @@ pub fn print_plan(pid: Option<u32>, exe: Option<PathBuf>) -> Result<(), SessionE
     if let Some((m, v)) = &build.main_module {
         println!("main module {m} {v}");
     }
+    if let Some(pid) = pid {
+        // Who it is, as node mode labels it (no API credentials: its cgroup
+        // and the kubelet's log layout).
+        match crate::tracee::labels::Labels::of_process(pid, &Default::default()) {
+            Ok(l) => println!("labels: {l}"),
+            Err(e) => println!("labels: unavailable: {}", crate::error::error_chain(&e)),
+        }
+    }
     println!("growslice ABI {:?}; stopTheWorld reason argument: {}; startTheWorld worldStop argument: {}", plan.growslice_abi, plan.stw_reason_arg, plan.stw_span_arg);
     for line in gc_controller_lines(&plan.gc_controller) {
         println!("{line}");
