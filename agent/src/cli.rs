@@ -24,6 +24,8 @@ pub enum Command {
     Run(RunArgs),
     /// Print the probe plan for a Go binary or process without attaching (no root needed).
     Plan(PlanArgs),
+    /// List the Go processes on this host: Go version, binary, container, pod and systemd unit (root sees every process).
+    Ps(PsArgs),
     /// Benchmarks: this host's per-hit cost with a synthetic stack DEPTH frames deep, as JSON.
     #[command(hide = true)]
     Calibrate {
@@ -163,6 +165,13 @@ pub struct PlanArgs {
     /// A Go executable on disk.
     #[arg(long)]
     pub exe: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PsArgs {
+    /// JSON ({"schema": "gcprobe.processes/v1", "processes": [...]}) instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn parse_rule(s: &str) -> Result<Rule, String> {

@@ -14,4 +14,5 @@ pub mod record;
 pub mod render;
 pub mod report;
 pub mod session;
+pub mod node;
 pub mod units;

@@ -6,6 +6,7 @@ use gcprobe::{
     error::Exit,
     tracee::launch,
     kernel::{calibrate, probes::Program},
+    node,
     render::Format,
     report::Report,
     report::rules::{self, Rule},
@@ -98,6 +99,7 @@ fn run(cli: Cli, invoked: std::time::Instant) -> Result<ExitCode, SessionError> 
             }
         }
         Command::Plan(PlanArgs { pid, exe }) => session::print_plan(pid, exe)?,
+        Command::Ps(p) => node::ps::print(p.json)?,
         Command::Calibrate { depth, calls, rounds } => session::print_calibration(depth.into(), calibrate::Effort { calls, rounds: rounds.into() })?,
     }
     Ok(Exit::Ok.into())

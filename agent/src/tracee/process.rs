@@ -53,11 +53,19 @@ pub struct Process {
     /// Device and inode of the executable, to pick its mappings out of maps.
     pub exe_dev: u64,
     pub exe_ino: u64,
+    /// `/proc/PID`, or its like under another root (tests, a host /proc
+    /// mounted elsewhere).
+    dir: PathBuf,
 }
 
 impl Process {
     pub fn open(pid: u32) -> Result<Self, ProcessError> {
-        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        Self::open_in(std::path::Path::new("/proc"), pid)
+    }
+
+    /// As [`Process::open`], with /proc at `proc`.
+    pub fn open_in(proc: &std::path::Path, pid: u32) -> Result<Self, ProcessError> {
+        let proc_dir = proc.join(pid.to_string());
         if pid == 0 || !proc_dir.exists() {
             return Err(ProcessError::NoSuchPid { pid });
         }
@@ -71,7 +79,7 @@ impl Process {
             Err(source) => return Err(ProcessError::Read { path: exe_path, source }),
         };
         let meta = fs::metadata(&exe_path).map_err(|source| exited_or(pid, &exe_path, source))?;
-        Ok(Self { pid, exe_display, exe_path, exe_dev: meta.dev(), exe_ino: meta.ino() })
+        Ok(Self { pid, exe_display, exe_path, exe_dev: meta.dev(), exe_ino: meta.ino(), dir: proc_dir })
     }
 
     /// User plus system CPU seconds of all the process's threads so far
@@ -90,7 +98,7 @@ impl Process {
     }
 
     pub fn maps(&self) -> Result<Vec<Mapping>, ProcessError> {
-        let path = PathBuf::from(format!("/proc/{}/maps", self.pid));
+        let path = self.dir.join("maps");
         let text = fs::read_to_string(&path).map_err(|source| exited_or(self.pid, &path, source))?;
         parse_maps(self.pid, &text)
     }
