@@ -22,6 +22,8 @@ pub enum Format {
     Pprof,
     /// The GC timeline as Chrome trace-event JSON, for ui.perfetto.dev.
     Perfetto,
+    /// The report's figures as Prometheus metrics (text format 0.0.4): the families node mode serves, for node_exporter's textfile collector or promtool.
+    Prometheus,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +67,7 @@ pub fn write(to: Output<'_>, report: &Report, meta: &Meta, end: &End, agg: &Aggr
             s.into_bytes()
         }
         Format::Text => report::text::render(report, stack_depth).into_bytes(),
+        Format::Prometheus => export::report_metrics(report, agg, facts).into_bytes(),
         Format::Json => {
             let mut s = serde_json::to_string_pretty(report).expect("report serializes");
             s.push('\n');

@@ -242,3 +242,31 @@ fn bad_recordings_are_clear_errors() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn prometheus_metrics_name_the_culprit_and_pass_promtool() {
+    if !privileged("prometheus_metrics_name_the_culprit_and_pass_promtool") {
+        return;
+    }
+    let t = Target::start(&fixture("appendloop"), &["-mode=grow"], &[]);
+    let out = std::env::temp_dir().join(format!("gcprobe-om-{}.txt", std::process::id()));
+    let pid = t.pid().to_string();
+    let run = gcprobe(&["attach", "--pid", &pid, "-d", "3s", "-q", "--mode", "exact", "--format", "prometheus", "-o", out.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let text = std::fs::read_to_string(&out).unwrap();
+    let _ = std::fs::remove_file(&out);
+    // Debian's promtool, the Prometheus project's own linter.
+    let mut check = std::process::Command::new("promtool").args(["check", "metrics"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("promtool (Debian package prometheus, which cargo xtask test installs)");
+    std::io::Write::write_all(&mut check.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let verdict = check.wait_with_output().unwrap();
+    assert!(verdict.status.success(), "promtool: {}{}\n{text}", String::from_utf8_lossy(&verdict.stdout), String::from_utf8_lossy(&verdict.stderr));
+    assert!(!text.contains("# EOF"), "{text}");
+    let line = fixtures::marker_line("appendloop", "gcprobe:culprit");
+    let culprit = text.lines().find(|l| l.starts_with("gcprobe_culprit_share{") && l.contains(&format!("pid=\"{pid}\"")) && l.contains(&format!("main.go:{line}\""))).unwrap_or_else(|| panic!("no culprit series for line {line}:\n{text}"));
+    assert!(culprit.contains("callsite=\"main.(*Index).Names "), "{culprit}");
+    let share: f64 = culprit.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(share > 0.5 && share <= 1.0, "{culprit}");
+    // Its bytes are counted at the same callsite, and the target is named once.
+    assert!(text.lines().any(|l| l.starts_with("gcprobe_alloc_bytes_total{") && l.contains(&format!("main.go:{line}\""))), "{text}");
+    assert_eq!(text.lines().filter(|l| l.starts_with("gcprobe_target_info{")).count(), 1, "{text}");
+}

@@ -14,6 +14,7 @@ pub const GO_DEBIAN: &str = "1.19";
 pub const GO_DEBIAN_PACKAGE: &str = "golang-1.19";
 
 /// Debian's own Go programs the integration tests attach to.
+/// (`prometheus` also ships `promtool`, which checks our OpenMetrics output.)
 pub const DEBIAN_GO_PROGRAMS: &[&str] = &["prometheus", "restic"];
 
 /// Fuzzing driver for the parsers (`cargo xtask fuzz`).

@@ -1,8 +1,10 @@
 //! Writers for formats other tools open: pprof's profile.proto for `go tool pprof`,
-//! Chrome trace-event JSON for ui.perfetto.dev and chrome://tracing.
+//! Chrome trace-event JSON for ui.perfetto.dev and chrome://tracing, OpenMetrics
+//! text for Prometheus.
 //!
 //! Each takes neutral inputs (PCs, values, spans in ktime) and knows nothing of
 //! sessions or aggregation, so either side can change without the other.
+pub mod openmetrics;
 pub mod perfetto;
 pub mod pprof;
 
@@ -44,6 +46,13 @@ pub fn allocation_profile(meta: &Meta, end: &End, agg: &Aggregator, facts: &mut 
         comments,
     };
     pprof::write(&p, |pc| facts.frames(pc), out)
+}
+
+/// The report's figures in the Prometheus text format (see `openmetrics`),
+/// each pause with its reason.
+pub fn report_metrics(report: &report::Report, agg: &Aggregator, facts: &mut dyn Facts) -> String {
+    let pauses: Vec<(String, f64)> = agg.stws().iter().map(|s| (report::cause_name(facts, s.cause), s.duration_ns as f64 / 1e9)).collect();
+    openmetrics::to_prometheus_text(&openmetrics::render(&[openmetrics::TargetFigures { report, pauses: &pauses }], openmetrics::DEFAULT_TOP_CALLSITES))
 }
 
 /// The session's GC timeline: cycles (sweep termination's stop to mark

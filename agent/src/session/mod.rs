@@ -274,8 +274,14 @@ fn check_target_count(opts: &AttachOptions, pids: &[u32]) -> Result<(), SessionE
         if opts.record.is_some() {
             return Err(SessionError::OneTargetOnly { what: "gcprobe record" });
         }
-        if matches!(opts.format, Format::Pprof | Format::Perfetto) {
-            return Err(SessionError::OneTargetOnly { what: if opts.format == Format::Pprof { "--format pprof" } else { "--format perfetto" } });
+        let what = match opts.format {
+            Format::Pprof => Some("--format pprof"),
+            Format::Perfetto => Some("--format perfetto"),
+            Format::Prometheus => Some("--format prometheus"),
+            Format::Text | Format::Json => None,
+        };
+        if let Some(what) = what {
+            return Err(SessionError::OneTargetOnly { what });
         }
     }
     for (i, p) in pids.iter().enumerate() {
