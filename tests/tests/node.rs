@@ -38,3 +38,18 @@ fn ps_lists_go_processes_once_per_binary_and_no_others() {
     let _ = sleeper.kill();
     let _ = sleeper.wait();
 }
+
+#[test]
+fn ps_finds_stripped_pie_and_cgo_builds() {
+    if !privileged("ps_finds_stripped_pie_and_cgo_builds") {
+        return;
+    }
+    let go = format!("go{}", pins::GO_DEFAULT);
+    for flavor in [Flavor::Stripped, Flavor::Pie, Flavor::Cgo] {
+        let exe = fixtures::build("appendloop", pins::GO_DEFAULT, flavor).unwrap();
+        let t = Target::start(&exe, &["-mode=grow"], &[]);
+        let listed = ps();
+        let p = listed.iter().find(|p| p["pid"] == t.pid()).unwrap_or_else(|| panic!("{} build not listed: {listed:?}", flavor.name()));
+        assert_eq!(p["go_version"], go.as_str(), "{}", flavor.name());
+    }
+}

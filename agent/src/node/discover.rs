@@ -15,7 +15,6 @@ use std::{
 };
 
 use crate::tracee::{
-    binary::Binary,
     buildinfo::{self, GoVersion},
     process::{FileKey, Process},
 };
@@ -63,13 +62,27 @@ pub trait Classify {
     fn go_version(&mut self, path: &Path) -> Option<String>;
 }
 
-/// Reads the binary's build information (`.go.buildinfo`).
+/// Reads the binary's build information (`.go.buildinfo`), and nothing
+/// else: no symbol table, no segments. A file whose ELF section headers
+/// hold no `.go.buildinfo` is not Go; only a file without section headers
+/// (rare: stripped by hand) is scanned whole for the blob's magic. The
+/// mapping is dropped at once, so a sweep over many binaries leaves none
+/// of their pages resident.
 pub struct BuildInfoClassifier;
 
 impl Classify for BuildInfoClassifier {
     fn go_version(&mut self, path: &Path) -> Option<String> {
-        let bin = Binary::open(path).ok()?;
-        let info = buildinfo::parse(bin.section_data(".go.buildinfo"), bin.data()).ok()?;
+        use object::{Object as _, ObjectSection as _};
+        let file = fs::File::open(path).ok()?;
+        // SAFETY: read-only private mapping, read here and dropped before returning.
+        let data = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+        let obj = object::File::parse(&data[..]).ok()?;
+        let section = obj.section_by_name(".go.buildinfo");
+        let info = match (section, obj.sections().next()) {
+            (Some(s), _) => buildinfo::parse(Some(s.data().ok()?), &[]).ok()?,
+            (None, Some(_)) => return None,
+            (None, None) => buildinfo::parse(None, &data).ok()?,
+        };
         // Older than gcprobe reads is not a target either.
         (info.version >= GoVersion::new(1, 19, 0)).then_some(info.version_raw)
     }
