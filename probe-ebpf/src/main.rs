@@ -315,14 +315,14 @@ fn hold_growth(ctx: &ProbeContext, ck: u64, cfg: &TargetConfig, slot: u32, stats
     ev.header = header(ck, cfg, g, arch::go_args(ctx), 0, n, 0);
     p.slot = slot;
     p.sp = arch::stack_pointer(ctx);
-    // g is never 0 in Go code; were it, the growth would wait for nothing.
-    p.goroutine = g;
+    // g is never 0 in Go code; were it, no allocation could claim the
+    // growth, so it goes at once, alone.
     if g == 0 {
-        p.goroutine = 0;
         p.event.header.flags |= event_flag::ALONE;
         let n = launder(&mut p.event.header.nframes, n);
         return send(pending_words(p), HEADER_WORDS + n, stats);
     }
+    p.goroutine = g;
     Ok(())
 }
 
