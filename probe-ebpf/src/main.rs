@@ -260,8 +260,13 @@ fn record_hit(ctx: &ProbeContext, ck: u64, slot: u32, cfg: &TargetConfig, stats:
     if kind == kind::GROWSLICE {
         return hold_growth(ctx, ck, cfg, slot, stats, chunk, &mut window, caller, g, walk, pending);
     }
-    let in_growslice = caller >= cfg.pair_lo && caller < cfg.pair_hi;
-    send_or_count(ctx, ck, cfg, stats, chunk, &mut window, caller, g, walk, in_growslice)
+    send_or_count(ctx, ck, cfg, stats, chunk, &mut window, caller, g, walk, in_growslice(cfg, caller))
+}
+
+/// Whether `pc` lies in the target's runtime.growslice.
+#[inline(always)]
+fn in_growslice(cfg: &TargetConfig, pc: u64) -> bool {
+    pc >= cfg.pair_lo && pc < cfg.pair_hi
 }
 
 /// A hit's record, but for the frames. The thread id and the clock are a
@@ -351,7 +356,7 @@ fn complete_growth(ctx: &ProbeContext, ck: u64, cfg: &TargetConfig, slot: u32, s
         None if known && arch::frame_pointer(ctx) == p.sp.wrapping_sub(8) => (0, 1),
         None => (entry_caller(ctx, None)?.0, PAIRED_ALLOC_FRAMES),
     };
-    if n == PAIRED_ALLOC_FRAMES && !(caller >= cfg.pair_lo && caller < cfg.pair_hi) {
+    if n == PAIRED_ALLOC_FRAMES && !in_growslice(cfg, caller) {
         return Ok(false);
     }
     p.goroutine = 0;

@@ -21,7 +21,7 @@ struct Row {
 }
 
 /// Labels as JSON: null where unknown.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 struct LabelsJson {
     namespace: Option<String>,
     pod: Option<String>,
@@ -51,7 +51,7 @@ impl LabelsJson {
                     error: None,
                 }
             }
-            Err(e) => Self { namespace: None, pod: None, container: None, container_id: None, pod_uid: None, runtime: None, unit: None, error: Some(e) },
+            Err(e) => Self { error: Some(e), ..Self::default() },
         }
     }
 }

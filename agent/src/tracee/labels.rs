@@ -52,6 +52,17 @@ pub enum Runtime {
     Docker,
 }
 
+impl Runtime {
+    /// As the JSON names it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Runtime::Containerd => "containerd",
+            Runtime::CriO => "cri-o",
+            Runtime::Docker => "docker",
+        }
+    }
+}
+
 /// What a cgroup path says about its process.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CgroupFacts {
@@ -291,7 +302,7 @@ impl std::fmt::Display for Labels {
             parts.push(named.join(", "));
         }
         if !ids.is_empty() {
-            let runtime = c.runtime().map(|r| format!(", {}", serde_json::to_value(r).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default())).unwrap_or_default();
+            let runtime = c.runtime().map(|r| format!(", {}", r.name())).unwrap_or_default();
             parts.push(format!("{}{runtime}", ids.join(", ")));
         }
         if let Some(u) = c.unit() {
@@ -318,6 +329,7 @@ mod tests {
             let path = format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice/{scope}-{ID}.scope");
             let f = CgroupFacts::of_path(&path);
             assert_eq!((f.pod_uid(), f.container_id(), f.runtime(), f.unit()), (Some(UID), Some(ID), Some(runtime), None), "{path}");
+            assert_eq!(serde_json::to_value(runtime).unwrap(), runtime.name());
         }
         // Guaranteed QoS has no class in the slice's name.
         let f = CgroupFacts::of_path(&format!("/kubepods.slice/kubepods-pod{uid_}.slice/cri-containerd-{ID}.scope"));
