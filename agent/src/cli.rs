@@ -26,6 +26,9 @@ pub enum Command {
     Plan(PlanArgs),
     /// List the Go processes on this host: Go version, binary, container, pod and systemd unit (root sees every process).
     Ps(PsArgs),
+    /// Watch every Go process on this host, started before or after, and serve
+    /// Prometheus metrics, a target list and reports over HTTP (a DaemonSet's agent).
+    Node(NodeArgs),
     /// Benchmarks: this host's per-hit cost with a synthetic stack DEPTH frames deep, as JSON.
     #[command(hide = true)]
     Calibrate {
@@ -174,6 +177,50 @@ pub struct PsArgs {
     pub json: bool,
 }
 
+/// Node mode's default port, in the range Prometheus exporters use.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:9466";
+
+#[derive(Debug, clap::Args)]
+pub struct NodeArgs {
+    /// Address of the HTTP endpoint: /metrics, /targets, /report?pid=N.
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    pub listen: std::net::SocketAddr,
+    /// exact: probe every allocation (a trap per allocation, in every target).
+    /// sampled: GC probes always; allocations in short bursts within --overhead-budget per target.
+    #[arg(long, value_enum, default_value_t = Mode::Sampled)]
+    pub mode: Mode,
+    /// Sampled mode: the slowdown gcprobe may cost each target, in percent of its CPU time.
+    #[arg(long, value_parser = parse_budget, default_value = "1%")]
+    pub overhead_budget: f64,
+    /// Watch only processes that match: a glob on the executable's path
+    /// ('/usr/bin/*'), or FIELD=GLOB with FIELD one of exe, namespace, pod,
+    /// container, unit (repeatable; any may match).
+    #[arg(long, value_name = "RULE", value_parser = parse_filter)]
+    pub include: Vec<crate::node::filter::Rule>,
+    /// Do not watch processes that match (as --include; repeatable; wins over --include).
+    #[arg(long, value_name = "RULE", value_parser = parse_filter)]
+    pub exclude: Vec<crate::node::filter::Rule>,
+    /// Callsites per target with their own series; the rest are summed as callsite="other".
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub top_callsites: u16,
+    /// How long a binary's probes stay after its last process exits, so a
+    /// program run again and again is attached once.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub grace: Duration,
+    /// How often /proc is swept for processes the kernel's exec events missed.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub sweep: Duration,
+    /// No progress lines on stderr (warnings still go there).
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub render: RenderArgs,
+}
+
+fn parse_filter(s: &str) -> Result<crate::node::filter::Rule, String> {
+    s.parse().map_err(|e: crate::node::filter::FilterError| crate::error::error_chain(&e))
+}
+
 fn parse_rule(s: &str) -> Result<Rule, String> {
     s.parse().map_err(|e: crate::report::rules::RuleError| e.to_string())
 }
@@ -228,5 +275,16 @@ mod tests {
             assert!(Cli::try_parse_from(["gcprobe", "attach", "-p", "1", "--overhead-budget", bad]).is_err(), "{bad}");
         }
         assert!(Cli::try_parse_from(["gcprobe", "attach", "-p", "1", "--mode", "fast"]).is_err());
+    }
+
+    #[test]
+    fn parses_node() {
+        let Command::Node(n) = Cli::try_parse_from(["gcprobe", "node"]).unwrap().command else { panic!() };
+        assert_eq!((n.listen.port(), n.mode, n.overhead_budget, n.top_callsites, n.grace, n.sweep), (9466, Mode::Sampled, 0.01, 20, Duration::from_secs(60), Duration::from_secs(10)));
+        let Command::Node(n) = Cli::try_parse_from(["gcprobe", "node", "--listen", "127.0.0.1:9999", "--include", "/usr/bin/*", "--exclude", "namespace=kube-*"]).unwrap().command else { panic!() };
+        assert_eq!((n.listen.to_string(), n.include.len(), n.exclude.len()), ("127.0.0.1:9999".to_owned(), 1, 1));
+        assert!(Cli::try_parse_from(["gcprobe", "node", "--listen", "9466"]).is_err());
+        assert!(Cli::try_parse_from(["gcprobe", "node", "--exclude", "colour=red"]).is_err());
+        assert!(Cli::try_parse_from(["gcprobe", "node", "--top-callsites", "0"]).is_err());
     }
 }

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use gcprobe::{
-    cli::{Cli, Command, PlanArgs, SessionArgs},
+    cli::{Cli, Command, NodeArgs, PlanArgs, SessionArgs},
     error::Exit,
     tracee::launch,
     kernel::{calibrate, probes::Program},
@@ -63,7 +63,38 @@ fn options(invoked: std::time::Instant, target: TargetSpec, s: SessionArgs, dura
     }
 }
 
-fn run(cli: Cli, invoked: std::time::Instant) -> Result<ExitCode, SessionError> {
+/// What a command can fail with; each knows its exit status (error::Exit).
+#[derive(Debug, thiserror::Error)]
+enum Failed {
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error(transparent)]
+    Node(#[from] node::agent::NodeError),
+}
+
+impl Failed {
+    fn exit(&self) -> Exit {
+        match self {
+            Failed::Session(e) => e.exit(),
+            Failed::Node(e) => e.exit(),
+        }
+    }
+}
+
+fn node_options(n: NodeArgs) -> node::agent::NodeOptions {
+    node::agent::NodeOptions {
+        listen: n.listen,
+        fleet: session::fleet::FleetOptions { mode: n.mode, budget: n.overhead_budget },
+        filter: node::filter::Filter::new(n.include, n.exclude),
+        top_callsites: n.top_callsites.into(),
+        grace: n.grace,
+        sweep: n.sweep,
+        stack_depth: n.render.stack_depth.into(),
+        quiet: n.quiet,
+    }
+}
+
+fn run(cli: Cli, invoked: std::time::Instant) -> Result<ExitCode, Failed> {
     match cli.command {
         Command::Attach(a) => {
             session::attach(options(invoked, TargetSpec::Pids(a.pid), a.session, a.duration, a.format, a.output, None))?;
@@ -99,7 +130,8 @@ fn run(cli: Cli, invoked: std::time::Instant) -> Result<ExitCode, SessionError> 
             }
         }
         Command::Plan(PlanArgs { pid, exe }) => session::print_plan(pid, exe)?,
-        Command::Ps(p) => node::ps::print(p.json)?,
+        Command::Ps(p) => node::ps::print(p.json).map_err(SessionError::from)?,
+        Command::Node(n) => node::agent::run(node_options(n))?,
         Command::Calibrate { depth, calls, rounds } => session::print_calibration(depth.into(), calibrate::Effort { calls, rounds: rounds.into() })?,
     }
     Ok(Exit::Ok.into())

@@ -55,7 +55,12 @@ pub fn write(to: Output<'_>, report: &Report, meta: &Meta, end: &End, agg: &Aggr
     if format == Format::Pprof && output.is_none() && io::stdout().is_terminal() {
         return Err(RenderError::BinaryToTerminal);
     }
-    let bytes = match format {
+    write_bytes(output, &bytes(format, stack_depth, report, meta, end, agg, facts))
+}
+
+/// The session's results in `format`, in memory.
+pub fn bytes(format: Format, stack_depth: usize, report: &Report, meta: &Meta, end: &End, agg: &Aggregator, facts: &mut dyn Facts) -> Vec<u8> {
+    match format {
         Format::Pprof => {
             let mut b = Vec::new();
             export::allocation_profile(meta, end, agg, facts, &mut b).expect("writing to memory");
@@ -73,8 +78,7 @@ pub fn write(to: Output<'_>, report: &Report, meta: &Meta, end: &End, agg: &Aggr
             s.push('\n');
             s.into_bytes()
         }
-    };
-    write_bytes(output, &bytes)
+    }
 }
 
 /// Writes finished output to the file, or to stdout.

@@ -380,6 +380,21 @@ impl Default for TargetStats {
 }
 
 /// Counters in a [`TargetStats`] row.
+/// A process replaced its program image (`execve`): node mode's cue to
+/// look at it. Sent from the `sched_process_exec` tracepoint, which runs in
+/// the exec'ing task after the old image is gone, so its tgid is the
+/// process's PID from then on.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ExecEvent {
+    /// Host PID (tgid) of the process.
+    pub tgid: u32,
+    pub _pad: u32,
+    /// bpf_ktime_get_ns() at the exec.
+    pub ktime: u64,
+}
+const _: () = assert!(core::mem::size_of::<ExecEvent>() == 16);
+
 pub mod stat {
     /// The `STATS` row of counts that belong to no target: hits of processes
     /// outside `TARGETS` on a shared probe ([`FOREIGN`]) and the empty
@@ -414,9 +429,12 @@ pub mod stat {
     /// CPU of one that was preempted; it must not touch that one's
     /// per-CPU record.
     pub const OVERLAPPED: u32 = 9;
+    /// Agent row only: exec events node mode's ring had no room for (its
+    /// sweep of /proc finds those processes later).
+    pub const EXEC_LOST: u32 = 10;
     /// Hits that passed the PID filter, per kind: slot `HITS_BY_KIND + kind`.
     /// Their sum is all hits (one counter per hit, not two).
-    pub const HITS_BY_KIND: u32 = 10;
+    pub const HITS_BY_KIND: u32 = 11;
     /// Of those, hits on a bursted probe while its gate was shut (attaching or
     /// detaching): slot `GATED_BY_KIND + kind`. They cost a trap and carry no data.
     pub const GATED_BY_KIND: u32 = HITS_BY_KIND + super::kind::MAX + 1;
@@ -433,6 +451,7 @@ mod user {
     unsafe impl aya::Pod for super::AggSlot {}
     unsafe impl aya::Pod for super::TargetStats {}
     unsafe impl aya::Pod for super::PendingGrowth {}
+    unsafe impl aya::Pod for super::ExecEvent {}
 }
 
 #[cfg(test)]

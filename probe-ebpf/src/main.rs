@@ -13,14 +13,14 @@ mod arch;
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf, generated::bpf_get_attach_cookie},
-    macros::{map, uprobe},
+    macros::{btf_tracepoint, map, raw_tracepoint, uprobe},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
-    programs::ProbeContext,
+    programs::{BtfTracePointContext, ProbeContext, RawTracePointContext},
     EbpfContext, Global,
 };
 use aya_log_ebpf::{info, warn};
 use gcprobe_common::{
-    AGG_WAYS, AggKey, AggSlot, AggValue, CallersRead, EventHeader, HEADER_WORDS, MAX_ARGS, MAX_FRAMES, MAX_TARGETS, PAIRED_ALLOC_FRAMES, PendingGrowth, RawEvent, TargetConfig, TargetStats, agg_set,
+    AGG_WAYS, AggKey, AggSlot, AggValue, CallersRead, EventHeader, ExecEvent, HEADER_WORDS, MAX_ARGS, MAX_FRAMES, MAX_TARGETS, PAIRED_ALLOC_FRAMES, PendingGrowth, RawEvent, TargetConfig, TargetStats, agg_set,
     cookie, event_flag, goroutine_key, is_timed, kind, names_os_thread, size_bucket, stat,
 };
 
@@ -694,6 +694,41 @@ pub fn go_empty(_ctx: ProbeContext) -> u32 {
         c.bump(stat::EMPTY_HITS);
     }
     0
+}
+
+/// Node mode's exec events: one 16-byte record per execve on the host,
+/// read by the agent at once. 64 KiB holds 4096 of them, far more than a
+/// node execs between two reads; a full ring is counted (stat::EXEC_LOST)
+/// and the agent's periodic sweep of /proc finds what was missed.
+#[map]
+static EXECS: RingBuf = RingBuf::with_byte_size(64 << 10, 0);
+
+/// `sched_process_exec`, typed by the kernel's BTF (5.5+): no tracefs, and
+/// the cheapest way in. Runs only when node mode attaches it.
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn exec_btf(_ctx: BtfTracePointContext) -> i32 {
+    send_exec();
+    0
+}
+
+/// The same for a kernel without BTF (raw tracepoints need no type information).
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn exec_raw(_ctx: RawTracePointContext) -> i32 {
+    send_exec();
+    0
+}
+
+/// The exec'ing task's tgid: the tracepoint fires after de_thread(), in
+/// the task that now leads the thread group, so no task_struct read (and no
+/// CO-RE offset) is needed.
+#[inline(always)]
+fn send_exec() {
+    let ev = ExecEvent { tgid: (bpf_get_current_pid_tgid() >> 32) as u32, _pad: 0, ktime: unsafe { bpf_ktime_get_ns() } };
+    if EXECS.output::<ExecEvent>(&ev, 0).is_err() {
+        if let Ok(c) = Counters::row(stat::AGENT_SLOT) {
+            c.bump(stat::EXEC_LOST);
+        }
+    }
 }
 
 #[cfg(not(test))]

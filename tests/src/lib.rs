@@ -210,3 +210,171 @@ pub fn assert_totals_agree(r: &serde_json::Value) {
         }
     }
 }
+
+/// `gcprobe node` running in the background on a free loopback port; killed
+/// (SIGINT, then SIGKILL) when dropped.
+pub struct Node {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Node {
+    /// Starts `gcprobe node` with `args` and waits until it answers /targets.
+    pub fn start(args: &[&str]) -> Self {
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let child = Command::new(gcprobe_bin()).arg("node").arg("--listen").arg(&addr).args(args).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("spawning gcprobe node");
+        let mut node = Node { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while node.try_get("/targets", None).is_none() {
+            if let Ok(Some(st)) = node.child.try_wait() {
+                panic!("gcprobe node exited: {st}");
+            }
+            assert!(Instant::now() < deadline, "gcprobe node did not start serving");
+            thread::sleep(Duration::from_millis(50));
+        }
+        node
+    }
+
+    /// GET `path`: (status, content type, body); None when nothing answers.
+    pub fn try_get(&self, path: &str, accept: Option<&str>) -> Option<(u16, String, Vec<u8>)> {
+        use std::io::Read as _;
+        let mut s = std::net::TcpStream::connect(&self.addr).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+        let accept = accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: {}\r\n{accept}Connection: close\r\n\r\n", self.addr).ok()?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).ok()?;
+        let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+        let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+        let status = head.split_whitespace().nth(1)?.parse().ok()?;
+        let ctype = head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-type:").map(|v| v.trim().to_owned())).unwrap_or_default();
+        Some((status, ctype, raw[end + 4..].to_vec()))
+    }
+
+    /// GET `path`, which must answer 200; the body as text.
+    pub fn get(&self, path: &str) -> String {
+        let (status, _, body) = self.try_get(path, None).unwrap_or_else(|| panic!("GET {path}: no answer"));
+        let body = String::from_utf8(body).unwrap();
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    /// The PIDs /targets lists.
+    pub fn target_pids(&self) -> Vec<u32> {
+        let v: serde_json::Value = serde_json::from_str(&self.get("/targets")).unwrap();
+        assert_eq!(v["schema"], "gcprobe.targets/v1");
+        v["targets"].as_array().unwrap().iter().map(|t| t["pid"].as_u64().unwrap() as u32).collect()
+    }
+
+    /// Waits until /targets lists `pid` (true) or `timeout` passes (false).
+    pub fn wait_for(&self, pid: u32, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.target_pids().contains(&pid) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the agent with SIGINT and waits for it; its exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        // SAFETY: kill on our own child's PID.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: kill on our own child's PID.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+            thread::sleep(Duration::from_millis(500));
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The value of the metric line that starts with `prefix` and holds every
+/// one of `labels`, if any.
+pub fn metric(text: &str, prefix: &str, labels: &[&str]) -> Option<f64> {
+    text.lines().find(|l| l.starts_with(prefix) && labels.iter().all(|x| l.contains(x)))?.rsplit(' ').next()?.parse().ok()
+}
+
+/// Runs Debian's `promtool check metrics` on `text`; panics with its verdict on failure.
+pub fn promtool_check(text: &str) {
+    let mut check = Command::new("promtool").args(["check", "metrics"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("promtool (Debian package prometheus, which cargo xtask test installs)");
+    check.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let verdict = check.wait_with_output().unwrap();
+    assert!(verdict.status.success(), "promtool: {}{}\n{text}", String::from_utf8_lossy(&verdict.stdout), String::from_utf8_lossy(&verdict.stderr));
+}
+
+/// Where the unified (v2) cgroup hierarchy is mounted: /sys/fs/cgroup on a
+/// v2 host, /sys/fs/cgroup/unified on a hybrid one.
+pub fn cgroup2_mount() -> PathBuf {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = info.lines().find(|l| l.split(" - ").nth(1).is_some_and(|t| t.starts_with("cgroup2 "))).expect("a cgroup2 mount");
+    PathBuf::from(line.split_whitespace().nth(4).unwrap())
+}
+
+/// Cgroup directories and kubelet log entries made for a test, removed on
+/// drop (the process moved back to the root cgroup first).
+pub struct KubeletLayout {
+    pub cgroups: Vec<PathBuf>,
+    pub files: Vec<PathBuf>,
+    pub dirs: Vec<PathBuf>,
+    pub root: PathBuf,
+    pub pid: u32,
+}
+
+impl KubeletLayout {
+    /// Moves `pid` into `rel` under the cgroup2 root, making its directories.
+    /// The kubelet's log directory of a pod and its container,
+    /// /var/log/pods/NAMESPACE_POD_UID/CONTAINER; returns the pod's.
+    pub fn pod_logs(&mut self, ns: &str, pod: &str, uid: &str, container: &str) -> PathBuf {
+        let pods = PathBuf::from("/var/log/pods");
+        if !pods.exists() {
+            self.dirs.push(pods.clone());
+        }
+        let pod_dir = pods.join(format!("{ns}_{pod}_{uid}"));
+        std::fs::create_dir_all(pod_dir.join(container)).unwrap();
+        self.dirs.extend([pod_dir.clone(), pod_dir.join(container)]);
+        pod_dir
+    }
+
+    pub fn enter(&mut self, rel: &str) {
+        let mut at = self.root.clone();
+        for seg in rel.split('/').filter(|s| !s.is_empty()) {
+            at.push(seg);
+            if !at.exists() {
+                std::fs::create_dir(&at).unwrap();
+                self.cgroups.push(at.clone());
+            }
+        }
+        std::fs::write(at.join("cgroup.procs"), self.pid.to_string()).unwrap();
+    }
+}
+
+impl Drop for KubeletLayout {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.root.join("cgroup.procs"), self.pid.to_string());
+        for c in self.cgroups.iter().rev() {
+            let _ = std::fs::remove_dir(c);
+        }
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
+        for d in self.dirs.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+

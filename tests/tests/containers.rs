@@ -65,54 +65,6 @@ fn binary_deleted_after_start() {
     assert_appendloop_culprit(&r);
 }
 
-/// Where the unified (v2) cgroup hierarchy is mounted: /sys/fs/cgroup on a
-/// v2 host, /sys/fs/cgroup/unified on a hybrid one.
-fn cgroup2_mount() -> PathBuf {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let line = info.lines().find(|l| l.split(" - ").nth(1).is_some_and(|t| t.starts_with("cgroup2 "))).expect("a cgroup2 mount");
-    PathBuf::from(line.split_whitespace().nth(4).unwrap())
-}
-
-/// Cgroup directories and kubelet log entries made for a test, removed on
-/// drop (the process moved back to the root cgroup first).
-struct KubeletLayout {
-    cgroups: Vec<PathBuf>,
-    files: Vec<PathBuf>,
-    dirs: Vec<PathBuf>,
-    root: PathBuf,
-    pid: u32,
-}
-
-impl KubeletLayout {
-    /// Moves `pid` into `rel` under the cgroup2 root, making its directories.
-    fn enter(&mut self, rel: &str) {
-        let mut at = self.root.clone();
-        for seg in rel.split('/').filter(|s| !s.is_empty()) {
-            at.push(seg);
-            if !at.exists() {
-                std::fs::create_dir(&at).unwrap();
-                self.cgroups.push(at.clone());
-            }
-        }
-        std::fs::write(at.join("cgroup.procs"), self.pid.to_string()).unwrap();
-    }
-}
-
-impl Drop for KubeletLayout {
-    fn drop(&mut self) {
-        let _ = std::fs::write(self.root.join("cgroup.procs"), self.pid.to_string());
-        for c in self.cgroups.iter().rev() {
-            let _ = std::fs::remove_dir(c);
-        }
-        for f in &self.files {
-            let _ = std::fs::remove_file(f);
-        }
-        for d in self.dirs.iter().rev() {
-            let _ = std::fs::remove_dir(d);
-        }
-    }
-}
-
 #[test]
 fn a_process_in_a_kubelet_cgroup_is_labelled_with_its_pod() {
     if !privileged("a_process_in_a_kubelet_cgroup_is_labelled_with_its_pod") {
@@ -139,13 +91,7 @@ fn a_process_in_a_kubelet_cgroup_is_labelled_with_its_pod() {
     assert_eq!(labels(), format!("container id {id}, pod uid {uid}, containerd"));
 
     // The pod's log directory names the pod, and its one container.
-    let pods = PathBuf::from("/var/log/pods");
-    if !pods.exists() {
-        layout.dirs.push(pods.clone());
-    }
-    let pod_dir = pods.join(format!("{ns}_{pod}_{uid}"));
-    std::fs::create_dir_all(pod_dir.join(container)).unwrap();
-    layout.dirs.extend([pod_dir.clone(), pod_dir.join(container)]);
+    let pod_dir = layout.pod_logs(ns, &pod, &uid, container);
     assert_eq!(labels(), format!("namespace {ns}, pod {pod}, container {container}; container id {id}, pod uid {uid}, containerd"));
 
     // cgroupfs driver: /kubepods/<qos>/pod<uid>/<id>; the container's log

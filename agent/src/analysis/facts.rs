@@ -61,8 +61,8 @@ impl UnresolvedCount {
 
 /// Answers from the executable itself: symbol tables, DWARF, machine code,
 /// type descriptors, and the source files when they are on this machine.
-pub struct BinaryFacts<'a> {
-    pub bin: &'a Binary,
+pub struct BinaryFacts {
+    pub bin: Rc<Binary>,
     pub sym: Symbolizer,
     unresolved: UnresolvedCount,
     loops: HashMap<Box<[u64]>, Option<LoopReport>>,
@@ -71,18 +71,18 @@ pub struct BinaryFacts<'a> {
     deletes: Option<HashMap<u64, Vec<u64>>>,
 }
 
-impl<'a> BinaryFacts<'a> {
+impl BinaryFacts {
     /// Answers at link-time addresses, shared by every process of `bin`:
     /// each asks through a [`TargetFacts`] that moves its addresses by its
     /// own load bias.
-    pub fn new(bin: &'a Binary, pclntab: Option<crate::tracee::pclntab::Pclntab>) -> Result<Self, crate::tracee::symbolize::dwarf::DwarfError> {
-        let sym = Symbolizer::new(bin, pclntab, 0)?;
+    pub fn new(bin: Rc<Binary>, pclntab: Option<crate::tracee::pclntab::Pclntab>) -> Result<Self, crate::tracee::symbolize::dwarf::DwarfError> {
+        let sym = Symbolizer::new(&bin, pclntab, 0)?;
         Ok(Self { bin, sym, unresolved: UnresolvedCount::default(), loops: HashMap::new(), deletes: None })
     }
 
     /// One process's view: its runtime addresses are `bias` above these;
     /// what it cannot name is counted in the process's own `unresolved`.
-    pub fn for_target<'f>(&'f mut self, bias: u64, unresolved: &'f mut UnresolvedCount) -> TargetFacts<'f, 'a> {
+    pub fn for_target<'f>(&'f mut self, bias: u64, unresolved: &'f mut UnresolvedCount) -> TargetFacts<'f> {
         TargetFacts { shared: self, bias, unresolved }
     }
 
@@ -122,7 +122,7 @@ fn is_map_delete(name: &str) -> bool {
 /// Deletion sites named for a report: at most this many.
 const DELETE_SITES_SHOWN: usize = 3;
 
-impl Facts for BinaryFacts<'_> {
+impl Facts for BinaryFacts {
     fn frames(&mut self, ret_pc: u64) -> Rc<[Frame]> {
         let f = self.sym.frames(ret_pc, true);
         self.unresolved.note(ret_pc, &f);
@@ -131,7 +131,7 @@ impl Facts for BinaryFacts<'_> {
 
     fn elem_type(&mut self, addr: u64) -> Option<TypeInfo> {
         let types = self.sym.types_base()?;
-        gotypes::describe(self.bin, types, addr.wrapping_sub(self.sym.bias()))
+        gotypes::describe(&self.bin, types, addr.wrapping_sub(self.sym.bias()))
     }
 
     fn append_loop(&mut self, callsite_fn: &str, stack: &[u64]) -> Option<LoopReport> {
@@ -139,7 +139,7 @@ impl Facts for BinaryFacts<'_> {
             return l.clone();
         }
         let frames: Vec<Frame> = stack.iter().flat_map(|&pc| self.frames(pc).to_vec()).collect();
-        let l = crate::analysis::appendloop::append_loop(self.bin, &mut self.sym, callsite_fn, &frames, stack);
+        let l = crate::analysis::appendloop::append_loop(&self.bin, &mut self.sym, callsite_fn, &frames, stack);
         self.loops.insert(stack.into(), l.clone());
         l
     }
@@ -147,8 +147,8 @@ impl Facts for BinaryFacts<'_> {
     fn map_type(&mut self, addr: u64) -> Option<MapTypeInfo> {
         let types = self.sym.types_base()?;
         let t = addr.wrapping_sub(self.sym.bias());
-        let (k, v) = gotypes::map_key_value(self.bin, t)?;
-        let (key, value) = (gotypes::describe(self.bin, types, k)?, gotypes::describe(self.bin, types, v)?);
+        let (k, v) = gotypes::map_key_value(&self.bin, t)?;
+        let (key, value) = (gotypes::describe(&self.bin, types, k)?, gotypes::describe(&self.bin, types, v)?);
         if self.deletes.is_none() {
             self.deletes = Some(self.scan_deletes());
         }
@@ -179,19 +179,19 @@ impl Facts for BinaryFacts<'_> {
 /// shared answers are kept at, so processes of one binary (PIE ones loaded
 /// at different addresses included) look each PC, loop and type up once.
 /// What it could not name is counted per process.
-pub struct TargetFacts<'f, 'b> {
-    shared: &'f mut BinaryFacts<'b>,
+pub struct TargetFacts<'f> {
+    shared: &'f mut BinaryFacts,
     bias: u64,
     unresolved: &'f mut UnresolvedCount,
 }
 
-impl TargetFacts<'_, '_> {
+impl TargetFacts<'_> {
     fn link_time(&self, addr: u64) -> u64 {
         addr.wrapping_sub(self.bias)
     }
 }
 
-impl Facts for TargetFacts<'_, '_> {
+impl Facts for TargetFacts<'_> {
     fn frames(&mut self, ret_pc: u64) -> Rc<[Frame]> {
         let f = self.shared.frames(self.link_time(ret_pc));
         self.unresolved.note(ret_pc, &f);

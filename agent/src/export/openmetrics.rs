@@ -79,42 +79,177 @@ impl Families {
         r.register("gcprobe_estimated_slowdown_ratio", "gcprobe's estimate of the slowdown its probes cause a CPU-bound target (0.01 = 1%)", f.slowdown.clone());
         f
     }
+}
 
-    fn add(&self, t: &TargetFigures<'_>, top: usize) {
+/// A counter brought up to `total`: it never goes back. The report's totals
+/// are running counts in exact mode, but in sampled mode an estimate (the
+/// rate seen in bursts times the window), which can dip as the estimate
+/// improves; Prometheus would read a dip as a reset.
+pub fn raise(c: &Counter, total: u64) {
+    let now = c.get();
+    if total > now {
+        c.inc_by(total - now);
+    }
+}
+
+/// The series of one target, to remove when it goes.
+#[derive(Default)]
+struct Series {
+    info: Option<Labels>,
+    sites: std::collections::HashSet<String>,
+    culprits: Vec<Labels>,
+    reasons: std::collections::HashSet<String>,
+}
+
+/// Metrics that live as long as the agent: each target's series are
+/// brought up to date from its report ([`Exposition::update`]) and leave
+/// with it ([`Exposition::remove`]). Counters only move forward; pauses are
+/// observed once each.
+pub struct Exposition {
+    registry: Registry,
+    f: Families,
+    top: usize,
+    series: std::collections::HashMap<u32, Series>,
+}
+
+impl Exposition {
+    /// `top`: callsites with their own series per target, the rest as "other".
+    pub fn new(top: usize) -> Self {
+        let mut registry = Registry::default();
+        let f = Families::register(&mut registry);
+        Self { registry, f, top, series: Default::default() }
+    }
+
+    /// The registry, for the agent's own families.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    /// Brings a target's series up to its report; `t.pauses` are the pauses
+    /// not given before. `extra` labels the info series (pod, container...).
+    pub fn update(&mut self, t: &TargetFigures<'_>, extra: &[(&'static str, String)]) {
+        let (f, top) = (&self.f, self.top);
         let r = t.report;
         let pid = r.target.pid.to_string();
+        let s = self.series.entry(r.target.pid).or_default();
         let base: Labels = vec![("pid", pid.clone())];
-        let info: Labels = vec![("pid", pid.clone()), ("exe", r.target.exe.clone()), ("go_version", r.target.go_version.clone()), ("build_id", r.target.build_id.clone().unwrap_or_default())];
-        self.info.get_or_create(&info).set(1);
-        self.window.get_or_create(&base).set(r.window.duration_s);
-        self.cycles.get_or_create(&base).inc_by(r.gc.cycles);
+        if s.info.is_none() {
+            let mut info: Labels = vec![("pid", pid.clone()), ("exe", r.target.exe.clone()), ("go_version", r.target.go_version.clone()), ("build_id", r.target.build_id.clone().unwrap_or_default())];
+            info.extend(extra.iter().cloned());
+            f.info.get_or_create(&info).set(1);
+            s.info = Some(info);
+        }
+        f.window.get_or_create(&base).set(r.window.duration_s);
+        raise(&f.cycles.get_or_create(&base), r.gc.cycles);
         for (reason, secs) in t.pauses {
-            self.stw.get_or_create(&vec![("pid", pid.clone()), ("reason", reason.clone())]).observe(*secs);
+            f.stw.get_or_create(&vec![("pid", pid.clone()), ("reason", reason.clone())]).observe(*secs);
+            s.reasons.insert(reason.clone());
         }
         if let Some(h) = r.gc.heap_live.last() {
-            self.heap_live.get_or_create(&base).set(i64::try_from(h.bytes).unwrap_or(i64::MAX));
+            f.heap_live.get_or_create(&base).set(i64::try_from(h.bytes).unwrap_or(i64::MAX));
         }
-        let with = |callsite: String| -> Labels { vec![("pid", pid.clone()), ("callsite", callsite)] };
-        let exact = r.sampling.mode == Mode::Exact;
-        for (i, c) in r.callsites.iter().enumerate() {
-            let site = if i < top { callsite_label(&c.function, c.file.as_deref(), c.line) } else { "other".to_owned() };
-            let (bytes, objects) = totals(c, exact, r.window.duration_s);
-            self.alloc_bytes.get_or_create(&with(site.clone())).inc_by(bytes);
-            self.alloc_objects.get_or_create(&with(site.clone())).inc_by(objects);
-            if c.probe == RowProbe::Growslice {
-                self.grow_bytes.get_or_create(&with(site)).inc_by(bytes);
-            }
-        }
-        for c in &r.culprits {
-            let looped = c.loop_.as_ref().map(|l| format!("{} {}", l.kind.name(), file_line(l.file.as_deref(), l.line))).unwrap_or_default();
-            let labels = vec![("pid", pid.clone()), ("callsite", callsite_label(&c.function, c.file.as_deref(), c.line)), ("loop", looped)];
-            self.culprit_share.get_or_create(&labels).set(c.share_of_bytes);
-        }
-        self.lost.get_or_create(&base).inc_by(r.events.lost);
-        if let Some(s) = r.sampling.est_slowdown {
-            self.slowdown.get_or_create(&base).set(s);
+        update_callsites(f, s, r, &pid, top);
+        update_culprits(f, s, r, &pid);
+        raise(&f.lost.get_or_create(&base), r.events.lost);
+        if let Some(x) = r.sampling.est_slowdown {
+            f.slowdown.get_or_create(&base).set(x);
         }
     }
+
+    /// Every series of a target that is gone.
+    pub fn remove(&mut self, pid: u32) {
+        let Some(s) = self.series.remove(&pid) else { return };
+        let f = &self.f;
+        let p = pid.to_string();
+        let base: Labels = vec![("pid", p.clone())];
+        if let Some(info) = &s.info {
+            f.info.remove(info);
+        }
+        for fam in [&f.cycles, &f.lost] {
+            fam.remove(&base);
+        }
+        for fam in [&f.window, &f.slowdown] {
+            fam.remove(&base);
+        }
+        f.heap_live.remove(&base);
+        for reason in &s.reasons {
+            f.stw.remove(&vec![("pid", p.clone()), ("reason", reason.clone())]);
+        }
+        for site in s.sites.iter().map(String::as_str).chain(["other"]) {
+            let l: Labels = vec![("pid", p.clone()), ("callsite", site.to_owned())];
+            for fam in [&f.alloc_bytes, &f.alloc_objects, &f.grow_bytes] {
+                fam.remove(&l);
+            }
+        }
+        for l in &s.culprits {
+            f.culprit_share.remove(l);
+        }
+    }
+
+    /// The whole exposition in OpenMetrics (ends in `# EOF`).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The top callsites by their own series, the rest summed as "other". A
+/// callsite that leaves the top loses its series (Prometheus marks it
+/// stale) and its bytes count in "other" from then on, which never goes
+/// back either: the family's sum stays the target's total.
+fn update_callsites(f: &Families, s: &mut Series, r: &Report, pid: &str, top: usize) {
+    let with = |callsite: &str| -> Labels { vec![("pid", pid.to_owned()), ("callsite", callsite.to_owned())] };
+    let exact = r.sampling.mode == Mode::Exact;
+    let mut now = std::collections::HashSet::new();
+    let (mut other, mut other_objects, mut other_grow) = (0, 0, 0);
+    let mut any_other = false;
+    for (i, c) in r.callsites.iter().enumerate() {
+        let (bytes, objects) = totals(c, exact, r.window.duration_s);
+        let grow = if c.probe == RowProbe::Growslice { bytes } else { 0 };
+        if i >= top {
+            (other, other_objects, other_grow, any_other) = (other + bytes, other_objects + objects, other_grow + grow, true);
+            continue;
+        }
+        let site = callsite_label(&c.function, c.file.as_deref(), c.line);
+        raise(&f.alloc_bytes.get_or_create(&with(&site)), bytes);
+        raise(&f.alloc_objects.get_or_create(&with(&site)), objects);
+        if c.probe == RowProbe::Growslice {
+            raise(&f.grow_bytes.get_or_create(&with(&site)), grow);
+        }
+        now.insert(site);
+    }
+    for gone in s.sites.difference(&now) {
+        for fam in [&f.alloc_bytes, &f.alloc_objects, &f.grow_bytes] {
+            fam.remove(&with(gone));
+        }
+        any_other = true;
+    }
+    if any_other {
+        let o = with("other");
+        // What left the top is in "other" now: the sum so far, at least.
+        let (b, n, g) = (f.alloc_bytes.get_or_create(&o).get(), f.alloc_objects.get_or_create(&o).get(), f.grow_bytes.get_or_create(&o).get());
+        raise(&f.alloc_bytes.get_or_create(&o), other.max(b));
+        raise(&f.alloc_objects.get_or_create(&o), other_objects.max(n));
+        raise(&f.grow_bytes.get_or_create(&o), other_grow.max(g));
+    }
+    s.sites = now;
+}
+
+/// Each culprit's share now; one that is no longer a culprit leaves.
+fn update_culprits(f: &Families, s: &mut Series, r: &Report, pid: &str) {
+    let mut now = Vec::new();
+    for c in &r.culprits {
+        let looped = c.loop_.as_ref().map(|l| format!("{} {}", l.kind.name(), file_line(l.file.as_deref(), l.line))).unwrap_or_default();
+        let labels: Labels = vec![("pid", pid.to_owned()), ("callsite", callsite_label(&c.function, c.file.as_deref(), c.line)), ("loop", looped)];
+        f.culprit_share.get_or_create(&labels).set(c.share_of_bytes);
+        now.push(labels);
+    }
+    for gone in s.culprits.iter().filter(|l| !now.contains(l)) {
+        f.culprit_share.remove(gone);
+    }
+    s.culprits = now;
 }
 
 /// A callsite's bytes and objects over the window: as counted in exact
@@ -165,15 +300,11 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
 
 /// The targets' figures as one OpenMetrics exposition (ends in `# EOF`).
 pub fn render(targets: &[TargetFigures<'_>], top: usize) -> String {
-    let mut registry = Registry::default();
-    let families = Families::register(&mut registry);
+    let mut e = Exposition::new(top);
     for t in targets {
-        families.add(t, top);
+        e.update(t, &[]);
     }
-    let mut out = String::new();
-    // Writing to a String cannot fail.
-    let _ = encode(&mut out, &registry);
-    out
+    e.encode()
 }
 
 #[cfg(test)]
@@ -187,6 +318,58 @@ mod tests {
             to_prometheus_text(om),
             "# HELP gcprobe_gc_cycles_total GC cycles.\n# TYPE gcprobe_gc_cycles_total counter\ngcprobe_gc_cycles_total{pid=\"1\"} 3\n# HELP gcprobe_heap_live_bytes Heap.\n# TYPE gcprobe_heap_live_bytes gauge\ngcprobe_heap_live_bytes{pid=\"1\"} 9\n"
         );
+    }
+
+    fn site(function: &str, line: u32, bytes: u64) -> Callsite {
+        Callsite {
+            probe: RowProbe::Mallocgc,
+            function: function.into(),
+            file: Some("/src/main.go".into()),
+            line: Some(line),
+            frames: Vec::new(),
+            count: bytes / 8,
+            allocs: bytes / 8,
+            bytes,
+            per_s: 0.0,
+            bytes_per_s: bytes as f64 / 10.0,
+            share_of_bytes: 0.0,
+            share_of_allocs: 0.0,
+            bytes_per_s_ci95: None,
+            runtime_sampled_bytes_per_s: None,
+            mean_new_len: None,
+            evidence: None,
+        }
+    }
+
+    fn sample(e: &Exposition, name: &str, callsite: &str) -> Option<u64> {
+        let text = e.encode();
+        let line = text.lines().find(|l| l.starts_with(name) && l.contains(&format!("callsite=\"{callsite}\"")))?;
+        line.rsplit(' ').next()?.parse().ok()
+    }
+
+    #[test]
+    fn counters_never_go_back_and_what_leaves_the_top_counts_as_other() {
+        let mut e = Exposition::new(1);
+        let mut r = crate::report::empty_report();
+        r.callsites = vec![site("main.a", 10, 800), site("main.b", 20, 80)];
+        e.update(&TargetFigures { report: &r, pauses: &[("GC sweep termination".into(), 2e-5)] }, &[("pod", "web".into())]);
+        assert_eq!((sample(&e, "gcprobe_alloc_bytes_total", "main.a /src/main.go:10"), sample(&e, "gcprobe_alloc_bytes_total", "other")), (Some(800), Some(80)));
+        // b overtakes a: a's series goes, and its bytes are in "other".
+        r.callsites = vec![site("main.b", 20, 1600), site("main.a", 10, 900)];
+        e.update(&TargetFigures { report: &r, pauses: &[] }, &[]);
+        assert_eq!(sample(&e, "gcprobe_alloc_bytes_total", "main.a /src/main.go:10"), None);
+        assert_eq!((sample(&e, "gcprobe_alloc_bytes_total", "main.b /src/main.go:20"), sample(&e, "gcprobe_alloc_bytes_total", "other")), (Some(1600), Some(900)));
+        // An estimate that dips leaves the counter where it was.
+        r.callsites = vec![site("main.b", 20, 1500), site("main.a", 10, 900)];
+        e.update(&TargetFigures { report: &r, pauses: &[("GC sweep termination".into(), 3e-5)] }, &[]);
+        assert_eq!(sample(&e, "gcprobe_alloc_bytes_total", "main.b /src/main.go:20"), Some(1600));
+        let text = e.encode();
+        assert!(text.contains("gcprobe_gc_stw_seconds_count{pid=\"1\",reason=\"GC sweep termination\"} 2"), "{text}");
+        assert!(text.contains("pod=\"web\""), "{text}");
+        // The target goes: so does every series that names it.
+        e.remove(1);
+        let text = e.encode();
+        assert!(!text.contains("pid=\"1\""), "{text}");
     }
 
     #[test]

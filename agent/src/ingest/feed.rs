@@ -24,6 +24,11 @@ impl Feeds {
         self.by_pid.insert(pid, feed);
     }
 
+    /// A target's books leave with it (node mode keeps no report of a process that is gone).
+    pub fn remove(&mut self, pid: u32) -> Option<Feed> {
+        self.by_pid.remove(&pid)
+    }
+
     pub fn get(&self, pid: u32) -> Option<&Feed> {
         self.by_pid.get(&pid)
     }

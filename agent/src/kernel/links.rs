@@ -163,6 +163,9 @@ pub struct Attached {
     points: Vec<AttachPoint>,
     /// One link set for every process of the file, or one per member.
     shared_links: bool,
+    /// A shared set stays when the last member leaves (node mode: the
+    /// binary's next process needs no attach; see [`Attached::linger`]).
+    linger: bool,
     /// CPU nanoseconds spent by the threads that close links.
     background_cpu_ns: std::sync::Arc<std::sync::atomic::AtomicU64>,
     shared: Rc<Shared>,
@@ -170,7 +173,7 @@ pub struct Attached {
 
 impl Attached {
     pub(super) fn new(points: Vec<AttachPoint>, shared_links: bool, shared: Rc<Shared>) -> Self {
-        Self { sets: Vec::new(), members: Vec::new(), points, shared_links, background_cpu_ns: Default::default(), shared }
+        Self { sets: Vec::new(), members: Vec::new(), points, shared_links, linger: false, background_cpu_ns: Default::default(), shared }
     }
 
     /// Adds a target of this binary (already registered with the kernel).
@@ -181,6 +184,13 @@ impl Attached {
             self.sets.push(LinkSet::new(Scope::Every));
         }
         self.members.push(r);
+    }
+
+    /// Keeps a shared link set when the last member leaves, until dropped:
+    /// a binary whose processes come and go (a cron job, a CLI run by a
+    /// script) is attached once, not once per process.
+    pub fn linger(&mut self) {
+        self.linger = true;
     }
 
     /// Whether one link set serves every process of the binary.
@@ -202,7 +212,7 @@ impl Attached {
     pub fn remove(&mut self, pid: u32) -> Option<Registration> {
         let i = self.members.iter().position(|m| m.pid == pid)?;
         let r = self.members.remove(i);
-        let last = self.members.is_empty();
+        let last = self.members.is_empty() && !self.linger;
         let primer = self.prime_detach();
         for s in self.sets.iter_mut().filter(|s| last || s.scope == Scope::One(pid)) {
             s.detach_all();

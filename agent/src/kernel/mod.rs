@@ -6,3 +6,4 @@ pub mod probelog;
 pub mod uprobe_multi;
 pub mod calibrate;
 pub mod selfmap;
+pub mod execs;

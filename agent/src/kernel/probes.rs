@@ -497,7 +497,7 @@ impl Shared {
     }
 
     /// One `STATS` row summed over CPUs; zeros when unreadable.
-    fn row(&self, slot: u32) -> [u64; stat::COUNT as usize] {
+    pub(super) fn row(&self, slot: u32) -> [u64; stat::COUNT as usize] {
         let mut sum = [0u64; stat::COUNT as usize];
         if let Ok(per_cpu) = self.stats.borrow().get(&slot, 0) {
             for v in per_cpu.iter() {

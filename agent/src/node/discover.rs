@@ -145,26 +145,49 @@ impl<C: Classify> Discovery<C> {
         let mut changes = Changes::default();
         let mut alive = BTreeMap::new();
         for pid in pids(&self.proc) {
-            let Some((start, exe_dev, exe_ino)) = self.identity(pid) else { continue };
-            let seen = match self.seen.remove(&pid) {
-                Some(s) if (s.start, s.exe_dev, s.exe_ino) == (start, exe_dev, exe_ino) => s,
-                old => {
-                    if let Some(Seen { go: Some(_), .. }) = old {
-                        changes.ended.push(pid);
-                    }
-                    let go = self.go_identity(pid);
-                    if let Some(g) = &go {
-                        changes.started.push(g.clone());
-                    }
-                    Seen { start, exe_dev, exe_ino, go }
-                }
-            };
+            let Some(id) = self.identity(pid) else { continue };
+            let seen = self.update(pid, id, &mut changes);
             alive.insert(pid, seen);
         }
         changes.ended.extend(self.seen.iter().filter(|(_, s)| s.go.is_some()).map(|(pid, _)| *pid));
         changes.ended.sort_unstable();
         self.seen = alive;
         changes
+    }
+
+    /// One process, as an exec event names it: the same verdict a sweep
+    /// would reach, without the sweep.
+    pub fn look(&mut self, pid: u32) -> Changes {
+        let mut changes = Changes::default();
+        match self.identity(pid) {
+            Some(id) => {
+                let seen = self.update(pid, id, &mut changes);
+                self.seen.insert(pid, seen);
+            }
+            None => {
+                if let Some(Seen { go: Some(_), .. }) = self.seen.remove(&pid) {
+                    changes.ended.push(pid);
+                }
+            }
+        }
+        changes
+    }
+
+    /// What `pid` is now, against what was last seen of it (which it takes out).
+    fn update(&mut self, pid: u32, (start, exe_dev, exe_ino): (u64, u64, u64), changes: &mut Changes) -> Seen {
+        match self.seen.remove(&pid) {
+            Some(s) if (s.start, s.exe_dev, s.exe_ino) == (start, exe_dev, exe_ino) => s,
+            old => {
+                if let Some(Seen { go: Some(_), .. }) = old {
+                    changes.ended.push(pid);
+                }
+                let go = self.go_identity(pid);
+                if let Some(g) = &go {
+                    changes.started.push(g.clone());
+                }
+                Seen { start, exe_dev, exe_ino, go }
+            }
+        }
     }
 
     /// Start time and the exe's stat identity; None for a process without

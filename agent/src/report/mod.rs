@@ -150,6 +150,8 @@ pub enum EndedBy {
     RecordError,
     /// A recording read back that its writer never finished.
     RecordingCutShort,
+    /// Not ended: node mode's report on demand, over the time so far.
+    StillRunning,
 }
 
 impl EndedBy {
@@ -161,6 +163,7 @@ impl EndedBy {
             EndedBy::TargetExited => "target-exited",
             EndedBy::RecordError => "record-error",
             EndedBy::RecordingCutShort => "recording-cut-short",
+            EndedBy::StillRunning => "still-running",
         }
     }
 }
@@ -267,15 +270,82 @@ pub struct SizeStats {
 }
 
 
+/// A report of nothing: pid 1, a 10 s exact window (tests build on it).
+#[cfg(test)]
+pub(crate) fn empty_report() -> Report {
+    Report {
+        schema: SCHEMA,
+        target: Target { pid: 1, exe: "/bin/app".into(), go_version: "go1.22.0".into(), arch: "x86_64".into(), build_id: None },
+        window: Window { start_unix_ns: 0, duration_s: 10.0, ended_by: crate::report::EndedBy::TargetExited },
+        probes: vec![],
+        events: Events { mallocgc: 0, growslice: 0, gc_start: None, stw: 0, assist: 0, lost: 0, nested_skipped: 0 },
+        gc: Gc {
+            cycles: 0,
+            cycles_per_s: 0.0,
+            stw: Stw::default(),
+            assists_by_thread: vec![],
+            heap_live: vec![],
+            heap_climbing: false,
+            heap_unavailable: None,
+            heap_medians: Default::default(),
+            settings: None,
+            alloc_bytes_per_s: None,
+            cpu_share: None,
+            cpu_share_unavailable: None,
+            diagnosis: None,
+        },
+        callsites: vec![],
+        sizes: BTreeMap::new(),
+        culprits: vec![],
+        maps: vec![],
+        warnings: vec![],
+        sampling: SamplingReport {
+            mode: crate::plan::Mode::Exact,
+            budget_pct: None,
+            calibration: None,
+            cost_per_hit_ns: 0.0,
+            bursts: 0,
+            observed_s: 10.0,
+            duty: 1.0,
+            alloc_rate_source: "exact",
+            heap_alloc_bytes_per_s: None,
+            burst_alloc_bytes_per_s: None,
+            alloc_rate_ci95: None,
+            target_cpu_s: None,
+            probe_cost_s: 0.0,
+            est_slowdown: None,
+            mem_profile_rate: None,
+            runtime_samples: 0,
+            runtime_samples_s: None,
+        },
+        kernel: KernelReport {
+            mechanism: crate::kernel::probes::Mechanism::PerfEvent,
+            hits: 0,
+            hits_by_kind: BTreeMap::new(),
+            gated: 0,
+            ringbuf_full: 0,
+            stack_faults: 0,
+            empty_hits: 0,
+            aggregated: 0,
+            agg_full: 0,
+            grow_alone: 0,
+            overlapped: 0,
+            records: 0,
+            record_bytes: 0,
+        },
+        agent: AgentReport { cpu_s: 0.0, max_rss_kib: 0 },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn ended_by_reads_as_before_in_json_and_text() {
-        let all = [EndedBy::Duration, EndedBy::Signal, EndedBy::TargetExited, EndedBy::RecordError, EndedBy::RecordingCutShort];
+        let all = [EndedBy::Duration, EndedBy::Signal, EndedBy::TargetExited, EndedBy::RecordError, EndedBy::RecordingCutShort, EndedBy::StillRunning];
         let json: Vec<String> = all.iter().map(|e| serde_json::to_value(e).unwrap().as_str().unwrap().to_owned()).collect();
-        assert_eq!(json, ["duration", "signal", "target-exited", "record-error", "recording-cut-short"]);
+        assert_eq!(json, ["duration", "signal", "target-exited", "record-error", "recording-cut-short", "still-running"]);
         assert!(all.iter().zip(&json).all(|(e, j)| e.to_string() == *j));
         assert_eq!(serde_json::from_str::<EndedBy>("\"target-exited\"").unwrap(), EndedBy::TargetExited);
     }

@@ -24,7 +24,7 @@ pub struct Inspected {
 
 /// What `inspect_exe` learns from a file.
 pub struct ExeInfo {
-    pub binary: Binary,
+    pub binary: std::rc::Rc<Binary>,
     pub build: buildinfo::BuildInfo,
     pub pclntab: Option<Pclntab>,
     pub plan: ProbePlan,
@@ -48,7 +48,7 @@ pub fn inspect_exe(path: &Path, display: &str) -> Result<ExeInfo, SessionError> 
         .map_err(|source| SessionError::NotGo { path: display.to_owned(), source: NotGoReason::BuildInfo(source) })?;
     let pclntab = Pclntab::parse(&binary, build.version).map_err(|source| SessionError::Pclntab { path: display.to_owned(), source })?;
     let plan = ProbePlan::build(&Symbols { bin: &binary, pclntab: pclntab.as_ref() }, build.version)?;
-    Ok(ExeInfo { binary, build, pclntab, plan })
+    Ok(ExeInfo { binary: std::rc::Rc::new(binary), build, pclntab, plan })
 }
 
 /// `gcprobe plan`: what would be probed, and where.

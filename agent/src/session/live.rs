@@ -7,7 +7,6 @@
 //! ends on `--duration`, Ctrl-C, SIGTERM, or the last target's exit, and
 //! every report is written in each case.
 use std::{
-    collections::BTreeMap,
     io,
     os::fd::{FromRawFd as _, OwnedFd},
 };
@@ -19,96 +18,33 @@ use tokio::{
     sync::mpsc,
 };
 
-use super::{error_chain, target::Target, write_reports, AttachOptions, Group, Outcome, Prepared, SessionError};
+use super::{
+    error_chain,
+    target::Target,
+    watched::{Foreign, Watched},
+    write_reports, AttachOptions, Binaries, Outcome, Prepared, SessionError,
+};
 use crate::{
-    analysis::facts::BinaryFacts,
-    ingest::feed::Feeds,
     intervals,
-    kernel::{
-        probelog::ProbeLog,
-        probes::{Kernel, KernelStats, ProbeError},
-    },
+    kernel::{probelog::ProbeLog, probes::KernelStats},
     record::{End, RecordError, Recorder, FLUSH_BYTES},
     render,
     report::EndedBy,
-    sampling::bursts::{self, BurstDriver},
-    tracee::{launch::Held, process::FileKey},
+    sampling::bursts::BurstDriver,
+    tracee::launch::Held,
     units::{bytes, si},
 };
 
-/// A binary's targets' books as their burst driver sees them: the shared
-/// ring and totals come in for every target, each to its own feed, and a
-/// window opens and closes in the books of each of `pids`.
-pub(super) struct Books<'a> {
-    pub ring: &'a mut RingBuf<MapData>,
-    pub feeds: &'a mut Feeds,
-    pub kernel: &'a Kernel,
-    pub pids: &'a [u32],
-}
-
-impl bursts::Books for Books<'_> {
-    fn fold(&mut self) {
-        fold_all(self.ring, self.feeds, self.kernel);
-    }
-
-    fn begin_burst(&mut self) {
-        for &pid in self.pids {
-            if let Some(f) = self.feeds.get_mut(pid) {
-                f.begin_burst();
-            }
-        }
-    }
-
-    fn end_burst(&mut self, window_s: f64) {
-        for &pid in self.pids {
-            if let Some(f) = self.feeds.get_mut(pid) {
-                f.end_burst(window_s);
-            }
-        }
-    }
-}
-
-/// The CPU clock of a binary's targets together, as its burst driver
-/// budgets them; None when none can be read.
-pub(super) fn group_cpu<'a>(targets: &'a [Target], pids: &'a [u32]) -> impl Fn() -> Option<f64> + 'a {
-    move || targets.iter().filter(|t| pids.contains(&t.pid())).filter_map(|t| t.process.cpu_time_s()).reduce(|a, b| a + b)
-}
-
-fn drain_into(ring: &mut RingBuf<MapData>, feeds: &mut Feeds) {
-    while let Some(item) = ring.next() {
-        feeds.ring(&item);
-    }
-}
-
-/// Everything queued so far: the ring first (it defines stacks), then the
-/// kernel's running totals.
-fn fold_all(ring: &mut RingBuf<MapData>, feeds: &mut Feeds, kernel: &Kernel) {
-    drain_into(ring, feeds);
-    feeds.kernel_totals(&kernel.agg_totals());
-}
-
-/// How long one binary's probe switch can hold the event loop: a detach or
-/// attach waits out an RCU grace period or two (~50-100 ms measured here).
-const SWITCH_HORIZON: std::time::Duration = std::time::Duration::from_millis(150);
-
 /// What the event loop works on.
-struct Live<'s, 'f, 'b> {
+struct Live<'s> {
     opts: &'s AttachOptions,
-    kernel: Kernel,
-    /// Targets still running, in the order given.
-    targets: Vec<Target>,
-    /// Their binaries' probes and burst drivers.
-    groups: Vec<Group>,
-    /// Hits the kernel counted in processes outside the targets, so far.
-    foreign: u64,
+    w: Watched,
     /// Targets whose part has ended, with how.
     done: Vec<(Target, End)>,
-    feeds: Feeds,
     /// `gcprobe record` (one target).
     recorder: Option<Recorder>,
     /// `gcprobe run`'s child: signals are passed on to it.
     held: Option<Held>,
-    facts: &'f mut BTreeMap<FileKey, BinaryFacts<'b>>,
     /// Writing the recording failed: the session ends, the report is still made.
     record_error: Option<RecordError>,
 }
@@ -120,7 +56,7 @@ pub(super) fn run(
     mut prepared: Prepared,
     mut recorder: Option<Recorder>,
     mut held: Option<Held>,
-    facts: &mut BTreeMap<FileKey, BinaryFacts<'_>>,
+    binaries: Binaries,
 ) -> Result<Outcome, SessionError> {
     if let (Some(r), Some(t)) = (&mut recorder, prepared.targets.first()) {
         r.meta(&t.meta)?;
@@ -132,10 +68,13 @@ pub(super) fn run(
     prepared.start(opts.mode)?;
     let Prepared { kernel, ring, mut probe_log, targets, groups, feeds, .. } = prepared;
     let order: Vec<u32> = targets.iter().map(Target::pid).collect();
-    let mut live = Live { opts, kernel, targets, groups, foreign: 0, done: Vec::new(), feeds, recorder, held, facts, record_error: None };
+    let mut w = Watched::new(kernel, binaries, Foreign::Unshare);
+    (w.targets, w.groups, w.feeds) = (targets, groups, feeds);
+    let mut live = Live { opts, w, done: Vec::new(), recorder, held, record_error: None };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(SessionError::Io)?;
     let (mut ring, ended_by) = rt.block_on(ProbeLog::alongside(probe_log.as_mut(), live.stream(ring))).map_err(SessionError::Io)?;
-    live.end_all(&mut ring, ended_by);
+    let ended = live.w.end_all(&mut ring, ended_by);
+    live.done.extend(ended);
     if let Some(log) = &mut probe_log {
         log.flush();
     }
@@ -153,12 +92,13 @@ pub(super) fn run(
     live.finish(exit)
 }
 
-impl Live<'_, '_, '_> {
+impl Live<'_> {
     /// Hands the ops gathered so far to the recorder, with the session's
     /// figures as of now (what a report of a file cut here would use).
     fn record(&mut self) -> Result<(), ()> {
-        let (Some(rec), Some(t), Some(g)) = (self.recorder.as_mut(), self.targets.first_mut(), self.groups.first()) else { return Ok(()) };
-        let (Some(feed), Some(facts), Some(reg)) = (self.feeds.get_mut(t.process.pid), self.facts.get_mut(&t.key), g.attached.member(t.process.pid)) else { return Ok(()) };
+        let w = &mut self.w;
+        let (Some(rec), Some(t), Some(g)) = (self.recorder.as_mut(), w.targets.first_mut(), w.groups.first()) else { return Ok(()) };
+        let (Some(feed), Some(facts), Some(reg)) = (w.feeds.get_mut(t.process.pid), w.binaries.facts.get_mut(&t.key), g.attached.member(t.process.pid)) else { return Ok(()) };
         let progress = t.progress(reg.stats(), g.attached.mechanism(), g.driver.as_ref());
         let mut view = facts.for_target(t.meta.load_bias, &mut t.unresolved);
         rec.flush(feed, &mut view, &progress).map_err(|e| {
@@ -167,143 +107,21 @@ impl Live<'_, '_, '_> {
         })
     }
 
-    /// Lets binary `i`'s burst driver act; the target it finds gone, if
-    /// any. Other errors cost a burst, not the session: they are reported
-    /// and the session goes on.
-    fn fire(&mut self, i: usize, ring: &mut RingBuf<MapData>) -> Option<u32> {
-        let g = &mut self.groups[i];
-        let d = g.driver.as_mut()?;
-        let pids: Vec<u32> = g.attached.pids().collect();
-        let cpu = group_cpu(&self.targets, &pids);
-        let mut books = Books { ring, feeds: &mut self.feeds, kernel: &self.kernel, pids: &pids };
-        match d.fire(&mut g.attached, &mut books, &cpu) {
-            Ok(()) => None,
-            Err(ProbeError::TargetGone { pid }) => Some(pid),
-            Err(e) => {
-                eprintln!("gcprobe: warning: burst: {}", error_chain(&e));
-                None
-            }
-        }
-    }
-
-    /// Fires the drivers that are due (all of them on a flush tick); ends
-    /// the part of any target found gone.
-    fn fire_due(&mut self, ring: &mut RingBuf<MapData>, all: bool) {
-        let now = std::time::Instant::now();
-        let due: Vec<bool> = self.groups.iter().map(|g| g.driver.as_ref().is_some_and(|d| all || d.next <= now)).collect();
-        if self.groups.len() > 1 {
-            // A switch blocks this thread for the kernel's grace periods:
-            // windows that end meanwhile shut first, on time.
-            let by = now + SWITCH_HORIZON;
-            for g in &mut self.groups {
-                if let Some(d) = g.driver.as_mut() {
-                    if let Err(e) = d.shut_if_due(&mut g.attached, by) {
-                        eprintln!("gcprobe: warning: burst: {}", error_chain(&e));
-                    }
-                }
-            }
-        }
-        let mut gone = Vec::new();
-        for (i, due) in due.into_iter().enumerate() {
-            if due {
-                gone.extend(self.fire(i, ring));
-            }
-        }
-        for pid in gone {
+    /// Fires the drivers that are due; ends the part of any target found gone.
+    fn fire_due(&mut self, ring: &mut RingBuf<MapData>) {
+        for pid in self.w.fire_due(ring, false) {
             self.end_target(pid, ring, EndedBy::TargetExited);
         }
     }
 
-    /// A process outside the targets ran a binary whose probes serve every
-    /// process of it: from now on each target has its own.
-    fn check_foreign(&mut self) {
-        let foreign = self.kernel.foreign_hits();
-        if foreign == self.foreign {
-            return;
-        }
-        self.foreign = foreign;
-        // The count is the agent's, not a binary's: every shared set goes.
-        for g in self.groups.iter_mut().filter(|g| g.attached.shares_links()) {
-            let pids: Vec<String> = g.attached.pids().map(|p| p.to_string()).collect();
-            eprintln!("gcprobe: warning: a process that is not a target runs a probed binary: the probes of pids {} are now placed per target", pids.join(", "));
-            match g.attached.unshare() {
-                Ok(failures) => failures.iter().for_each(|(id, e)| eprintln!("gcprobe: warning: probe {id} not re-attached: {e}")),
-                Err(e) => eprintln!("gcprobe: warning: {}", error_chain(&e)),
-            }
-        }
-    }
-
-    /// A flush tick: everything queued, the drivers, each target's reads.
     fn flush(&mut self, ring: &mut RingBuf<MapData>) {
-        fold_all(ring, &mut self.feeds, &self.kernel);
-        self.check_foreign();
-        self.fire_due(ring, true);
-        for t in &mut self.targets {
-            if let Some(feed) = self.feeds.get_mut(t.process.pid) {
-                t.on_flush(feed);
-            }
+        for pid in self.w.flush(ring) {
+            self.end_target(pid, ring, EndedBy::TargetExited);
         }
     }
 
-    /// Ends one target's part: its probes leave (the binary's shared ones
-    /// stay for its other targets), what the kernel queued for it is
-    /// drained, and its books close.
     fn end_target(&mut self, pid: u32, ring: &mut RingBuf<MapData>, ended_by: EndedBy) {
-        let (Some(i), Some(gi)) = (self.targets.iter().position(|t| t.pid() == pid), self.groups.iter().position(|g| g.attached.member(pid).is_some())) else { return };
-        let g = &mut self.groups[gi];
-        let open_window = g.driver.as_ref().and_then(|d| d.open_window());
-        let Some(mut reg) = g.attached.remove(pid) else { return };
-        let t = self.targets.remove(i);
-        if open_window.is_some() {
-            let _ = reg.set_burst_open(false);
-        }
-        let stopped = t.stop(&reg, open_window, g.attached.mechanism());
-        drain_into(ring, &mut self.feeds);
-        let feed = self.feeds.get_mut(pid).expect("a feed per target");
-        let end = t.end(stopped, ended_by, feed, g.driver.as_ref());
-        drop(reg);
-        if g.attached.pids().next().is_none() {
-            self.groups.remove(gi);
-        }
-        self.done.push((t, end));
-    }
-
-    /// The session's end for every target still running: every binary's
-    /// gates shut and probes leave before one drain, so none waits on
-    /// another's detach.
-    fn end_all(&mut self, ring: &mut RingBuf<MapData>, ended_by: EndedBy) {
-        let mut stopping = Vec::new();
-        for g in &mut self.groups {
-            let open_window = g.driver.as_ref().and_then(|d| d.open_window());
-            if open_window.is_some() {
-                if let Err(e) = g.attached.set_burst_open(false) {
-                    eprintln!("gcprobe: warning: {}", error_chain(&e));
-                }
-            }
-            g.attached.detach();
-            for pid in g.attached.pids().collect::<Vec<_>>() {
-                let Some(i) = self.targets.iter().position(|t| t.pid() == pid) else { continue };
-                let reg = g.attached.remove(pid).expect("a member");
-                let stopped = self.targets[i].stop(&reg, open_window, g.attached.mechanism());
-                stopping.push((pid, reg, stopped));
-            }
-        }
-        drain_into(ring, &mut self.feeds);
-        // Every link is gone: a growth still held in the kernel will never
-        // be sent with its allocation (zero-size elements allocate nothing).
-        for r in self.kernel.held_growths() {
-            self.feeds.ring(&r);
-        }
-        for (pid, reg, stopped) in stopping {
-            let i = self.targets.iter().position(|t| t.pid() == pid).expect("a target");
-            let t = self.targets.remove(i);
-            let g = self.groups.iter().find(|g| g.key == t.key);
-            let feed = self.feeds.get_mut(pid).expect("a feed per target");
-            let end = t.end(stopped, ended_by, feed, g.and_then(|g| g.driver.as_ref()));
-            drop(reg);
-            self.done.push((t, end));
-        }
-        self.groups.clear();
+        self.done.extend(self.w.end_target(pid, ring, ended_by));
     }
 
     /// The recording's end, then each target's report, written as asked.
@@ -314,8 +132,8 @@ impl Live<'_, '_, '_> {
         // even when only one target is left to report on.
         let single = !matches!(&self.opts.target, super::TargetSpec::Pids(p) if p.len() > 1);
         for (t, end) in &mut self.done {
-            let feed = self.feeds.get_mut(t.process.pid).expect("a feed per target");
-            let facts = self.facts.get_mut(&t.key).expect("facts per binary");
+            let feed = self.w.feeds.get_mut(t.process.pid).expect("a feed per target");
+            let facts = self.w.binaries.facts.get_mut(&t.key).expect("facts per binary");
             let mut view = facts.for_target(t.meta.load_bias, &mut t.unresolved);
             if let (Some(r), None) = (self.recorder.take(), &self.record_error) {
                 let path = r.path().to_owned();
@@ -340,10 +158,10 @@ impl Live<'_, '_, '_> {
 
     /// The status line of each running target.
     fn status(&mut self) {
-        let several = self.targets.len() + self.done.len() > 1;
-        for t in &mut self.targets {
-            let Some(feed) = self.feeds.get(t.process.pid) else { continue };
-            let Some(g) = self.groups.iter().find(|g| g.attached.member(t.process.pid).is_some()) else { continue };
+        let several = self.w.targets.len() + self.done.len() > 1;
+        for t in &mut self.w.targets {
+            let Some(feed) = self.w.feeds.get(t.process.pid) else { continue };
+            let Some(g) = self.w.groups.iter().find(|g| g.attached.member(t.process.pid).is_some()) else { continue };
             let stats = g.attached.member(t.process.pid).map(|r| r.stats()).unwrap_or_default();
             eprintln!("{}", status_line(t, feed, stats, g.driver.as_ref(), self.opts.interval.as_secs_f64(), several));
             let c = feed.agg.counts();
@@ -354,7 +172,7 @@ impl Live<'_, '_, '_> {
     async fn stream(&mut self, ring: RingBuf<MapData>) -> io::Result<(RingBuf<MapData>, EndedBy)> {
         let opts = self.opts;
         let (exits_tx, mut exits) = mpsc::unbounded_channel();
-        for t in &self.targets {
+        for t in &self.w.targets {
             watch_exit(t.pid(), exits_tx.clone())?;
         }
         // SAFETY: the RingBuf owns its descriptor and keeps it open,
@@ -380,10 +198,10 @@ impl Live<'_, '_, '_> {
         let mut signals = 0;
 
         let ended_by = loop {
-            if self.targets.is_empty() {
+            if self.w.targets.is_empty() {
                 break EndedBy::TargetExited;
             }
-            let governor_due = self.groups.iter().filter_map(|g| g.driver.as_ref().map(|d| d.next)).min().map(tokio::time::Instant::from_std);
+            let governor_due = self.w.driver_due().map(tokio::time::Instant::from_std);
             // A signal to `gcprobe run` goes on to the program, whose exit ends
             // the session; a second one ends it at once.
             let held = self.held.as_ref();
@@ -398,15 +216,15 @@ impl Live<'_, '_, '_> {
             tokio::select! {
                 guard = ring.readable_mut() => {
                     let mut guard = guard?;
-                    drain_into(guard.get_inner_mut(), &mut self.feeds);
+                    self.w.drain(guard.get_inner_mut());
                     guard.clear_ready();
-                    let pending = self.targets.first().and_then(|t| self.feeds.get(t.pid())).map_or(0, |f| f.pending());
+                    let pending = self.w.targets.first().and_then(|t| self.w.feeds.get(t.pid())).map_or(0, |f| f.pending());
                     if pending >= FLUSH_BYTES && self.record().is_err() {
                         break EndedBy::RecordError;
                     }
                 }
                 _ = tokio::time::sleep_until(governor_due.unwrap_or_else(tokio::time::Instant::now)), if governor_due.is_some() => {
-                    self.fire_due(ring.get_mut(), false);
+                    self.fire_due(ring.get_mut());
                 }
                 _ = flush.tick() => {
                     self.flush(ring.get_mut());
@@ -428,7 +246,7 @@ impl Live<'_, '_, '_> {
 /// Sends `pid` on `exits` when the process exits: a pidfd becomes readable
 /// then (Linux 5.3+), for any process, not just our children, so exits are
 /// seen without polling /proc. One already gone is reported at once.
-fn watch_exit(pid: u32, exits: mpsc::UnboundedSender<u32>) -> io::Result<()> {
+pub fn watch_exit(pid: u32, exits: mpsc::UnboundedSender<u32>) -> io::Result<()> {
     let fd = match pidfd_open(pid) {
         Ok(fd) => fd,
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {

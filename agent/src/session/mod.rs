@@ -8,8 +8,10 @@
 //! Ctrl-C, SIGTERM, or the last target's exit), and `finish` writes the
 //! reports: one, or one per target.
 mod inspect;
+pub mod fleet;
 mod live;
 mod target;
+mod watched;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -19,6 +21,7 @@ use std::{
 };
 
 pub use inspect::{inspect, inspect_exe, print_plan, ExeInfo, Inspected};
+pub use live::watch_exit;
 
 use crate::{
     analysis::facts::{BinaryFacts, Facts},
@@ -178,6 +181,8 @@ pub struct Outcome {
 /// one binary share its plan, symbols, loops and types.
 pub(crate) struct Binaries {
     exes: BTreeMap<FileKey, ExeInfo>,
+    /// What each binary says about PCs and types, asked lazily.
+    facts: BTreeMap<FileKey, BinaryFacts>,
 }
 
 impl Binaries {
@@ -185,31 +190,28 @@ impl Binaries {
         self.exes.get(&key).expect("every target's binary is inspected before it is placed")
     }
 
-    /// Inspects `process`'s executable unless another target's was the same file.
+    /// Inspects `process`'s executable unless another target's was the
+    /// same file; its facts are made from the tables read, and the file's
+    /// pages are let go (the facts read them again as PCs ask).
     fn add(&mut self, process: &Process) -> Result<FileKey, SessionError> {
         let key = process.file_key()?;
         if let std::collections::btree_map::Entry::Vacant(slot) = self.exes.entry(key) {
-            let exe = inspect_exe(&process.exe_path, &process.exe_display).map_err(|e| exited_or(process.pid, e))?;
+            let mut exe = inspect_exe(&process.exe_path, &process.exe_display).map_err(|e| exited_or(process.pid, e))?;
             for w in &exe.plan.warnings {
                 eprintln!("gcprobe: warning: {w}");
             }
+            let facts = BinaryFacts::new(std::rc::Rc::clone(&exe.binary), exe.pclntab.take())?;
+            exe.binary.drop_resident_pages();
+            self.facts.insert(key, facts);
             slot.insert(exe);
         }
         Ok(key)
     }
 
-    /// Each binary's pclntab, moved out for its facts.
-    fn take_tables(&mut self) -> Vec<(FileKey, Option<crate::tracee::pclntab::Pclntab>)> {
-        self.exes.iter_mut().map(|(k, e)| (*k, e.pclntab.take())).collect()
-    }
-
-    /// Each binary's facts, answered lazily as PCs ask.
-    fn facts(&self, tables: Vec<(FileKey, Option<crate::tracee::pclntab::Pclntab>)>) -> Result<BTreeMap<FileKey, BinaryFacts<'_>>, SessionError> {
-        let mut out = BTreeMap::new();
-        for (key, table) in tables {
-            out.insert(key, BinaryFacts::new(&self.exes[&key].binary, table)?);
-        }
-        Ok(out)
+    /// Forgets a binary: its plan, symbols and caches.
+    fn remove(&mut self, key: FileKey) {
+        self.exes.remove(&key);
+        self.facts.remove(&key);
     }
 }
 
@@ -248,7 +250,7 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
         None => pids,
     };
     let mut processes = Vec::with_capacity(pids.len());
-    let mut binaries = Binaries { exes: BTreeMap::new() };
+    let mut binaries = Binaries { exes: BTreeMap::new(), facts: BTreeMap::new() };
     let several = pids.len() > 1;
     for &pid in &pids {
         match Process::open(pid).map_err(SessionError::from).and_then(|p| Ok((binaries.add(&p)?, p))) {
@@ -259,13 +261,8 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
     if processes.is_empty() {
         return Err(ProcessError::Exited { pid: pids[0] }.into());
     }
-    let tables = binaries.take_tables();
-    let mut facts = binaries.facts(tables)?;
-    let prepared = prepare(&opts, processes, &binaries, &facts)?;
-    for exe in binaries.exes.values() {
-        exe.binary.drop_resident_pages();
-    }
-    live::run(&opts, prepared, recorder, held, &mut facts)
+    let prepared = prepare(&opts, processes, &binaries)?;
+    live::run(&opts, prepared, recorder, held, binaries)
 }
 
 /// `record` and `run` follow one process; the same PID twice is a typo.
@@ -298,6 +295,12 @@ pub(crate) struct Group {
     key: FileKey,
     attached: Attached,
     driver: Option<BurstDriver>,
+    /// Its links stay when its last target leaves (node mode).
+    lingers: bool,
+    /// Why each plan probe not placed was not.
+    notes: HashMap<u32, String>,
+    /// When its last target left, while its links linger.
+    emptied: Option<Instant>,
 }
 
 /// What `prepare` hands the live session.
@@ -316,7 +319,7 @@ pub(crate) struct Prepared {
 /// Calibrates once, loads the kernel object once, and places each
 /// binary's probes once for its targets; the programs are not yet
 /// running under them.
-fn prepare(opts: &AttachOptions, processes: Vec<(Process, FileKey)>, binaries: &Binaries, facts: &BTreeMap<FileKey, BinaryFacts<'_>>) -> Result<Prepared, SessionError> {
+fn prepare(opts: &AttachOptions, processes: Vec<(Process, FileKey)>, binaries: &Binaries) -> Result<Prepared, SessionError> {
     let mut loader = Loader::default().log_probes(opts.log_probes);
     let (kernel, mut ring) = Kernel::load(&mut loader, opts.program, Sizing::Session)?;
     let probe_log = opts.log_probes.then(|| kernel.probe_log()).transpose()?;
@@ -336,7 +339,7 @@ fn prepare(opts: &AttachOptions, processes: Vec<(Process, FileKey)>, binaries: &
     let mut groups = Vec::new();
     for (key, processes) in by_key {
         let exe = binaries.exe(key);
-        let source = facts.get(&key).map_or(SymbolSource::Symtab, Facts::source);
+        let source = binaries.facts.get(&key).map_or(SymbolSource::Symtab, Facts::source);
         let share = share_links(key, &processes);
         let mut attached = kernel.binary(AttachPoint::from_plan(&exe.plan), share);
         let first = targets.len();
@@ -378,7 +381,7 @@ fn prepare(opts: &AttachOptions, processes: Vec<(Process, FileKey)>, binaries: &
             }
         }
         if attached.pids().next().is_some() {
-            groups.push(Group { key, attached, driver: None });
+            groups.push(Group { key, attached, driver: None, lingers: false, notes: notes.clone(), emptied: None });
         }
     }
     if targets.is_empty() {
@@ -442,8 +445,8 @@ impl Prepared {
         if mode == Mode::Sampled {
             for g in &mut self.groups {
                 let pids: Vec<u32> = g.attached.pids().collect();
-                let cpu = live::group_cpu(&self.targets, &pids);
-                let mut books = live::Books { ring: &mut self.ring, feeds: &mut self.feeds, kernel: &self.kernel, pids: &pids };
+                let cpu = watched::group_cpu(&self.targets, &pids);
+                let mut books = watched::Books { ring: &mut self.ring, feeds: &mut self.feeds, kernel: &self.kernel, pids: &pids };
                 let plan = &self.targets.iter().find(|t| t.key == g.key).expect("a group has targets").meta.plan;
                 g.driver = Some(BurstDriver::start(Governor::new(self.budget, self.cost_s), plan, &mut g.attached, &cpu, &mut books)?);
             }

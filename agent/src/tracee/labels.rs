@@ -288,6 +288,21 @@ impl Labels {
     pub fn names(&self) -> &PodNames {
         &self.names
     }
+
+    /// As metric labels: every name always present, empty when unknown, so
+    /// each target's info series has the same label set.
+    pub fn pairs(&self) -> Vec<(&'static str, String)> {
+        let (c, n) = (&self.cgroup, &self.names);
+        let s = |v: Option<&str>| v.unwrap_or_default().to_owned();
+        vec![
+            ("namespace", s(n.namespace())),
+            ("pod", s(n.pod())),
+            ("container", s(n.container())),
+            ("container_id", s(c.container_id())),
+            ("pod_uid", s(c.pod_uid())),
+            ("unit", s(c.unit())),
+        ]
+    }
 }
 
 /// One line: the names first, then the ids they rest on, then the unit;
