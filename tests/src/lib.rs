@@ -221,11 +221,24 @@ pub struct Node {
 impl Node {
     /// Starts `gcprobe node` with `args` and waits until it answers /targets.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_under(&[], &gcprobe_bin(), args)
+    }
+
+    /// Starts `PREFIX... GCPROBE node ARGS...` (e.g. under setpriv).
+    pub fn start_under(prefix: &[&str], gcprobe: &std::path::Path, args: &[&str]) -> Self {
         let addr = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().to_string()
         };
-        let child = Command::new(gcprobe_bin()).arg("node").arg("--listen").arg(&addr).args(args).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("spawning gcprobe node");
+        let mut cmd = match prefix.split_first() {
+            Some((p, rest)) => {
+                let mut c = Command::new(p);
+                c.args(rest).arg(gcprobe);
+                c
+            }
+            None => Command::new(gcprobe),
+        };
+        let child = cmd.arg("node").arg("--listen").arg(&addr).args(args).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("spawning gcprobe node");
         let mut node = Node { child, addr };
         let deadline = Instant::now() + Duration::from_secs(60);
         while node.try_get("/targets", None).is_none() {

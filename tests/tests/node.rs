@@ -157,3 +157,188 @@ fn node_labels_a_process_in_a_kubelet_cgroup_and_filters_on_its_namespace() {
     drop(node);
     drop(layout);
 }
+
+/// The capabilities the DaemonSet adds (deploy/kubernetes/daemonset.yaml's `add:` line).
+fn daemonset_capabilities() -> Vec<String> {
+    let ds = std::fs::read_to_string(xtask::workspace_root().join("deploy/kubernetes/daemonset.yaml")).unwrap();
+    let line = ds.lines().map(str::trim).find_map(|l| l.strip_prefix("add: [")).expect("an add: line");
+    line.trim_end_matches(']').split(',').map(|c| c.trim().trim_matches('"').to_ascii_lowercase()).collect()
+}
+
+/// gcprobe, copied where user nobody can run it.
+fn gcprobe_for_nobody() -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = std::env::temp_dir().join(format!("gcprobe-caps-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.join("gcprobe");
+    std::fs::copy(gcprobe_bin(), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+/// setpriv arguments: user nobody, with exactly `caps` (and no others, not even in the bounding set).
+fn as_nobody_with(caps: &[String]) -> Vec<String> {
+    let set = caps.iter().map(|c| format!("+{c}")).collect::<Vec<_>>().join(",");
+    ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", &format!("--inh-caps=-all,{set}"), &format!("--ambient-caps=-all,{set}"), &format!("--bounding-set=-all,{set}")].map(String::from).to_vec()
+}
+
+#[test]
+fn node_runs_with_exactly_the_daemonsets_capabilities_and_each_is_needed() {
+    if !privileged("node_runs_with_exactly_the_daemonsets_capabilities_and_each_is_needed") {
+        return;
+    }
+    let caps = daemonset_capabilities();
+    assert_eq!(caps, ["bpf", "perfmon", "sys_ptrace", "dac_read_search"]);
+    let bin = gcprobe_for_nobody();
+    // A root target: the agent, as nobody, sees it only through its capabilities.
+    let t = Target::start(&fixture("appendloop"), &["-mode=grow"], &[]);
+    let pid = t.pid();
+    let run = |caps: &[String]| {
+        let prefix = as_nobody_with(caps);
+        let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
+        Node::start_under(&prefix, &bin, &["-q", "--include", &fixtures_only()])
+    };
+
+    let node = run(&caps);
+    assert!(node.wait_for(pid, std::time::Duration::from_secs(5)), "not watched with the DaemonSet's capabilities");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let r: serde_json::Value = serde_json::from_str(&node.get(&format!("/report?pid={pid}&format=json"))).unwrap();
+    assert_appendloop_culprit(&r);
+    assert!(r["gc"]["heap_unavailable"].is_null(), "{}", r["gc"]["heap_unavailable"]);
+    assert!(node.stop().success());
+
+    // Without SYS_PTRACE another user's process cannot be looked at, and it says so.
+    let node = run(&caps.iter().filter(|c| *c != "sys_ptrace").cloned().collect::<Vec<_>>());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(!node.target_pids().contains(&pid));
+    assert!(metric(&node.get("/metrics"), "gcprobe_processes_denied ", &[]).is_some_and(|n| n >= 1.0));
+    drop(node);
+
+    // Without DAC_READ_SEARCH its memory is unreadable: no heap figures, and the report says why.
+    let node = run(&caps.iter().filter(|c| *c != "dac_read_search").cloned().collect::<Vec<_>>());
+    assert!(node.wait_for(pid, std::time::Duration::from_secs(5)));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let r: serde_json::Value = serde_json::from_str(&node.get(&format!("/report?pid={pid}&format=json"))).unwrap();
+    assert!(r["gc"]["heap_unavailable"].as_str().is_some_and(|s| !s.is_empty()), "{:#}", r["gc"]);
+    drop(node);
+
+    // Without BPF or PERFMON nothing loads: a clear error and exit status 3.
+    for missing in ["bpf", "perfmon"] {
+        let prefix = as_nobody_with(&caps.iter().filter(|c| *c != missing).cloned().collect::<Vec<_>>());
+        let out = Command::new(&prefix[0]).args(&prefix[1..]).arg(&bin).args(["node", "--listen", "127.0.0.1:0"]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "without {missing}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    let _ = std::fs::remove_dir_all(bin.parent().unwrap());
+}
+
+/// How many BPF links and maps the host has (bpftool, JSON).
+fn bpf_objects() -> (usize, usize) {
+    let count = |what: &str| {
+        let out = Command::new("bpftool").args([what, "list", "--json"]).output().expect("bpftool (Debian package bpftool, which cargo xtask test installs)");
+        assert!(out.status.success(), "bpftool {what} list: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap().as_array().map_or(0, Vec::len)
+    };
+    (count("link"), count("map"))
+}
+
+/// One process of the churn: when it started, when gcprobe listed it, when it was stopped.
+struct Churned {
+    t: Target,
+    started: std::time::Instant,
+    seen_after: Option<std::time::Duration>,
+    in_metrics: bool,
+    stop_at: std::time::Instant,
+}
+
+/// 50 Go processes of 5 binaries (appendloop built five ways) started and
+/// stopped over a minute under one agent: each is watched within 1 s of its
+/// start, is in /metrics while it lives and leaves both when it exits;
+/// afterwards nothing is left, in the agent or in the kernel. The agent's
+/// CPU and memory over the minute go to $GCPROBE_CHURN_OUT when set
+/// (`cargo xtask bench --only churn`).
+#[test]
+fn churn_of_fifty_processes_is_followed_and_leaves_nothing_behind() {
+    use std::time::{Duration, Instant};
+    if !privileged("churn_of_fifty_processes_is_followed_and_leaves_nothing_behind") {
+        return;
+    }
+    let go = pins::GO_DEFAULT;
+    let binaries: Vec<PathBuf> = [(go, Flavor::Default), (go, Flavor::Stripped), (go, Flavor::Pie), (go, Flavor::Cgo), ("1.27.3", Flavor::Default)]
+        .iter()
+        .map(|&(v, f)| fixtures::build("appendloop", v, f).unwrap_or_else(|e| panic!("building appendloop {v} {}: {e:#}", f.name())))
+        .collect();
+    let before = bpf_objects();
+    let node = Node::start(&["-q", "--include", &fixtures_only(), "--grace", "2s", "--sweep", "1s"]);
+    let t0 = Instant::now();
+    let mut live: Vec<Churned> = Vec::new();
+    let mut done: Vec<(u32, Duration, bool)> = Vec::new();
+    let mut samples: Vec<(f64, f64, f64, usize)> = Vec::new();
+    let mut next_scrape = t0;
+    let mut started = 0;
+    while started < 50 || !live.is_empty() {
+        let now = Instant::now();
+        // One every 1.1 s, living 3 to 5 s: about four at a time.
+        if started < 50 && now >= t0 + Duration::from_millis(1100) * started {
+            let exe = &binaries[started as usize % binaries.len()];
+            let t = Target::spawn(exe, &["-mode=grow"]);
+            live.push(Churned { t, started: Instant::now(), seen_after: None, in_metrics: false, stop_at: now + Duration::from_millis(3000 + 1000 * u64::from(started % 3)) });
+            started += 1;
+        }
+        let listed = node.target_pids();
+        for c in live.iter_mut().filter(|c| c.seen_after.is_none() && listed.contains(&c.t.pid())) {
+            c.seen_after = Some(c.started.elapsed());
+        }
+        if now >= next_scrape {
+            next_scrape = now + Duration::from_secs(1);
+            let text = node.get("/metrics");
+            for c in live.iter_mut() {
+                c.in_metrics |= text.lines().any(|l| l.starts_with("gcprobe_target_info{") && l.contains(&format!("pid=\"{}\"", c.t.pid())));
+            }
+            let cpu = metric(&text, "gcprobe_agent_cpu_seconds_total ", &[]).unwrap();
+            let rss = metric(&text, "gcprobe_agent_resident_bytes ", &[]).unwrap();
+            samples.push((t0.elapsed().as_secs_f64(), cpu, rss, live.len()));
+        }
+        let (ending, staying): (Vec<Churned>, Vec<Churned>) = live.into_iter().partition(|c| Instant::now() >= c.stop_at);
+        live = staying;
+        for c in ending {
+            let pid = c.t.pid();
+            drop(c.t);
+            let gone = Instant::now();
+            while node.target_pids().contains(&pid) {
+                assert!(gone.elapsed() < Duration::from_secs(1), "pid {pid} still listed 1 s after it exited");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let text = node.get("/metrics");
+            assert!(!text.contains(&format!("pid=\"{pid}\"")), "pid {pid} still in /metrics after it exited");
+            done.push((pid, c.seen_after.unwrap_or_else(|| panic!("pid {pid} was never listed")), c.in_metrics));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(done.len(), 50);
+    let slowest = done.iter().map(|d| d.1).max().unwrap();
+    assert!(slowest <= Duration::from_secs(1), "slowest to be watched: {slowest:?}");
+    let missing: Vec<u32> = done.iter().filter(|d| !d.2).map(|d| d.0).collect();
+    assert!(missing.is_empty(), "never in /metrics while alive: {missing:?}");
+    let text = node.get("/metrics");
+    assert_eq!(metric(&text, "gcprobe_targets ", &[]), Some(0.0));
+    assert_eq!(metric(&text, "gcprobe_go_processes_started_total ", &[]), Some(50.0));
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(metric(&node.get("/metrics"), "gcprobe_binaries ", &[]), Some(0.0), "every binary retired after --grace");
+    assert!(node.stop().success());
+    // Links and maps are released when their last file descriptor closes.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(bpf_objects(), before, "BPF links and maps left behind (links, maps)");
+    let first = samples.first().unwrap();
+    let last = samples.last().unwrap();
+    let peak = samples.iter().map(|s| s.2).fold(0.0, f64::max);
+    eprintln!("churn: 50 processes of 5 binaries in {:.1}s; slowest to be watched {:.0} ms; agent CPU {:.2}s ({:.2}% of a core); resident {:.1} MiB first, {:.1} MiB peak, {:.1} MiB last",
+        last.0, slowest.as_secs_f64() * 1e3, last.1 - first.1, (last.1 - first.1) / (last.0 - first.0) * 100.0, first.2 / 1048576.0, peak / 1048576.0, last.2 / 1048576.0);
+    if let Some(out) = std::env::var_os("GCPROBE_CHURN_OUT") {
+        let rows: Vec<serde_json::Value> = samples.iter().map(|s| serde_json::json!({"t_s": s.0, "cpu_s": s.1, "rss_bytes": s.2, "targets": s.3})).collect();
+        let seen: Vec<f64> = done.iter().map(|d| d.1.as_secs_f64() * 1e3).collect();
+        std::fs::write(out, serde_json::to_string_pretty(&serde_json::json!({"samples": rows, "watched_after_ms": seen})).unwrap()).unwrap();
+    }
+}

@@ -68,7 +68,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Build => {
-            setup(false)?;
+            // The agent needs only the kernel side's toolchain; Go is for fixtures.
+            tools::ensure_bpf_toolchain()?;
+            tools::ensure_bpf_linker()?;
             build_release()?;
             Ok(ExitCode::SUCCESS)
         }
@@ -138,6 +140,8 @@ fn test(extra: &[String]) -> Result<ExitCode> {
     // The matrix needs every toolchain; the Debian tests need Debian's Go programs.
     setup(true)?;
     tools::ensure_debian_packages(pins::DEBIAN_GO_PROGRAMS)?;
+    tools::ensure_debian_packages(pins::DEBIAN_TOOLS)?;
+    tools::ensure_py_tools()?;
     let gcprobe = build_release()?;
     let cargo = env!("CARGO");
     // Unit tests: no root needed.

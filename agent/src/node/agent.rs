@@ -137,6 +137,7 @@ impl Refusal {
 struct Health {
     targets: Gauge,
     binaries: Gauge,
+    denied: Gauge,
     started: Counter,
     attach_errors: Family<Vec<(&'static str, String)>, Counter>,
     execs_lost: Counter,
@@ -150,6 +151,7 @@ impl Health {
         let h = Health {
             targets: Gauge::default(),
             binaries: Gauge::default(),
+            denied: Gauge::default(),
             started: Counter::default(),
             attach_errors: Family::default(),
             execs_lost: Counter::default(),
@@ -159,6 +161,7 @@ impl Health {
         };
         let r = e.registry_mut();
         r.register("gcprobe_targets", "Go processes gcprobe watches now", h.targets.clone());
+        r.register("gcprobe_processes_denied", "Processes the last /proc sweep was not allowed to look at (CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH let it)", h.denied.clone());
         r.register("gcprobe_binaries", "Go executables with gcprobe's probes in place (lingering ones included)", h.binaries.clone());
         r.register("gcprobe_go_processes_started", "Go processes gcprobe began watching, short-lived ones included", h.started.clone());
         r.register("gcprobe_attach_errors", "Go processes gcprobe could not watch, by reason", h.attach_errors.clone());
@@ -211,6 +214,9 @@ async fn serve(opts: NodeOptions) -> Result<(), NodeError> {
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(std::io::Error::from)?;
     let changes = agent.discovery.sweep();
     agent.apply(changes, ring.get_mut());
+    if agent.discovery.denied() > 0 {
+        eprintln!("gcprobe: warning: {} processes could not be looked at (permission denied on /proc/PID/exe): node mode needs CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH to see other users' processes", agent.discovery.denied());
+    }
     if !agent.opts.quiet {
         eprintln!("gcprobe: node mode on http://{}/metrics: watching {} Go process(es) of {} binary(ies); exec events {}", agent.opts.listen, agent.watches.len(), agent.fleet.binaries(), if execs.typed { "from the BTF tracepoint" } else { "from the raw tracepoint" });
     }
@@ -356,6 +362,7 @@ impl Agent {
         let h = &self.health;
         h.targets.set(self.watches.len() as i64);
         h.binaries.set(self.fleet.binaries() as i64);
+        h.denied.set(self.discovery.denied() as i64);
         let (lost, foreign) = self.fleet.kernel_counts();
         raise(&h.execs_lost, lost);
         raise(&h.foreign_hits, foreign);

@@ -109,6 +109,9 @@ pub struct Discovery<C: Classify> {
     seen: BTreeMap<u32, Seen>,
     /// Per binary file: its Go version, or None for not Go.
     verdicts: HashMap<FileKey, Option<String>>,
+    /// Processes the last sweep was not allowed to look at (another
+    /// user's, without CAP_SYS_PTRACE).
+    denied: usize,
 }
 
 impl Discovery<BuildInfoClassifier> {
@@ -125,12 +128,18 @@ impl Default for Discovery<BuildInfoClassifier> {
 
 impl<C: Classify> Discovery<C> {
     pub fn with(proc: PathBuf, classify: C) -> Self {
-        Self { proc, classify, seen: BTreeMap::new(), verdicts: HashMap::new() }
+        Self { proc, classify, seen: BTreeMap::new(), verdicts: HashMap::new(), denied: 0 }
     }
 
     /// Binaries told apart so far (Go or not).
     pub fn binaries_seen(&self) -> usize {
         self.verdicts.len()
+    }
+
+    /// Processes the last sweep could not look at: permission denied on
+    /// their executable (the kernel's ptrace access check).
+    pub fn denied(&self) -> usize {
+        self.denied
     }
 
     /// The Go processes alive at the last sweep, by PID.
@@ -144,8 +153,15 @@ impl<C: Classify> Discovery<C> {
     pub fn sweep(&mut self) -> Changes {
         let mut changes = Changes::default();
         let mut alive = BTreeMap::new();
+        self.denied = 0;
         for pid in pids(&self.proc) {
-            let Some(id) = self.identity(pid) else { continue };
+            let id = match self.identity(pid) {
+                Ok(id) => id,
+                Err(denied) => {
+                    self.denied += usize::from(denied);
+                    continue;
+                }
+            };
             let seen = self.update(pid, id, &mut changes);
             alive.insert(pid, seen);
         }
@@ -159,7 +175,7 @@ impl<C: Classify> Discovery<C> {
     /// would reach, without the sweep.
     pub fn look(&mut self, pid: u32) -> Changes {
         let mut changes = Changes::default();
-        match self.identity(pid) {
+        match self.identity(pid).ok() {
             Some(id) => {
                 let seen = self.update(pid, id, &mut changes);
                 self.seen.insert(pid, seen);
@@ -190,13 +206,14 @@ impl<C: Classify> Discovery<C> {
         }
     }
 
-    /// Start time and the exe's stat identity; None for a process without
-    /// an executable (kernel threads, zombies) or one already gone.
-    fn identity(&self, pid: u32) -> Option<(u64, u64, u64)> {
+    /// Start time and the exe's stat identity. Err for a process without
+    /// an executable (kernel threads, zombies) or one already gone, or
+    /// Err(true) for one whose executable we may not look at.
+    fn identity(&self, pid: u32) -> Result<(u64, u64, u64), bool> {
         let dir = self.proc.join(pid.to_string());
-        let stat = fs::read_to_string(dir.join("stat")).ok()?;
-        let meta = fs::metadata(dir.join("exe")).ok()?;
-        Some((start_ticks(&stat)?, meta.dev(), meta.ino()))
+        let stat = fs::read_to_string(dir.join("stat")).map_err(|_| false)?;
+        let meta = fs::metadata(dir.join("exe")).map_err(|e| e.kind() == std::io::ErrorKind::PermissionDenied)?;
+        Ok((start_ticks(&stat).ok_or(false)?, meta.dev(), meta.ino()))
     }
 
     /// The process's binary as the kernel maps it, classified once per file.

@@ -365,6 +365,15 @@ mod tests {
     }
 
     #[test]
+    fn paths_seen_from_inside_a_cgroup_namespace_still_name_the_pod() {
+        // The agent's own pod has a cgroup namespace (the default on cgroup
+        // v2): another pod's path is relative to it, up then down.
+        let f = CgroupFacts::of_proc_cgroup("0::/../../kubepods-besteffort-pod0b6e1c2a_7f55_4b8e_9a56_3c9d2e8f4a11.slice/cri-containerd-4e1f9a7c2b3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7.scope\n");
+        assert_eq!(f.pod_uid(), Some("0b6e1c2a-7f55-4b8e-9a56-3c9d2e8f4a11"));
+        assert_eq!(f.container_id(), Some("4e1f9a7c2b3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7"));
+    }
+
+    #[test]
     fn units_outside_kubernetes() {
         assert_eq!(CgroupFacts::of_path("/system.slice/caddy.service").unit(), Some("caddy.service"));
         let f = CgroupFacts::of_path("/user.slice/user-1000.slice/user@1000.service/app.slice/app-gnome-foo.scope");

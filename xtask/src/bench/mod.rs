@@ -18,9 +18,12 @@
 //!   allocator: the agent's own CPU competes with it);
 //! - `agent`: the agent's own CPU and memory watching idle servers (one,
 //!   twenty of one binary, twenty of four), and attach start-up on the
-//!   largest Go binary here.
+//!   largest Go binary here;
+//! - `churn`: `gcprobe node` following 50 processes of 5 binaries over a
+//!   minute: the agent's CPU and memory, and how soon each is watched.
 mod accuracy;
 mod agent;
+mod churn;
 mod per_frame;
 mod curves;
 mod per_hit;
@@ -39,6 +42,7 @@ pub enum Part {
     Accuracy,
     Unseen,
     Agent,
+    Churn,
 }
 
 #[derive(clap::Args)]
@@ -85,6 +89,9 @@ pub fn run(gcprobe: &Path, args: &Args) -> Result<()> {
     }
     if want(Part::Agent) {
         agent::run(gcprobe, args.idle_for)?;
+    }
+    if want(Part::Churn) {
+        churn::run(gcprobe)?;
     }
     Ok(())
 }
