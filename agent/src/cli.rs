@@ -192,6 +192,10 @@ pub struct NodeArgs {
     /// Sampled mode: the slowdown gcprobe may cost each target, in percent of its CPU time.
     #[arg(long, value_parser = parse_budget, default_value = "1%")]
     pub overhead_budget: f64,
+    /// The agent's own CPU ceiling, in percent of one core (e.g. 2%): allocation
+    /// bursts of every target open only while the agent is under it. Default: none.
+    #[arg(long, value_parser = parse_budget)]
+    pub agent_cpu: Option<f64>,
     /// Watch only processes that match: a glob on the executable's path
     /// ('/usr/bin/*'), or FIELD=GLOB with FIELD one of exe, namespace, pod,
     /// container, unit (repeatable; any may match).
@@ -286,5 +290,8 @@ mod tests {
         assert!(Cli::try_parse_from(["gcprobe", "node", "--listen", "9466"]).is_err());
         assert!(Cli::try_parse_from(["gcprobe", "node", "--exclude", "colour=red"]).is_err());
         assert!(Cli::try_parse_from(["gcprobe", "node", "--top-callsites", "0"]).is_err());
+        let Command::Node(n) = Cli::try_parse_from(["gcprobe", "node", "--agent-cpu", "2%"]).unwrap().command else { panic!() };
+        assert_eq!(n.agent_cpu, Some(0.02));
+        assert!(Cli::try_parse_from(["gcprobe", "node", "--agent-cpu", "0"]).is_err());
     }
 }

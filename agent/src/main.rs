@@ -84,7 +84,7 @@ impl Failed {
 fn node_options(n: NodeArgs) -> node::agent::NodeOptions {
     node::agent::NodeOptions {
         listen: n.listen,
-        fleet: session::fleet::FleetOptions { mode: n.mode, budget: n.overhead_budget },
+        fleet: session::fleet::FleetOptions { mode: n.mode, budget: n.overhead_budget, agent_cpu: n.agent_cpu },
         filter: node::filter::Filter::new(n.include, n.exclude),
         top_callsites: n.top_callsites.into(),
         grace: n.grace,

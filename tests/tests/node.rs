@@ -342,3 +342,31 @@ fn churn_of_fifty_processes_is_followed_and_leaves_nothing_behind() {
         std::fs::write(out, serde_json::to_string_pretty(&serde_json::json!({"samples": rows, "watched_after_ms": seen})).unwrap()).unwrap();
     }
 }
+
+#[test]
+fn bursts_wait_while_the_agent_is_over_its_cpu_ceiling() {
+    if !privileged("bursts_wait_while_the_agent_is_over_its_cpu_ceiling") {
+        return;
+    }
+    let t = Target::start(&fixture("appendloop"), &["-mode=grow"], &[]);
+    let only = fixtures_only();
+    let bursts = |ceiling: Option<&str>| {
+        let mut args = vec!["-q", "--include", &only];
+        if let Some(c) = ceiling {
+            args.extend(["--agent-cpu", c]);
+        }
+        let node = Node::start(&args);
+        assert!(node.wait_for(t.pid(), std::time::Duration::from_secs(5)));
+        std::thread::sleep(std::time::Duration::from_secs(6));
+        let text = node.get("/metrics");
+        let r: serde_json::Value = serde_json::from_str(&node.get(&format!("/report?pid={}&format=json", t.pid()))).unwrap();
+        (metric(&text, "gcprobe_bursts_deferred_total ", &[]).unwrap(), r["sampling"]["bursts"].as_u64().unwrap())
+    };
+    // No ceiling: nothing waits. A ceiling far below what any burst costs
+    // (0.1% of a core): bursts wait, and fewer are made in the same time.
+    let (free_deferred, free_bursts) = bursts(None);
+    let (held_deferred, held_bursts) = bursts(Some("0.1%"));
+    assert_eq!(free_deferred, 0.0);
+    assert!(held_deferred >= 1.0, "{held_deferred}");
+    assert!(held_bursts < free_bursts, "bursts with the ceiling {held_bursts}, without {free_bursts}");
+}

@@ -51,7 +51,7 @@ pub fn allocation_profile(meta: &Meta, end: &End, agg: &Aggregator, facts: &mut 
 /// The report's figures in the Prometheus text format (see `openmetrics`),
 /// each pause with its reason.
 pub fn report_metrics(report: &report::Report, agg: &Aggregator, facts: &mut dyn Facts) -> String {
-    let pauses: Vec<(String, f64)> = agg.stws().iter().map(|s| (report::cause_name(facts, s.cause), s.duration_ns as f64 / 1e9)).collect();
+    let pauses: Vec<(String, f64)> = agg.pauses().recent().map(|s| (report::cause_name(facts, s.cause), s.duration_ns as f64 / 1e9)).collect();
     openmetrics::to_prometheus_text(&openmetrics::render(&[openmetrics::TargetFigures { report, pauses: &pauses }], openmetrics::DEFAULT_TOP_CALLSITES))
 }
 
@@ -59,10 +59,10 @@ pub fn report_metrics(report: &report::Report, agg: &Aggregator, facts: &mut dyn
 /// termination's restart), each stop-the-world pause with its reason,
 /// assists on the threads that made them, and the live heap at each cycle.
 pub fn gc_timeline(meta: &Meta, end: &End, agg: &Aggregator, facts: &mut dyn Facts) -> serde_json::Value {
-    let mut stw = Vec::with_capacity(agg.stws().len());
+    let mut stw = Vec::with_capacity(agg.pauses().recent().len());
     let mut cycles = Vec::new();
     let mut cycle_start: Option<u64> = None;
-    for s in agg.stws() {
+    for s in agg.pauses().recent() {
         let reason = report::cause_name(facts, s.cause);
         let end_ns = s.start_ktime + s.duration_ns;
         let known = report::cause_reason(facts, s.cause);

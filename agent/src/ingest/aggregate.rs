@@ -193,26 +193,7 @@ pub struct GrowStat {
     pub final_allocs: Quantiles,
 }
 
-/// Why the world stopped: the runtime's reason code (Go 1.21+), or the caller's
-/// return address, which names the reason on older runtimes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StwCause {
-    Code(u8),
-    Caller(u64),
-}
-
-impl StwCause {
-    pub fn code_name(code: u8) -> String {
-        StwReason::from_code(code).map_or_else(|| format!("reason {code}"), |r| r.name().to_owned())
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StwSpan {
-    pub start_ktime: u64,
-    pub duration_ns: u64,
-    pub cause: StwCause,
-}
+pub use super::pauses::{StwCause, StwSpan};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct EventCounts {
@@ -312,7 +293,7 @@ pub struct Aggregator {
     /// Requested new length (elements) per growslice call.
     grow_lens: Histogram<u64>,
     stw_open: Option<(u64, StwCause)>,
-    stws: Vec<StwSpan>,
+    stws: super::pauses::Pauses,
     stw_hist: Histogram<u64>,
     assists_by_tid: FastMap<u32, u64>,
     /// (tid, ktime) of each assist, for timelines; the first MAX_STACKS.
@@ -407,7 +388,8 @@ impl Aggregator {
         &self.grow_lens
     }
 
-    pub fn stws(&self) -> &[StwSpan] {
+    /// Every pause's totals, and the most recent one by one.
+    pub fn pauses(&self) -> &super::pauses::Pauses {
         &self.stws
     }
 
@@ -486,7 +468,7 @@ impl Aggregator {
             alloc_sizes: FastMap::default(),
             grow_lens: size_histogram(),
             stw_open: None,
-            stws: Vec::new(),
+            stws: Default::default(),
             // 1 ns .. 1000 s.
             stw_hist: Histogram::new_with_bounds(1, 1_000_000_000_000, 3).expect("static bounds"),
             assists_by_tid: FastMap::default(),
@@ -1213,8 +1195,9 @@ mod tests {
         a.add(&ev(kind::STW_START, 1300, [0, 7, 0, 0, 0], &[1, 2]));
         assert_eq!(a.counts.stw, 2);
         assert_eq!(a.counts.unpaired_stw, 1);
-        assert_eq!(a.stws[0], StwSpan { start_ktime: 100, duration_ns: 300, cause: StwCause::Code(2) });
-        assert_eq!(a.stws[1], StwSpan { start_ktime: 1000, duration_ns: 100, cause: StwCause::Code(1) });
+        let stws: Vec<StwSpan> = a.stws.recent().copied().collect();
+        assert_eq!(stws[0], StwSpan { start_ktime: 100, duration_ns: 300, cause: StwCause::Code(2) });
+        assert_eq!(stws[1], StwSpan { start_ktime: 1000, duration_ns: 100, cause: StwCause::Code(1) });
         assert_eq!(a.counts.cycles, 1);
         assert_eq!(a.cycles, vec![Cycle { start_ktime: 400, heap_at_start: Some(4096), goal: Some(150), marked: Some(8192) }]);
     }
@@ -1264,7 +1247,7 @@ mod tests {
         a.add(&ev(kind::STW_START, 1100, [0; 5], &[1, 2]));
         assert_eq!(a.counts.stw, 2);
         assert_eq!(a.counts.unpaired_stw, 1);
-        assert_eq!(a.stws[0], StwSpan { start_ktime: 100, duration_ns: 250, cause: StwCause::Code(2) });
+        assert_eq!(a.stws.recent().next(), Some(&StwSpan { start_ktime: 100, duration_ns: 250, cause: StwCause::Code(2) }));
         assert_eq!(StwCause::code_name(2), "GC sweep termination");
         assert_eq!(StwCause::code_name(200), "reason 200");
         assert_eq!(a.stw_hist.max(), 250);
@@ -1282,7 +1265,7 @@ mod tests {
         a.add(&ev(kind::STW_START, 320, [0; 5], &[1, 2]));
         a.add(&ev(kind::STW_STOP, 400, [0; 5], &[1, 2]));
         a.add(&ev(kind::STW_START, 450, [0; 5], &[1, 2]));
-        let causes: Vec<_> = a.stws.iter().map(|s| s.cause).collect();
+        let causes: Vec<_> = a.stws.recent().map(|s| s.cause).collect();
         assert_eq!(causes, [StwCause::Caller(0xcafe), StwCause::Code(2), StwCause::Code(1)]);
         assert_eq!(a.counts.cycles, 1);
     }

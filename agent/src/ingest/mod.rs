@@ -3,3 +3,4 @@ pub mod events;
 pub mod feed;
 pub mod ops;
 pub mod aggregate;
+pub mod pauses;

@@ -142,6 +142,7 @@ struct Health {
     attach_errors: Family<Vec<(&'static str, String)>, Counter>,
     execs_lost: Counter,
     foreign_hits: Counter,
+    deferred: Counter,
     cpu_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     resident_bytes: Gauge,
 }
@@ -156,6 +157,7 @@ impl Health {
             attach_errors: Family::default(),
             execs_lost: Counter::default(),
             foreign_hits: Counter::default(),
+            deferred: Counter::default(),
             cpu_seconds: Counter::default(),
             resident_bytes: Gauge::default(),
         };
@@ -167,6 +169,7 @@ impl Health {
         r.register("gcprobe_attach_errors", "Go processes gcprobe could not watch, by reason", h.attach_errors.clone());
         r.register("gcprobe_exec_events_lost", "Exec events the kernel's ring had no room for (the next /proc sweep finds those processes)", h.execs_lost.clone());
         r.register("gcprobe_foreign_hits", "Probe hits in processes of a probed binary before gcprobe watched them (a trap each)", h.foreign_hits.clone());
+        r.register("gcprobe_bursts_deferred", "Allocation bursts that waited because the agent was over --agent-cpu", h.deferred.clone());
         r.register("gcprobe_agent_cpu_seconds", "CPU time gcprobe itself has used (user and system)", h.cpu_seconds.clone());
         r.register("gcprobe_agent_resident_bytes", "gcprobe's own resident memory (its mapped BPF rings included)", h.resident_bytes.clone());
         h
@@ -177,7 +180,7 @@ impl Health {
 struct Watch {
     labels: Option<Labels>,
     /// Its pauses already given to the histogram.
-    pauses_seen: usize,
+    pauses_seen: u64,
 }
 
 struct Agent {
@@ -214,9 +217,7 @@ async fn serve(opts: NodeOptions) -> Result<(), NodeError> {
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(std::io::Error::from)?;
     let changes = agent.discovery.sweep();
     agent.apply(changes, ring.get_mut());
-    if agent.discovery.denied() > 0 {
-        eprintln!("gcprobe: warning: {} processes could not be looked at (permission denied on /proc/PID/exe): node mode needs CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH to see other users' processes", agent.discovery.denied());
-    }
+    agent.warn_denied();
     if !agent.opts.quiet {
         eprintln!("gcprobe: node mode on http://{}/metrics: watching {} Go process(es) of {} binary(ies); exec events {}", agent.opts.listen, agent.watches.len(), agent.fleet.binaries(), if execs.typed { "from the BTF tracepoint" } else { "from the raw tracepoint" });
     }
@@ -271,6 +272,20 @@ async fn serve(opts: NodeOptions) -> Result<(), NodeError> {
 }
 
 impl Agent {
+    /// Says once, at start, which processes the agent may not look at, and
+    /// what would let it (when a capability would: a security module or a
+    /// foreign user namespace can refuse root too).
+    fn warn_denied(&self) {
+        let denied = self.discovery.denied();
+        if denied.is_empty() {
+            return;
+        }
+        let pids: Vec<String> = denied.iter().take(5).map(u32::to_string).collect();
+        let more = if denied.len() > 5 { format!(" and {} more", denied.len() - 5) } else { String::new() };
+        let hint = if crate::tracee::process::can_inspect_others() { String::new() } else { ": node mode needs CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH to see other users' processes".to_owned() };
+        eprintln!("gcprobe: warning: permission denied on /proc/PID/exe of pid {}{more}; not watched{hint}", pids.join(", "));
+    }
+
     /// Ends what ended, then watches what started and is admitted.
     fn apply(&mut self, changes: Changes, ring: &mut RingBuf<MapData>) {
         for pid in changes.ended {
@@ -362,10 +377,11 @@ impl Agent {
         let h = &self.health;
         h.targets.set(self.watches.len() as i64);
         h.binaries.set(self.fleet.binaries() as i64);
-        h.denied.set(self.discovery.denied() as i64);
+        h.denied.set(self.discovery.denied().len() as i64);
         let (lost, foreign) = self.fleet.kernel_counts();
         raise(&h.execs_lost, lost);
         raise(&h.foreign_hits, foreign);
+        raise(&h.deferred, self.fleet.bursts_deferred());
         let (cpu, rss) = self_usage();
         let c = h.cpu_seconds.get();
         if cpu > c {

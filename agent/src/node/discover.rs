@@ -110,8 +110,8 @@ pub struct Discovery<C: Classify> {
     /// Per binary file: its Go version, or None for not Go.
     verdicts: HashMap<FileKey, Option<String>>,
     /// Processes the last sweep was not allowed to look at (another
-    /// user's, without CAP_SYS_PTRACE).
-    denied: usize,
+    /// user's, without CAP_SYS_PTRACE), by PID.
+    denied: Vec<u32>,
 }
 
 impl Discovery<BuildInfoClassifier> {
@@ -128,7 +128,7 @@ impl Default for Discovery<BuildInfoClassifier> {
 
 impl<C: Classify> Discovery<C> {
     pub fn with(proc: PathBuf, classify: C) -> Self {
-        Self { proc, classify, seen: BTreeMap::new(), verdicts: HashMap::new(), denied: 0 }
+        Self { proc, classify, seen: BTreeMap::new(), verdicts: HashMap::new(), denied: Vec::new() }
     }
 
     /// Binaries told apart so far (Go or not).
@@ -138,8 +138,8 @@ impl<C: Classify> Discovery<C> {
 
     /// Processes the last sweep could not look at: permission denied on
     /// their executable (the kernel's ptrace access check).
-    pub fn denied(&self) -> usize {
-        self.denied
+    pub fn denied(&self) -> &[u32] {
+        &self.denied
     }
 
     /// The Go processes alive at the last sweep, by PID.
@@ -153,12 +153,14 @@ impl<C: Classify> Discovery<C> {
     pub fn sweep(&mut self) -> Changes {
         let mut changes = Changes::default();
         let mut alive = BTreeMap::new();
-        self.denied = 0;
+        self.denied.clear();
         for pid in pids(&self.proc) {
             let id = match self.identity(pid) {
                 Ok(id) => id,
                 Err(denied) => {
-                    self.denied += usize::from(denied);
+                    if denied {
+                        self.denied.push(pid);
+                    }
                     continue;
                 }
             };
@@ -212,6 +214,10 @@ impl<C: Classify> Discovery<C> {
     fn identity(&self, pid: u32) -> Result<(u64, u64, u64), bool> {
         let dir = self.proc.join(pid.to_string());
         let stat = fs::read_to_string(dir.join("stat")).map_err(|_| false)?;
+        // A kernel thread has no executable; unprivileged, its exe link says EACCES, not ENOENT.
+        if is_kernel_thread(&stat) {
+            return Err(false);
+        }
         let meta = fs::metadata(dir.join("exe")).map_err(|e| e.kind() == std::io::ErrorKind::PermissionDenied)?;
         Ok((start_ticks(&stat).ok_or(false)?, meta.dev(), meta.ino()))
     }
@@ -234,6 +240,13 @@ fn pids(proc: &Path) -> Vec<u32> {
     pids
 }
 
+/// PF_KTHREAD in the flags, field 9 of /proc/PID/stat (include/linux/sched.h).
+fn is_kernel_thread(stat: &str) -> bool {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    let flags = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().nth(6)?.parse::<u64>().ok());
+    flags.is_some_and(|f| f & PF_KTHREAD != 0)
+}
+
 /// Field 22 of /proc/PID/stat. The command name (field 2) is in
 /// parentheses and may hold spaces or parentheses itself: fields are
 /// counted after its last ')'.
@@ -251,6 +264,9 @@ mod tests {
         let stat = "42 (a) b (c)) S 1 42 42 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 1 0 987654 1000 100 18446744073709551615";
         assert_eq!(start_ticks(stat), Some(987654));
         assert_eq!(start_ticks("42 (x) S 1"), None);
+        // kthreadd, then an ordinary process.
+        assert!(is_kernel_thread("2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0 2 0 0"));
+        assert!(!is_kernel_thread(stat));
     }
 
     /// Says Go for files whose name starts with "go", and counts its calls.

@@ -286,14 +286,12 @@ fn callsite_rows(agg: &Aggregator, sym: &mut dyn Facts, rate_time: f64, samples_
     callsites
 }
 
-/// Stop-the-world: the totals, the cycles begun, and each pause as
-/// (duration ns, reason) for the rules of thumb.
+/// Stop-the-world: the totals (every pause), the cycles begun, and the
+/// pauses still kept one by one as (duration ns, reason), for the rules of
+/// thumb (see ingest::pauses: the last 65536).
 fn stw_section(agg: &Aggregator, sym: &mut dyn Facts) -> (Stw, u64, Vec<(u64, String)>) {
-    let mut stw = Stw {
-        count: agg.counts().stw,
-        total_ms: agg.stws().iter().map(|s| s.duration_ns).sum::<u64>() as f64 / 1e6,
-        ..Stw::default()
-    };
+    let pauses = agg.pauses();
+    let mut stw = Stw { count: agg.counts().stw, total_ms: pauses.total_ns() as f64 / 1e6, ..Stw::default() };
     if stw.count > 0 {
         stw.p50_us = agg.stw_hist().value_at_quantile(0.5) as f64 / 1e3;
         stw.p99_us = agg.stw_hist().value_at_quantile(0.99) as f64 / 1e3;
@@ -301,20 +299,22 @@ fn stw_section(agg: &Aggregator, sym: &mut dyn Facts) -> (Stw, u64, Vec<(u64, St
     }
     let mut cycles = 0;
     let mut reasons: BTreeMap<String, ReasonStat> = BTreeMap::new();
-    let mut spans = Vec::with_capacity(agg.stws().len());
-    for s in agg.stws() {
-        let known = cause_reason(sym, s.cause);
-        let reason = cause_name(sym, s.cause);
+    let mut names = std::collections::HashMap::new();
+    for (cause, t) in pauses.by_cause() {
+        let known = cause_reason(sym, cause);
+        let reason = cause_name(sym, cause);
         if known == Some(StwReason::GcSweepTerm) {
-            cycles += 1;
+            cycles += t.count;
         }
+        // Two return addresses may name one reason (Go 1.19/1.20): one row.
         let r = reasons.entry(reason.clone()).or_default();
         r.gc = known.is_some_and(StwReason::is_gc);
-        r.count += 1;
-        r.total_ms += s.duration_ns as f64 / 1e6;
-        r.max_us = r.max_us.max(s.duration_ns as f64 / 1e3);
-        spans.push((s.duration_ns, reason));
+        r.count += t.count;
+        r.total_ms += t.total_ns as f64 / 1e6;
+        r.max_us = r.max_us.max(t.max_ns as f64 / 1e3);
+        names.insert(cause, reason);
     }
+    let spans = pauses.recent().map(|s| (s.duration_ns, names[&s.cause].clone())).collect();
     stw.by_reason = reasons;
     (stw, cycles, spans)
 }

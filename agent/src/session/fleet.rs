@@ -44,6 +44,8 @@ pub struct FleetOptions {
     pub mode: Mode,
     /// Allowed slowdown of each target, as a fraction (0.01 = 1%).
     pub budget: f64,
+    /// The agent's own CPU ceiling, of one core (0.02 = 2%): bursts open under it.
+    pub agent_cpu: Option<f64>,
 }
 
 /// What the fleet knows of one target, for listings and labels.
@@ -62,7 +64,7 @@ pub struct Snapshot {
     pub report: Report,
     pub new_pauses: Vec<(String, f64)>,
     /// Pauses seen so far: the next snapshot's `pauses_from`.
-    pub pauses_seen: usize,
+    pub pauses_seen: u64,
 }
 
 pub struct Fleet {
@@ -81,7 +83,9 @@ impl Fleet {
         let (calibration, cost_s) = calibrate_or_assume(&mut loader, (&kernel, &mut ring));
         let common = target::Common { mode: opts.mode, budget: opts.budget, calibration, cost_s };
         let binaries = Binaries { exes: Default::default(), facts: Default::default() };
-        Ok((Self { w: Watched::new(kernel, binaries, Foreign::Expected), common }, ring))
+        let mut w = Watched::new(kernel, binaries, Foreign::Expected);
+        w.ceiling = opts.agent_cpu.map(crate::sampling::ceiling::Ceiling::new);
+        Ok((Self { w, common }, ring))
     }
 
     /// The kernel's exec events, for the node layer's loop.
@@ -234,6 +238,11 @@ impl Fleet {
         Some(TargetInfo { pid, exe: m.exe.clone(), go_version: m.go_version.clone(), build_id: m.build_id.clone(), watched_s: t.started.elapsed().as_secs_f64() })
     }
 
+    /// Bursts that waited for the agent's CPU to come under `--agent-cpu`.
+    pub fn bursts_deferred(&self) -> u64 {
+        self.w.ceiling.as_ref().map_or(0, |c| c.deferred())
+    }
+
     /// Exec events lost to a full ring, and hits on shared probes in
     /// processes not (yet) targets.
     pub fn kernel_counts(&self) -> (u64, u64) {
@@ -242,14 +251,14 @@ impl Fleet {
 
     /// The report `attach` would give if it ended now, over the time since
     /// the process was first watched; None if it is not a target.
-    pub fn snapshot(&mut self, pid: u32, pauses_from: usize) -> Option<Snapshot> {
+    pub fn snapshot(&mut self, pid: u32, pauses_from: u64) -> Option<Snapshot> {
         let (report, agg) = self.report_parts(pid)?;
         let facts = self.w.binaries.facts.get_mut(&agg.1).expect("facts per binary");
         let t = self.w.targets.iter_mut().find(|t| t.pid() == pid)?;
         let mut view = facts.for_target(t.meta.load_bias, &mut t.unresolved);
-        let stws = self.w.feeds.get(pid)?.agg.stws();
-        let new_pauses = stws.iter().skip(pauses_from).map(|s| (crate::report::cause_name(&mut view, s.cause), s.duration_ns as f64 / 1e9)).collect();
-        Some(Snapshot { report, new_pauses, pauses_seen: stws.len() })
+        let pauses = self.w.feeds.get(pid)?.agg.pauses();
+        let new_pauses = pauses.since(pauses_from).map(|s| (crate::report::cause_name(&mut view, s.cause), s.duration_ns as f64 / 1e9)).collect();
+        Some(Snapshot { report, new_pauses, pauses_seen: pauses.count() })
     }
 
     /// The report as of now, rendered in `format`.

@@ -282,7 +282,7 @@ fn progress(started: Instant, elapsed_s: f64, kernel: KernelStats, mechanism: Me
 }
 
 /// CPU and peak memory of this process (getrusage(RUSAGE_SELF)).
-fn self_usage() -> report::AgentReport {
+pub(super) fn self_usage() -> report::AgentReport {
     // SAFETY: getrusage fills the struct we pass.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };

@@ -11,7 +11,7 @@ use crate::{
     kernel::probes::{Kernel, ProbeError},
     record::End,
     report::EndedBy,
-    sampling::bursts,
+    sampling::{bursts, ceiling::Ceiling},
 };
 
 /// A binary's targets' books as their burst driver sees them: the shared
@@ -93,11 +93,13 @@ pub(super) struct Watched {
     /// Hits the kernel counted in processes outside the targets, so far.
     foreign: u64,
     on_foreign: Foreign,
+    /// The agent's own CPU ceiling, which bursts open under (node mode).
+    pub ceiling: Option<Ceiling>,
 }
 
 impl Watched {
     pub fn new(kernel: Kernel, binaries: Binaries, on_foreign: Foreign) -> Self {
-        Self { kernel, targets: Vec::new(), groups: Vec::new(), feeds: Feeds::default(), binaries, foreign: 0, on_foreign }
+        Self { kernel, targets: Vec::new(), groups: Vec::new(), feeds: Feeds::default(), binaries, foreign: 0, on_foreign, ceiling: None }
     }
 
     /// When the next burst driver is due, if any binary has one.
@@ -152,11 +154,23 @@ impl Watched {
         }
         let mut gone = Vec::new();
         for (i, due) in due.into_iter().enumerate() {
-            if due {
+            if due && !self.held_back(i, now) {
                 gone.extend(self.fire(i, ring));
             }
         }
         gone
+    }
+
+    /// Whether binary `i`'s next burst waits for the agent's CPU to come
+    /// under its ceiling. Only a burst that would open waits: an open
+    /// window closes on time.
+    fn held_back(&mut self, i: usize, now: std::time::Instant) -> bool {
+        let (Some(c), Some(d)) = (self.ceiling.as_mut(), self.groups[i].driver.as_mut()) else { return false };
+        if d.open_window().is_some() || d.next > now || !c.holds_back() {
+            return false;
+        }
+        d.next = now + crate::sampling::ceiling::DEFER;
+        true
     }
 
     /// A process outside the targets ran a binary whose probes serve every
@@ -182,6 +196,9 @@ impl Watched {
     /// A flush tick: everything queued, the drivers, each target's reads.
     /// Returns the targets found gone.
     pub fn flush(&mut self, ring: &mut RingBuf<MapData>) -> Vec<u32> {
+        if let Some(c) = &mut self.ceiling {
+            c.note(std::time::Instant::now(), super::target::self_usage().cpu_s);
+        }
         fold_all(ring, &mut self.feeds, &self.kernel);
         self.check_foreign();
         let gone = self.fire_due(ring, true);

@@ -215,16 +215,26 @@ pub fn has_bpf_privileges() -> bool {
     const CAP_SYS_ADMIN: u32 = 21;
     const CAP_PERFMON: u32 = 38;
     const CAP_BPF: u32 = 39;
-    let Ok(status) = fs::read_to_string("/proc/self/status") else { return false };
-    let Some(cap) = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-    else {
-        return false;
-    };
-    let has = |c: u32| cap & (1 << c) != 0;
+    let has = effective_caps();
     has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
+}
+
+/// Whether this process may look at other users' processes: their
+/// /proc/PID/exe and maps (CAP_SYS_PTRACE) and mem, mode 0600 (CAP_DAC_READ_SEARCH).
+pub fn can_inspect_others() -> bool {
+    const CAP_DAC_READ_SEARCH: u32 = 2;
+    const CAP_SYS_PTRACE: u32 = 19;
+    let has = effective_caps();
+    has(CAP_SYS_PTRACE) && has(CAP_DAC_READ_SEARCH)
+}
+
+/// This process's effective capabilities (/proc/self/status CapEff), as a test by number.
+fn effective_caps() -> impl Fn(u32) -> bool {
+    let cap = fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| status.lines().find_map(|l| l.strip_prefix("CapEff:")).and_then(|v| u64::from_str_radix(v.trim(), 16).ok()))
+        .unwrap_or(0);
+    move |c: u32| cap & (1 << c) != 0
 }
 
 #[cfg(test)]
