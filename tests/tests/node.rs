@@ -370,3 +370,72 @@ fn bursts_wait_while_the_agent_is_over_its_cpu_ceiling() {
     assert!(held_deferred >= 1.0, "{held_deferred}");
     assert!(held_bursts < free_bursts, "bursts with the ceiling {held_bursts}, without {free_bursts}");
 }
+
+#[test]
+fn a_program_run_again_and_again_is_attached_once_and_each_run_counted() {
+    if !privileged("a_program_run_again_and_again_is_attached_once_and_each_run_counted") {
+        return;
+    }
+    let exe = fixture("appendloop");
+    let node = Node::start(&["-q", "--include", &fixtures_only(), "--grace", "30s"]);
+    for _ in 0..20 {
+        let st = Command::new(&exe).args(["-mode=grow", "-for=400ms"]).stdout(std::process::Stdio::null()).status().unwrap();
+        assert!(st.success());
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let text = node.get("/metrics");
+    assert_eq!(metric(&text, "gcprobe_go_processes_started_total ", &[]), Some(20.0), "{text}");
+    assert_eq!(metric(&text, "gcprobe_binary_attaches_total ", &[]), Some(1.0), "{text}");
+    assert_eq!(metric(&text, "gcprobe_targets ", &[]), Some(0.0));
+    assert_eq!(metric(&text, "gcprobe_binaries ", &[]), Some(1.0), "lingering for --grace");
+}
+
+/// Two containers of one image: one lower directory under two overlay
+/// mounts. The kernel maps the one real file in both, and that is the key
+/// (stat() through each mount gives each its own device).
+#[test]
+fn two_overlay_mounts_of_one_image_share_one_binary() {
+    if !privileged("two_overlay_mounts_of_one_image_share_one_binary") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt as _;
+    let root = std::env::temp_dir().join(format!("gcprobe-overlay-{}", std::process::id()));
+    let lower = root.join("lower");
+    std::fs::create_dir_all(&lower).unwrap();
+    std::fs::copy(fixture("appendloop"), lower.join("app")).unwrap();
+    let mut merged = Vec::new();
+    for i in 0..2 {
+        let (upper, work, m) = (root.join(format!("upper{i}")), root.join(format!("work{i}")), root.join(format!("merged{i}")));
+        for d in [&upper, &work, &m] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let opts = format!("lowerdir={},upperdir={},workdir={}", lower.display(), upper.display(), work.display());
+        let st = Command::new("mount").args(["-t", "overlay", "overlay", "-o", &opts]).arg(&m).status().unwrap();
+        assert!(st.success(), "mounting an overlay");
+        merged.push(m);
+    }
+    struct Unmount(Vec<PathBuf>, PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            for m in &self.0 {
+                let _ = Command::new("umount").arg(m).status();
+            }
+            let _ = std::fs::remove_dir_all(&self.1);
+        }
+    }
+    let _cleanup = Unmount(merged.clone(), root.clone());
+    let (a, b) = (merged[0].join("app"), merged[1].join("app"));
+    assert_ne!(std::fs::metadata(&a).unwrap().dev(), std::fs::metadata(&b).unwrap().dev(), "each overlay has its own device");
+    let node = Node::start(&["-q", "--include", &format!("{}/**", root.display())]);
+    let (ta, tb) = (Target::start(&a, &["-mode=grow"], &[]), Target::start(&b, &["-mode=grow"], &[]));
+    assert!(node.wait_for(ta.pid(), std::time::Duration::from_secs(2)) && node.wait_for(tb.pid(), std::time::Duration::from_secs(2)));
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let text = node.get("/metrics");
+    assert_eq!(metric(&text, "gcprobe_binaries ", &[]), Some(1.0), "{text}");
+    assert_eq!(metric(&text, "gcprobe_binary_attaches_total ", &[]), Some(1.0), "{text}");
+    for t in [&ta, &tb] {
+        let r: serde_json::Value = serde_json::from_str(&node.get(&format!("/report?pid={}&format=json", t.pid()))).unwrap();
+        assert_appendloop_culprit(&r);
+    }
+    drop((ta, tb, node));
+}

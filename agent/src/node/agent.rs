@@ -137,6 +137,7 @@ impl Refusal {
 struct Health {
     targets: Gauge,
     binaries: Gauge,
+    placed: Counter,
     denied: Gauge,
     started: Counter,
     attach_errors: Family<Vec<(&'static str, String)>, Counter>,
@@ -152,6 +153,7 @@ impl Health {
         let h = Health {
             targets: Gauge::default(),
             binaries: Gauge::default(),
+            placed: Counter::default(),
             denied: Gauge::default(),
             started: Counter::default(),
             attach_errors: Family::default(),
@@ -165,6 +167,7 @@ impl Health {
         r.register("gcprobe_targets", "Go processes gcprobe watches now", h.targets.clone());
         r.register("gcprobe_processes_denied", "Processes the last /proc sweep was not allowed to look at (CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH let it)", h.denied.clone());
         r.register("gcprobe_binaries", "Go executables with gcprobe's probes in place (lingering ones included)", h.binaries.clone());
+        r.register("gcprobe_binary_attaches", "Times a Go executable's probes were placed (once per binary while its processes come and go within --grace)", h.placed.clone());
         r.register("gcprobe_go_processes_started", "Go processes gcprobe began watching, short-lived ones included", h.started.clone());
         r.register("gcprobe_attach_errors", "Go processes gcprobe could not watch, by reason", h.attach_errors.clone());
         r.register("gcprobe_exec_events_lost", "Exec events the kernel's ring had no room for (the next /proc sweep finds those processes)", h.execs_lost.clone());
@@ -382,6 +385,7 @@ impl Agent {
         raise(&h.execs_lost, lost);
         raise(&h.foreign_hits, foreign);
         raise(&h.deferred, self.fleet.bursts_deferred());
+        raise(&h.placed, self.fleet.binaries_placed());
         let (cpu, rss) = self_usage();
         let c = h.cpu_seconds.get();
         if cpu > c {

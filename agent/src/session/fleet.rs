@@ -70,6 +70,9 @@ pub struct Snapshot {
 pub struct Fleet {
     w: Watched,
     common: target::Common,
+    /// Binaries whose probes were placed, counting one placed again after
+    /// it was retired.
+    placed: u64,
 }
 
 impl Fleet {
@@ -85,7 +88,7 @@ impl Fleet {
         let binaries = Binaries { exes: Default::default(), facts: Default::default() };
         let mut w = Watched::new(kernel, binaries, Foreign::Expected);
         w.ceiling = opts.agent_cpu.map(crate::sampling::ceiling::Ceiling::new);
-        Ok((Self { w, common }, ring))
+        Ok((Self { w, common, placed: 0 }, ring))
     }
 
     /// The kernel's exec events, for the node layer's loop.
@@ -132,7 +135,10 @@ impl Fleet {
         let plan = t.meta.plan.clone();
         if fresh {
             match place_probes(&plan, &mut g.attached, self.common.mode) {
-                Ok(notes) => g.notes = notes,
+                Ok(notes) => {
+                    g.notes = notes;
+                    self.placed += 1;
+                }
                 Err(e) => {
                     g.attached.remove(pid);
                     self.w.groups.remove(gi);
@@ -197,6 +203,11 @@ impl Fleet {
             self.w.binaries.remove(key);
         }
         idle.len()
+    }
+
+    /// How many times a binary's probes were placed.
+    pub fn binaries_placed(&self) -> u64 {
+        self.placed
     }
 
     /// Binaries whose probes are in place, lingering ones included.

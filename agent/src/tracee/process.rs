@@ -53,6 +53,10 @@ pub struct Process {
     /// Device and inode of the executable, to pick its mappings out of maps.
     pub exe_dev: u64,
     pub exe_ino: u64,
+    /// The executable's size, and whether it is on an overlayfs mount
+    /// (see [`FileKey`]).
+    exe_size: u64,
+    exe_on_overlay: bool,
     /// `/proc/PID`, or its like under another root (tests, a host /proc
     /// mounted elsewhere).
     dir: PathBuf,
@@ -79,7 +83,8 @@ impl Process {
             Err(source) => return Err(ProcessError::Read { path: exe_path, source }),
         };
         let meta = fs::metadata(&exe_path).map_err(|source| exited_or(pid, &exe_path, source))?;
-        Ok(Self { pid, exe_display, exe_path, exe_dev: meta.dev(), exe_ino: meta.ino(), dir: proc_dir })
+        let exe_on_overlay = on_overlay(&exe_path);
+        Ok(Self { pid, exe_display, exe_path, exe_dev: meta.dev(), exe_ino: meta.ino(), exe_size: meta.len(), exe_on_overlay, dir: proc_dir })
     }
 
     /// User plus system CPU seconds of all the process's threads so far
@@ -120,31 +125,59 @@ impl Process {
     /// of the one with the file's stat() device and inode.
     fn key_in(&self, maps: &[Mapping]) -> Option<FileKey> {
         let (major, minor) = (libc::major(self.exe_dev), libc::minor(self.exe_dev));
-        maps.iter()
+        let m = maps.iter()
             .find(|m| m.inode != 0 && m.path == self.exe_display)
-            .or_else(|| maps.iter().find(|m| m.inode == self.exe_ino && m.dev_major == major && m.dev_minor == minor))
-            .map(FileKey::of)
+            .or_else(|| maps.iter().find(|m| m.inode == self.exe_ino && m.dev_major == major && m.dev_minor == minor))?;
+        Some(if self.exe_on_overlay { FileKey::on_overlay(m.inode, self.exe_size) } else { FileKey::of(m) })
     }
 }
 
+/// Whether `path` is on overlayfs (statfs f_type OVERLAYFS_SUPER_MAGIC).
+fn on_overlay(path: &std::path::Path) -> bool {
+    const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
+    let Ok(c) = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str())) else { return false };
+    // SAFETY: statfs fills the struct we pass; the path is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == OVERLAYFS_SUPER_MAGIC }
+}
+
 /// An executable file as the kernel knows it: the device and inode its
-/// mappings show in /proc/PID/maps. Uprobes land on that inode; on overlayfs
-/// stat() of the path gives a per-container device instead, so two
-/// containers of one image would look like two files.
+/// mappings show in /proc/PID/maps. Uprobes land on the real inode behind
+/// a path. On overlayfs (every container image) both stat() and the maps
+/// give each mount its own device, while the inode number is the lower
+/// file's (overlayfs keeps the real number when its layers share a
+/// filesystem, as a runtime's snapshot directory does): two containers of
+/// one image run one real file, so the key is that inode number and the
+/// file's size, with no device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FileKey {
-    pub dev_major: u32,
-    pub dev_minor: u32,
+    device: Device,
     pub inode: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Device {
+    Block { major: u32, minor: u32 },
+    /// Any overlayfs mount, with the file's size as a check.
+    Overlay { size: u64 },
 }
 
 impl FileKey {
     fn of(m: &Mapping) -> Self {
-        Self { dev_major: m.dev_major, dev_minor: m.dev_minor, inode: m.inode }
+        Self { device: Device::Block { major: m.dev_major, minor: m.dev_minor }, inode: m.inode }
     }
 
+    fn on_overlay(inode: u64, size: u64) -> Self {
+        Self { device: Device::Overlay { size }, inode }
+    }
+
+    /// Whether a mapping of the process that gave this key is of its file.
     pub fn holds(&self, m: &Mapping) -> bool {
-        *self == Self::of(m)
+        match self.device {
+            Device::Block { .. } => *self == Self::of(m),
+            // One process's mappings are all through one mount.
+            Device::Overlay { .. } => m.inode == self.inode,
+        }
     }
 }
 
@@ -173,7 +206,10 @@ pub fn running(key: FileKey, name: Option<&std::ffi::OsStr>) -> Vec<u32> {
 
 impl std::fmt::Display for FileKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:02x}:{:02x}:{}", self.dev_major, self.dev_minor, self.inode)
+        match self.device {
+            Device::Block { major, minor } => write!(f, "{major:02x}:{minor:02x}:{}", self.inode),
+            Device::Overlay { .. } => write!(f, "overlay:{}", self.inode),
+        }
     }
 }
 
