@@ -71,7 +71,7 @@ fn helm_chart_lints_and_renders_valid_manifests() {
         assert_eq!(text.matches(" passed for resource ").count(), 2, "{k}: {text}");
     }
     let _ = std::fs::remove_file(&rendered);
-    for arg in ["- --include=/usr/bin/*", "- --include=namespace=shop", "- --exclude=namespace=kube-system", "kind: ServiceMonitor", "- --listen=0.0.0.0:9466"] {
+    for arg in ["- --include=/usr/bin/*", "- --include=namespace=shop", "- --exclude=namespace=kube-system", "kind: ServiceMonitor", "- --listen=0.0.0.0:9466", "- --agent-cpu=20%"] {
         assert!(yaml.contains(arg), "{arg} not in:\n{yaml}");
     }
     assert_eq!(capabilities(&yaml), CAPABILITIES);

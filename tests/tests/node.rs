@@ -350,7 +350,7 @@ fn bursts_wait_while_the_agent_is_over_its_cpu_ceiling() {
     }
     let t = Target::start(&fixture("appendloop"), &["-mode=grow"], &[]);
     let only = fixtures_only();
-    let bursts = |ceiling: Option<&str>| {
+    let deferred = |ceiling: Option<&str>| {
         let mut args = vec!["-q", "--include", &only];
         if let Some(c) = ceiling {
             args.extend(["--agent-cpu", c]);
@@ -358,17 +358,15 @@ fn bursts_wait_while_the_agent_is_over_its_cpu_ceiling() {
         let node = Node::start(&args);
         assert!(node.wait_for(t.pid(), std::time::Duration::from_secs(5)));
         std::thread::sleep(std::time::Duration::from_secs(6));
-        let text = node.get("/metrics");
-        let r: serde_json::Value = serde_json::from_str(&node.get(&format!("/report?pid={}&format=json", t.pid()))).unwrap();
-        (metric(&text, "gcprobe_bursts_deferred_total ", &[]).unwrap(), r["sampling"]["bursts"].as_u64().unwrap())
+        metric(&node.get("/metrics"), "gcprobe_bursts_deferred_total ", &[]).unwrap()
     };
-    // No ceiling: nothing waits. A ceiling far below what any burst costs
-    // (0.1% of a core): bursts wait, and fewer are made in the same time.
-    let (free_deferred, free_bursts) = bursts(None);
-    let (held_deferred, held_bursts) = bursts(Some("0.1%"));
-    assert_eq!(free_deferred, 0.0);
-    assert!(held_deferred >= 1.0, "{held_deferred}");
-    assert!(held_bursts < free_bursts, "bursts with the ceiling {held_bursts}, without {free_bursts}");
+    // Start-up alone (calibrating, reading the binary) takes the agent far
+    // over 0.1% of a core for the five seconds the ceiling looks back: every
+    // burst due then waits. No ceiling, or one the agent never reaches, and none does.
+    assert_eq!(deferred(None), 0.0);
+    assert_eq!(deferred(Some("100%")), 0.0);
+    let held = deferred(Some("0.1%"));
+    assert!(held >= 2.0, "{held}");
 }
 
 #[test]

@@ -53,15 +53,31 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Accepts connections until the listener fails; each request is sent to `queries`.
+/// Connections served at once: scrapers and people, not a crowd. Past it
+/// a new connection waits for one to close.
+const MAX_CONNECTIONS: usize = 32;
+/// A client gets this long to send its request's headers.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Accepts connections until the listener fails; each request is sent to
+/// `queries`. The port is open to the pod network: a client that sends
+/// nothing, or opens many connections, holds a bounded share of the agent.
 pub async fn serve(listener: TcpListener, queries: mpsc::Sender<Query>) {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let Ok(permit) = std::sync::Arc::clone(&slots).acquire_owned().await else { return };
         let Ok((stream, _)) = listener.accept().await else { continue };
         let queries = queries.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| answer(req, queries.clone()));
             // A client that hangs up mid-request is its own business.
-            let _ = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service).await;
+            let _ = http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            drop(permit);
         });
     }
 }

@@ -255,6 +255,12 @@ impl BurstDriver {
         Ok(())
     }
 
+    /// Whether acting now would open a window: none is open and the
+    /// period is over (the next one starts with a burst).
+    pub fn would_open(&self, now: Instant) -> bool {
+        self.open_since.is_none() && now >= self.period_start + self.plan.period
+    }
+
     /// The window still open as the session ends, if any. The caller shuts
     /// the gate, folds, then closes it in the aggregator.
     pub fn open_window(&self) -> Option<Duration> {

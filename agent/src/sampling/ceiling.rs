@@ -44,11 +44,14 @@ impl Ceiling {
         (dt >= 0.5).then(|| (c1 - c0) / dt)
     }
 
-    /// Whether a burst about to open must wait; counts it if so.
-    pub fn holds_back(&mut self) -> bool {
-        let over = self.rate().is_some_and(|r| r > self.share);
-        self.deferred += u64::from(over);
-        over
+    /// Whether the agent is over its ceiling: a burst about to open waits.
+    pub fn over(&self) -> bool {
+        self.rate().is_some_and(|r| r > self.share)
+    }
+
+    /// A burst was put off.
+    pub fn note_deferred(&mut self) {
+        self.deferred += 1;
     }
 
     /// Bursts that waited so far.
@@ -71,19 +74,18 @@ mod tests {
         let mut c = Ceiling::new(0.05);
         c.note(t, 10.0);
         // One sample, or too short a span: no rate yet, nothing held back.
-        assert!(!c.holds_back());
+        assert!(!c.over());
         c.note(t + Duration::from_secs(1), 10.02);
         assert!((c.rate().unwrap() - 0.02).abs() < 1e-9);
-        assert!(!c.holds_back());
+        assert!(!c.over());
         // 0.3 s of CPU in the next second: 16% over two seconds.
         c.note(t + Duration::from_secs(2), 10.32);
-        assert!(c.holds_back());
+        assert!(c.over());
         // Quiet again: the busy second leaves the window.
         for s in 3..=9 {
             c.note(t + Duration::from_secs(s), 10.32 + 0.001 * (s - 2) as f64);
         }
         assert!(c.rate().unwrap() < 0.05, "{:?}", c.rate());
-        assert!(!c.holds_back());
-        assert_eq!(c.deferred(), 1);
+        assert!(!c.over());
     }
 }

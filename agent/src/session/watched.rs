@@ -163,13 +163,18 @@ impl Watched {
 
     /// Whether binary `i`'s next burst waits for the agent's CPU to come
     /// under its ceiling. Only a burst that would open waits: an open
-    /// window closes on time.
+    /// window closes on time. Every flush tick asks too (it acts on every
+    /// driver), so a burst put off stays off until the ceiling allows it;
+    /// it is counted once per scheduled attempt.
     fn held_back(&mut self, i: usize, now: std::time::Instant) -> bool {
         let (Some(c), Some(d)) = (self.ceiling.as_mut(), self.groups[i].driver.as_mut()) else { return false };
-        if d.open_window().is_some() || d.next > now || !c.holds_back() {
+        if !d.would_open(now) || !c.over() {
             return false;
         }
-        d.next = now + crate::sampling::ceiling::DEFER;
+        if d.next <= now {
+            c.note_deferred();
+            d.next = now + crate::sampling::ceiling::DEFER;
+        }
         true
     }
 
