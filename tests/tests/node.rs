@@ -101,7 +101,24 @@ fn node_watches_a_program_started_after_it_and_serves_its_culprit() {
     assert_appendloop_culprit(&r);
     assert_totals_agree(&r);
     assert!(node.get(&format!("/report?pid={pid}&format=text")).contains("CULPRITS"));
-    for (path, status) in [(format!("/report?pid={}", std::process::id()), 404), (format!("/report?pid={pid}&format=xml"), 400), ("/report".to_owned(), 400), ("/nothing".to_owned(), 404)] {
+    // The last two seconds only: the same culprit, fewer pauses and cycles
+    // than since the start, and the window it says it covers (sampled
+    // mode reaches back to the start of the last whole burst).
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let whole: serde_json::Value = serde_json::from_str(&node.get(&format!("/report?pid={pid}&format=json"))).unwrap();
+    let last: serde_json::Value = serde_json::from_str(&node.get(&format!("/report?pid={pid}&format=json&window=2s"))).unwrap();
+    assert_appendloop_culprit(&last);
+    assert_totals_agree(&last);
+    let (w, all) = (last["window"]["duration_s"].as_f64().unwrap(), whole["window"]["duration_s"].as_f64().unwrap());
+    assert!(w >= 2.0 && w < all - 1.0, "window {w} s of {all} s");
+    assert!(last["sampling"]["bursts"].as_u64().unwrap() >= 1);
+    for k in ["cycles"] {
+        assert!(last["gc"][k].as_u64().unwrap() < whole["gc"][k].as_u64().unwrap(), "{k}: {} of {}", last["gc"][k], whole["gc"][k]);
+    }
+    assert!(last["gc"]["stw"]["count"].as_u64().unwrap() < whole["gc"]["stw"]["count"].as_u64().unwrap());
+    let far: serde_json::Value = serde_json::from_str(&node.get(&format!("/report?pid={pid}&format=json&window=1h"))).unwrap();
+    assert!(far["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains("as far back as gcprobe keeps")), "{}", far["warnings"]);
+    for (path, status) in [(format!("/report?pid={}", std::process::id()), 404), (format!("/report?pid={pid}&format=xml"), 400), (format!("/report?pid={pid}&window=soon"), 400), (format!("/report?pid={pid}&since=1"), 400), ("/report".to_owned(), 400), ("/nothing".to_owned(), 404)] {
         let (got, _, body) = node.try_get(&path, None).unwrap();
         let body = String::from_utf8(body).unwrap();
         assert_eq!(got, status, "{path}: {body}");

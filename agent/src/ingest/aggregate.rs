@@ -100,7 +100,10 @@ impl RuntimeAlloc {
 /// Windows during which the allocation probes were attached (sampled mode).
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct Bursts {
+    /// Bursts ended.
     pub n: u64,
+    /// Bursts begun (one may be open).
+    pub begun: u64,
     /// Σ w_i, seconds.
     pub window_s: f64,
     sum_w2: f64,
@@ -265,7 +268,7 @@ impl GrowthCall {
 }
 
 /// A growslice whose allocation has not arrived yet on its goroutine.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct PendingAlloc {
     /// Whether a growth awaits its allocation: the entry stays, so its
     /// buffer is reused by the thread's next growth (no allocation per event).
@@ -277,6 +280,7 @@ struct PendingAlloc {
     stack: Vec<u64>,
 }
 
+#[derive(Clone)]
 pub struct Aggregator {
     pid: u32,
     growslice_abi: GrowsliceAbi,
@@ -570,7 +574,40 @@ impl Aggregator {
     }
 
     /// Opens a burst of the allocation probes (sampled mode).
+    /// Zeroes every count and keeps what decodes what comes next: the
+    /// kernel's stack table and its running totals as last read, a pause
+    /// or an append run or a growth still open, the sample rate, the GC
+    /// settings in force. The books from here on read as a session that
+    /// began now (see ingest::history).
+    pub(super) fn restart(&mut self) {
+        self.counts = EventCounts::default();
+        self.alloc_bytes = 0;
+        self.alloc_stacks.clear();
+        self.grow_stacks.clear();
+        self.alloc_sizes.clear();
+        self.grow_lens.reset();
+        self.stws = Default::default();
+        self.stw_hist.reset();
+        self.assists_by_tid.clear();
+        self.assist_times.clear();
+        self.first_ktime = None;
+        self.maps.clear();
+        self.cycles.clear();
+        if let Some(&last) = self.settings.last() {
+            self.settings = vec![last];
+        }
+        self.runtime_alloc.first = self.runtime_alloc.last;
+        self.gc_cpu = self.gc_cpu.map(|(_, last)| (last, last));
+        self.sampled_stacks.clear();
+        self.mprof_rate_assumed = 0;
+        self.bursts = Bursts::default();
+        self.ring_records = 0;
+        self.ring_bytes = 0;
+        self.fresh = None;
+    }
+
     pub(super) fn begin_burst(&mut self) {
+        self.bursts.begun += 1;
         for s in self.alloc_stacks.values_mut() {
             s.cur_burst = 0;
         }
@@ -959,7 +996,7 @@ fn entry<'a, V: Default>(map: &'a mut FastMap<Box<[u64]>, V>, key: &[u64], overf
 
 /// What entered the aggregator since the recorder last looked: stacks to
 /// symbolize, growslice stacks to find loops for, element types to name.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Fresh {
     pub stacks: Vec<Box<[u64]>>,
     pub grow_stacks: Vec<Box<[u64]>>,

@@ -69,11 +69,13 @@ pub struct Feed {
     started: Instant,
     /// Encoded ops not yet handed to the recorder (None: not recording).
     log: Option<Vec<u8>>,
+    /// Encoded ops not yet handed to a history (None: none kept; see ingest::history).
+    tap: Option<Vec<u8>>,
 }
 
 impl Feed {
     pub fn new(agg: Aggregator) -> Self {
-        Self { agg, started: Instant::now(), log: None }
+        Self { agg, started: Instant::now(), log: None, tap: None }
     }
 
     /// Keeps every op from now on for a recorder, and lists new stacks and
@@ -82,6 +84,17 @@ impl Feed {
         self.log = Some(Vec::new());
         self.agg.fresh = Some(Fresh::default());
         self
+    }
+
+    /// Keeps every op from now on for a history (see [`Feed::take_tap`]).
+    pub fn tapped(mut self) -> Self {
+        self.tap = Some(Vec::new());
+        self
+    }
+
+    /// The ops since the last call, encoded, for a history.
+    pub fn take_tap(&mut self) -> Vec<u8> {
+        self.tap.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Bytes of ops waiting for the recorder.
@@ -97,6 +110,9 @@ impl Feed {
     fn log(&mut self, op: &Op<'_>) {
         if let Some(l) = &mut self.log {
             op.encode(l);
+        }
+        if let Some(t) = &mut self.tap {
+            op.encode(t);
         }
     }
 

@@ -4,3 +4,4 @@ pub mod feed;
 pub mod ops;
 pub mod aggregate;
 pub mod pauses;
+pub mod history;

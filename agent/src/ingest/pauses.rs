@@ -43,7 +43,7 @@ pub struct CauseTotals {
     pub max_ns: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Pauses {
     recent: VecDeque<StwSpan>,
     /// Pauses that left `recent`, oldest first.

@@ -225,6 +225,24 @@ impl KernelStats {
         }
     }
 
+    /// What was counted since `earlier` (a reading of the same counters).
+    pub fn since(&self, earlier: &Self) -> Self {
+        let sub = |a: [u64; kind::MAX as usize + 1], b: [u64; kind::MAX as usize + 1]| std::array::from_fn(|k| a[k].saturating_sub(b[k]));
+        Self {
+            hits: self.hits.saturating_sub(earlier.hits),
+            ringbuf_full: self.ringbuf_full.saturating_sub(earlier.ringbuf_full),
+            nested: self.nested.saturating_sub(earlier.nested),
+            stack_faults: self.stack_faults.saturating_sub(earlier.stack_faults),
+            empty_hits: self.empty_hits.saturating_sub(earlier.empty_hits),
+            aggregated: self.aggregated.saturating_sub(earlier.aggregated),
+            agg_full: self.agg_full.saturating_sub(earlier.agg_full),
+            grow_alone: self.grow_alone.saturating_sub(earlier.grow_alone),
+            overlapped: self.overlapped.saturating_sub(earlier.overlapped),
+            hits_by_kind: sub(self.hits_by_kind, earlier.hits_by_kind),
+            gated_by_kind: sub(self.gated_by_kind, earlier.gated_by_kind),
+        }
+    }
+
     pub fn gated(&self) -> u64 {
         self.gated_by_kind.iter().sum()
     }

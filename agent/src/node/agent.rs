@@ -424,13 +424,18 @@ impl Agent {
             "prometheus" => Format::Prometheus,
             other => return Answer::error(StatusCode::BAD_REQUEST, format!("format {other:?}: text, json, pprof, perfetto or prometheus")),
         };
-        if let Some(extra) = params.keys().find(|k| !["pid", "format"].contains(&k.as_str())) {
-            return Answer::error(StatusCode::BAD_REQUEST, format!("unknown parameter {extra:?}: /report takes pid and format"));
+        let window = match params.get("window").map(|w| humantime::parse_duration(w)) {
+            None => None,
+            Some(Ok(w)) if !w.is_zero() => Some(w),
+            Some(_) => return Answer::error(StatusCode::BAD_REQUEST, format!("window {:?}: a duration such as 60s or 5m", params["window"])),
+        };
+        if let Some(extra) = params.keys().find(|k| !["pid", "format", "window"].contains(&k.as_str())) {
+            return Answer::error(StatusCode::BAD_REQUEST, format!("unknown parameter {extra:?}: /report takes pid, format and window"));
         }
         if !self.watches.contains_key(&pid) {
             return Answer::error(StatusCode::NOT_FOUND, format!("pid {pid} is not watched (see /targets)"));
         }
-        let Some(body) = self.fleet.render(pid, format, self.opts.stack_depth) else { return Answer::error(StatusCode::NOT_FOUND, format!("pid {pid} is not watched (see /targets)")) };
+        let Some(body) = self.fleet.render(pid, format, self.opts.stack_depth, window) else { return Answer::error(StatusCode::NOT_FOUND, format!("pid {pid} is not watched (see /targets)")) };
         let content_type = match format {
             Format::Json | Format::Perfetto => "application/json",
             Format::Pprof => "application/octet-stream",

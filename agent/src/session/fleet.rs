@@ -22,10 +22,10 @@ use super::{
 };
 use crate::{
     analysis::facts::Facts as _,
-    ingest::{aggregate::Aggregator, feed::Feed},
+    ingest::{aggregate::Aggregator, feed::Feed, history::History},
     kernel::{
         execs::ExecWatch,
-        probes::{AttachPoint, Kernel, Loader, Program, Sizing},
+        probes::{AttachPoint, Kernel, KernelStats, Loader, Program, Sizing},
     },
     plan::Mode,
     record::End,
@@ -67,9 +67,22 @@ pub struct Snapshot {
     pub pauses_seen: u64,
 }
 
+/// What a window's figures are differences of: the target's kernel
+/// counters and CPU clock, read at each flush beside its books, and how
+/// many allocation bursts had begun then.
+type Beside = (KernelStats, Option<f64>, u64);
+
+/// How far back `/report?window=` reaches, and the ops kept per target for
+/// it: 10 minutes of a sampled target (~7.5 KiB/s), seconds of one probed
+/// exactly at a million allocations a second.
+const HISTORY_SPAN: Duration = Duration::from_secs(600);
+const HISTORY_BYTES: usize = 4 << 20;
+
 pub struct Fleet {
     w: Watched,
     common: target::Common,
+    /// Each target's recent past, for reports over a window.
+    histories: HashMap<u32, History<Beside>>,
     /// Binaries whose probes were placed, counting one placed again after
     /// it was retired.
     placed: u64,
@@ -88,7 +101,7 @@ impl Fleet {
         let binaries = Binaries { exes: Default::default(), facts: Default::default() };
         let mut w = Watched::new(kernel, binaries, Foreign::Expected);
         w.ceiling = opts.agent_cpu.map(crate::sampling::ceiling::Ceiling::new);
-        Ok((Self { w, common, placed: 0 }, ring))
+        Ok((Self { w, common, placed: 0, histories: HashMap::new() }, ring))
     }
 
     /// The kernel's exec events, for the node layer's loop.
@@ -155,7 +168,9 @@ impl Fleet {
             return Err(e);
         }
         t.start();
-        let mut feed = Feed::new(Aggregator::new(pid, &plan));
+        let mut feed = Feed::new(Aggregator::new(pid, &plan)).tapped();
+        let stats = g.attached.member(pid).map(|r| r.stats()).unwrap_or_default();
+        self.histories.insert(pid, History::new(feed.agg.clone(), (stats, t.cpu_start, 0), HISTORY_SPAN, HISTORY_BYTES));
         t.read_rate(&mut feed);
         t.read_gc(&mut feed);
         self.w.feeds.insert(pid, feed);
@@ -191,6 +206,7 @@ impl Fleet {
             }
         }
         self.w.feeds.remove(pid);
+        self.histories.remove(&pid);
     }
 
     /// Detaches and forgets every binary that has had no process for
@@ -237,6 +253,20 @@ impl Fleet {
         for pid in self.w.flush(ring) {
             self.remove(pid, ring);
         }
+        self.seal_histories();
+    }
+
+    /// Each target's ops since the last flush go into its history, with
+    /// its counters and CPU clock as they stand.
+    fn seal_histories(&mut self) {
+        let now = Instant::now();
+        for t in &self.w.targets {
+            let pid = t.pid();
+            let (Some(h), Some(feed)) = (self.histories.get_mut(&pid), self.w.feeds.get_mut(pid)) else { continue };
+            let stats = self.w.groups.iter().find_map(|g| g.attached.member(pid)).map(|r| r.stats()).unwrap_or_default();
+            let begun = feed.agg.bursts().begun;
+            h.seal(now, (stats, t.cpu_last, begun), feed.take_tap());
+        }
     }
 
     pub fn pids(&self) -> Vec<u32> {
@@ -263,36 +293,87 @@ impl Fleet {
     /// The report `attach` would give if it ended now, over the time since
     /// the process was first watched; None if it is not a target.
     pub fn snapshot(&mut self, pid: u32, pauses_from: u64) -> Option<Snapshot> {
-        let (report, agg) = self.report_parts(pid)?;
-        let facts = self.w.binaries.facts.get_mut(&agg.1).expect("facts per binary");
+        let (end, key) = self.end_now(pid)?;
+        let facts = self.w.binaries.facts.get_mut(&key)?;
         let t = self.w.targets.iter_mut().find(|t| t.pid() == pid)?;
+        let feed = self.w.feeds.get(pid)?;
         let mut view = facts.for_target(t.meta.load_bias, &mut t.unresolved);
-        let pauses = self.w.feeds.get(pid)?.agg.pauses();
+        let report = t.meta.report(&end, &feed.agg, &mut view);
+        let pauses = feed.agg.pauses();
         let new_pauses = pauses.since(pauses_from).map(|s| (crate::report::cause_name(&mut view, s.cause), s.duration_ns as f64 / 1e9)).collect();
         Some(Snapshot { report, new_pauses, pauses_seen: pauses.count() })
     }
 
-    /// The report as of now, rendered in `format`.
-    pub fn render(&mut self, pid: u32, format: Format, stack_depth: usize) -> Option<Vec<u8>> {
-        let (report, (end, key)) = self.report_parts(pid)?;
-        let facts = self.w.binaries.facts.get_mut(&key).expect("facts per binary");
+    /// The report as of now, rendered in `format`: over the time since the
+    /// process was first watched, or over the last `window` as far as its
+    /// history reaches (a warning says when it falls short).
+    pub fn render(&mut self, pid: u32, format: Format, stack_depth: usize, window: Option<Duration>) -> Option<Vec<u8>> {
+        let (meta, end, agg) = match window {
+            Some(w) => self.window_parts(pid, w)?,
+            None => {
+                let (end, _) = self.end_now(pid)?;
+                let t = self.w.targets.iter().find(|t| t.pid() == pid)?;
+                (t.meta.clone(), end, None)
+            }
+        };
         let t = self.w.targets.iter_mut().find(|t| t.pid() == pid)?;
+        let facts = self.w.binaries.facts.get_mut(&t.key)?;
         let feed = self.w.feeds.get(pid)?;
+        let agg = agg.as_ref().unwrap_or(&feed.agg);
         let mut view = facts.for_target(t.meta.load_bias, &mut t.unresolved);
-        Some(crate::render::bytes(format, stack_depth, &report, &t.meta, &end, &feed.agg, &mut view))
+        let mut report = meta.report(&end, agg, &mut view);
+        if let Some(w) = window {
+            let (asked, got) = (w.as_secs_f64(), end.progress.elapsed_s);
+            if asked > got + 0.5 {
+                report.warnings.push(format!(
+                    "window of {} asked for: this report covers the last {got:.1}s, as far back as gcprobe keeps this process's events (at most {} minutes, {} MiB)",
+                    humantime::format_duration(w),
+                    HISTORY_SPAN.as_secs() / 60,
+                    HISTORY_BYTES >> 20
+                ));
+            } else if got > asked + 0.5 {
+                report.warnings.push(format!("window of {} asked for: this report covers the last {got:.1}s, back to the start of the last allocation burst (sampled mode sees allocations only in bursts)", humantime::format_duration(w)));
+            }
+        }
+        Some(crate::render::bytes(format, stack_depth, &report, &meta, &end, agg, &mut view))
     }
 
-    /// A target's report as of now, and the end it was built with.
-    fn report_parts(&mut self, pid: u32) -> Option<(Report, (End, FileKey))> {
-        let w = &mut self.w;
-        let t = w.targets.iter_mut().find(|t| t.pid() == pid)?;
-        let g = w.groups.iter().find(|g| g.attached.member(pid).is_some())?;
+    /// A target's end as of now, and its binary.
+    fn end_now(&self, pid: u32) -> Option<(End, FileKey)> {
+        let t = self.w.targets.iter().find(|t| t.pid() == pid)?;
+        let g = self.w.groups.iter().find(|g| g.attached.member(pid).is_some())?;
         let reg = g.attached.member(pid)?;
-        let end = End { ended_by: EndedBy::StillRunning, progress: t.progress(reg.stats(), g.attached.mechanism(), g.driver.as_ref()) };
-        let feed = w.feeds.get(pid)?;
-        let facts = w.binaries.facts.get_mut(&t.key)?;
-        let mut view = facts.for_target(t.meta.load_bias, &mut t.unresolved);
-        let report = t.meta.report(&end, &feed.agg, &mut view);
-        Some((report, (end, t.key)))
+        Some((End { ended_by: EndedBy::StillRunning, progress: t.progress(reg.stats(), g.attached.mechanism(), g.driver.as_ref()) }, t.key))
+    }
+
+    /// The last `window` of a target: its books rebuilt from its history,
+    /// its counters and CPU as differences, its start moved to the window's.
+    fn window_parts(&mut self, pid: u32, window: Duration) -> Option<(crate::record::Meta, End, Option<Aggregator>)> {
+        self.seal_histories();
+        let (mut end, _) = self.end_now(pid)?;
+        let t = self.w.targets.iter().find(|t| t.pid() == pid)?;
+        let h = self.histories.get(&pid)?;
+        let now = Instant::now();
+        let mut from = now.checked_sub(window).unwrap_or(now);
+        // Sampled mode sees allocations only in bursts: a window holds the
+        // last whole one, from before it began, or its rates would be
+        // figures nobody measured.
+        let ended = self.w.feeds.get(pid)?.agg.bursts().n;
+        if ended > 0 {
+            if let Some(before_last) = h.last_where(|b| b.2 < ended) {
+                from = from.min(before_last);
+            }
+        }
+        let win = h.since(from);
+        let (stats_then, cpu_then, _) = win.beside_then;
+        let p = &mut end.progress;
+        p.elapsed_s = now.duration_since(win.from).as_secs_f64();
+        p.kernel = p.kernel.since(&stats_then);
+        p.target_cpu_s = t.cpu_last.zip(cpu_then).map(|(a, b)| a - b);
+        let mut meta = t.meta.clone();
+        let offset = win.from.saturating_duration_since(t.started).as_nanos() as u64;
+        meta.start_unix_ns += offset;
+        meta.start_monotonic_ns += offset;
+        Some((meta, end, Some(win.agg)))
     }
 }
