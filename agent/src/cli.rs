@@ -204,6 +204,20 @@ pub struct NodeArgs {
     /// Do not watch processes that match (as --include; repeatable; wins over --include).
     #[arg(long, value_name = "RULE", value_parser = parse_filter)]
     pub exclude: Vec<crate::node::filter::Rule>,
+    /// Record every process watched into this directory, a file per process
+    /// (`gcprobe report FILE` reads each); files begin anew past
+    /// --record-file-mib or --record-file-age, the oldest go past --record-dir-mib.
+    #[arg(long, value_name = "DIR")]
+    pub record_dir: Option<PathBuf>,
+    /// A process's recording goes on in a new file past this many MiB.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
+    pub record_file_mib: u32,
+    /// ...or this long after its file began.
+    #[arg(long, value_parser = parse_duration, default_value = "1h")]
+    pub record_file_age: Duration,
+    /// The directory's recordings are kept under this many MiB: the oldest finished ones go.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1 << 24))]
+    pub record_dir_mib: u32,
     /// Callsites per target with their own series; the rest are summed as callsite="other".
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub top_callsites: u16,

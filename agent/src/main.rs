@@ -84,7 +84,7 @@ impl Failed {
 fn node_options(n: NodeArgs) -> node::agent::NodeOptions {
     node::agent::NodeOptions {
         listen: n.listen,
-        fleet: session::fleet::FleetOptions { mode: n.mode, budget: n.overhead_budget, agent_cpu: n.agent_cpu },
+        fleet: session::fleet::FleetOptions { mode: n.mode, budget: n.overhead_budget, agent_cpu: n.agent_cpu, record: n.record_dir.map(|dir| gcprobe::record::dir::RecordPolicy { dir, file_bytes: u64::from(n.record_file_mib) << 20, file_age: n.record_file_age, dir_bytes: u64::from(n.record_dir_mib) << 20 }) },
         filter: node::filter::Filter::new(n.include, n.exclude),
         top_callsites: n.top_callsites.into(),
         grace: n.grace,

@@ -454,3 +454,55 @@ fn two_overlay_mounts_of_one_image_share_one_binary() {
     }
     drop((ta, tb, node));
 }
+
+/// `--record-dir`: a file per process, begun anew past --record-file-mib,
+/// each standing alone for `gcprobe report`, the oldest removed past
+/// --record-dir-mib.
+#[test]
+fn node_records_each_process_in_files_that_each_report_on_their_own() {
+    if !privileged("node_records_each_process_in_files_that_each_report_on_their_own") {
+        return;
+    }
+    // A directory that cannot be written: one line, at start.
+    let bad = Command::new(gcprobe_bin()).args(["node", "--listen", "127.0.0.1:0", "--record-dir", "/proc/self/no-such-dir"]).output().unwrap();
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!((bad.status.code(), err.lines().count()), (Some(1), 1), "{err}");
+    assert!(err.starts_with("gcprobe: error: --record-dir /proc/self/no-such-dir: cannot write there"), "{err}");
+    let dir = std::env::temp_dir().join(format!("gcprobe-recdir-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let node = Node::start(&["-q", "--mode", "exact", "--include", &fixtures_only(), "--record-dir", dir.to_str().unwrap(), "--record-file-mib", "1", "--record-dir-mib", "4"]);
+    let t = Target::start(&fixture("appendloop"), &["-mode=grow"], &[]);
+    let pid = t.pid();
+    assert!(node.wait_for(pid, std::time::Duration::from_secs(2)));
+    std::thread::sleep(std::time::Duration::from_secs(7));
+    drop(t);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(node.stop().success());
+    let mut files: Vec<(u32, PathBuf)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| (p.file_stem().unwrap().to_str().unwrap().rsplit('-').next().unwrap().parse().unwrap(), p))
+        .collect();
+    files.sort();
+    let total: u64 = files.iter().map(|(_, p)| std::fs::metadata(p).unwrap().len()).sum();
+    // About 1 MiB a second in exact mode: several files, the oldest removed.
+    assert!(files.len() >= 3 && files[0].0 > 0, "{files:?}");
+    assert!(total <= 4 << 20, "{total} bytes kept");
+    for (i, (part, path)) in files.iter().enumerate() {
+        assert!(path.file_name().unwrap().to_str().unwrap().starts_with(&format!("appendloop-default-{pid}-")), "{path:?}");
+        let out = gcprobe(&["report", path.to_str().unwrap(), "--format", "json"]);
+        assert!(out.status.success(), "{path:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let last = i + 1 == files.len();
+        assert_eq!(r["window"]["ended_by"], if last { "target-exited" } else { "rotated" }, "part {part}");
+        assert_eq!(r["target"]["pid"], pid);
+        assert_totals_agree(&r);
+        if !last {
+            // Each file's window is its own, not the session's so far.
+            let d = r["window"]["duration_s"].as_f64().unwrap();
+            assert!(d > 0.2 && d < 3.0, "part {part}: {d} s");
+            assert_appendloop_culprit(&r);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

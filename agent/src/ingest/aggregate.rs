@@ -606,6 +606,49 @@ impl Aggregator {
         self.fresh = None;
     }
 
+    /// The kernel's stack table and its running totals as last read, in a
+    /// stable order: what a recording that continues this session starts from.
+    pub(super) fn decode_state(&self) -> (Vec<(u64, Box<[u64]>)>, Vec<(AggKey, AggValue)>, [Option<u64>; 2]) {
+        let mut stacks: Vec<(u64, Box<[u64]>)> = self.agg_stacks.iter().map(|(k, v)| (*k, v.clone())).collect();
+        stacks.sort_unstable_by_key(|s| s.0);
+        let mut seen: Vec<(AggKey, AggValue)> = self.agg_seen.iter().map(|(k, v)| (*k, *v)).collect();
+        seen.sort_unstable_by_key(|(k, _)| (k.stack_id, k.probe_id, k.size_bucket));
+        (stacks, seen, self.growth_callers)
+    }
+
+    /// growslice's calls to mallocgc, as learned before.
+    pub(super) fn set_growth_callers(&mut self, pcs: [Option<u64>; 2]) {
+        for (have, pc) in self.growth_callers.iter_mut().zip(pcs) {
+            if have.is_none() {
+                *have = pc;
+            }
+        }
+    }
+
+    pub(super) fn define_agg_stacks(&mut self, stacks: &[(u64, Box<[u64]>)]) {
+        for (id, frames) in stacks {
+            self.agg_stacks.entry(*id).or_insert_with(|| frames.clone());
+        }
+    }
+
+    /// Running totals read before: later ones count from these.
+    pub(super) fn set_agg_seen(&mut self, seen: &[(AggKey, AggValue)]) {
+        for &(k, v) in seen {
+            self.agg_seen.insert(k, v);
+        }
+    }
+
+    /// Lists every stack and type known as new, for a recorder that starts
+    /// now to name them all (see `Fresh`).
+    pub(super) fn list_all_fresh(&mut self) {
+        let mut f = Fresh::default();
+        f.stacks.extend(self.alloc_stacks.keys().chain(self.sampled_stacks.keys()).cloned());
+        f.grow_stacks.extend(self.grow_stacks.keys().cloned());
+        f.types.extend(self.grow_stacks.values().map(|g| g.elem_type).filter(|&t| t != 0));
+        f.map_types.extend(self.maps.values().filter_map(|m| m.maptype));
+        self.fresh = Some(f);
+    }
+
     pub(super) fn begin_burst(&mut self) {
         self.bursts.begun += 1;
         for s in self.alloc_stacks.values_mut() {

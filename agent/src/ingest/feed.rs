@@ -97,6 +97,20 @@ impl Feed {
         self.tap.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
+    /// A recording continues in a new file from here: the file must stand
+    /// alone, so it starts with what the kernel's later totals are read
+    /// against (its stack table and running totals), and every stack and
+    /// type known so far is listed again for the new recorder to name.
+    pub fn continue_recording(&mut self) {
+        let (stacks, seen, callers) = self.agg.decode_state();
+        let mut log = Vec::new();
+        Op::AggStacks(stacks).encode(&mut log);
+        Op::AggSeen(seen).encode(&mut log);
+        Op::GrowthCallers(callers).encode(&mut log);
+        self.log = Some(log);
+        self.agg.list_all_fresh();
+    }
+
     /// Bytes of ops waiting for the recorder.
     pub fn pending(&self) -> usize {
         self.log.as_ref().map_or(0, Vec::len)
@@ -193,6 +207,9 @@ pub fn apply(agg: &mut Aggregator, op: &Op<'_>) {
         Op::MapLens(reads) => agg.sample_map_lens(agg.last_ktime(), |addr| reads.iter().find(|r| r.0 == addr).and_then(|r| r.1)),
         Op::MapLensAt { ktime, reads } => agg.sample_map_lens(*ktime, |addr| reads.iter().find(|r| r.0 == addr).and_then(|r| r.1)),
         Op::GcSettings { ktime, settings } => agg.gc_settings(*ktime, *settings),
+        Op::AggStacks(stacks) => agg.define_agg_stacks(stacks),
+        Op::AggSeen(seen) => agg.set_agg_seen(seen),
+        Op::GrowthCallers(pcs) => agg.set_growth_callers(*pcs),
         Op::Checkpoint(_) => {}
     }
 }

@@ -16,7 +16,16 @@
 //!                                              runtime.gcController as read on the timer
 //!   9 MAP_LENS_AT ktime:u64 n:u32 (addr:u64 has:u8 len:u64)[n]
 //!                                              map lengths read on the timer (6 is the older, untimed form)
+//!  10 AGG_STACKS  n:u32 (stack_id:u64 len:u32 frame:u64[len])[n]
+//!                                              the kernel's stack table as known (a file that continues a session)
+//!  11 AGG_SEEN    n:u32 (stack_id:u64 probe_id:u32 size_bucket:u32 count:u64 bytes:u64)[n]
+//!                                              the kernel's running totals as last read: a baseline, not counted
+//!  12 GROWTH_CALLERS (has:u8 pc:u64)[2]        growslice's calls to mallocgc as the kernel sent them once
 //! ```
+//!
+//! A recording that continues a session begun in an earlier file (node
+//! mode's rotation) starts with AGG_STACKS, AGG_SEEN and GROWTH_CALLERS:
+//! what the kernel's later records and totals are read against.
 //! Integers are little-endian. Ring records are kept byte for byte as the
 //! kernel wrote them (native order: little-endian on both supported hosts).
 use gcprobe_common::{AggKey, AggValue};
@@ -30,6 +39,9 @@ const MAP_LENS: u8 = 6;
 const CHECKPOINT: u8 = 7;
 const GC_SETTINGS: u8 = 8;
 const MAP_LENS_AT: u8 = 9;
+const AGG_STACKS: u8 = 10;
+const AGG_SEEN: u8 = 11;
+const GROWTH_CALLERS: u8 = 12;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op<'a> {
@@ -42,6 +54,9 @@ pub enum Op<'a> {
     Checkpoint(&'a [u8]),
     GcSettings { ktime: u64, settings: crate::tracee::gcctl::Settings },
     MapLensAt { ktime: u64, reads: Vec<(u64, Option<u64>)> },
+    AggStacks(Vec<(u64, Box<[u64]>)>),
+    AggSeen(Vec<(AggKey, AggValue)>),
+    GrowthCallers([Option<u64>; 2]),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -61,13 +76,28 @@ impl Op<'_> {
             }
             Op::Totals(t) => {
                 out.push(TOTALS);
-                out.extend_from_slice(&(t.len() as u32).to_le_bytes());
-                for (k, v) in t {
-                    out.extend_from_slice(&k.stack_id.to_le_bytes());
-                    out.extend_from_slice(&k.probe_id.to_le_bytes());
-                    out.extend_from_slice(&k.size_bucket.to_le_bytes());
-                    out.extend_from_slice(&v.count.to_le_bytes());
-                    out.extend_from_slice(&v.bytes.to_le_bytes());
+                encode_totals(t, out);
+            }
+            Op::AggSeen(t) => {
+                out.push(AGG_SEEN);
+                encode_totals(t, out);
+            }
+            Op::GrowthCallers(pcs) => {
+                out.push(GROWTH_CALLERS);
+                for pc in pcs {
+                    out.push(u8::from(pc.is_some()));
+                    out.extend_from_slice(&pc.unwrap_or(0).to_le_bytes());
+                }
+            }
+            Op::AggStacks(stacks) => {
+                out.push(AGG_STACKS);
+                out.extend_from_slice(&(stacks.len() as u32).to_le_bytes());
+                for (id, frames) in stacks {
+                    out.extend_from_slice(&id.to_le_bytes());
+                    out.extend_from_slice(&(frames.len() as u32).to_le_bytes());
+                    for f in frames.iter() {
+                        out.extend_from_slice(&f.to_le_bytes());
+                    }
                 }
             }
             Op::BeginBurst { t_s } => {
@@ -122,15 +152,30 @@ impl Op<'_> {
                     let n = r.u32()? as usize;
                     Op::Ring(r.take(n)?)
                 }
-                TOTALS => {
-                    let n = r.u32()? as usize;
-                    let mut t = Vec::with_capacity(n.min(payload.len() / 32));
-                    for _ in 0..n {
-                        // A recording holds one target: its keys need not name it.
-                        let key = AggKey { stack_id: r.u64()?, probe_id: r.u32()?, size_bucket: r.u32()?, tgid: 0, _pad: 0 };
-                        t.push((key, AggValue { count: r.u64()?, bytes: r.u64()? }));
+                TOTALS => Op::Totals(r.totals(payload.len())?),
+                AGG_SEEN => Op::AggSeen(r.totals(payload.len())?),
+                GROWTH_CALLERS => {
+                    let mut pcs = [None; 2];
+                    for pc in &mut pcs {
+                        let has = r.u8()? != 0;
+                        let v = r.u64()?;
+                        *pc = has.then_some(v);
                     }
-                    Op::Totals(t)
+                    Op::GrowthCallers(pcs)
+                }
+                AGG_STACKS => {
+                    let n = r.u32()? as usize;
+                    let mut stacks = Vec::with_capacity(n.min(payload.len() / 12));
+                    for _ in 0..n {
+                        let id = r.u64()?;
+                        let len = r.u32()? as usize;
+                        let mut frames = Vec::with_capacity(len.min(payload.len() / 8));
+                        for _ in 0..len {
+                            frames.push(r.u64()?);
+                        }
+                        stacks.push((id, frames.into_boxed_slice()));
+                    }
+                    Op::AggStacks(stacks)
                 }
                 BEGIN_BURST => Op::BeginBurst { t_s: r.f64()? },
                 END_BURST => Op::EndBurst { window_s: r.f64()? },
@@ -159,6 +204,17 @@ impl Op<'_> {
             });
         }
         Ok(ops)
+    }
+}
+
+fn encode_totals(t: &[(AggKey, AggValue)], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(t.len() as u32).to_le_bytes());
+    for (k, v) in t {
+        out.extend_from_slice(&k.stack_id.to_le_bytes());
+        out.extend_from_slice(&k.probe_id.to_le_bytes());
+        out.extend_from_slice(&k.size_bucket.to_le_bytes());
+        out.extend_from_slice(&v.count.to_le_bytes());
+        out.extend_from_slice(&v.bytes.to_le_bytes());
     }
 }
 
@@ -195,6 +251,18 @@ impl<'a> Reader<'a> {
     fn f64(&mut self) -> Result<f64, OpsError> {
         Ok(f64::from_bits(self.u64()?))
     }
+    /// A counted list of kernel totals; `payload` bounds the preallocation.
+    fn totals(&mut self, payload: usize) -> Result<Vec<(AggKey, AggValue)>, OpsError> {
+        let n = self.u32()? as usize;
+        let mut t = Vec::with_capacity(n.min(payload / 32));
+        for _ in 0..n {
+            // A recording holds one target: its keys need not name it.
+            let key = AggKey { stack_id: self.u64()?, probe_id: self.u32()?, size_bucket: self.u32()?, tgid: 0, _pad: 0 };
+            t.push((key, AggValue { count: self.u64()?, bytes: self.u64()? }));
+        }
+        Ok(t)
+    }
+
     /// A counted list of (map address, length if read); `payload` bounds
     /// the preallocation.
     fn lens(&mut self, payload: usize) -> Result<Vec<(u64, Option<u64>)>, OpsError> {
@@ -220,6 +288,9 @@ mod tests {
         let ops = vec![
             Op::Ring(&[1, 2, 3]),
             Op::Totals(vec![(key, AggValue { count: 3, bytes: 96 })]),
+            Op::AggStacks(vec![(7, vec![0x401000, 0x402000].into_boxed_slice()), (9, Box::new([]))]),
+            Op::AggSeen(vec![(key, AggValue { count: 5, bytes: 160 })]),
+            Op::GrowthCallers([Some(0x4a2f10), None]),
             Op::BeginBurst { t_s: 1.25 },
             Op::EndBurst { window_s: 0.002 },
             Op::MemProfileRate(524288),

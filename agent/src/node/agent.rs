@@ -56,6 +56,12 @@ pub enum NodeError {
     },
     #[error("event loop I/O")]
     Io(#[from] std::io::Error),
+    #[error("--record-dir {dir}: cannot write there")]
+    RecordDir {
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl NodeError {
@@ -205,9 +211,22 @@ pub fn run(opts: NodeOptions) -> Result<(), NodeError> {
     rt.block_on(serve(opts))
 }
 
+/// Makes the recording directory if need be, and proves it takes a file:
+/// a bad path is an error at start, not a warning per process later.
+fn check_record_dir(dir: &std::path::Path) -> Result<(), NodeError> {
+    let err = |source| NodeError::RecordDir { dir: dir.display().to_string(), source };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let probe = dir.join(format!(".gcprobe-write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(err)?;
+    std::fs::remove_file(&probe).map_err(err)
+}
+
 async fn serve(opts: NodeOptions) -> Result<(), NodeError> {
+    if let Some(p) = &opts.fleet.record {
+        check_record_dir(&p.dir)?;
+    }
     let listener = http::bind(opts.listen).await.map_err(|source| NodeError::Listen { addr: opts.listen, source })?;
-    let (fleet, ring) = Fleet::start(opts.fleet)?;
+    let (fleet, ring) = Fleet::start(opts.fleet.clone())?;
     let execs = fleet.watch_execs()?;
     let (queries_tx, mut queries) = mpsc::channel::<Query>(64);
     tokio::spawn(http::serve(listener, queries_tx));

@@ -16,8 +16,10 @@ use std::io::{self, Write};
 pub const MAGIC: &[u8; 8] = b"GCPROBE\0";
 /// Version 2: a ring record may hold two events (a growslice and the
 /// allocation it made); a version-1 reader would count those undecodable.
-/// Version 1 files, one event per record, read the same way.
-pub const VERSION: u16 = 2;
+/// Version 3: ops 10-12, the state a file that continues a session starts
+/// from (node mode's rotation); a version-2 reader would stop at them.
+/// Version 1 and 2 files read the same way.
+pub const VERSION: u16 = 3;
 /// The oldest version this gcprobe reads.
 pub const OLDEST_VERSION: u16 = 1;
 pub const HEADER_LEN: usize = 16;

@@ -6,6 +6,7 @@
 //! an OPS frame of the aggregator's inputs ending in a checkpoint, then an
 //! END frame when the session ends cleanly. A file cut short anywhere still
 //! reports up to its last complete OPS frame. See docs/recording.md.
+pub mod dir;
 pub mod frame;
 mod replay;
 mod writer;

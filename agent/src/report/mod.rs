@@ -152,6 +152,8 @@ pub enum EndedBy {
     RecordingCutShort,
     /// Not ended: node mode's report on demand, over the time so far.
     StillRunning,
+    /// Node mode's recording went on in the next file (`--record-dir`).
+    Rotated,
 }
 
 impl EndedBy {
@@ -164,6 +166,7 @@ impl EndedBy {
             EndedBy::RecordError => "record-error",
             EndedBy::RecordingCutShort => "recording-cut-short",
             EndedBy::StillRunning => "still-running",
+            EndedBy::Rotated => "rotated",
         }
     }
 }
@@ -343,9 +346,9 @@ mod tests {
 
     #[test]
     fn ended_by_reads_as_before_in_json_and_text() {
-        let all = [EndedBy::Duration, EndedBy::Signal, EndedBy::TargetExited, EndedBy::RecordError, EndedBy::RecordingCutShort, EndedBy::StillRunning];
+        let all = [EndedBy::Duration, EndedBy::Signal, EndedBy::TargetExited, EndedBy::RecordError, EndedBy::RecordingCutShort, EndedBy::StillRunning, EndedBy::Rotated];
         let json: Vec<String> = all.iter().map(|e| serde_json::to_value(e).unwrap().as_str().unwrap().to_owned()).collect();
-        assert_eq!(json, ["duration", "signal", "target-exited", "record-error", "recording-cut-short", "still-running"]);
+        assert_eq!(json, ["duration", "signal", "target-exited", "record-error", "recording-cut-short", "still-running", "rotated"]);
         assert!(all.iter().zip(&json).all(|(e, j)| e.to_string() == *j));
         assert_eq!(serde_json::from_str::<EndedBy>("\"target-exited\"").unwrap(), EndedBy::TargetExited);
     }

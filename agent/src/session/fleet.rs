@@ -39,13 +39,15 @@ use crate::{
 };
 
 /// How node mode watches each target.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct FleetOptions {
     pub mode: Mode,
     /// Allowed slowdown of each target, as a fraction (0.01 = 1%).
     pub budget: f64,
     /// The agent's own CPU ceiling, of one core (0.02 = 2%): bursts open under it.
     pub agent_cpu: Option<f64>,
+    /// Each target recorded to a directory (`--record-dir`).
+    pub record: Option<crate::record::dir::RecordPolicy>,
 }
 
 /// What the fleet knows of one target, for listings and labels.
@@ -83,6 +85,8 @@ pub struct Fleet {
     common: target::Common,
     /// Each target's recent past, for reports over a window.
     histories: HashMap<u32, History<Beside>>,
+    /// `--record-dir`: each target's recording.
+    recordings: Option<super::recordings::Recordings>,
     /// Binaries whose probes were placed, counting one placed again after
     /// it was retired.
     placed: u64,
@@ -101,7 +105,8 @@ impl Fleet {
         let binaries = Binaries { exes: Default::default(), facts: Default::default() };
         let mut w = Watched::new(kernel, binaries, Foreign::Expected);
         w.ceiling = opts.agent_cpu.map(crate::sampling::ceiling::Ceiling::new);
-        Ok((Self { w, common, placed: 0, histories: HashMap::new() }, ring))
+        let record = opts.record.clone();
+        Ok((Self { w, common, placed: 0, histories: HashMap::new(), recordings: record.map(super::recordings::Recordings::new) }, ring))
     }
 
     /// The kernel's exec events, for the node layer's loop.
@@ -170,6 +175,9 @@ impl Fleet {
         t.start();
         let mut feed = Feed::new(Aggregator::new(pid, &plan)).tapped();
         let stats = g.attached.member(pid).map(|r| r.stats()).unwrap_or_default();
+        if let Some(r) = &mut self.recordings {
+            feed = r.begin(&t, feed, stats);
+        }
         self.histories.insert(pid, History::new(feed.agg.clone(), (stats, t.cpu_start, 0), HISTORY_SPAN, HISTORY_BYTES));
         t.read_rate(&mut feed);
         t.read_gc(&mut feed);
@@ -200,7 +208,10 @@ impl Fleet {
     /// Stops watching a process (it exited, or exec'd something else): its
     /// books go with it. Its binary's links stay for [`Fleet::retire`].
     pub fn remove(&mut self, pid: u32, ring: &mut RingBuf<MapData>) {
-        if let Some((t, _)) = self.w.end_target(pid, ring, EndedBy::TargetExited) {
+        if let Some((mut t, end)) = self.w.end_target(pid, ring, EndedBy::TargetExited) {
+            if let (Some(r), Some(feed), Some(facts)) = (&mut self.recordings, self.w.feeds.get_mut(pid), self.w.binaries.facts.get_mut(&t.key)) {
+                r.finish(&mut t, &end, feed, facts);
+            }
             if let Some(g) = self.w.groups.iter_mut().find(|g| g.key == t.key && g.attached.pids().next().is_none()) {
                 g.emptied = Some(Instant::now());
             }
@@ -254,6 +265,23 @@ impl Fleet {
             self.remove(pid, ring);
         }
         self.seal_histories();
+        self.write_recordings();
+    }
+
+    /// Each target's recording, brought up to now.
+    fn write_recordings(&mut self) {
+        let Some(r) = &mut self.recordings else { return };
+        let w = &mut self.w;
+        let now: HashMap<u32, (KernelStats, crate::record::Progress)> = w
+            .targets
+            .iter()
+            .filter_map(|t| {
+                let g = w.groups.iter().find(|g| g.attached.member(t.pid()).is_some())?;
+                let stats = g.attached.member(t.pid())?.stats();
+                Some((t.pid(), (stats, t.progress(stats, g.attached.mechanism(), g.driver.as_ref()))))
+            })
+            .collect();
+        r.flush(&mut w.targets, &mut w.feeds, &mut w.binaries.facts, &now);
     }
 
     /// Each target's ops since the last flush go into its history, with

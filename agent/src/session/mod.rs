@@ -10,6 +10,7 @@
 mod inspect;
 pub mod fleet;
 mod live;
+mod recordings;
 mod target;
 mod watched;
 
