@@ -193,6 +193,11 @@ impl Attached {
         self.linger = true;
     }
 
+    /// Whether its links stay when the last member leaves.
+    pub fn lingers(&self) -> bool {
+        self.linger
+    }
+
     /// Whether one link set serves every process of the binary.
     pub fn shares_links(&self) -> bool {
         self.shared_links

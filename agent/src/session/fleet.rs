@@ -139,7 +139,7 @@ impl Fleet {
             let points = AttachPoint::from_plan(&self.w.binaries.exe(key).plan);
             let mut attached = self.w.kernel.binary(points, true);
             attached.linger();
-            self.w.groups.push(Group { key, attached, driver: None, lingers: true, notes: HashMap::new(), emptied: None });
+            self.w.groups.push(Group { key, attached, driver: None, notes: HashMap::new(), emptied: None });
         }
         let gi = self.w.groups.iter().position(|g| g.key == key).expect("placed above");
         let g = &mut self.w.groups[gi];
@@ -264,12 +264,18 @@ impl Fleet {
         for pid in self.w.flush(ring) {
             self.remove(pid, ring);
         }
-        self.seal_histories();
-        self.write_recordings();
+        let stats = self.kernel_readings();
+        self.seal_histories(&stats);
+        self.write_recordings(&stats);
+    }
+
+    /// Each target's kernel counters now (one read of its row each).
+    fn kernel_readings(&self) -> HashMap<u32, KernelStats> {
+        self.w.groups.iter().flat_map(|g| g.attached.pids().filter_map(|pid| Some((pid, g.attached.member(pid)?.stats())))).collect()
     }
 
     /// Each target's recording, brought up to now.
-    fn write_recordings(&mut self) {
+    fn write_recordings(&mut self, stats: &HashMap<u32, KernelStats>) {
         let Some(r) = &mut self.recordings else { return };
         let w = &mut self.w;
         let now: HashMap<u32, (KernelStats, crate::record::Progress)> = w
@@ -277,8 +283,8 @@ impl Fleet {
             .iter()
             .filter_map(|t| {
                 let g = w.groups.iter().find(|g| g.attached.member(t.pid()).is_some())?;
-                let stats = g.attached.member(t.pid())?.stats();
-                Some((t.pid(), (stats, t.progress(stats, g.attached.mechanism(), g.driver.as_ref()))))
+                let s = *stats.get(&t.pid())?;
+                Some((t.pid(), (s, t.progress(s, g.attached.mechanism(), g.driver.as_ref()))))
             })
             .collect();
         r.flush(&mut w.targets, &mut w.feeds, &mut w.binaries.facts, &now);
@@ -286,14 +292,13 @@ impl Fleet {
 
     /// Each target's ops since the last flush go into its history, with
     /// its counters and CPU clock as they stand.
-    fn seal_histories(&mut self) {
+    fn seal_histories(&mut self, stats: &HashMap<u32, KernelStats>) {
         let now = Instant::now();
         for t in &self.w.targets {
             let pid = t.pid();
-            let (Some(h), Some(feed)) = (self.histories.get_mut(&pid), self.w.feeds.get_mut(pid)) else { continue };
-            let stats = self.w.groups.iter().find_map(|g| g.attached.member(pid)).map(|r| r.stats()).unwrap_or_default();
+            let (Some(h), Some(feed), Some(&s)) = (self.histories.get_mut(&pid), self.w.feeds.get_mut(pid), stats.get(&pid)) else { continue };
             let begun = feed.agg.bursts().begun;
-            h.seal(now, (stats, t.cpu_last, begun), feed.take_tap());
+            h.seal(now, (s, t.cpu_last, begun), feed.take_tap());
         }
     }
 
@@ -377,7 +382,8 @@ impl Fleet {
     /// The last `window` of a target: its books rebuilt from its history,
     /// its counters and CPU as differences, its start moved to the window's.
     fn window_parts(&mut self, pid: u32, window: Duration) -> Option<(crate::record::Meta, End, Option<Aggregator>)> {
-        self.seal_histories();
+        let stats = self.kernel_readings();
+        self.seal_histories(&stats);
         let (mut end, _) = self.end_now(pid)?;
         let t = self.w.targets.iter().find(|t| t.pid() == pid)?;
         let h = self.histories.get(&pid)?;

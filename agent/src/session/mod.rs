@@ -296,8 +296,6 @@ pub(crate) struct Group {
     key: FileKey,
     attached: Attached,
     driver: Option<BurstDriver>,
-    /// Its links stay when its last target leaves (node mode).
-    lingers: bool,
     /// Why each plan probe not placed was not.
     notes: HashMap<u32, String>,
     /// When its last target left, while its links linger.
@@ -382,7 +380,7 @@ fn prepare(opts: &AttachOptions, processes: Vec<(Process, FileKey)>, binaries: &
             }
         }
         if attached.pids().next().is_some() {
-            groups.push(Group { key, attached, driver: None, lingers: false, notes: notes.clone(), emptied: None });
+            groups.push(Group { key, attached, driver: None, notes: notes.clone(), emptied: None });
         }
     }
     if targets.is_empty() {

@@ -233,7 +233,7 @@ impl Watched {
         let feed = self.feeds.get_mut(pid).expect("a feed per target");
         let end = t.end(stopped, ended_by, feed, g.driver.as_ref());
         drop(reg);
-        if g.attached.pids().next().is_none() && !g.lingers {
+        if g.attached.pids().next().is_none() && !g.attached.lingers() {
             self.groups.remove(gi);
         }
         Some((t, end))
