@@ -227,12 +227,11 @@ fn update_callsites(f: &Families, s: &mut Series, r: &Report, pid: &str, top: us
         any_other = true;
     }
     if any_other {
+        // What left the top is in "other" now; `raise` never takes it back.
         let o = with("other");
-        // What left the top is in "other" now: the sum so far, at least.
-        let (b, n, g) = (f.alloc_bytes.get_or_create(&o).get(), f.alloc_objects.get_or_create(&o).get(), f.grow_bytes.get_or_create(&o).get());
-        raise(&f.alloc_bytes.get_or_create(&o), other.max(b));
-        raise(&f.alloc_objects.get_or_create(&o), other_objects.max(n));
-        raise(&f.grow_bytes.get_or_create(&o), other_grow.max(g));
+        raise(&f.alloc_bytes.get_or_create(&o), other);
+        raise(&f.alloc_objects.get_or_create(&o), other_objects);
+        raise(&f.grow_bytes.get_or_create(&o), other_grow);
     }
     s.sites = now;
 }

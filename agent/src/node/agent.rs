@@ -268,10 +268,13 @@ async fn serve(opts: NodeOptions) -> Result<(), NodeError> {
                     agent.apply(changes, ring.get_mut());
                 }
             }
-            _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => agent.fleet.fire_due(ring.get_mut()),
+            _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
+                let gone = agent.fleet.fire_due(ring.get_mut());
+                agent.forget(gone);
+            }
             _ = flush.tick() => {
-                agent.fleet.flush(ring.get_mut());
-                agent.forget_gone(ring.get_mut());
+                let gone = agent.fleet.flush(ring.get_mut());
+                agent.forget(gone);
             }
             _ = sweep.tick() => {
                 let changes = agent.discovery.sweep();
@@ -361,12 +364,15 @@ impl Agent {
         }
     }
 
-    /// Targets the fleet ended itself (found gone by a burst).
-    fn forget_gone(&mut self, ring: &mut RingBuf<MapData>) {
-        let gone: Vec<u32> = self.watches.keys().copied().filter(|&pid| !self.fleet.is_target(pid)).collect();
+    /// Targets the fleet already ended itself (found gone by a burst):
+    /// their node-mode extras and series go too.
+    fn forget(&mut self, gone: Vec<u32>) {
         for pid in gone {
-            self.end(pid, ring);
+            if self.watches.remove(&pid).is_some() {
+                self.exposition.remove(pid);
+            }
         }
+        self.health.targets.set(self.watches.len() as i64);
     }
 
     fn answer(&mut self, ask: Ask, ring: &mut RingBuf<MapData>) -> Answer {

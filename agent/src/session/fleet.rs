@@ -31,7 +31,7 @@ use crate::{
     record::End,
     render::Format,
     report::{EndedBy, Report},
-    sampling::{bursts::BurstDriver, governor::Governor},
+    sampling::governor::Governor,
     tracee::{
         process::{FileKey, Process},
         symbolize::SymbolSource,
@@ -114,11 +114,6 @@ impl Fleet {
         Ok(self.w.kernel.watch_execs()?)
     }
 
-    /// The per-hit cost the budget is spent at, seconds.
-    pub fn cost_s(&self) -> f64 {
-        self.common.cost_s
-    }
-
     pub fn is_target(&self, pid: u32) -> bool {
         self.w.targets.iter().any(|t| t.pid() == pid)
     }
@@ -197,12 +192,9 @@ impl Fleet {
     }
 
     fn start_driver(&mut self, gi: usize, plan: &crate::plan::ProbePlan, ring: &mut RingBuf<MapData>) -> Result<(), SessionError> {
-        let g = &mut self.w.groups[gi];
-        let pids: Vec<u32> = g.attached.pids().collect();
-        let cpu = super::watched::group_cpu(&self.w.targets, &pids);
-        let mut books = super::watched::Books { ring, feeds: &mut self.w.feeds, kernel: &self.w.kernel, pids: &pids };
-        g.driver = Some(BurstDriver::start(Governor::new(self.common.budget, self.common.cost_s), plan, &mut g.attached, &cpu, &mut books)?);
-        Ok(())
+        let w = &mut self.w;
+        let gov = Governor::new(self.common.budget, self.common.cost_s);
+        Ok(super::watched::start_driver(&mut w.groups[gi], plan, gov, &w.targets, &mut w.feeds, &w.kernel, ring)?)
     }
 
     /// Stops watching a process (it exited, or exec'd something else): its
@@ -251,22 +243,28 @@ impl Fleet {
         self.w.driver_due()
     }
 
-    /// Fires the burst drivers that are due; ends targets found gone.
-    pub fn fire_due(&mut self, ring: &mut RingBuf<MapData>) {
-        for pid in self.w.fire_due(ring, false) {
+    /// Fires the burst drivers that are due; ends the targets found gone
+    /// and returns them.
+    pub fn fire_due(&mut self, ring: &mut RingBuf<MapData>) -> Vec<u32> {
+        let gone = self.w.fire_due(ring, false);
+        for &pid in &gone {
             self.remove(pid, ring);
         }
+        gone
     }
 
     /// A flush tick: every queued record and count, the drivers, each
-    /// target's reads of its runtime; ends targets found gone.
-    pub fn flush(&mut self, ring: &mut RingBuf<MapData>) {
-        for pid in self.w.flush(ring) {
+    /// target's reads of its runtime; ends the targets found gone and
+    /// returns them.
+    pub fn flush(&mut self, ring: &mut RingBuf<MapData>) -> Vec<u32> {
+        let gone = self.w.flush(ring);
+        for &pid in &gone {
             self.remove(pid, ring);
         }
         let stats = self.kernel_readings();
         self.seal_histories(&stats);
         self.write_recordings(&stats);
+        gone
     }
 
     /// Each target's kernel counters now (one read of its row each).
@@ -300,10 +298,6 @@ impl Fleet {
             let begun = feed.agg.bursts().begun;
             h.seal(now, (s, t.cpu_last, begun), feed.take_tap());
         }
-    }
-
-    pub fn pids(&self) -> Vec<u32> {
-        self.w.targets.iter().map(Target::pid).collect()
     }
 
     pub fn info(&self, pid: u32) -> Option<TargetInfo> {

@@ -443,11 +443,8 @@ impl Prepared {
         }
         if mode == Mode::Sampled {
             for g in &mut self.groups {
-                let pids: Vec<u32> = g.attached.pids().collect();
-                let cpu = watched::group_cpu(&self.targets, &pids);
-                let mut books = watched::Books { ring: &mut self.ring, feeds: &mut self.feeds, kernel: &self.kernel, pids: &pids };
                 let plan = &self.targets.iter().find(|t| t.key == g.key).expect("a group has targets").meta.plan;
-                g.driver = Some(BurstDriver::start(Governor::new(self.budget, self.cost_s), plan, &mut g.attached, &cpu, &mut books)?);
+                watched::start_driver(g, plan, Governor::new(self.budget, self.cost_s), &self.targets, &mut self.feeds, &self.kernel, &mut self.ring)?;
             }
         }
         Ok(())

@@ -38,17 +38,13 @@ impl Recordings {
     /// Begins a target's first file; the feed keeps ops for it from now on.
     /// A file that cannot be made is said and skipped: the target is still watched.
     pub fn begin(&mut self, t: &Target, feed: Feed, stats: KernelStats) -> Feed {
-        match self.open(t, &t.meta, 0) {
+        match open(&self.policy, t, &t.meta, 0) {
             Some(rec) => {
                 self.by_pid.insert(t.pid(), Recording { rec, part: 0, begun: t.started, base: (stats, t.cpu_start) });
                 feed.recording()
             }
             None => feed,
         }
-    }
-
-    fn open(&self, t: &Target, meta: &Meta, part: u32) -> Option<Recorder> {
-        open(&self.policy, t, meta, part)
     }
 
     /// Writes each target's ops and figures so far, and moves a file that is

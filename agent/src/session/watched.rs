@@ -69,6 +69,17 @@ fn fold_all(ring: &mut RingBuf<MapData>, feeds: &mut Feeds, kernel: &Kernel) {
 /// attach waits out an RCU grace period or two (~50-100 ms measured here).
 const SWITCH_HORIZON: std::time::Duration = std::time::Duration::from_millis(150);
 
+/// Starts a binary's burst driver: its first window opens now, in the
+/// books of its targets. Attach, record and run start one per binary as
+/// the session begins; node mode one as each binary's probes are placed.
+pub(super) fn start_driver(g: &mut Group, plan: &crate::plan::ProbePlan, gov: crate::sampling::governor::Governor, targets: &[Target], feeds: &mut Feeds, kernel: &Kernel, ring: &mut RingBuf<MapData>) -> Result<(), ProbeError> {
+    let pids: Vec<u32> = g.attached.pids().collect();
+    let cpu = group_cpu(targets, &pids);
+    let mut books = Books { ring, feeds, kernel, pids: &pids };
+    g.driver = Some(bursts::BurstDriver::start(gov, plan, &mut g.attached, &cpu, &mut books)?);
+    Ok(())
+}
+
 /// What a foreign hit on a shared link set means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Foreign {
