@@ -104,7 +104,9 @@ fn node_watches_a_program_started_after_it_and_serves_its_culprit() {
     // The last two seconds only: the same culprit, fewer pauses and cycles
     // than since the start, and the window it says it covers (sampled
     // mode reaches back to the start of the last whole burst).
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    // Long enough that the whole is well past a 2 s window, even one that
+    // reaches back to its last burst.
+    std::thread::sleep(std::time::Duration::from_secs(5));
     let whole: serde_json::Value = serde_json::from_str(&node.get(&format!("/report?pid={pid}&format=json"))).unwrap();
     let last: serde_json::Value = serde_json::from_str(&node.get(&format!("/report?pid={pid}&format=json&window=2s"))).unwrap();
     assert_appendloop_culprit(&last);
