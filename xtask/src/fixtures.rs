@@ -35,6 +35,31 @@ impl Flavor {
     pub const ALL: [Flavor; 4] = [Flavor::Default, Flavor::Stripped, Flavor::Pie, Flavor::Cgo];
 }
 
+/// The architecture a fixture is compiled for (Go's GOARCH).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GoArch {
+    Amd64,
+    Arm64,
+}
+
+impl GoArch {
+    /// The architecture this process runs on: what a fixture is built for unless a test asks otherwise.
+    pub fn host() -> GoArch {
+        if cfg!(target_arch = "aarch64") {
+            GoArch::Arm64
+        } else {
+            GoArch::Amd64
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            GoArch::Amd64 => "amd64",
+            GoArch::Arm64 => "arm64",
+        }
+    }
+}
+
 /// Every Go version of the test matrix.
 pub fn go_versions() -> Vec<&'static str> {
     std::iter::once(crate::pins::GO_DEBIAN).chain(crate::pins::GO_PYPI.iter().copied()).collect()
@@ -44,11 +69,24 @@ pub fn source_dir(name: &str) -> PathBuf {
     workspace_root().join("tests/fixtures").join(name)
 }
 
-/// Builds (or reuses) fixture `name` with Go `version`; returns the executable.
+/// Builds (or reuses) fixture `name` with Go `version` for this host; returns the executable.
 pub fn build(name: &str, version: &str, flavor: Flavor) -> Result<PathBuf> {
+    build_for(name, version, flavor, GoArch::host())
+}
+
+/// Builds (or reuses) fixture `name` with Go `version` for `arch`. Go cross-compiles
+/// without a C toolchain, so every flavor but cgo builds for either arch on either host.
+pub fn build_for(name: &str, version: &str, flavor: Flavor, arch: GoArch) -> Result<PathBuf> {
+    if flavor == Flavor::Cgo && arch != GoArch::host() {
+        bail!("fixture {name}: a cgo build for {} needs that arch's C toolchain, which gcprobe does not install", arch.name());
+    }
     let go = tools::ensure_go(version)?;
     let src = source_dir(name);
-    let out = workspace_root().join("target/fixtures").join(version).join(format!("{name}-{}", flavor.name()));
+    let mut dir = workspace_root().join("target/fixtures").join(version);
+    if arch != GoArch::host() {
+        dir = dir.join(arch.name());
+    }
+    let out = dir.join(format!("{name}-{}", flavor.name()));
     if out.exists() && newest_mtime(&src)? <= mtime(&out)? {
         return Ok(out);
     }
@@ -69,6 +107,8 @@ pub fn build(name: &str, version: &str, flavor: Flavor) -> Result<PathBuf> {
         .env("GOTOOLCHAIN", "local")
         .env("GOFLAGS", "-mod=mod")
         .env("CGO_ENABLED", if flavor == Flavor::Cgo { "1" } else { "0" })
+        .env("GOARCH", arch.name())
+        .env("GOOS", "linux")
         .env("GOCACHE", tools::tools_dir().join("go-build-cache"))
         .env("GOPATH", tools::tools_dir().join("gopath"));
     let st = cmd.status().with_context(|| format!("spawning {cmd:?}"))?;
