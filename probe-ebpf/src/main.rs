@@ -640,7 +640,13 @@ fn walk_frame_pointers(ctx: &ProbeContext, mut fp: u64, chunk: &mut Chunk, windo
             off = 0;
         }
         // Masked, so the verifier sees both indices inside the value; the
-        // check above already keeps the record whole within `valid`.
+        // check above already keeps the record whole within `valid`. LLVM
+        // knows that too and drops the mask, and the 6.1 verifier cannot carry
+        // the `off < valid` bound across two registers ("math between
+        // map_value pointer and register with unbounded min value"): the
+        // volatile read hides the range from LLVM so the mask stays.
+        // SAFETY: reading a local.
+        let off = unsafe { core::ptr::read_volatile(&off) };
         let i = (off >> 3) as usize & (CHUNK_WORDS - 1);
         let (next_fp, ret) = (chunk[i], chunk[i + 1]);
         if ret == 0 {

@@ -187,6 +187,16 @@ pub fn assert_appendloop_culprit(r: &serde_json::Value) {
     assert_eq!(c["line"], fixtures::marker_line("appendloop", "gcprobe:culprit"), "{c:#}");
 }
 
+/// `gc 7 @0.213s 1%: 0.021+0.52+0.004 ms clock, ...` → (sweep term ms, mark term ms).
+pub fn parse_gctrace(l: &str) -> Option<(f64, f64)> {
+    if !l.starts_with("gc ") {
+        return None;
+    }
+    let clock = l.split(": ").nth(1)?.split(" ms clock").next()?;
+    let parts: Vec<f64> = clock.split('+').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    (parts.len() == 3).then(|| (parts[0], parts[2]))
+}
+
 /// Every total in a report equals the sum of its parts, whichever section shows it.
 pub fn assert_totals_agree(r: &serde_json::Value) {
     let gc = &r["gc"];

@@ -134,16 +134,6 @@ fn gc_cycles_and_stw_match_gctrace() {
     assert!(by_reason["GC mark termination"]["count"].as_u64().unwrap() > 0);
 }
 
-/// `gc 7 @0.213s 1%: 0.021+0.52+0.004 ms clock, ...` → (sweep term ms, mark term ms).
-fn parse_gctrace(l: &str) -> Option<(f64, f64)> {
-    if !l.starts_with("gc ") {
-        return None;
-    }
-    let clock = l.split(": ").nth(1)?.split(" ms clock").next()?;
-    let parts: Vec<f64> = clock.split('+').map(|p| p.parse().ok()).collect::<Option<_>>()?;
-    (parts.len() == 3).then(|| (parts[0], parts[2]))
-}
-
 #[test]
 fn gctrace_lines_parse() {
     assert_eq!(parse_gctrace("gc 7 @0.213s 1%: 0.021+0.52+0.004 ms clock, 0.08+0/0.1/0+0.01 ms cpu, 4->4->0 MB, 4 MB goal, 2 P (forced)"), Some((0.021, 0.004)));

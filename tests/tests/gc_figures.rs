@@ -257,21 +257,7 @@ fn a_leak_is_found_whenever_you_attach() {
 #[test]
 fn arm64_machine_code_agrees_with_symbols() {
     for go in fixtures::go_versions() {
-        let out = xtask::workspace_root().join("target/fixtures").join(go).join("gcstress-arm64");
-        let st = std::process::Command::new(xtask::tools::ensure_go(go).unwrap())
-            .current_dir(fixtures::source_dir("gcstress"))
-            .args(["build", "-o"])
-            .arg(&out)
-            .arg(".")
-            .env("GOARCH", "arm64")
-            .env("CGO_ENABLED", "0")
-            .env("GOTOOLCHAIN", "local")
-            .env("GOFLAGS", "-mod=mod")
-            .env("GOCACHE", xtask::tools::tools_dir().join("go-build-cache"))
-            .env("GOPATH", xtask::tools::tools_dir().join("gopath"))
-            .status()
-            .unwrap();
-        assert!(st.success(), "go {go}: cross-building for arm64");
+        let out = fixtures::build_for("gcstress", go, Flavor::Default, xtask::fixtures::GoArch::Arm64).unwrap();
         let (bin, version) = open(&out);
         assert_eq!(bin.arch, gcprobe::tracee::binary::Arch::Aarch64);
         let pcln = Pclntab::parse(&bin, version).unwrap();

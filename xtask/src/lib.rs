@@ -1,8 +1,10 @@
 //! Project tooling shared by `cargo xtask` and the integration tests: pinned
 //! versions, where tools live, how to install them and how to build fixtures.
+pub mod build;
 pub mod fixtures;
 pub mod pins;
 pub mod tools;
+pub mod vm;
 
 use std::path::PathBuf;
 

