@@ -34,6 +34,8 @@ fn json(out: &Outcome, name: &str) -> serde_json::Value {
 }
 
 /// Guest shell: start `bin`, attach for `secs`, hand back the JSON report as NAME.json.
+/// `--duration` counts from gcprobe's start, and reading a binary takes seconds under
+/// emulation: callers leave room for it.
 fn attach_script(bin: &str, secs: u32) -> String {
     format!("./{bin} >/dev/null & P=$!\nsleep 1\n/gcprobe attach --pid $P --duration {secs}s --format json -o /tmp/{bin}.json\nkill $P\nsend /tmp/{bin}.json {bin}.json\n")
 }
@@ -41,6 +43,7 @@ fn attach_script(bin: &str, secs: u32) -> String {
 /// appendloop's culprit, its `for`, the loop kind, the element type and the fix.
 fn assert_culprit_and_loop(r: &serde_json::Value, what: &str) {
     assert_eq!(r["target"]["arch"], "arm64", "{what}");
+    eprintln!("{what}: watched for {:.1} s", r["window"]["duration_s"].as_f64().unwrap());
     let c = culprits(r).first().unwrap_or_else(|| panic!("{what}: no culprit: {:#}", r["callsites"]));
     assert_eq!(str_of(c, "function"), "main.(*Index).Names", "{what}: {c:#}");
     assert_eq!(c["line"], fixtures::marker_line("appendloop", "gcprobe:culprit"), "{what}: {c:#}");
@@ -66,7 +69,7 @@ fn arm64_attach_names_the_culprit_its_loop_and_fix() {
     let mut script = String::from("/gcprobe plan --exe ./amd64 > /tmp/plan.txt 2>&1\nsend /tmp/plan.txt plan.txt\n");
     for (name, go, flavor) in builds {
         guest = guest.file(name, &arm64_fixture("appendloop", go, flavor));
-        script.push_str(&attach_script(name, 4));
+        script.push_str(&attach_script(name, 8));
     }
     let out = boot(guest.script(&script));
     for (name, go, flavor) in builds {
@@ -90,7 +93,7 @@ fn arm64_gc_cycles_match_gctrace_on_the_perf_event_path() {
     let script = format!(
         "echo go | GODEBUG=gctrace=1 /gcprobe run --mode exact --format json -o /tmp/gc.json -- ./gcstress -cycles=40 2>/tmp/trace.txt\n\
          send /tmp/gc.json gc.json\nsend /tmp/trace.txt trace.txt\n{}",
-        attach_script("appendloop", 4)
+        attach_script("appendloop", 8)
     );
     let out = boot(Guest::new(Kernel::V6_1, &arm64_agent()).file("gcstress", &gcstress).file("appendloop", &appendloop).script(&script));
     let r = json(&out, "gc.json");
@@ -188,4 +191,29 @@ fn xtask_vm_runs_a_program_it_has_never_seen() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.trim_end().ends_with("is not an arm64 program (ELF machine 62); build it with GOARCH=arm64"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Map growth and heap reads on arm64: the cache that only grows is flagged beside the
+/// climbing live heap, with classic maps (Go 1.19, on 6.1) and swiss maps (Go 1.27, on 6.12).
+#[test]
+fn arm64_a_map_that_only_grows_is_flagged() {
+    let leak_line = fixtures::marker_line("mapleak", "gcprobe:map-insert");
+    let bounded_line = fixtures::marker_line("mapleak", "gcprobe:bounded-insert");
+    for (kernel, go) in [(Kernel::V6_1, pins::GO_DEBIAN), (Kernel::V6_12, *pins::GO_PYPI.last().unwrap())] {
+        let exe = arm64_fixture("mapleak", go, Flavor::Default);
+        // The cache starts filling once gcprobe is attached, as on x86_64: a fifo holds
+        // the program at its "go" until the probes are in.
+        let script = "mkfifo /tmp/go\n./mapleak < /tmp/go >/dev/null & P=$!\nexec 3>/tmp/go\n\
+                      /gcprobe attach --pid $P --mode exact --duration 20s --format json --interval 1h -o /tmp/m.json 2>/tmp/m.err & G=$!\n\
+                      while ! grep -q attached /tmp/m.err; do sleep 0.2; done\necho go >&3\nwait $G\nkill $P\nsend /tmp/m.json m.json\nsend /tmp/m.err m.err\n";
+        let out = boot(Guest::new(kernel, &arm64_agent()).file("mapleak", &exe).script(script));
+        let r = json(&out, "m.json");
+        let what = format!("Go {go} on {}", kernel.name());
+        eprintln!("{what}: watched {:.1} s; live heap {}", r["window"]["duration_s"], r["gc"]["heap_live"]);
+        let maps = r["maps"].as_array().unwrap();
+        let leak = maps.iter().find(|m| m["line"] == leak_line).unwrap_or_else(|| panic!("{what}: no map at line {leak_line}: {maps:#?}"));
+        assert_eq!((leak["likely_leak"].as_bool(), str_of(leak, "function")), (Some(true), "main.remember"), "{what}: {leak:#}");
+        assert!(!maps.iter().any(|m| m["line"] == bounded_line && m["likely_leak"] == true), "{what}: the bounded map is flagged: {maps:#?}");
+        assert_eq!(r["gc"]["heap_climbing"], true, "{what}: {}", r["gc"]["heap_live"]);
+    }
 }

@@ -24,7 +24,8 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Kernel::V6_12)]
     kernel: Kernel,
     /// An arm64 Go program: runs as `gcprobe run --format json -o OUT -- PROGRAM ARGS...`.
-    /// Without it, gcprobe attaches to the bundled demo service for 10 s.
+    /// Without it, gcprobe attaches to the bundled demo service for 20 s (set-up included:
+    /// reading the binary takes seconds under emulation).
     #[arg(long, value_name = "PATH")]
     exe: Option<PathBuf>,
     /// Where the JSON report goes on this machine (with --exe; default: stdout).
@@ -62,7 +63,7 @@ pub fn run(a: &Args) -> Result<ExitCode> {
 
 fn demo(kernel: Kernel, agent: &std::path::Path) -> Result<Guest> {
     let exe = fixtures::build_for("demo-service", pins::GO_DEFAULT, Flavor::Default, GoArch::Arm64)?;
-    Ok(Guest::new(kernel, agent).file("demo-service", &exe).script("./demo-service >/dev/null & P=$!\nsleep 2\n/gcprobe attach --pid $P --duration 10s\nst=$?\nkill $P\nexit $st"))
+    Ok(Guest::new(kernel, agent).file("demo-service", &exe).script("./demo-service >/dev/null & P=$!\nsleep 2\n/gcprobe attach --pid $P --duration 20s\nst=$?\nkill $P\nexit $st"))
 }
 
 /// A clear error up front, rather than an exec failure inside the guest.

@@ -95,7 +95,7 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
     let maps = map_rows(agg, sym);
     let heap_live: Vec<HeapSample> =
         agg.cycles().iter().filter_map(|c| Some(HeapSample { t_s: secs(c.start_ktime), bytes: c.heap_at_start?, goal: c.goal, marked: c.marked })).collect();
-    let heap_climbing = culprits::climbing(&heap_live.iter().map(|h| h.bytes).collect::<Vec<_>>());
+    let heap_climbing = culprits::climbing(&culprits::leak_series(&heap_live).1);
 
     let lost = inp.kernel.ringbuf_full + inp.kernel.overlapped + agg.counts().undecodable;
     let total = agg.alloc_bytes();

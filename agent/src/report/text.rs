@@ -121,9 +121,11 @@ pub fn render(r: &Report, stack_depth: usize) -> String {
     }
 
     if !r.gc.heap_live.is_empty() {
-        let series: Vec<String> = r.gc.heap_live.iter().map(|h| bytes(h.bytes)).collect();
+        // The series the climb was judged on, so "(climbing)" is about what is shown.
+        let (which, series) = crate::analysis::culprits::leak_series(&r.gc.heap_live);
+        let series: Vec<String> = series.into_iter().map(bytes).collect();
         let shown = if series.len() > 12 { format!("{} ... {}", series[..6].join(" "), series[series.len() - 6..].join(" ")) } else { series.join(" ") };
-        let _ = writeln!(o, "  heap at each cycle's start: {shown}{}", if r.gc.heap_climbing { "  (climbing)" } else { "" });
+        let _ = writeln!(o, "  {}: {shown}{}", which.name(), if r.gc.heap_climbing { "  (climbing)" } else { "" });
     }
 
     if !r.maps.is_empty() {
