@@ -5,20 +5,13 @@
 //! into the loop, so address ranges between back-edges are not enough; the
 //! loop is found the textbook way: basic blocks, dominators, back-edges
 //! (an edge to a block that dominates its source), natural-loop bodies.
-//! Decoding is per architecture (`x86` today); the analysis is not.
+//! Decoding is per architecture; the analysis is not.
+mod arm64;
 mod x86;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::tracee::binary::Arch;
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum LoopError {
-    #[error("loop analysis is not implemented for {arch:?} yet")]
-    UnsupportedArch { arch: Arch },
-    #[error("function at {entry:#x} is not in the file")]
-    NoCode { entry: u64 },
-}
 
 /// How control leaves an instruction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,10 +32,10 @@ pub struct Insn {
     pub flow: Flow,
 }
 
-pub fn decode(arch: Arch, code: &[u8], entry: u64) -> Result<Vec<Insn>, LoopError> {
+pub fn decode(arch: Arch, code: &[u8], entry: u64) -> Vec<Insn> {
     match arch {
-        Arch::X86_64 => Ok(x86::decode(code, entry)),
-        Arch::Aarch64 => Err(LoopError::UnsupportedArch { arch }),
+        Arch::X86_64 => x86::decode(code, entry),
+        Arch::Aarch64 => arm64::decode(code, entry),
     }
 }
 
