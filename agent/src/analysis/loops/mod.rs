@@ -90,7 +90,9 @@ pub fn innermost_loop(insns: &[Insn], pc: u64) -> Option<Loop> {
                 let mut stack = vec![u];
                 while let Some(n) = stack.pop() {
                     if body.insert(n) {
-                        stack.extend(preds[n].iter().copied());
+                        // Unreachable blocks are data decoded as code (arm64
+                        // keeps literal pools in a function's text): no part of a loop.
+                        stack.extend(preds[n].iter().copied().filter(|&p| idom[p].is_some()));
                     }
                 }
             }
@@ -270,6 +272,22 @@ mod tests {
         let l = innermost_loop(&code, 6).expect("slow path is inside the loop");
         assert_eq!(l.head, 1);
         assert!(l.insns.contains(&6) && l.insns.contains(&7));
+    }
+
+    #[test]
+    fn data_after_a_return_is_not_part_of_a_loop() {
+        // 0: entry; 1: head, calls; 2: cond jump back to head; 3: return;
+        // 4: a literal-pool word that decodes as a call and a jump into the loop.
+        let code = [
+            i(0, Flow::Next),
+            i(1, Flow::Call(Some(0x77))),
+            i(2, Flow::CondJump(1)),
+            i(3, Flow::Stop),
+            i(4, Flow::Call(Some(0x66))),
+            i(5, Flow::Jump(2)),
+        ];
+        let l = innermost_loop(&code, 1).unwrap();
+        assert_eq!((l.head, l.insns, l.calls), (1, vec![1, 2], vec![0x77]));
     }
 
     #[test]
