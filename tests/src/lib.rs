@@ -401,3 +401,47 @@ impl Drop for KubeletLayout {
     }
 }
 
+
+/// The patterns of tests/fixtures/loopkinds: each append line is marked
+/// `gcprobe:append-NAME`, its loop `gcprobe:for-NAME`.
+pub mod loopkinds {
+    use super::fixtures;
+
+    /// (name, loop kind, element type, first Go version that compiles it,
+    /// function holding the append once inlining is done).
+    pub type Pattern = (&'static str, &'static str, &'static str, (u32, u32), &'static str);
+
+    pub const PATTERNS: &[Pattern] = &[
+        ("map", "map", "string", (1, 19), "main.(*Catalog).Keys"),
+        ("slice", "slice", "int", (1, 19), "main.doubled"),
+        ("channel", "channel", "float64", (1, 19), "main.drain"),
+        ("string", "string", "int32", (1, 19), "main.runes"),
+        ("for", "for", "uint64", (1, 19), "main.counter"),
+        ("nested", "slice", "[2]int32", (1, 19), "main.flatten"),
+        ("inlined", "map", "int64", (1, 19), "main.collect"),
+        ("integer", "integer", "uintptr", (1, 22), "main.squares"),
+        // The iterator and the loop body are both inlined into it.
+        ("func-iterator", "func-iterator", "complex64", (1, 23), "main.viaIterator"),
+    ];
+
+    /// The patterns Go `version` compiles.
+    pub fn compiled_by(version: &str) -> impl Iterator<Item = &'static Pattern> {
+        let minor: u32 = version.split('.').nth(1).unwrap().parse().unwrap();
+        PATTERNS.iter().filter(move |p| minor >= (p.3).1)
+    }
+
+    /// File name and line of `marker` in any of the fixture's files.
+    pub fn marker(marker: &str) -> (String, u32) {
+        let dir = fixtures::source_dir("loopkinds");
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "go") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                if let Some(i) = text.lines().position(|l| l.ends_with(marker)) {
+                    return (path.file_name().unwrap().to_string_lossy().into_owned(), i as u32 + 1);
+                }
+            }
+        }
+        panic!("no {marker} in {}", dir.display());
+    }
+}

@@ -202,39 +202,6 @@ fn sampled_sessions_agree_on_the_culprit_and_its_size() {
     assert!(sizes.iter().all(|&s| s == sizes[0] && (2048..=3200).contains(&s)), "{sizes:?}");
 }
 
-/// (kind, element type) per marked pattern of tests/fixtures/loopkinds, and
-/// the Go version that first compiles it.
-const LOOP_KINDS: &[(&str, &str, &str, (u32, u32))] = &[
-    ("map", "map", "string", (1, 19)),
-    ("slice", "slice", "int", (1, 19)),
-    ("channel", "channel", "float64", (1, 19)),
-    ("string", "string", "int32", (1, 19)),
-    ("for", "for", "uint64", (1, 19)),
-    ("nested", "slice", "[2]int32", (1, 19)),
-    ("inlined", "map", "int64", (1, 19)),
-    ("integer", "integer", "uintptr", (1, 22)),
-    ("func-iterator", "func-iterator", "complex64", (1, 23)),
-];
-
-fn minor(version: &str) -> u32 {
-    version.split('.').nth(1).unwrap().parse().unwrap()
-}
-
-/// Line `marker` in any of the fixture's files.
-fn marker(marker: &str) -> (String, u32) {
-    let dir = fixtures::source_dir("loopkinds");
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "go") {
-            let text = std::fs::read_to_string(&path).unwrap();
-            if let Some(i) = text.lines().position(|l| l.ends_with(marker)) {
-                return (path.file_name().unwrap().to_string_lossy().into_owned(), i as u32 + 1);
-            }
-        }
-    }
-    panic!("no {marker} in {}", dir.display());
-}
-
 #[test]
 fn every_loop_kind_is_named_with_its_for_line_and_element_type() {
     if !privileged("every_loop_kind_is_named_with_its_for_line_and_element_type") {
@@ -245,9 +212,9 @@ fn every_loop_kind_is_named_with_its_for_line_and_element_type() {
         let exe = fixtures::build("loopkinds", version, Flavor::Default).unwrap();
         let t = Target::start(&exe, &[], &[]);
         let r = attach_json(t.pid(), "4s");
-        for &(name, kind, elem, (_, since)) in LOOP_KINDS.iter().filter(|k| minor(version) >= (k.3).1) {
-            let (file, append_line) = marker(&format!("gcprobe:append-{name}"));
-            let (_, for_line) = marker(&format!("gcprobe:for-{name}"));
+        for &(name, kind, elem, (_, since), _) in loopkinds::compiled_by(version) {
+            let (file, append_line) = loopkinds::marker(&format!("gcprobe:append-{name}"));
+            let (_, for_line) = loopkinds::marker(&format!("gcprobe:for-{name}"));
             let Some(c) = culprits(&r).iter().find(|c| c["line"] == append_line && str_of(c, "file").ends_with(&file)) else {
                 failures.push(format!("Go {version} {name}: no culprit at {file}:{append_line}"));
                 continue;
@@ -258,7 +225,7 @@ fn every_loop_kind_is_named_with_its_for_line_and_element_type() {
             }
         }
         // An append inside strings.Builder: the loop is the caller's, the fix is Grow.
-        let (_, for_line) = marker("gcprobe:for-builder");
+        let (_, for_line) = loopkinds::marker("gcprobe:for-builder");
         match culprits(&r).iter().find(|c| str_of(c, "function").starts_with("strings.(*Builder).")) {
             Some(c) if c["loop"]["line"] == for_line && str_of(c, "suggestion").contains("b.Grow(") => {}
             other => failures.push(format!("Go {version} builder: {other:?}")),

@@ -79,7 +79,7 @@ fn find_loop(bin: &Binary, sym: &mut Symbolizer, callsite_fn: &str, ret_pc: u64)
     let call = ret_pc.wrapping_sub(sym.bias()).wrapping_sub(1);
     let (entry, size) = sym.function_at(call)?;
     let code = bin.bytes_at(entry, usize::try_from(size).ok()?)?;
-    let insns = loops::decode(bin.arch, code, entry).ok()?;
+    let insns = loops::decode(bin.arch, code, entry);
     // Go 1.23 range-over-func: the body is a closure `f-range1`, called by
     // the iterator; its loop lives in the iterator, not here.
     let in_closure = callsite_fn.contains("-range");

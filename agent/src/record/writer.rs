@@ -66,8 +66,7 @@ impl Recorder {
         // Each growslice stack is new here once (the aggregator lists a
         // stack when it first enters): its loop is looked for once.
         for stack in &fresh.grow_stacks {
-            let callsite_fn = report::callsite_function(facts, stack);
-            syms.loops.push((stack.to_vec(), facts.append_loop(&callsite_fn, stack)));
+            syms.loops.push((stack.to_vec(), report::growslice_loop(facts, stack)));
         }
         for &t in &fresh.types {
             if self.seen_types.insert(t) {

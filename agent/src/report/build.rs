@@ -492,9 +492,18 @@ fn callsite(sym: &mut dyn Facts, stack: &[u64]) -> (Vec<Frame>, usize, bool) {
 }
 
 /// The function a stack's callsite row is named after.
-pub fn callsite_function(sym: &mut dyn Facts, stack: &[u64]) -> String {
+fn callsite_function(sym: &mut dyn Facts, stack: &[u64]) -> String {
     let (mut frames, idx, _) = callsite(sym, stack);
     frames.swap_remove(idx).function
+}
+
+/// The loop driving the appends of growslice stack `stack` (return
+/// addresses, the growslice call's first), asked the way a report's row
+/// asks it: also what a recording stores, and what a static check of a
+/// binary can ask with the call's own return address.
+pub fn growslice_loop(facts: &mut dyn Facts, stack: &[u64]) -> Option<crate::analysis::appendloop::LoopReport> {
+    let callsite_fn = callsite_function(facts, stack);
+    facts.append_loop(&callsite_fn, stack)
 }
 
 fn size_stats(unit: &'static str, h: &hdrhistogram::Histogram<u64>) -> SizeStats {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 /// The rows analysis makes and ranks; the report holds them.
 pub use crate::analysis::rows::{Callsite, Culprit, HeapSample, MapReport};
-pub use build::{build, callsite_function, cause_name, cause_reason, rate_times, Inputs, SamplingInputs};
+pub use build::{build, cause_name, cause_reason, growslice_loop, rate_times, Inputs, SamplingInputs};
 
 use crate::tracee::frame::Frame;
 

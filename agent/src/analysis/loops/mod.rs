@@ -5,20 +5,13 @@
 //! into the loop, so address ranges between back-edges are not enough; the
 //! loop is found the textbook way: basic blocks, dominators, back-edges
 //! (an edge to a block that dominates its source), natural-loop bodies.
-//! Decoding is per architecture (`x86` today); the analysis is not.
+//! Decoding is per architecture; the analysis is not.
+mod arm64;
 mod x86;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::tracee::binary::Arch;
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum LoopError {
-    #[error("loop analysis is not implemented for {arch:?} yet")]
-    UnsupportedArch { arch: Arch },
-    #[error("function at {entry:#x} is not in the file")]
-    NoCode { entry: u64 },
-}
 
 /// How control leaves an instruction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,10 +32,10 @@ pub struct Insn {
     pub flow: Flow,
 }
 
-pub fn decode(arch: Arch, code: &[u8], entry: u64) -> Result<Vec<Insn>, LoopError> {
+pub fn decode(arch: Arch, code: &[u8], entry: u64) -> Vec<Insn> {
     match arch {
-        Arch::X86_64 => Ok(x86::decode(code, entry)),
-        Arch::Aarch64 => Err(LoopError::UnsupportedArch { arch }),
+        Arch::X86_64 => x86::decode(code, entry),
+        Arch::Aarch64 => arm64::decode(code, entry),
     }
 }
 
@@ -97,7 +90,9 @@ pub fn innermost_loop(insns: &[Insn], pc: u64) -> Option<Loop> {
                 let mut stack = vec![u];
                 while let Some(n) = stack.pop() {
                     if body.insert(n) {
-                        stack.extend(preds[n].iter().copied());
+                        // Unreachable blocks are data decoded as code (arm64
+                        // keeps literal pools in a function's text): no part of a loop.
+                        stack.extend(preds[n].iter().copied().filter(|&p| idom[p].is_some()));
                     }
                 }
             }
@@ -277,6 +272,22 @@ mod tests {
         let l = innermost_loop(&code, 6).expect("slow path is inside the loop");
         assert_eq!(l.head, 1);
         assert!(l.insns.contains(&6) && l.insns.contains(&7));
+    }
+
+    #[test]
+    fn data_after_a_return_is_not_part_of_a_loop() {
+        // 0: entry; 1: head, calls; 2: cond jump back to head; 3: return;
+        // 4: a literal-pool word that decodes as a call and a jump into the loop.
+        let code = [
+            i(0, Flow::Next),
+            i(1, Flow::Call(Some(0x77))),
+            i(2, Flow::CondJump(1)),
+            i(3, Flow::Stop),
+            i(4, Flow::Call(Some(0x66))),
+            i(5, Flow::Jump(2)),
+        ];
+        let l = innermost_loop(&code, 1).unwrap();
+        assert_eq!((l.head, l.insns, l.calls), (1, vec![1, 2], vec![0x77]));
     }
 
     #[test]
