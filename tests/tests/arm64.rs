@@ -217,3 +217,22 @@ fn arm64_a_map_that_only_grows_is_flagged() {
         assert_eq!(r["gc"]["heap_climbing"], true, "{what}: {}", r["gc"]["heap_live"]);
     }
 }
+
+/// Debian's own arm64 restic (stripped, cgo-linked, Go from Debian's toolchain) under
+/// `gcprobe run`: `restic init` derives its key with scrypt, whose 64 MiB work buffer is
+/// the top callsite, named through .gopclntab alone.
+#[test]
+fn arm64_debian_restic_names_scrypt() {
+    let (package, path) = pins::VM_DEBIAN_GO_PROGRAM;
+    let restic = xtask::vm::debian_arm64_file(package, path).unwrap_or_else(|e| panic!("{e:#}"));
+    // Exact: one 32 MiB allocation decides the ranking, and a burst could miss it.
+    let script = "/gcprobe run --mode exact --format json -o /tmp/r.json -- ./restic init --repo /tmp/repo --insecure-no-password\nst=$?\nsend /tmp/r.json report.json\nexit $st";
+    let out = boot(Guest::new(Kernel::V6_12, &arm64_agent()).file("restic", &restic).script(script));
+    assert_eq!(out.status(), 0, "{}", out.transcript.text);
+    assert!(out.transcript.text.contains("created restic repository"), "{}", out.transcript.text);
+    let r = json(&out, "report.json");
+    assert_eq!((r["target"]["arch"].as_str(), r["window"]["ended_by"].as_str()), (Some("arm64"), Some("target-exited")));
+    let top = &r["callsites"][0];
+    assert_eq!(str_of(top, "function"), "golang.org/x/crypto/scrypt.Key", "{top:#}");
+    assert!(str_of(top, "file").ends_with("scrypt/scrypt.go"), "{top:#}");
+}

@@ -32,7 +32,9 @@ pub const KUBERNETES_VERSIONS: &[&str] = &["1.27.0", "1.30.0", "1.33.0", "1.37.0
 /// BTF and the PL011 console built in; the suite's `linux-image-cloud-arm64` names the kernel.
 /// 6.12 (trixie) has uprobe_multi; 6.1 (bookworm) takes the perf-event fallback.
 pub const VM_KERNEL_SUITES: &[(&str, &str)] = &[("6.12", "trixie"), ("6.1", "bookworm")];
-/// The guest's userland: one static busybox.
+/// The guest's userland: one static busybox, glibc for PIE and cgo programs, and Debian's own
+/// arm64 Go program the tests run there (stripped, cgo-linked).
+pub const VM_DEBIAN_GO_PROGRAM: (&str, &str) = ("restic", "usr/bin/restic");
 pub const VM_BUSYBOX_SUITE: &str = "trixie";
 /// qemu-system-aarch64 (full-system TCG; qemu-user cannot run BPF: its syscalls reach the host's kernel).
 pub const QEMU_ARM_PACKAGE: &str = "qemu-system-arm";

@@ -142,3 +142,49 @@ pub fn busybox() -> Result<PathBuf> {
         Ok(out.clone())
     })
 }
+
+/// glibc's loader and shared objects (Debian's libc6): a Go PIE asks for
+/// /lib/ld-linux-aarch64.so.1 even without cgo, and a cgo program needs libc itself.
+/// Returns the directory holding them (the top-level `*.so*` files only; not gconv).
+pub fn glibc() -> Result<PathBuf> {
+    let out = root().join("glibc");
+    if out.join("ld-linux-aarch64.so.1").exists() {
+        return Ok(out);
+    }
+    with_fresh_lists(|| {
+        let tmp = root().join("glibc.partial");
+        unpack("libc6", pins::VM_BUSYBOX_SUITE, &tmp)?;
+        let libs = tmp.join("usr/lib/aarch64-linux-gnu");
+        let _ = std::fs::remove_dir_all(&out);
+        std::fs::create_dir_all(&out)?;
+        for e in std::fs::read_dir(&libs).with_context(|| format!("libc6 has no {}", libs.display()))? {
+            let e = e?;
+            if e.file_type()?.is_file() && e.file_name().to_string_lossy().contains(".so") {
+                std::fs::rename(e.path(), out.join(e.file_name()))?;
+            }
+        }
+        std::fs::remove_dir_all(&tmp)?;
+        if !out.join("ld-linux-aarch64.so.1").exists() {
+            bail!("libc6 has no ld-linux-aarch64.so.1");
+        }
+        Ok(out.clone())
+    })
+}
+
+/// One file of an arm64 package of the busybox suite (e.g. Debian's own stripped Go programs),
+/// cached under vm/arm64/files/PACKAGE/.
+pub fn package_file(package: &str, path: &str) -> Result<PathBuf> {
+    let dir = root().join("files").join(package);
+    let out = dir.join(Path::new(path).file_name().context("a file path")?);
+    if out.exists() {
+        return Ok(out);
+    }
+    with_fresh_lists(|| {
+        let tmp = root().join(format!("{package}.partial"));
+        unpack(package, pins::VM_BUSYBOX_SUITE, &tmp)?;
+        std::fs::create_dir_all(&dir)?;
+        std::fs::rename(tmp.join(path), &out).with_context(|| format!("{package} has no {path}"))?;
+        std::fs::remove_dir_all(&tmp)?;
+        Ok(out.clone())
+    })
+}

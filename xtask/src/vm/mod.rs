@@ -1,6 +1,7 @@
 //! An emulated arm64 machine for the tests and for `cargo xtask vm`: Debian's arm64 cloud
 //! kernels under qemu-system-aarch64 (TCG), booted straight into an initramfs built here
-//! from Debian's static busybox, the cross-built static agent and the files a caller adds.
+//! from Debian's static busybox and glibc (for PIE and cgo programs), the cross-built static
+//! agent and the files a caller adds.
 //! Everything is fetched and cached by the project (tools_dir()/vm/arm64).
 //!
 //! TCG runs guest code 10–50× slower than the host: the VM proves correctness, never speed.
@@ -19,6 +20,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 
 pub use console::{quote, Transcript};
+pub use debian::package_file as debian_arm64_file;
 
 use crate::{pins, tools};
 
@@ -127,11 +129,19 @@ impl Guest {
         std::fs::create_dir_all(&dir)?;
         let path = dir.join(format!("initramfs-{}.cpio", std::process::id()));
         let mut a = cpio::Archive::new(std::io::BufWriter::new(std::fs::File::create(&path)?));
-        for d in ["bin", "dev", "proc", "sys", "tmp", "work"] {
+        for d in ["bin", "dev", "lib", "lib/aarch64-linux-gnu", "proc", "sys", "tmp", "work"] {
             a.dir(d)?;
         }
         a.char_dev("dev/console", 5, 1)?;
         a.file("bin/busybox", 0o755, &std::fs::read(&busybox)?)?;
+        // The loader at the path programs name (PT_INTERP), the rest where it searches.
+        let glibc = debian::glibc()?;
+        a.file("lib/ld-linux-aarch64.so.1", 0o755, &std::fs::read(glibc.join("ld-linux-aarch64.so.1"))?)?;
+        for e in std::fs::read_dir(&glibc)? {
+            let path = e?.path();
+            let name = path.file_name().expect("a listed file has a name").to_string_lossy().into_owned();
+            a.file(&format!("lib/aarch64-linux-gnu/{name}"), 0o755, &std::fs::read(&path)?)?;
+        }
         a.file("init", 0o755, console::init_script(&self.script).as_bytes())?;
         for (at, host) in &self.files {
             let data = std::fs::read(host).with_context(|| format!("reading {}", host.display()))?;
