@@ -112,7 +112,11 @@ fn arm64_gc_cycles_match_gctrace_on_the_perf_event_path() {
     let by_reason = &r["gc"]["stw"]["by_reason"];
     assert!(by_reason["GC sweep termination"]["count"].as_u64().unwrap() as i64 >= cycles, "{by_reason:#}");
     assert!(by_reason["GC mark termination"]["count"].as_u64().unwrap() as i64 >= cycles, "{by_reason:#}");
-    assert!(stw_ms > 0.0);
+    // gctrace's sweep- and mark-termination times contain the pauses plus work either side
+    // of them, which emulation stretches more than the stops themselves (ratios of 0.63–0.77
+    // here, 0.81–0.85 on x86_64 hardware): the pauses fit inside, and are most of them.
+    let ratio = stw_ms / trace_stw_ms;
+    assert!((0.4..=1.05).contains(&ratio), "STW total {stw_ms:.3} ms vs gctrace {trace_stw_ms:.3} ms (ratio {ratio:.2})");
 
     let r = json(&out, "appendloop.json");
     assert_eq!(r["kernel"]["mechanism"], "perf_event");
