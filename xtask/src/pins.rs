@@ -35,7 +35,7 @@ pub const VM_KERNEL_SUITES: &[(&str, &str)] = &[("6.12", "trixie"), ("6.1", "boo
 /// The guest's userland: one static busybox, glibc for PIE and cgo programs, and Debian's own
 /// arm64 Go program the tests run there (stripped, cgo-linked).
 pub const VM_DEBIAN_GO_PROGRAM: (&str, &str) = ("restic", "usr/bin/restic");
-pub const VM_BUSYBOX_SUITE: &str = "trixie";
+pub const VM_USERLAND_SUITE: &str = "trixie";
 /// qemu-system-aarch64 (full-system TCG; qemu-user cannot run BPF: its syscalls reach the host's kernel).
 pub const QEMU_ARM_PACKAGE: &str = "qemu-system-arm";
 /// The CPU qemu emulates: Graviton 2 / Ampere Altra class. `max` emulates pointer

@@ -47,7 +47,7 @@ fn update() -> Result<()> {
     for d in ["lists/partial", "cache/archives/partial", "sources.list.d"] {
         std::fs::create_dir_all(dir.join(d))?;
     }
-    let mut suites: Vec<&str> = pins::VM_KERNEL_SUITES.iter().map(|(_, s)| *s).chain([pins::VM_BUSYBOX_SUITE]).collect();
+    let mut suites: Vec<&str> = pins::VM_KERNEL_SUITES.iter().map(|(_, s)| *s).chain([pins::VM_USERLAND_SUITE]).collect();
     suites.sort_unstable();
     suites.dedup();
     let sources: String = suites
@@ -96,6 +96,27 @@ fn with_fresh_lists<T>(fetch: impl Fn() -> Result<T>) -> Result<T> {
     })
 }
 
+/// Unpacks a package once into `dest`: `keep` moves what is wanted out of the unpacked tree
+/// (`tree`) into `dest`, and a marker says it is done, so a fetch cut short starts over.
+fn fetch_once(dest: &Path, package: impl Fn() -> Result<String>, suite: &str, keep: impl Fn(&Path, &str) -> Result<()>) -> Result<()> {
+    let done = dest.join(".fetched");
+    if done.exists() {
+        return Ok(());
+    }
+    with_fresh_lists(|| {
+        let package = package()?;
+        eprintln!("xtask: fetching {package} (arm64, {suite})");
+        let tree = root().join(format!("{package}.partial"));
+        unpack(&package, suite, &tree)?;
+        let _ = std::fs::remove_dir_all(dest);
+        std::fs::create_dir_all(dest)?;
+        keep(&tree, &package)?;
+        std::fs::remove_dir_all(&tree)?;
+        std::fs::write(&done, &package)?;
+        Ok(())
+    })
+}
+
 /// A kernel of the suite: its Image (Debian's arm64 vmlinuz is an uncompressed Image that
 /// qemu boots with -kernel) and the package it came from.
 pub struct KernelImage {
@@ -105,86 +126,51 @@ pub struct KernelImage {
 
 pub fn kernel(suite: &str) -> Result<KernelImage> {
     let dir = root().join("kernels").join(suite);
-    let (image, name) = (dir.join("Image"), dir.join("package"));
-    if image.exists() && name.exists() {
-        return Ok(KernelImage { image, package: std::fs::read_to_string(&name)?.trim().to_owned() });
-    }
-    with_fresh_lists(|| {
-        let package = first_dependency("linux-image-cloud-arm64", suite)?;
-        eprintln!("xtask: fetching {package} (arm64, {suite})");
-        let tmp = dir.with_extension("partial");
-        unpack(&package, suite, &tmp)?;
-        let vmlinuz = std::fs::read_dir(tmp.join("boot"))?
+    let image = dir.join("Image");
+    fetch_once(&dir, || first_dependency("linux-image-cloud-arm64", suite), suite, |tree, package| {
+        let vmlinuz = std::fs::read_dir(tree.join("boot"))?
             .filter_map(|e| e.ok())
             .map(|e| e.path())
             .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-")))
             .with_context(|| format!("{package} has no /boot/vmlinuz-*"))?;
-        std::fs::create_dir_all(&dir)?;
-        std::fs::rename(&vmlinuz, &image)?;
-        std::fs::write(&name, &package)?;
-        std::fs::remove_dir_all(&tmp)?;
-        Ok(KernelImage { image: image.clone(), package })
-    })
+        Ok(std::fs::rename(&vmlinuz, &image)?)
+    })?;
+    Ok(KernelImage { image, package: std::fs::read_to_string(dir.join(".fetched"))?.trim().to_owned() })
 }
 
 /// A static arm64 busybox: the guest's shell and tools.
 pub fn busybox() -> Result<PathBuf> {
-    let out = root().join("busybox");
-    if out.exists() {
-        return Ok(out);
-    }
-    with_fresh_lists(|| {
-        let tmp = root().join("busybox.partial");
-        unpack("busybox-static", pins::VM_BUSYBOX_SUITE, &tmp)?;
-        let bin = ["usr/bin/busybox", "bin/busybox"].iter().map(|p| tmp.join(p)).find(|p| p.exists()).context("busybox-static has no busybox")?;
-        std::fs::rename(&bin, &out)?;
-        std::fs::remove_dir_all(&tmp)?;
-        Ok(out.clone())
-    })
+    package_file("busybox-static", "usr/bin/busybox")
 }
 
 /// glibc's loader and shared objects (Debian's libc6): a Go PIE asks for
 /// /lib/ld-linux-aarch64.so.1 even without cgo, and a cgo program needs libc itself.
 /// Returns the directory holding them (the top-level `*.so*` files only; not gconv).
 pub fn glibc() -> Result<PathBuf> {
-    let out = root().join("glibc");
-    if out.join("ld-linux-aarch64.so.1").exists() {
-        return Ok(out);
-    }
-    with_fresh_lists(|| {
-        let tmp = root().join("glibc.partial");
-        unpack("libc6", pins::VM_BUSYBOX_SUITE, &tmp)?;
-        let libs = tmp.join("usr/lib/aarch64-linux-gnu");
-        let _ = std::fs::remove_dir_all(&out);
-        std::fs::create_dir_all(&out)?;
+    let dir = root().join("glibc");
+    fetch_once(&dir, || Ok("libc6".into()), pins::VM_USERLAND_SUITE, |tree, _| {
+        let libs = tree.join("usr/lib/aarch64-linux-gnu");
         for e in std::fs::read_dir(&libs).with_context(|| format!("libc6 has no {}", libs.display()))? {
             let e = e?;
             if e.file_type()?.is_file() && e.file_name().to_string_lossy().contains(".so") {
-                std::fs::rename(e.path(), out.join(e.file_name()))?;
+                std::fs::rename(e.path(), dir.join(e.file_name()))?;
             }
         }
-        std::fs::remove_dir_all(&tmp)?;
-        if !out.join("ld-linux-aarch64.so.1").exists() {
+        if !dir.join("ld-linux-aarch64.so.1").exists() {
             bail!("libc6 has no ld-linux-aarch64.so.1");
         }
-        Ok(out.clone())
-    })
+        Ok(())
+    })?;
+    Ok(dir)
 }
 
-/// One file of an arm64 package of the busybox suite (e.g. Debian's own stripped Go programs),
-/// cached under vm/arm64/files/PACKAGE/.
+/// One file of an arm64 package of the userland suite (busybox, Debian's own stripped Go
+/// programs), cached under vm/arm64/files/PACKAGE/.
 pub fn package_file(package: &str, path: &str) -> Result<PathBuf> {
     let dir = root().join("files").join(package);
     let out = dir.join(Path::new(path).file_name().context("a file path")?);
-    if out.exists() {
-        return Ok(out);
-    }
-    with_fresh_lists(|| {
-        let tmp = root().join(format!("{package}.partial"));
-        unpack(package, pins::VM_BUSYBOX_SUITE, &tmp)?;
-        std::fs::create_dir_all(&dir)?;
-        std::fs::rename(tmp.join(path), &out).with_context(|| format!("{package} has no {path}"))?;
-        std::fs::remove_dir_all(&tmp)?;
-        Ok(out.clone())
-    })
+    fetch_once(&dir, || Ok(package.to_owned()), pins::VM_USERLAND_SUITE, |tree, _| {
+        std::fs::rename(tree.join(path), &out).with_context(|| format!("{package} has no {path}"))
+    })?;
+    Ok(out)
 }

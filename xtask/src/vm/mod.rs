@@ -113,9 +113,10 @@ impl Guest {
         let kernel = debian::kernel(self.kernel.suite())?;
         let initrd = self.initramfs()?;
         let started = Instant::now();
-        let console = self.run_qemu(&kernel.image, &initrd)?;
+        let console = self.run_qemu(&kernel.image, &initrd);
         let elapsed = started.elapsed();
         let _ = std::fs::remove_file(&initrd);
+        let console = console?;
         let transcript = Transcript::parse(&console)?;
         if transcript.status.is_none() {
             bail!("the arm64 guest ({}) stopped without reporting a status; its console:\n{}", kernel.package, tail(&transcript.text, 40));
