@@ -146,6 +146,9 @@ pub enum EndedBy {
     /// Ctrl-C or SIGTERM.
     Signal,
     TargetExited,
+    /// The target exec'd a program: same PID, another image. Its probes were on the old
+    /// file and the addresses gcprobe reads mean nothing in the new one.
+    TargetExec,
     /// Writing the recording failed; the report is still made.
     RecordError,
     /// A recording read back that its writer never finished.
@@ -163,6 +166,7 @@ impl EndedBy {
             EndedBy::Duration => "duration",
             EndedBy::Signal => "signal",
             EndedBy::TargetExited => "target-exited",
+            EndedBy::TargetExec => "target-exec",
             EndedBy::RecordError => "record-error",
             EndedBy::RecordingCutShort => "recording-cut-short",
             EndedBy::StillRunning => "still-running",
@@ -346,9 +350,9 @@ mod tests {
 
     #[test]
     fn ended_by_reads_as_before_in_json_and_text() {
-        let all = [EndedBy::Duration, EndedBy::Signal, EndedBy::TargetExited, EndedBy::RecordError, EndedBy::RecordingCutShort, EndedBy::StillRunning, EndedBy::Rotated];
+        let all = [EndedBy::Duration, EndedBy::Signal, EndedBy::TargetExited, EndedBy::TargetExec, EndedBy::RecordError, EndedBy::RecordingCutShort, EndedBy::StillRunning, EndedBy::Rotated];
         let json: Vec<String> = all.iter().map(|e| serde_json::to_value(e).unwrap().as_str().unwrap().to_owned()).collect();
-        assert_eq!(json, ["duration", "signal", "target-exited", "record-error", "recording-cut-short", "still-running", "rotated"]);
+        assert_eq!(json, ["duration", "signal", "target-exited", "target-exec", "record-error", "recording-cut-short", "still-running", "rotated"]);
         assert!(all.iter().zip(&json).all(|(e, j)| e.to_string() == *j));
         assert_eq!(serde_json::from_str::<EndedBy>("\"target-exited\"").unwrap(), EndedBy::TargetExited);
     }

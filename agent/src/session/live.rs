@@ -3,7 +3,8 @@
 //!
 //! The loop is a single-threaded tokio runtime: the shared ring buffer and
 //! each target's pidfd are `AsyncFd`s (no sleep-polling). A target that
-//! exits ends its own part, with its report kept for the end; the session
+//! exits ends its own part, with its report kept for the end; so does one
+//! that execs another program (the kernel's exec events say so); the session
 //! ends on `--duration`, Ctrl-C, SIGTERM, or the last target's exit, and
 //! every report is written in each case.
 use std::{
@@ -26,7 +27,7 @@ use super::{
 };
 use crate::{
     intervals,
-    kernel::{probelog::ProbeLog, probes::KernelStats},
+    kernel::{execs::ExecWatch, probelog::ProbeLog, probes::KernelStats},
     record::{End, RecordError, Recorder, FLUSH_BYTES},
     render,
     report::EndedBy,
@@ -178,6 +179,7 @@ impl Live<'_> {
         // SAFETY: the RingBuf owns its descriptor and keeps it open,
         // unchanged, for as long as the AsyncFd holds it.
         let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }?;
+        let mut execs = self.watch_execs()?;
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut tick = tokio::time::interval(opts.interval);
@@ -237,10 +239,46 @@ impl Live<'_> {
                 _ = sigint.recv() => if on_signal(libc::SIGINT) { break EndedBy::Signal },
                 _ = sigterm.recv() => if on_signal(libc::SIGTERM) { break EndedBy::Signal },
                 Some(pid) = exits.recv() => self.end_target(pid, ring.get_mut(), EndedBy::TargetExited),
+                pids = exec_events(&mut execs) => {
+                    for pid in pids? {
+                        if self.w.targets.iter().any(|t| t.pid() == pid) {
+                            if !opts.quiet {
+                                let exe = std::fs::read_link(format!("/proc/{pid}/exe")).map_or_else(|_| "another program".into(), |p| p.display().to_string());
+                                eprintln!("gcprobe: pid {pid} exec'd {exe}: its session ends here");
+                            }
+                            self.end_target(pid, ring.get_mut(), EndedBy::TargetExec);
+                        }
+                    }
+                }
             }
         };
         Ok((ring.into_inner(), ended_by))
     }
+}
+
+impl Live<'_> {
+    /// The kernel's exec events: a target that execs keeps its PID but becomes another
+    /// program, which its pidfd does not tell. Without them (the tracepoint would not
+    /// attach) the session goes on and says so.
+    fn watch_execs(&self) -> io::Result<Option<AsyncFd<ExecWatch>>> {
+        match self.w.kernel.watch_execs() {
+            // SAFETY: the ExecWatch owns its ring's descriptor for as long as the AsyncFd holds it.
+            Ok(w) => Ok(Some(unsafe { AsyncFd::register_with_interest(w, Interest::READABLE) }?)),
+            Err(e) => {
+                eprintln!("gcprobe: warning: exec events unavailable ({}): a target that execs another program is not noticed", error_chain(&e));
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// The PIDs that exec'd since the last wake-up; never ready without a watch.
+async fn exec_events(watch: &mut Option<AsyncFd<ExecWatch>>) -> io::Result<Vec<u32>> {
+    let Some(fd) = watch else { return std::future::pending().await };
+    let mut guard = fd.readable_mut().await?;
+    let pids = guard.get_inner_mut().drain();
+    guard.clear_ready();
+    Ok(pids)
 }
 
 /// Sends `pid` on `exits` when the process exits: a pidfd becomes readable

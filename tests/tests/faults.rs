@@ -1,0 +1,170 @@
+//! Faults a production target must survive: gcprobe killed mid-burst, the target killed
+//! or replaced by exec mid-session, a ring buffer that fills. Each against the workload
+//! fixture, whose "ops N" lines give its throughput.
+use std::{
+    io::{Read as _, Seek as _, SeekFrom},
+    time::{Duration, Instant},
+};
+
+use gcprobe_tests::*;
+
+fn workload() -> std::path::PathBuf {
+    fixture("workload")
+}
+
+/// The operation count the target printed most recently, and when it was read. Lines come
+/// every 100 ms; older ones are skipped.
+fn ops_now(t: &Target) -> (u64, Instant) {
+    let line = t.next_line();
+    let n = line.strip_prefix("ops ").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("unexpected line {line:?}"));
+    (n, Instant::now())
+}
+
+/// Operations per second over about `secs`.
+fn rate(t: &Target, secs: f64) -> f64 {
+    let (a, ta) = ops_now(t);
+    let mut last = (a, ta);
+    while last.1.duration_since(ta).as_secs_f64() < secs {
+        last = ops_now(t);
+    }
+    (last.0 - a) as f64 / last.1.duration_since(ta).as_secs_f64()
+}
+
+/// Skips the lines queued before now, so the next rate starts fresh.
+fn drain(t: &Target) {
+    let start = Instant::now();
+    while ops_now(t).1.duration_since(start) < Duration::from_millis(50) {}
+}
+
+/// Link-time address of `symbol`'s entry, from `gcprobe plan --exe` (non-PIE: also its address in the process).
+fn probe_vaddr(exe: &std::path::Path, symbol: &str) -> u64 {
+    let out = gcprobe(&["plan", "--exe", exe.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.trim_start().starts_with(&format!("probe {symbol} "))).unwrap_or_else(|| panic!("no {symbol} in\n{text}"));
+    let v = line.split_whitespace().skip_while(|w| *w != "vaddr").nth(1).unwrap();
+    u64::from_str_radix(v.trim_start_matches("0x"), 16).unwrap()
+}
+
+/// The first byte of the target's code at `addr`: 0xcc while a uprobe's breakpoint is there (x86_64).
+fn code_byte(pid: u32, addr: u64) -> u8 {
+    let mut f = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    f.seek(SeekFrom::Start(addr)).unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact(&mut b).unwrap();
+    b[0]
+}
+
+fn bpftool_links() -> String {
+    let out = std::process::Command::new("bpftool").args(["link", "show"]).output().expect("bpftool (cargo xtask test installs it)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// SIGKILL is the one end gcprobe cannot clean up after: the kernel must. The target keeps
+/// running, the breakpoint bytes are gone from its code, no uprobe link is left, and its
+/// throughput is back to bare at once.
+#[test]
+fn gcprobe_killed_mid_burst_leaves_the_target_running_unprobed() {
+    if !privileged("gcprobe_killed_mid_burst_leaves_the_target_running_unprobed") {
+        return;
+    }
+    let exe = workload();
+    let malloc = probe_vaddr(&exe, "runtime.mallocgc");
+    let mut t = Target::start(&exe, &["-every", "100ms"], &[]);
+    let pid = t.pid();
+    let original = code_byte(pid, malloc);
+    assert_ne!(original, 0xcc);
+    let bare = rate(&t, 1.0);
+    // Exact mode: every allocation traps, so the whole session is one burst.
+    let pid_s = pid.to_string();
+    let mut s = Session::start(&["attach", "--pid", &pid_s, "--mode", "exact", "--duration", "60s"]);
+    drain(&t);
+    let probed = rate(&t, 1.0);
+    assert_eq!(code_byte(pid, malloc), 0xcc, "the uprobe's breakpoint is in the target's code while attached");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(s.child.id() as i32, libc::SIGKILL) };
+    let killed = Instant::now();
+    let _ = s.child.wait();
+    drain(&t);
+    assert_eq!(code_byte(pid, malloc), original, "the original instruction is back");
+    assert!(!bpftool_links().contains("uprobe_multi"), "{}", bpftool_links());
+    let after = rate(&t, 0.5);
+    let within = killed.elapsed();
+    eprintln!("ops/s: bare {bare:.0}, probed {probed:.0}, after the kill {after:.0} (measured by {within:?})");
+    assert!(probed < 0.5 * bare, "the probes were not in the way while attached: {probed:.0} vs bare {bare:.0}");
+    assert!(after > 0.7 * bare, "throughput {after:.0}/s within {within:?} of the kill, bare {bare:.0}/s");
+    assert!(t.child.try_wait().is_ok_and(|st| st.is_none()), "the target is still running");
+}
+
+/// The target dies mid-session: its report is still written, ended by the exit.
+#[test]
+fn a_target_killed_mid_session_still_gets_its_report() {
+    if !privileged("a_target_killed_mid_session_still_gets_its_report") {
+        return;
+    }
+    let mut t = Target::start(&workload(), &["-every", "100ms"], &[]);
+    let pid = t.pid().to_string();
+    let s = Session::start(&["attach", "--pid", &pid, "--duration", "60s", "--format", "json"]);
+    std::thread::sleep(Duration::from_secs(2));
+    t.child.kill().unwrap();
+    let started = Instant::now();
+    let out = s.finish();
+    assert!(started.elapsed() < Duration::from_secs(5), "gcprobe took {:?} to notice", started.elapsed());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["window"]["ended_by"], "target-exited");
+    let line = fixtures::marker_line("workload", "gcprobe:workload-append");
+    assert!(r["callsites"].as_array().unwrap().iter().any(|c| str_of(c, "function") == "main.op" && c["line"] == line), "{:#}", r["callsites"]);
+}
+
+/// Same PID, another program: the session of the first one ends with its report, and
+/// nothing read from the new image is reported as the old one's.
+#[test]
+fn a_target_that_execs_another_program_ends_its_session() {
+    if !privileged("a_target_that_execs_another_program_ends_its_session") {
+        return;
+    }
+    let mut t = Target::start(&workload(), &["-every", "100ms"], &[]);
+    let other = fixtures::build("workload", pins::GO_DEBIAN, Flavor::Default).unwrap();
+    let pid = t.pid().to_string();
+    let s = Session::start(&["attach", "--pid", &pid, "--duration", "60s", "--format", "json"]);
+    std::thread::sleep(Duration::from_secs(1));
+    t.send_line(&format!("exec {}", other.display()));
+    let started = Instant::now();
+    let out = s.finish();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(started.elapsed() < Duration::from_secs(5), "gcprobe took {:?} to notice", started.elapsed());
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("gcprobe: pid {pid} exec'd {}: its session ends here", other.display())), "{stderr}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["window"]["ended_by"], "target-exec");
+    assert_eq!(r["target"]["go_version"], format!("go{}", pins::GO_DEFAULT));
+    assert!(t.child.try_wait().is_ok_and(|st| st.is_none()), "the new program runs on");
+}
+
+/// gcprobe stopped (SIGSTOP) while every allocation traps: the kernel's ring fills, the
+/// events it had no room for are counted and reported, and the session still ends on time.
+#[test]
+fn a_full_ring_is_counted_and_the_session_ends_on_time() {
+    if !privileged("a_full_ring_is_counted_and_the_session_ends_on_time") {
+        return;
+    }
+    let t = Target::start(&workload(), &["-every", "100ms"], &[]);
+    let pid = t.pid().to_string();
+    let s = Session::start(&["attach", "--pid", &pid, "--mode", "exact", "--duration", "6s", "--format", "json"]);
+    let gid = s.child.id() as i32;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(gid, libc::SIGSTOP) };
+    std::thread::sleep(Duration::from_secs(2));
+    unsafe { libc::kill(gid, libc::SIGCONT) };
+    let started = Instant::now();
+    let out = s.finish();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(started.elapsed() < Duration::from_secs(10), "the session ended {:?} after SIGCONT", started.elapsed());
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["window"]["ended_by"], "duration");
+    let full = r["kernel"]["ringbuf_full"].as_u64().unwrap();
+    assert!(full > 0, "{:#}", r["kernel"]);
+    assert_eq!(r["events"]["lost"].as_u64(), Some(full), "{:#}", r["events"]);
+    assert!(r["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains("lost")), "{:#}", r["warnings"]);
+    drop(t);
+}
