@@ -168,3 +168,47 @@ fn a_full_ring_is_counted_and_the_session_ends_on_time() {
     assert!(r["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains("lost")), "{:#}", r["warnings"]);
     drop(t);
 }
+
+/// Starts `exe` under PID `pid`: the kernel gives the next process ns_last_pid + 1. Another
+/// fork on the host can take it first, so this tries a few times.
+fn start_as_pid(pid: u32, exe: &std::path::PathBuf, args: &[&str]) -> Target {
+    for _ in 0..50 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).expect("writing ns_last_pid (root)");
+        let t = Target::start(exe, args, &[]);
+        if t.pid() == pid {
+            return t;
+        }
+    }
+    panic!("could not start a process as PID {pid}");
+}
+
+/// A PID that comes back as another program: node mode reports the new one as itself, with
+/// nothing of the old one's books, binary or callsites.
+#[test]
+fn a_reused_pid_is_a_new_target_in_node_mode() {
+    if !privileged("a_reused_pid_is_a_new_target_in_node_mode") {
+        return;
+    }
+    let node = Node::start(&["--mode", "exact"]);
+    let first = Target::start(&fixture("appendloop"), &[], &[]);
+    let pid = first.pid();
+    assert!(node.wait_for(pid, Duration::from_secs(5)), "{}", node.get("/targets"));
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while node.target_pids().contains(&pid) {
+        assert!(Instant::now() < deadline, "the exited process is still listed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let exe = workload();
+    let _second = start_as_pid(pid, &exe, &["-every", "100ms"]);
+    assert!(node.wait_for(pid, Duration::from_secs(5)), "{}", node.get("/targets"));
+    let targets: serde_json::Value = serde_json::from_str(&node.get("/targets")).unwrap();
+    let t = targets["targets"].as_array().unwrap().iter().find(|t| t["pid"] == pid).unwrap();
+    assert_eq!(str_of(t, "exe"), exe.to_str().unwrap(), "{t:#}");
+    std::thread::sleep(Duration::from_secs(2));
+    let r: serde_json::Value = serde_json::from_str(&node.get(&format!("/report?pid={pid}&format=json"))).unwrap();
+    assert_eq!(str_of(&r["target"], "exe"), exe.to_str().unwrap());
+    let functions: Vec<&str> = r["callsites"].as_array().unwrap().iter().map(|c| str_of(c, "function")).collect();
+    assert!(functions.contains(&"main.op"), "{functions:?}");
+    assert!(!functions.iter().any(|f| f.starts_with("main.(*Index)")), "the old program's callsites: {functions:?}");
+}
