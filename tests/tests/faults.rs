@@ -212,3 +212,30 @@ fn a_reused_pid_is_a_new_target_in_node_mode() {
     assert!(functions.contains(&"main.op"), "{functions:?}");
     assert!(!functions.iter().any(|f| f.starts_with("main.(*Index)")), "the old program's callsites: {functions:?}");
 }
+
+/// A map freed by the program, its memory reused, before gcprobe reads its length again:
+/// the read is refused (the header no longer looks like a map's) and counted, and no
+/// garbage passes for a length. Classic maps (Go 1.19) and swiss maps (1.27).
+#[test]
+fn a_freed_map_is_not_read_as_a_length_and_says_so() {
+    if !privileged("a_freed_map_is_not_read_as_a_length_and_says_so") {
+        return;
+    }
+    let line = fixtures::marker_line("mapfree", "gcprobe:mapfree-insert");
+    for go in [pins::GO_DEBIAN, *pins::GO_PYPI.last().unwrap()] {
+        let exe = fixtures::build("mapfree", go, Flavor::Default).unwrap();
+        let mut t = Target::start(&exe, &[], &[]);
+        let pid = t.pid().to_string();
+        let s = Session::start(&["attach", "--pid", &pid, "--mode", "exact", "--format", "json", "--interval", "1h"]);
+        t.send_line("go");
+        assert_eq!(t.next_line(), "filled");
+        assert_eq!(t.next_line(), "freed");
+        let out = s.finish();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["window"]["ended_by"], "target-exited");
+        let m = r["maps"].as_array().unwrap().iter().find(|m| m["line"] == line).unwrap_or_else(|| panic!("Go {go}: {:#}", r["maps"]));
+        assert_eq!((m["len_first"].as_u64(), m["len_last"].as_u64()), (Some(5000), Some(5000)), "Go {go}: {m:#}");
+        assert!(m["len_unread"].as_u64().unwrap() >= 1, "Go {go}: the freed map was read as a length: {m:#}");
+    }
+}

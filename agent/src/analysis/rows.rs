@@ -66,6 +66,9 @@ pub struct MapReport {
     pub len_first: Option<u64>,
     pub len_last: Option<u64>,
     pub len_samples: usize,
+    /// Reads that found no map at its address: the memory was unreadable, or held
+    /// something else (the map was freed and its memory reused). None of them is a length.
+    pub len_unread: u64,
     /// Seconds between the first and last reads.
     pub observed_s: f64,
     /// Entries per second between the first and last reads.

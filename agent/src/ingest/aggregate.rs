@@ -239,6 +239,9 @@ pub struct MapGrowth {
     pub maptype: Option<u64>,
     /// (ktime, len) read on the timer and at GCs.
     pub lens: Vec<(u64, u64)>,
+    /// Reads that found no map there: the memory was unreadable, or its header no longer
+    /// looks like a map's (tracee::gomaps), so the map was freed and the memory reused.
+    pub len_unread: u64,
 }
 
 /// Length samples kept per map: a sample a second covers a long session;
@@ -1007,16 +1010,18 @@ impl Aggregator {
             if m.lens.last().is_some_and(|&(t, _)| t >= ktime) {
                 continue;
             }
-            if let Some(len) = len_at(addr) {
-                if m.lens.len() >= MAX_LEN_SAMPLES {
-                    let mut i = 0;
-                    m.lens.retain(|_| {
-                        i += 1;
-                        i % 2 == 1
-                    });
-                }
-                m.lens.push((ktime, len));
+            let Some(len) = len_at(addr) else {
+                m.len_unread += 1;
+                continue;
+            };
+            if m.lens.len() >= MAX_LEN_SAMPLES {
+                let mut i = 0;
+                m.lens.retain(|_| {
+                    i += 1;
+                    i % 2 == 1
+                });
             }
+            m.lens.push((ktime, len));
         }
     }
 }
@@ -1233,6 +1238,7 @@ mod tests {
         a.sample_map_lens(2000, |_| Some(99));
         assert_eq!(a.maps[&0xbeef].lens, vec![(1000, 77), (2000, 99)]);
         assert_eq!(a.maps[&0xf00d].lens, vec![(1000, 99), (2000, 99)]);
+        assert_eq!((a.maps[&0xbeef].len_unread, a.maps[&0xf00d].len_unread), (0, 1), "a read that found no map is counted");
     }
 
     #[test]

@@ -366,6 +366,7 @@ fn map_rows(agg: &Aggregator, sym: &mut dyn Facts) -> Vec<MapReport> {
                 len_first: m.lens.first().map(|l| l.1),
                 len_last,
                 len_samples: m.lens.len(),
+                len_unread: m.len_unread,
                 observed_s: m.lens.last().zip(m.lens.first()).map_or(0.0, |(b, a)| b.0.saturating_sub(a.0) as f64 / 1e9),
                 growth_per_s: culprits::map_growth_per_s(&m.lens),
                 likely_leak,

@@ -137,7 +137,7 @@ pub fn render(r: &Report, stack_depth: usize) -> String {
             }
             let _ = writeln!(
                 o,
-                "  {} at {}: {} inserts, {} growths{}, filled at {} {}",
+                "  {} at {}: {} inserts, {} growths{}, filled at {} {}{}",
                 m.map_type.as_deref().unwrap_or("map"),
                 m.map,
                 m.inserts,
@@ -145,6 +145,7 @@ pub fn render(r: &Report, stack_depth: usize) -> String {
                 match (m.len_first, m.len_last) { (Some(a), Some(b)) => format!(", {a} -> {b} entries in {:.1}s", m.observed_s), _ => String::new() },
                 m.function,
                 loc(&m.file, m.line),
+                if m.len_unread > 0 { format!("; no map found at its address {} time(s): freed and reused, or unreadable", m.len_unread) } else { String::new() },
             );
         }
     }
