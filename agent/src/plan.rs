@@ -5,7 +5,7 @@
 //! before anything touches the kernel.
 use gcprobe_common::{cookie, kind};
 
-use crate::tracee::symbols::Symbols;
+use crate::tracee::{binary::Symbol, symbols::Symbols};
 use crate::tracee::buildinfo::GoVersion;
 
 /// Oldest toolchain whose runtime layout gcprobe has checked: register ABI on
@@ -58,9 +58,12 @@ pub enum ProbeKind {
     MProf,
     /// `runtime.mapassign*`: an insert into a map.
     MapInsert,
+    /// The instruction after a call of `runtime.startTheWorldWithSema`: the
+    /// pause's end (see [`PauseEnd`]).
+    StwResumed,
 }
 
-pub const ALL_KINDS: [ProbeKind; 9] = [
+pub const ALL_KINDS: [ProbeKind; 10] = [
     ProbeKind::Malloc,
     ProbeKind::Growslice,
     ProbeKind::GcStart,
@@ -70,6 +73,7 @@ pub const ALL_KINDS: [ProbeKind; 9] = [
     ProbeKind::MapGrow,
     ProbeKind::MProf,
     ProbeKind::MapInsert,
+    ProbeKind::StwResumed,
 ];
 
 /// When a probe is attached, by what it costs.
@@ -91,7 +95,7 @@ impl ProbeKind {
     pub const fn group(self) -> ProbeGroup {
         match self {
             ProbeKind::Malloc | ProbeKind::Growslice | ProbeKind::MapGrow | ProbeKind::MapInsert | ProbeKind::Assist => ProbeGroup::Burst,
-            ProbeKind::GcStart | ProbeKind::StwStop | ProbeKind::StwStart => ProbeGroup::Gc,
+            ProbeKind::GcStart | ProbeKind::StwStop | ProbeKind::StwStart | ProbeKind::StwResumed => ProbeGroup::Gc,
             ProbeKind::MProf => ProbeGroup::Sample,
         }
     }
@@ -107,6 +111,7 @@ impl ProbeKind {
             ProbeKind::MapGrow => kind::MAP_GROW,
             ProbeKind::MProf => kind::MPROF,
             ProbeKind::MapInsert => kind::MAP_INSERT,
+            ProbeKind::StwResumed => kind::STW_RESUMED,
         }
     }
 }
@@ -128,8 +133,41 @@ impl TryFrom<u32> for ProbeKind {
             kind::MAP_GROW => ProbeKind::MapGrow,
             kind::MPROF => ProbeKind::MProf,
             kind::MAP_INSERT => ProbeKind::MapInsert,
+            kind::STW_RESUMED => ProbeKind::StwResumed,
             other => return Err(UnknownKind(other)),
         })
+    }
+}
+
+/// Where a stop-the-world pause is taken to end.
+///
+/// Go ends a pause inside `startTheWorldWithSema`, once every P has its M
+/// again (`now := nanotime()` after procresize and the wakeups, which it
+/// returns), or with a `now` its caller read just before the call and
+/// passed in (gcMarkTermination, Go 1.22+), which it returns too; Go
+/// 1.19-1.21's gcMarkTermination reads its own `now` before the call and
+/// drops the result (runtime/proc.go, runtime/mgc.go). The function's entry
+/// comes before the restart's work, which on a busy machine is a good part
+/// of the pause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PauseEnd {
+    /// At each call's return site ([`ProbeKind::StwResumed`]), from the
+    /// function's result: the `now` Go itself took.
+    Return,
+    /// At `startTheWorldWithSema`'s entry (its `now` argument when the
+    /// caller passed one, else the probe's clock): no return site was
+    /// found or attached, so pauses end before the world restarts.
+    Entry,
+}
+
+impl PauseEnd {
+    /// As reports name it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            PauseEnd::Return => "restart-return",
+            PauseEnd::Entry => "restart-entry",
+        }
     }
 }
 
@@ -308,8 +346,12 @@ pub struct ProbePlan {
     /// `stopTheWorldWithSema` takes a `stwReason` (Go 1.21+).
     pub stw_reason_arg: bool,
     /// `startTheWorldWithSema(now, w worldStop)` receives the pause's reason
-    /// and start time (Go 1.22+): one probe times each pause.
+    /// and start time (Go 1.22+): its entry probe names and starts each pause.
     pub stw_span_arg: bool,
+    /// Where pauses end: at the return sites of `startTheWorldWithSema`
+    /// when the plan has them all (and, once attached, every one is).
+    #[serde(default = "entry_end")]
+    pub pause_end: PauseEnd,
     /// Link-time range of `runtime.mallocgc`, for the nested-allocation check.
     pub nested_range: Option<(u64, u64)>,
     /// Link-time range of `runtime.growslice`: allocations made there are
@@ -359,6 +401,7 @@ impl ProbePlan {
             growslice_abi: GrowsliceAbi::for_version(go),
             stw_reason_arg: go >= GoVersion::new(1, 21, 0),
             stw_span_arg: go >= GoVersion::new(1, 22, 0),
+            pause_end: PauseEnd::Entry,
             nested_range: None,
             growslice_range: None,
             mprof_size_arg: if go < GoVersion::new(1, 23, 0) { 1 } else { 2 },
@@ -377,7 +420,24 @@ impl ProbePlan {
             ("stopTheWorld", "runtime.stopTheWorldWithSema", ProbeKind::StwStop, 0),
             ("startTheWorld", "runtime.startTheWorldWithSema", ProbeKind::StwStart, 0),
         ];
+        let sites = start_the_world_returns(syms);
+        if sites.is_empty() {
+            plan.warnings.push("no return site of runtime.startTheWorldWithSema found: stop-the-world pauses end at its entry, before the world restarts".into());
+        } else {
+            plan.pause_end = PauseEnd::Return;
+        }
         for &(short, symbol, kind, flags) in required {
+            if kind == ProbeKind::StwStart && !plan.stw_span_arg && plan.pause_end == PauseEnd::Return {
+                // Go 1.19-1.21's gcMarkTermination ends its pause before the
+                // call (see PauseEnd): a trap at the entry would lengthen
+                // the restart past Go's end by the trap's own cost.
+                plan.not_needed.push(SkippedProbe {
+                    name: short.into(),
+                    symbol: symbol.into(),
+                    reason: "not needed: its return sites end each pause and read the heap there (before Go 1.22)".into(),
+                });
+                continue;
+            }
             if kind == ProbeKind::StwStop && plan.stw_span_arg {
                 // startTheWorldWithSema's worldStop carries the reason and
                 // the start: half the hits of a probe at each end.
@@ -391,6 +451,11 @@ impl ProbePlan {
             if !plan.add(syms, short, symbol, kind, flags, true) {
                 return Err(PlanError::MissingSymbol { binary: name, symbol, hint });
             }
+        }
+        // Before Go 1.22 the return sites end each pause by themselves, and
+        // stand in for the entry probe: required then.
+        for site in &sites {
+            plan.add_at(syms, "startTheWorld.return", site, ProbeKind::StwResumed, 0, !plan.stw_span_arg);
         }
         if let Some(m) = syms.lookup("runtime.mallocgc") {
             plan.nested_range = Some((m.addr, m.addr + m.size.max(1)));
@@ -491,6 +556,7 @@ impl ProbePlan {
             growslice_abi: GrowsliceAbi::for_version(go),
             stw_reason_arg: go >= GoVersion::new(1, 21, 0),
             stw_span_arg: go >= GoVersion::new(1, 22, 0),
+            pause_end: PauseEnd::Entry,
             nested_range: None,
             growslice_range: None,
             mprof_size_arg: 2,
@@ -503,8 +569,15 @@ impl ProbePlan {
 
     fn add(&mut self, syms: &Symbols<'_>, short: &str, symbol: &str, kind: ProbeKind, flags: u64, required: bool) -> bool {
         let Some(sym) = syms.lookup(symbol) else { return false };
-        let Some(file_offset) = syms.bin.file_offset(sym.addr) else {
-            self.skipped.push(SkippedProbe { name: short.into(), symbol: symbol.into(), reason: format!("address {:#x} is in no loadable segment", sym.addr) });
+        self.add_at(syms, short, &sym, kind, flags, required)
+    }
+
+    /// A probe at `at.addr`: a function's entry, or (`StwResumed`) an
+    /// instruction inside one, named `at.name`.
+    fn add_at(&mut self, syms: &Symbols<'_>, short: &str, at: &Symbol, kind: ProbeKind, flags: u64, required: bool) -> bool {
+        let (symbol, vaddr, size) = (at.name.as_str(), at.addr, at.size);
+        let Some(file_offset) = syms.bin.file_offset(vaddr) else {
+            self.skipped.push(SkippedProbe { name: short.into(), symbol: symbol.into(), reason: format!("address {vaddr:#x} is in no loadable segment") });
             return false;
         };
         let id = self.probes.len() as u32;
@@ -513,9 +586,53 @@ impl ProbePlan {
             self.skipped.push(SkippedProbe { name: short.into(), symbol: symbol.into(), reason: format!("the plan is full ({} probes)", id) });
             return false;
         }
-        self.probes.push(PlannedProbe { id, name: short.into(), symbol: symbol.into(), kind, vaddr: sym.addr, file_offset, size: sym.size, flags, required, map_arg: None });
+        self.probes.push(PlannedProbe { id, name: short.into(), symbol: symbol.into(), kind, vaddr, file_offset, size, flags, required, map_arg: None });
         true
     }
+
+    /// Once the probes are placed: a return site that did not attach
+    /// would leave its pauses open, so every pause ends at the entry then
+    /// (`attached`: the ids placed). Only from Go 1.22, where the entry
+    /// probe is placed too; before, the sites are required.
+    pub fn settle_pause_end(&mut self, attached: &[u32]) {
+        if self.pause_end == PauseEnd::Return && self.probes.iter().any(|p| p.kind == ProbeKind::StwResumed && !attached.contains(&p.id)) {
+            self.pause_end = PauseEnd::Entry;
+            self.warnings.push("a return site of runtime.startTheWorldWithSema did not attach: stop-the-world pauses end at its entry, before the world restarts".into());
+        }
+    }
+}
+
+/// The instruction after every call of `runtime.startTheWorldWithSema`,
+/// named `caller+offset`, where a probe ends each pause as the world
+/// restarts ([`PauseEnd::Return`]). Its callers are the runtime's own: Go
+/// 1.19 to 1.27 call it from closures run on the system stack in gcStart
+/// (sweep termination ends), gcMarkDone (a mark termination that found
+/// work and restarts), gcMarkTermination and startTheWorld (every other
+/// stop): four sites, found by decoding every runtime function that may
+/// call it rather than by those closures' names, which change between
+/// versions. Empty when there is none, or one lies outside every loadable
+/// segment: pauses then end at the entry.
+fn start_the_world_returns(syms: &Symbols<'_>) -> Vec<Symbol> {
+    use crate::tracee::staticrefs::{may_call, return_sites};
+    let Some(start) = syms.lookup("runtime.startTheWorldWithSema") else { return Vec::new() };
+    let targets = std::collections::HashSet::from([start.addr]);
+    let mut sites = Vec::new();
+    for (name, entry, size) in syms.functions() {
+        if !name.starts_with("runtime.") {
+            continue;
+        }
+        let Some(code) = usize::try_from(size).ok().and_then(|n| syms.bin.bytes_at(entry, n)) else { continue };
+        if !may_call(syms.bin.arch, code, entry, &targets) {
+            continue;
+        }
+        sites.extend(return_sites(syms.bin.arch, code, entry, start.addr).into_iter().map(|at| Symbol { name: format!("{name}+{:#x}", at - entry), addr: at, size: 0 }));
+    }
+    sites.sort_by_key(|s| s.addr);
+    // Never some pauses ended one way and some the other.
+    if sites.iter().any(|s| syms.bin.file_offset(s.addr).is_none()) {
+        return Vec::new();
+    }
+    sites
 }
 
 /// runtime.MemProfileRate's default (runtime/mprof.go).
@@ -566,6 +683,11 @@ pub const MAP_ASSIGN: [&str; 6] = [
     "runtime.mapassign_faststr",
 ];
 
+/// Recordings made before return-site probes ended pauses at the entry.
+fn entry_end() -> PauseEnd {
+    PauseEnd::Entry
+}
+
 /// Recordings made before `map_impl` hold lengths already read.
 fn classic_maps() -> crate::tracee::gomaps::MapImpl {
     crate::tracee::gomaps::MapImpl::Classic
@@ -612,6 +734,23 @@ mod tests {
         assert_eq!(StwReason::from_code(17), None);
         assert_eq!((StwReason::from_code(2).map(StwReason::name), StwReason::GcMarkTerm.code()), (Some("GC sweep termination"), 1));
         assert!(StwReason::GcSweepTerm.is_gc() && !StwReason::ReadMemStats.is_gc());
+    }
+
+    #[test]
+    fn a_return_site_left_unattached_ends_every_pause_at_the_entry() {
+        let probe = |id, kind| PlannedProbe { id, name: "p".into(), symbol: "s".into(), kind, vaddr: 0, file_offset: 0, size: 0, flags: 0, required: false, map_arg: None };
+        let mut plan = ProbePlan { pause_end: PauseEnd::Return, ..ProbePlan::for_test(GoVersion::new(1, 24, 0)) };
+        plan.probes = vec![probe(0, ProbeKind::StwStart), probe(1, ProbeKind::StwResumed), probe(2, ProbeKind::StwResumed)];
+        plan.settle_pause_end(&[0, 1, 2]);
+        assert_eq!((plan.pause_end, plan.warnings.len()), (PauseEnd::Return, 0));
+        plan.settle_pause_end(&[0, 2]);
+        assert_eq!(plan.pause_end, PauseEnd::Entry);
+        assert_eq!(plan.warnings, ["a return site of runtime.startTheWorldWithSema did not attach: stop-the-world pauses end at its entry, before the world restarts"]);
+        // Recordings from before return sites ended every pause at the entry.
+        let mut old = serde_json::to_value(&plan).unwrap();
+        old.as_object_mut().unwrap().remove("pause_end");
+        assert_eq!(serde_json::from_value::<ProbePlan>(old).unwrap().pause_end, PauseEnd::Entry);
+        assert_eq!((PauseEnd::Return.name(), PauseEnd::Entry.name()), ("restart-return", "restart-entry"));
     }
 
     #[test]

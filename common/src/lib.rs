@@ -36,8 +36,14 @@ pub mod kind {
     /// `runtime.mapassign` and its fast variants: an insert into a map
     /// (`m[k] = v`), whose caller is the inserting line.
     pub const MAP_INSERT: u32 = 9;
+    /// The instruction after a call of `runtime.startTheWorldWithSema`: the
+    /// world has restarted. Not a function entry: no uretprobe (Go moves
+    /// goroutine stacks), a uprobe at each call's return address instead.
+    /// Go's result register holds the function's `now`, the time Go ends
+    /// the pause at (runtime/proc.go, Go 1.19 to 1.27).
+    pub const STW_RESUMED: u32 = 10;
     /// Highest kind; per-kind hit counters are sized by it.
-    pub const MAX: u32 = 9;
+    pub const MAX: u32 = 10;
 }
 
 /// Attach-cookie layout: `probe_id | slot << 16 | kind << 32 | flags << 48`.
@@ -145,7 +151,15 @@ pub const fn goroutine_key(g: u64) -> u32 {
 /// than a goroutine key.
 #[inline(always)]
 pub const fn names_os_thread(k: u32) -> bool {
-    matches!(k, kind::GC_START | kind::STW_STOP | kind::STW_START | kind::ASSIST)
+    matches!(k, kind::GC_START | kind::STW_STOP | kind::STW_START | kind::STW_RESUMED | kind::ASSIST)
+}
+
+/// Whether a kind's probe sits on a function's first instruction, where
+/// the caller's return address is at [rsp] or in LR. At a return site
+/// ([`kind::STW_RESUMED`]) neither holds one: nothing is read there.
+#[inline(always)]
+pub const fn at_function_entry(k: u32) -> bool {
+    !matches!(k, kind::STW_RESUMED)
 }
 
 /// Whether a kind's events carry their time ([`EventHeader::ktime_ns`]):

@@ -4,7 +4,9 @@
 //! (see `gcprobe_common::cookie`) carries the probe id, its kind and flags, so
 //! the per-hit work is: PID filter, optional nested-call check, reserve, copy
 //! five registers, bounded frame-pointer walk, submit. No uretprobes anywhere:
-//! Go moves goroutine stacks and a patched return address crashes the target.
+//! Go moves goroutine stacks and a patched return address crashes the target;
+//! where a function's end matters, a probe sits on the instruction after its
+//! call instead (`kind::STW_RESUMED`).
 #![no_std]
 #![no_main]
 
@@ -21,7 +23,7 @@ use aya_ebpf::{
 use aya_log_ebpf::{info, warn};
 use gcprobe_common::{
     AGG_WAYS, AggKey, AggSlot, AggValue, CallersRead, EventHeader, ExecEvent, HEADER_WORDS, MAX_ARGS, MAX_FRAMES, MAX_TARGETS, PAIRED_ALLOC_FRAMES, PendingGrowth, RawEvent, TargetConfig, TargetStats, agg_set,
-    cookie, event_flag, goroutine_key, is_timed, kind, names_os_thread, size_bucket, stat,
+    at_function_entry, cookie, event_flag, goroutine_key, is_timed, kind, names_os_thread, size_bucket, stat,
 };
 
 /// Event stream to the agent, shared by every target. Most allocation
@@ -251,8 +253,8 @@ fn record_hit(ctx: &ProbeContext, ck: u64, slot: u32, cfg: &TargetConfig, stats:
     // SAFETY: this CPU's slot, ours for the duration of the program.
     let chunk = unsafe { &mut *chunk };
     // A walking probe reads the caller with the stack's first chunk: one
-    // helper call where there were two.
-    let (caller, mut window) = entry_caller(ctx, walk.then_some(&mut *chunk))?;
+    // helper call where there were two. A return site has no caller to read.
+    let (caller, mut window) = if at_function_entry(kind) { entry_caller(ctx, walk.then_some(&mut *chunk))? } else { (0, Window::EMPTY) };
     if flags & cookie::FLAG_SKIP_NESTED != 0 && caller >= cfg.nested_lo && caller < cfg.nested_hi {
         stats.bump(stat::NESTED);
         return Ok(());
@@ -429,7 +431,7 @@ fn send_or_count(ctx: &ProbeContext, ck: u64, cfg: &TargetConfig, stats: &Counte
     // thread moved since, and the growth waits on the CPU it left): walked
     // from growslice's frame, so it names the growth's stack by itself.
     let mut event_flags = if in_growslice { event_flag::IN_GROWTH } else { 0 };
-    if kind == kind::GC_START || kind == kind::STW_STOP || kind == kind::STW_START {
+    if kind == kind::GC_START || kind == kind::STW_STOP || kind == kind::STW_START || kind == kind::STW_RESUMED {
         // The heap at each pause, in slots these functions' arguments do
         // not use; a flag says a slot was read, so a register's leftover is
         // never taken for the heap.

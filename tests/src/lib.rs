@@ -171,6 +171,24 @@ impl Session {
     }
 }
 
+/// `gcprobe attach --pid PID --format json --interval 1h EXTRA...` on `t`
+/// until `t` exits by itself: once attached, the target is told "go"; its
+/// first line after that is parsed as JSON. Returns (that line, the report).
+pub fn attach_until_exit(t: &mut Target, extra: &[&str]) -> (serde_json::Value, serde_json::Value) {
+    let pid = t.pid().to_string();
+    let mut args = vec!["attach", "--pid", &pid, "--format", "json", "--interval", "1h"];
+    args.extend_from_slice(extra);
+    let s = Session::start(&args);
+    t.send_line("go");
+    let own: serde_json::Value = serde_json::from_str(&t.next_line()).unwrap();
+    assert!(t.child.wait().unwrap().success());
+    let out = s.finish();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_totals_agree(&r);
+    (own, r)
+}
+
 /// The culprits array of a report.
 pub fn culprits(r: &serde_json::Value) -> &Vec<serde_json::Value> {
     r["culprits"].as_array().expect("culprits array")

@@ -10,7 +10,17 @@ use object::{
 
 use gcprobe_tests::{fixtures::{self, GoArch}, pins, *};
 
-const PROBED: [&str; 3] = ["runtime.mallocgc", "runtime.growslice", "runtime.startTheWorldWithSema"];
+/// The functions whose entries `plan` probes in Go `version`: the world's
+/// stop before Go 1.22 (the restart's return sites end each pause), its
+/// restart from 1.22 (which receives the stop's start).
+fn probed(version: &str) -> [&'static str; 3] {
+    let pause = if minor(version) < 22 { "runtime.stopTheWorldWithSema" } else { "runtime.startTheWorldWithSema" };
+    ["runtime.mallocgc", "runtime.growslice", pause]
+}
+
+fn minor(version: &str) -> u32 {
+    version.split('.').nth(1).unwrap().parse().unwrap()
+}
 
 /// `MOVD 16(R28), R16`: every Go function that may grow its stack starts by
 /// loading g.stackguard0, so a probe's file offset must hold this word.
@@ -78,7 +88,7 @@ fn plan_of_arm64_builds_agrees_with_their_elf_headers() {
                 failures.push(format!("{at}: text PT_LOAD at {load_vaddr:#x}, offset {load_offset:#x}, align {align:#x}"));
             }
             let own = object::File::parse(&*data).unwrap();
-            for sym in PROBED {
+            for sym in probed(version) {
                 let Some((vaddr, off)) = probe(&out, sym) else {
                     failures.push(format!("{at}: no probe on {sym} in\n{out}"));
                     continue;
@@ -97,6 +107,68 @@ fn plan_of_arm64_builds_agrees_with_their_elf_headers() {
         let amd64 = plan(&fixtures::build_for("loopkinds", version, Flavor::Default, GoArch::Amd64).unwrap());
         if !amd64.lines().any(|l| l == abi_line(version)) {
             failures.push(format!("Go {version} amd64: no line {:?}", abi_line(version)));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The probes `plan` places after each call of startTheWorldWithSema:
+/// (caller, vaddr, file offset, required).
+fn return_sites(plan: &str) -> Vec<(String, u64, u64, bool)> {
+    plan.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some("probe")).then_some(())?;
+            let (symbol, kind) = (w.next()?, w.next()?);
+            (kind == "StwResumed").then_some(())?;
+            let hex = |key: &str| u64::from_str_radix(l.split(key).nth(1)?.split_whitespace().next()?.strip_prefix("0x")?, 16).ok();
+            Some((symbol.split('+').next()?.to_owned(), hex(" vaddr ")?, hex(" file offset ")?, !l.ends_with("(optional)")))
+        })
+        .collect()
+}
+
+/// Where pauses end is found in the machine code: on either arch and with
+/// or without a symbol table, every return site of startTheWorldWithSema
+/// follows a call of it (a `BL` on arm64, 4-byte aligned; a `CALL rel32` on
+/// amd64), and its callers are the runtime's four, Go 1.19 to 1.27.
+#[test]
+fn return_sites_follow_each_call_of_start_the_world() {
+    let mut failures = Vec::new();
+    for version in [pins::GO_DEBIAN, "1.22.10", "1.27.3"] {
+        for arch in [GoArch::Arm64, GoArch::Amd64] {
+            let default = std::fs::read(fixtures::build_for("loopkinds", version, Flavor::Default, arch).unwrap()).unwrap();
+            let syms = object::File::parse(&*default).unwrap();
+            let start = syms.symbols().find(|s| s.name() == Ok("runtime.startTheWorldWithSema")).map(|s| s.address()).expect("startTheWorldWithSema");
+            for flavor in [Flavor::Default, Flavor::Stripped] {
+                let exe = fixtures::build_for("loopkinds", version, flavor, arch).unwrap();
+                let at = format!("Go {version} {} {}", arch.name(), flavor.name());
+                let out = plan(&exe);
+                if !out.lines().any(|l| l == "stop-the-world pauses end at restart-return (4 return sites of runtime.startTheWorldWithSema)") {
+                    failures.push(format!("{at}: pauses do not end at 4 return sites:\n{out}"));
+                }
+                let data = std::fs::read(&exe).unwrap();
+                let (load_vaddr, load_offset, _, _) = text_load(&data);
+                let sites = return_sites(&out);
+                let mut callers: Vec<&str> = sites.iter().map(|s| s.0.trim_end_matches(|c: char| c.is_ascii_digit())).collect();
+                callers.sort_unstable();
+                if callers != ["runtime.gcMarkDone.func", "runtime.gcMarkTermination.func", "runtime.gcStart.func", "runtime.startTheWorld.func"] {
+                    failures.push(format!("{at}: return sites in {callers:?}"));
+                }
+                for (caller, vaddr, off, required) in sites {
+                    // Go 1.22+ also probes the entry, and falls back to it.
+                    let call = match arch {
+                        GoArch::Arm64 => data.get(off as usize - 4..off as usize).map(|w| u32::from_le_bytes(w.try_into().unwrap())).filter(|w| w & 0xfc00_0000 == 0x9400_0000).map(|w| {
+                            let imm = (((w & 0x03ff_ffff) << 6) as i32 >> 4) as i64;
+                            (vaddr - 4).wrapping_add(imm as u64)
+                        }),
+                        GoArch::Amd64 => data.get(off as usize - 5..off as usize).filter(|b| b[0] == 0xe8).map(|b| vaddr.wrapping_add(i32::from_le_bytes(b[1..].try_into().unwrap()) as i64 as u64)),
+                    };
+                    let aligned = arch == GoArch::Amd64 || vaddr % 4 == 0;
+                    if call != Some(start) || !aligned || off != vaddr - load_vaddr + load_offset || required != (minor(version) < 22) {
+                        failures.push(format!("{at}: site {vaddr:#x} (file offset {off:#x}) in {caller}: the call before it goes to {call:x?}, not {start:#x}; required {required}"));
+                    }
+                }
+            }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

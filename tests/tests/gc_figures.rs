@@ -85,16 +85,7 @@ fn stripped_sampled_rates_agree_with_total_alloc() {
     for go in [pins::GO_DEBIAN, "1.23.9", "1.27.3"] {
         let exe = fixtures::build("allocrate", go, Flavor::Stripped).unwrap();
         let mut t = Target::start(&exe, &["-rate=300000", "-duration=4s"], &[]);
-        let pid = t.pid().to_string();
-        let s = Session::start(&["attach", "--pid", &pid, "--format", "json", "--interval", "1h"]);
-        t.send_line("go");
-        let own: serde_json::Value = serde_json::from_str(&t.next_line()).unwrap();
-        assert!(t.child.wait().unwrap().success());
-        let out = s.finish();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-
-        assert_totals_agree(&r);
+        let (own, r) = attach_until_exit(&mut t, &[]);
         let sm = &r["sampling"];
         assert_eq!(sm["alloc_rate_source"], "runtime_total_alloc", "go {go}: {sm:#}");
         let go_rate = own["bytes"].as_f64().unwrap() / own["wall_s"].as_f64().unwrap();

@@ -28,16 +28,8 @@ fn pprof_shares(exe: &std::path::Path, profile: &std::path::Path) -> Vec<(u32, f
 fn run_allocrate(args: &[&str], gcprobe_args: &[&str]) -> (serde_json::Value, serde_json::Value) {
     let exe = fixture("allocrate");
     let mut t = Target::start(&exe, args, &[]);
-    let pid = t.pid().to_string();
-    let mut a = vec!["attach", "--pid", pid.as_str(), "--format", "json", "--interval", "1h"];
-    a.extend_from_slice(gcprobe_args);
-    let s = Session::start(&a);
-    t.send_line("go");
-    let own: serde_json::Value = serde_json::from_str(&t.next_line()).unwrap();
-    assert!(t.child.wait().unwrap().success());
-    let out = s.finish();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    (serde_json::from_slice(&out.stdout).unwrap(), own)
+    let (own, r) = attach_until_exit(&mut t, gcprobe_args);
+    (r, own)
 }
 
 #[test]

@@ -19,7 +19,7 @@ use gcprobe_common::{AggKey, AggValue, MAX_ARGS};
 
 use crate::{
     ingest::events::Event,
-    plan::{GrowsliceAbi, ProbeKind, ProbePlan, StwReason},
+    plan::{GrowsliceAbi, PauseEnd, ProbeKind, ProbePlan, StwReason},
 };
 
 /// Distinct stacks kept per probe kind; beyond this, hits are counted as overflow
@@ -289,6 +289,7 @@ pub struct Aggregator {
     growslice_abi: GrowsliceAbi,
     stw_reason_arg: bool,
     stw_span_arg: bool,
+    pause_end: PauseEnd,
     counts: EventCounts,
     alloc_bytes: u64,
     /// Allocation stacks without frame 0 (which allocator entry was hit does
@@ -300,6 +301,11 @@ pub struct Aggregator {
     /// Requested new length (elements) per growslice call.
     grow_lens: Histogram<u64>,
     stw_open: Option<(u64, StwCause)>,
+    /// With [`PauseEnd::Return`]: pauses whose restart has begun, by the
+    /// thread running it, until the call returns on that thread
+    /// (startTheWorldWithSema runs on its M's system stack, with the M
+    /// held: runtime/proc.go).
+    restarting: FastMap<u32, (u64, StwCause)>,
     stws: super::pauses::Pauses,
     stw_hist: Histogram<u64>,
     assists_by_tid: FastMap<u32, u64>,
@@ -468,6 +474,7 @@ impl Aggregator {
             growslice_abi: plan.growslice_abi,
             stw_reason_arg: plan.stw_reason_arg,
             stw_span_arg: plan.stw_span_arg,
+            pause_end: plan.pause_end,
             counts: EventCounts::default(),
             alloc_bytes: 0,
             alloc_stacks: FastMap::default(),
@@ -475,6 +482,7 @@ impl Aggregator {
             alloc_sizes: FastMap::default(),
             grow_lens: size_histogram(),
             stw_open: None,
+            restarting: FastMap::default(),
             stws: Default::default(),
             // 1 ns .. 1000 s.
             stw_hist: Histogram::new_with_bounds(1, 1_000_000_000_000, 3).expect("static bounds"),
@@ -842,8 +850,8 @@ impl Aggregator {
                 // startTheWorldWithSema(now int64, w worldStop): w.reason,
                 // then w.startedStopping, a nanotime() (CLOCK_MONOTONIC, the
                 // kernel's clock too); `now` is the end when the caller had
-                // it, else the function reads the clock at once
-                // (runtime/proc.go, Go 1.22+).
+                // it, else the function reads the clock after restarting
+                // the Ps (runtime/proc.go, Go 1.22+).
                 let cause = StwCause::Code(ev.args[1] as u8);
                 let start = ev.args[2];
                 let end = if ev.args[0] != 0 { ev.args[0] } else { ev.ktime_ns };
@@ -853,15 +861,40 @@ impl Aggregator {
                 }
                 self.cycle_mark(cause, ev);
                 self.heap_at_pause_end(cause, ev);
-                self.record_stw(start, end, cause);
+                self.end_or_hold(start, end, cause, ev);
             }
             ProbeKind::StwStart => match self.stw_open.take() {
                 Some((start, cause)) if ev.ktime_ns >= start => {
                     self.heap_at_pause_end(cause, ev);
-                    self.record_stw(start, ev.ktime_ns, cause)
+                    self.end_or_hold(start, ev.ktime_ns, cause, ev);
                 }
                 _ => self.counts.unpaired_stw += 1,
             },
+            // Pauses end at the entry (a return site did not attach): the
+            // sites that did say nothing more.
+            ProbeKind::StwResumed if self.pause_end == PauseEnd::Entry => {}
+            ProbeKind::StwResumed => {
+                // Go 1.22+: the entry held the pause for its return on this
+                // thread. Before, no entry probe: the stop opened it, and
+                // the heap is read here.
+                let open = if self.stw_span_arg {
+                    self.restarting.remove(&ev.thread)
+                } else {
+                    let open = self.stw_open.take().filter(|&(start, _)| ev.ktime_ns >= start);
+                    if let Some((_, cause)) = open {
+                        self.heap_at_pause_end(cause, ev);
+                    }
+                    open
+                };
+                let Some((start, cause)) = open else {
+                    self.counts.unpaired_stw += 1;
+                    return;
+                };
+                // The call's result: the `now` Go ended the pause at, read
+                // before returning (never later than this probe's clock).
+                let now = ev.args[0];
+                self.record_stw(start, if (start..=ev.ktime_ns).contains(&now) { now } else { ev.ktime_ns }, cause);
+            }
             ProbeKind::MapGrow => {
                 self.counts.map_grow += 1;
                 let cycle = self.counts.cycles;
@@ -919,6 +952,20 @@ impl Aggregator {
         if cause == StwCause::Code(STW_MARK_TERM) {
             if let Some(c) = self.cycles.last_mut().filter(|c| c.marked.is_none() && c.start_ktime <= ev.ktime_ns) {
                 c.marked = ev.heap_live;
+            }
+        }
+    }
+
+    /// A pause whose restart has begun: ended here at `entry_end` when
+    /// pauses end at the entry, else held for its return on this thread.
+    fn end_or_hold(&mut self, start: u64, entry_end: u64, cause: StwCause, ev: &Event) {
+        match self.pause_end {
+            PauseEnd::Entry => self.record_stw(start, entry_end, cause),
+            PauseEnd::Return => {
+                if self.restarting.insert(ev.thread, (start, cause)).is_some() {
+                    // The last restart on this thread never returned here.
+                    self.counts.unpaired_stw += 1;
+                }
             }
         }
     }
@@ -1286,6 +1333,73 @@ mod tests {
         assert_eq!(stws[1], StwSpan { start_ktime: 1000, duration_ns: 100, cause: StwCause::Code(1) });
         assert_eq!(a.counts.cycles, 1);
         assert_eq!(a.cycles, vec![Cycle { start_ktime: 400, heap_at_start: Some(4096), goal: Some(150), marked: Some(8192) }]);
+    }
+
+    fn ends_at_return(go: GoVersion) -> ProbePlan {
+        ProbePlan { pause_end: PauseEnd::Return, ..plan(go) }
+    }
+
+    fn on_thread(mut e: Event, thread: u32) -> Event {
+        e.thread = thread;
+        e
+    }
+
+    #[test]
+    fn go_1_22_pauses_end_when_the_restart_returns_on_its_thread() {
+        let mut a = Aggregator::new(42, &ends_at_return(GoVersion::new(1, 24, 0)));
+        // Sweep termination's entry (started stopping at 100) on thread
+        // 43; a restart on thread 7 that never returns in this window; then
+        // 43's return with startTheWorldWithSema's result, 380.
+        a.add(&pause(kind::STW_START, 300, [0, 2, 100, 150, 4096]));
+        a.add(&on_thread(ev(kind::STW_START, 310, [0, 7, 200, 0, 0], &[1, 2]), 7));
+        assert_eq!(a.counts.stw, 0, "held until the return");
+        a.add(&ev(kind::STW_RESUMED, 420, [380, 0, 0, 0, 0], &[1, 0]));
+        // Mark termination passes its `now` in and gets it back.
+        a.add(&pause(kind::STW_START, 1200, [1100, 1, 1000, 1010, 8192]));
+        a.add(&ev(kind::STW_RESUMED, 1290, [1100, 0, 0, 0, 0], &[1, 0]));
+        // A result outside the pause is no clock: the probe's own time.
+        a.add(&ev(kind::STW_START, 2000, [0, 7, 1900, 0, 0], &[1, 2]));
+        a.add(&ev(kind::STW_RESUMED, 2100, [5, 0, 0, 0, 0], &[1, 0]));
+        // A return with nothing open (attached mid-restart).
+        a.add(&ev(kind::STW_RESUMED, 2200, [2150, 0, 0, 0, 0], &[1, 0]));
+        let stws: Vec<StwSpan> = a.stws.recent().copied().collect();
+        assert_eq!(
+            stws,
+            [
+                StwSpan { start_ktime: 100, duration_ns: 280, cause: StwCause::Code(2) },
+                StwSpan { start_ktime: 1000, duration_ns: 100, cause: StwCause::Code(1) },
+                StwSpan { start_ktime: 1900, duration_ns: 200, cause: StwCause::Code(7) },
+            ]
+        );
+        assert_eq!((a.counts.stw, a.counts.unpaired_stw), (3, 1));
+        // The heap is the entry's, read before the world restarts.
+        assert_eq!(a.cycles, vec![Cycle { start_ktime: 300, heap_at_start: Some(4096), goal: Some(150), marked: Some(8192) }]);
+    }
+
+    #[test]
+    fn go_1_19_pauses_run_from_the_stop_to_the_restarts_return() {
+        let mut a = Aggregator::new(42, &ends_at_return(GoVersion::new(1, 19, 8)));
+        a.add(&ev(kind::GC_START, 90, [0; 5], &[1, 2]));
+        a.add(&pause(kind::STW_STOP, 100, [0, 0, 0, 4000, 1000]));
+        a.add(&ev(kind::STW_RESUMED, 260, [240, 0, 0, 0, 0], &[1, 0]));
+        a.add(&pause(kind::STW_STOP, 500, [0, 0, 0, 0, 5]));
+        a.add(&pause(kind::STW_RESUMED, 580, [570, 0, 0, 4100, 600]));
+        let stws: Vec<StwSpan> = a.stws.recent().copied().collect();
+        assert_eq!(
+            stws,
+            [StwSpan { start_ktime: 100, duration_ns: 140, cause: StwCause::Code(2) }, StwSpan { start_ktime: 500, duration_ns: 70, cause: StwCause::Code(1) }]
+        );
+        // No entry probe: mark termination's heap is read at the return.
+        assert_eq!(a.cycles, vec![Cycle { start_ktime: 100, heap_at_start: Some(1000), goal: Some(4000), marked: Some(600) }]);
+    }
+
+    #[test]
+    fn a_plan_ending_at_the_entry_ignores_return_sites() {
+        let mut a = Aggregator::new(42, &plan(GoVersion::new(1, 24, 0)));
+        a.add(&pause(kind::STW_START, 400, [0, 2, 100, 150, 4096]));
+        a.add(&ev(kind::STW_RESUMED, 450, [420, 0, 0, 0, 0], &[1, 0]));
+        assert_eq!(a.stws.recent().copied().collect::<Vec<_>>(), [StwSpan { start_ktime: 100, duration_ns: 300, cause: StwCause::Code(2) }]);
+        assert_eq!((a.counts.stw, a.counts.unpaired_stw), (1, 0));
     }
 
     #[test]

@@ -84,7 +84,11 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
 
     let callsites = callsite_rows(agg, sym, rate_time, samples_s);
 
-    let (stw, cycles, spans) = stw_section(agg, sym);
+    let (mut stw, cycles, spans) = stw_section(agg, sym);
+    stw.ends_at = inp.plan.pause_end.name();
+    if inp.plan.pause_end == crate::plan::PauseEnd::Entry {
+        stw.note = Some("each pause ends at startTheWorldWithSema's entry, before the world restarts: totals run short of Go's PauseTotalNs".into());
+    }
 
     let mut assists: Vec<(u32, u64)> = agg.assists_by_tid().iter().map(|(k, v)| (*k, *v)).collect();
     assists.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));

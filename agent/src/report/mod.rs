@@ -250,6 +250,12 @@ pub struct Gc {
 pub struct Stw {
     pub count: u64,
     pub total_ms: f64,
+    /// Where each pause ends: `restart-return` (the `now` startTheWorldWithSema
+    /// returns, Go's own end) or `restart-entry` (its entry, before the
+    /// world restarts: no return site was found or attached).
+    pub ends_at: &'static str,
+    /// What `ends_at` means for the figures, when it is not Go's own end.
+    pub note: Option<String>,
     pub p50_us: f64,
     pub p99_us: f64,
     pub max_us: f64,

@@ -628,7 +628,7 @@ mod tests {
     fn busy() -> Report {
         let mut r = report();
         r.gc.cycles = 25;
-        r.gc.stw = Stw { count: 50, total_ms: 40.5, p50_us: 310.0, p99_us: 3210.0, max_us: 7400.0, by_reason: BTreeMap::new() };
+        r.gc.stw = Stw { count: 50, total_ms: 40.5, p50_us: 310.0, p99_us: 3210.0, max_us: 7400.0, by_reason: BTreeMap::new(), ..Stw::default() };
         r.events.assist = 123;
         r.probes.push(ProbeReport { name: "gcAssistAlloc".into(), symbol: "runtime.gcAssistAlloc".into(), address: 0x1000, attached: true, note: None });
         r.callsites = vec![row("mallocgc", 1000, 1000, 64_000, 5.0, 100_000), row("growslice", 50, 60, 36_000, 5.0, 100_000)];

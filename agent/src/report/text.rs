@@ -115,6 +115,9 @@ pub fn render(r: &Report, stack_depth: usize) -> String {
         "  stop-the-world: {} pauses, total {:.3} ms, p50 {:.0} us, p99 {:.0} us, max {:.0} us",
         s.count, s.total_ms, s.p50_us, s.p99_us, s.max_us
     );
+    if let Some(n) = &s.note {
+        let _ = writeln!(o, "    ({n})");
+    }
     for (reason, st) in &s.by_reason {
         let named = if st.gc { reason.clone() } else { format!("{reason} (not GC)") };
         let _ = writeln!(o, "    {:<28} {:>6} pauses  total {:>9.3} ms  max {:>8.0} us", named, st.count, st.total_ms, st.max_us);

@@ -182,7 +182,7 @@ impl BurstDriver {
             return;
         }
         let since = |k: ProbeKind| s.hits_of(k) - self.start_stats.hits_of(k);
-        let stw = since(ProbeKind::StwStart) + since(ProbeKind::StwStop) + since(ProbeKind::GcStart);
+        let stw = crate::plan::ALL_KINDS.into_iter().filter(|k| k.group() == ProbeGroup::Gc).map(since).sum();
         if self.gov.drop_runtime_samples(now - self.started, stw, since(ProbeKind::MProf)) {
             attached.detach_in_order(std::mem::take(&mut self.sample_ids));
             self.samples_off_at = Some(Instant::now());

@@ -168,7 +168,7 @@ impl Fleet {
             return Err(e);
         }
         t.start();
-        let mut feed = Feed::new(Aggregator::new(pid, &plan)).tapped();
+        let mut feed = Feed::new(Aggregator::new(pid, &t.meta.plan)).tapped();
         let stats = g.attached.member(pid).map(|r| r.stats()).unwrap_or_default();
         if let Some(r) = &mut self.recordings {
             feed = r.begin(&t, feed, stats);

@@ -83,6 +83,8 @@ pub fn print_plan(pid: Option<u32>, exe: Option<PathBuf>) -> Result<(), SessionE
         }
     }
     println!("growslice ABI {:?}; stopTheWorld reason argument: {}; startTheWorld worldStop argument: {}", plan.growslice_abi, plan.stw_reason_arg, plan.stw_span_arg);
+    let sites = plan.probes.iter().filter(|p| p.kind == crate::plan::ProbeKind::StwResumed).count();
+    println!("stop-the-world pauses end at {} ({sites} return sites of runtime.startTheWorldWithSema)", plan.pause_end.name());
     for line in gc_controller_lines(&plan.gc_controller) {
         println!("{line}");
     }
@@ -91,10 +93,10 @@ pub fn print_plan(pid: Option<u32>, exe: Option<PathBuf>) -> Result<(), SessionE
         None => println!("runtime.MemProfileRate not found: runtime samples would be weighted for the default 512 KiB"),
     }
     for p in &plan.probes {
-        println!("  probe {:<32} {:<14} vaddr {:#x} file offset {:#x}{}", p.symbol, format!("{:?}", p.kind), p.vaddr, p.file_offset, if p.required { "" } else { " (optional)" });
+        println!("  probe {:<40} {:<14} vaddr {:#x} file offset {:#x}{}", p.symbol, format!("{:?}", p.kind), p.vaddr, p.file_offset, if p.required { "" } else { " (optional)" });
     }
     for s in plan.skipped.iter().chain(&plan.not_needed) {
-        println!("  skip  {:<32} {}", s.symbol, s.reason);
+        println!("  skip  {:<40} {}", s.symbol, s.reason);
     }
     for w in &plan.warnings {
         println!("  warning: {w}");

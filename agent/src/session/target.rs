@@ -115,6 +115,7 @@ impl Target {
             return Err(ProcessError::Exited { pid: self.pid() }.into());
         }
         self.meta.attached = attached.attached_ids();
+        self.meta.plan.settle_pause_end(&self.meta.attached);
         self.meta.attach_notes = notes.clone();
         self.meta.start_unix_ns = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
         self.meta.start_monotonic_ns = monotonic_ns();

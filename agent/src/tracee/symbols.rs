@@ -30,4 +30,13 @@ impl Symbols<'_> {
         }
         v
     }
+
+    /// Every function (name, link-time entry, size): from the pclntab,
+    /// which stripped binaries keep, else from the symbol table.
+    pub fn functions(&self) -> Vec<(String, u64, u64)> {
+        if let Some(t) = self.pclntab {
+            return t.functions().filter_map(|f| f.ok()).map(|f| (f.name, f.entry, f.size)).collect();
+        }
+        self.bin.symbols().map(|s| (s.name.clone(), s.addr, s.size)).collect()
+    }
 }

@@ -28,7 +28,7 @@ pub fn run(gcprobe: &Path, rounds: usize, duration: &str) -> Result<()> {
         let ratio = rate(&probed.out)? / rate(&bare.out)?;
         ratios.push(ratio);
         let line = probed.report.as_ref().and_then(|r| r.pointer("/culprits/0/line")).and_then(|v| v.as_u64());
-        let stw = probed.n("/kernel/hits_by_kind/StwStart") + probed.n("/kernel/hits_by_kind/StwStop");
+        let stw = probed.n("/kernel/hits_by_kind/StwStart") + probed.n("/kernel/hits_by_kind/StwStop") + probed.n("/kernel/hits_by_kind/StwResumed");
         println!(
             "| {} | {ratio:.3} | {:.2}% | {stw:.0} | {:.0} | {:.0} | {} |",
             round + 1,

@@ -38,6 +38,16 @@ pub fn data_refs(arch: Arch, code: &[u8], entry: u64) -> Vec<(u64, Access)> {
     }
 }
 
+/// Where each direct call in `code` (starting at link-time `entry`) to
+/// `target` returns: the address of the instruction after the call
+/// (`CALL rel32` on amd64, `BL` on arm64, whose return address is its own + 4).
+pub fn return_sites(arch: Arch, code: &[u8], entry: u64, target: u64) -> Vec<u64> {
+    match arch {
+        Arch::X86_64 => x86::return_sites(code, entry, target),
+        Arch::Aarch64 => arm64::return_sites(code, entry, target),
+    }
+}
+
 /// Whether `code` may call one of `targets` directly: a byte scan for
 /// `CALL rel32` (amd64) or `BL` (arm64) encodings that land on a target,
 /// cheap enough to skip most functions before decoding them. It may say
@@ -57,16 +67,17 @@ pub fn may_call(arch: Arch, code: &[u8], entry: u64, targets: &HashSet<u64>) -> 
 mod x86 {
     use std::collections::HashSet;
 
-    use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, InstructionInfoFactory, OpAccess, Register};
+    use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, OpAccess, Register};
+
+    /// `code`'s instructions from `entry`, up to the first that does not decode.
+    fn decoded(code: &[u8], entry: u64) -> impl Iterator<Item = Instruction> + '_ {
+        let mut d = Decoder::with_ip(64, code, entry, DecoderOptions::NONE);
+        std::iter::from_fn(move || d.can_decode().then(|| d.decode()).filter(|ins| !ins.is_invalid()))
+    }
 
     pub fn data_refs(code: &[u8], entry: u64) -> Vec<(u64, super::Access)> {
-        let mut d = Decoder::with_ip(64, code, entry, DecoderOptions::NONE);
         let mut out = Vec::new();
-        while d.can_decode() {
-            let ins = d.decode();
-            if ins.is_invalid() {
-                break;
-            }
+        for ins in decoded(code, entry) {
             let access = match ins.code() {
                 Code::Mov_r64_rm64 => super::Access::Load,
                 Code::Mov_rm64_r64 => super::Access::Store,
@@ -79,17 +90,16 @@ mod x86 {
         out
     }
 
+    pub fn return_sites(code: &[u8], entry: u64, target: u64) -> Vec<u64> {
+        decoded(code, entry).filter(|ins| ins.flow_control() == FlowControl::Call && ins.near_branch_target() == target).map(|ins| ins.next_ip()).collect()
+    }
+
     /// (call address, static address in RAX) at direct calls to `targets`.
     pub fn first_args(code: &[u8], entry: u64, targets: &HashSet<u64>) -> Vec<(u64, u64)> {
-        let mut d = Decoder::with_ip(64, code, entry, DecoderOptions::NONE);
         let mut info = InstructionInfoFactory::new();
         let mut rax: Option<u64> = None;
         let mut out = Vec::new();
-        while d.can_decode() {
-            let ins = d.decode();
-            if ins.is_invalid() {
-                break;
-            }
+        for ins in decoded(code, entry) {
             if ins.code() == Code::Lea_r64_m && ins.op0_register() == Register::RAX && ins.is_ip_rel_memory_operand() {
                 rax = Some(ins.ip_rel_memory_address());
                 continue;
@@ -177,6 +187,10 @@ mod arm64 {
         steps(code, entry).into_iter().filter_map(|s| if let Step::Ref(a, acc) = s { Some((a, acc)) } else { None }).collect()
     }
 
+    pub fn return_sites(code: &[u8], entry: u64, target: u64) -> Vec<u64> {
+        steps(code, entry).into_iter().filter_map(|s| if let Step::Call { pc, target: t, .. } = s { (t == target).then_some(pc + 4) } else { None }).collect()
+    }
+
     /// (call address, static address in R0) at `BL`s to `targets`.
     pub fn first_args(code: &[u8], entry: u64, targets: &HashSet<u64>) -> Vec<(u64, u64)> {
         steps(code, entry)
@@ -212,5 +226,31 @@ mod arm64 {
             let code: Vec<u8> = [0x90000ba0u32, 0x910d0000, 0xaa1f03e0, 0x97fffe9c].iter().flat_map(|w| w.to_le_bytes()).collect();
             assert_eq!(first_args(&code, 0x3d8e4, &methods), Vec::<(u64, u64)>::new());
         }
+
+        #[test]
+        fn the_instruction_after_a_bl_to_the_target() {
+            // go1.27.3 linux/arm64 runtime.gcMarkTermination.func3: MOVB ZR,
+            // 2210(R27); 0x84ac4 CALL runtime.startTheWorldWithSema (0x5ce00);
+            // MOVD -8(RSP), R29; MOVD.P 64(RSP), R30; RET; MOVD R30, R3;
+            // 0x84ad8 CALL runtime.morestack.abi0.
+            let code: Vec<u8> = [0x39228b7fu32, 0x97ff60cf, 0xf85f83fd, 0xf84407fe, 0xd65f03c0, 0xaa1e03e3, 0x94002eca].iter().flat_map(|w| w.to_le_bytes()).collect();
+            assert_eq!(return_sites(&code, 0x84ac0, 0x5ce00), vec![0x84ac8]);
+            assert_eq!(return_sites(&code, 0x84ac0, 0x5ce04), Vec::<u64>::new());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_instruction_after_a_call_rel32_to_the_target() {
+        // go1.22.10 linux/amd64 runtime.gcStart.func3: MOVZX 0(SI), BX; MOVQ
+        // 0x8(SI), CX; XORL AX, AX; 0x41a94d CALL runtime.startTheWorldWithSema
+        // (0x43c9e0); 0x41a952 MOVQ 0x20(SP), DX.
+        let code = [0x0f, 0xb6, 0x1e, 0x48, 0x8b, 0x4e, 0x08, 0x31, 0xc0, 0xe8, 0x8e, 0x20, 0x02, 0x00, 0x48, 0x8b, 0x54, 0x24, 0x20];
+        let arch = crate::tracee::binary::Arch::X86_64;
+        assert_eq!(super::return_sites(arch, &code, 0x41a944, 0x43c9e0), vec![0x41a952]);
+        assert_eq!(super::return_sites(arch, &code, 0x41a944, 0x43c9e1), Vec::<u64>::new());
+        assert!(super::may_call(arch, &code, 0x41a944, &std::collections::HashSet::from([0x43c9e0])));
     }
 }
