@@ -84,7 +84,13 @@ pub(super) fn run(
             if ended_by == EndedBy::Signal {
                 h.signal(libc::SIGKILL);
             }
-            Some(h.wait()?)
+            let status = crate::tracee::launch::ProgramExit::from(h.wait()?);
+            // Said here, before anything else can fail: gcprobe's own exit
+            // status does not carry the program's (see error::run_status).
+            if let (false, super::TargetSpec::Launch { program, .. }) = (status.success(), &opts.target) {
+                eprintln!("gcprobe: {program} {status}");
+            }
+            Some(status)
         }
         None => None,
     };
@@ -125,13 +131,15 @@ impl Live<'_> {
     }
 
     /// The recording's end, then each target's report, written as asked.
-    fn finish(mut self, exit: Option<std::process::ExitStatus>) -> Result<Outcome, SessionError> {
+    fn finish(mut self, exit: Option<crate::tracee::launch::ProgramExit>) -> Result<Outcome, SessionError> {
         let mut recorded = None;
         let mut reports = Vec::with_capacity(self.done.len());
         // The shape the user asked for: several --pid give the reports document
         // even when only one target is left to report on.
         let single = !matches!(&self.opts.target, super::TargetSpec::Pids(p) if p.len() > 1);
         for (t, end) in &mut self.done {
+            // `run` has one target: the program, whose end goes in its report and recording.
+            end.program_exit = exit;
             let feed = self.w.feeds.get_mut(t.process.pid).expect("a feed per target");
             let facts = self.w.binaries.facts.get_mut(&t.key).expect("facts per binary");
             let mut view = facts.for_target(t.meta.load_bias, &mut t.unresolved);

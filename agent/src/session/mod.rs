@@ -173,7 +173,7 @@ pub struct Outcome {
     /// One per target, in the order given.
     pub reports: Vec<Report>,
     /// `gcprobe run`: how the program exited.
-    pub exit: Option<std::process::ExitStatus>,
+    pub exit: Option<crate::tracee::launch::ProgramExit>,
     /// The recording's path and size, when recording.
     pub recorded: Option<(PathBuf, u64)>,
 }
