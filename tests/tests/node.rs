@@ -492,6 +492,8 @@ fn node_records_each_process_in_files_that_each_report_on_their_own() {
     assert!(total <= 4 << 20, "{total} bytes kept");
     for (i, (part, path)) in files.iter().enumerate() {
         assert!(path.file_name().unwrap().to_str().unwrap().starts_with(&format!("appendloop-default-{pid}-")), "{path:?}");
+        // Private to the agent's user: a recording holds the process's code paths and heap figures.
+        assert_eq!(std::os::unix::fs::MetadataExt::mode(&std::fs::metadata(path).unwrap()) & 0o777, 0o600, "{path:?}");
         let out = gcprobe(&["report", path.to_str().unwrap(), "--format", "json"]);
         assert!(out.status.success(), "{path:?}: {}", String::from_utf8_lossy(&out.stderr));
         let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

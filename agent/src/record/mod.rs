@@ -146,12 +146,8 @@ impl Symbols {
 pub enum RecordError {
     #[error("{path}: already exists (use --force to overwrite it)")]
     Exists { path: String },
-    #[error("{path}")]
-    Create {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Create(crate::outfile::OutputError),
     #[error("{path}")]
     Write {
         path: String,

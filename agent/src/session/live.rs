@@ -19,7 +19,6 @@ use tokio::{
 };
 
 use super::{
-    error_chain,
     target::Target,
     watched::{Foreign, Watched},
     write_reports, AttachOptions, Binaries, Outcome, Prepared, SessionError,
@@ -107,10 +106,8 @@ impl Live<'_> {
         let (Some(feed), Some(facts), Some(reg)) = (w.feeds.get_mut(t.process.pid), w.binaries.facts.get_mut(&t.key), g.attached.member(t.process.pid)) else { return Ok(()) };
         let progress = t.progress(reg.stats(), g.attached.mechanism(), g.driver.as_ref());
         let mut view = facts.for_target(t.meta.load_bias, &mut t.unresolved);
-        rec.flush(feed, &mut view, &progress).map_err(|e| {
-            eprintln!("gcprobe: error: recording stopped: {}", error_chain(&e));
-            self.record_error = Some(e);
-        })
+        // Said once, as gcprobe exits with it, after the report it still makes.
+        rec.flush(feed, &mut view, &progress).map_err(|e| self.record_error = Some(e))
     }
 
     /// Fires the drivers that are due; ends the part of any target found gone.
@@ -145,7 +142,11 @@ impl Live<'_> {
             let mut view = facts.for_target(t.meta.load_bias, &mut t.unresolved);
             if let (Some(r), None) = (self.recorder.take(), &self.record_error) {
                 let path = r.path().to_owned();
-                recorded = Some((path, r.finish(feed, &mut view, end)?));
+                // A disk that fills at the very end still leaves the report to write.
+                match r.finish(feed, &mut view, end) {
+                    Ok(bytes) => recorded = Some((path, bytes)),
+                    Err(e) => self.record_error = Some(e),
+                }
             }
             let report = t.meta.report(end, &feed.agg, &mut view);
             if single {

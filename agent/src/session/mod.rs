@@ -238,6 +238,9 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
         return Err(SessionError::Privileges);
     }
     // Before touching a target: a bad path must cost it nothing.
+    if let Some(out) = &opts.output {
+        crate::outfile::refuse_symlink(out).map_err(RenderError::from)?;
+    }
     let recorder = match &opts.record {
         Some(r) => Some(Recorder::create(&r.path, r.force)?),
         None => None,
@@ -522,6 +525,11 @@ pub fn report_recording(path: &Path, format: Format, stack_depth: usize, output:
             "recording {what} at byte {} of {bytes}: the last {} bytes were lost; this report covers the first {:.1}s",
             d.offset, d.bytes_lost, end.progress.elapsed_s
         );
+        eprintln!("gcprobe: warning: {}: {note}", path.display());
+        report.warnings.push(note);
+    } else if end.ended_by == report::EndedBy::RecordingCutShort {
+        // Whole frames, but no END: the recorder was killed, or its disk filled.
+        let note = format!("recording cut short: it ends without its final frame (the recorder was killed, or its disk was full); this report covers the first {:.1}s", end.progress.elapsed_s);
         eprintln!("gcprobe: warning: {}: {note}", path.display());
         report.warnings.push(note);
     }
