@@ -95,6 +95,8 @@ pub enum SessionError {
     Calibrate(#[from] calibrate::CalibrateError),
     #[error("{what} reports on one target: give --pid once")]
     OneTargetOnly { what: &'static str },
+    #[error(transparent)]
+    Caps(#[from] crate::tracee::caps::CapsError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -266,6 +268,10 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
         return Err(ProcessError::Exited { pid: pids[0] }.into());
     }
     let prepared = prepare(&opts, processes, &binaries)?;
+    // Each target's memory is open: reading any file (CAP_DAC_READ_SEARCH)
+    // is needed no more. What bursts, re-attaching and reads still need stays
+    // (README, "Capabilities"); node mode keeps it for processes yet to come.
+    crate::tracee::caps::drop(&[crate::tracee::caps::CAP_DAC_READ_SEARCH])?;
     live::run(&opts, prepared, recorder, held, binaries)
 }
 

@@ -41,10 +41,12 @@ impl Held {
     pub fn spawn(program: &str, args: &[String]) -> Result<Self, LaunchError> {
         let mut cmd = Command::new(program);
         cmd.args(args);
-        // SAFETY: ptrace(PTRACE_TRACEME) is async-signal-safe and touches
-        // nothing of the parent's state.
+        // SAFETY: prctl, capget/capset and ptrace(PTRACE_TRACEME) are
+        // async-signal-safe and touch nothing of the parent's state.
         unsafe {
             cmd.pre_exec(|| {
+                // The program runs with none of gcprobe's capabilities.
+                super::caps::clear_for_exec()?;
                 if libc::ptrace(libc::PTRACE_TRACEME, 0, std::ptr::null_mut::<libc::c_void>(), std::ptr::null_mut::<libc::c_void>()) == -1 {
                     return Err(io::Error::last_os_error());
                 }
