@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use crate::{plan::Mode, render::Format, report::rules::Rule};
 
 #[derive(Debug, Parser)]
-#[command(name = "gcprobe", version, about = "Live eBPF probe for Go programs: which loop fills the heap, and how long GC stops the world")]
+#[command(name = "gcprobe", version, about = "Live eBPF probe for Go programs: which loop fills the heap, and how long GC stops the world", after_help = crate::error::EXIT_HELP)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -21,6 +21,7 @@ pub enum Command {
     /// Report on a recording: no root and no target binary needed.
     Report(ReportArgs),
     /// Start a Go program under probes from its first instruction; report at its exit, and fail on rules.
+    #[command(after_help = crate::error::EXIT_HELP)]
     Run(RunArgs),
     /// Print the probe plan for a Go binary or process without attaching (no root needed).
     Plan(PlanArgs),
@@ -152,6 +153,10 @@ pub struct RunArgs {
     /// Also record the session to this file.
     #[arg(long)]
     pub record: Option<PathBuf>,
+    /// Exit with the program's own status when it fails (128 + the signal
+    /// when killed) instead of 11. Its 3 or 10 then reads like gcprobe's own.
+    #[arg(long)]
+    pub exit_with_program: bool,
     #[command(flatten)]
     pub session: SessionArgs,
     /// The program and its arguments.

@@ -8,6 +8,7 @@ pub mod analysis;
 pub mod cli;
 pub mod error;
 pub mod intervals;
+pub mod outfile;
 pub mod export;
 pub mod plan;
 pub mod record;

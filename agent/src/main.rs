@@ -4,7 +4,6 @@ use clap::Parser as _;
 use gcprobe::{
     cli::{Cli, Command, NodeArgs, PlanArgs, SessionArgs},
     error::Exit,
-    tracee::launch,
     kernel::{calibrate, probes::Program},
     node,
     render::Format,
@@ -119,15 +118,7 @@ fn run(cli: Cli, invoked: std::time::Instant) -> Result<ExitCode, Failed> {
             let record = r.record.map(|path| RecordTo { path, force: false });
             let out = session::attach(options(invoked, TargetSpec::Launch { program, args: cmd.collect() }, r.session, None, r.format, r.output, record))?;
             let held = out.reports.iter().any(|report| judge(&r.fail_on, report));
-            // The program's own failure comes first: its GC figures may not
-            // mean much, and a CI step must fail either way.
-            let code = out.exit.map_or(0, launch::exit_code);
-            if code != 0 {
-                return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
-            }
-            if held {
-                return Ok(Exit::RuleHeld.into());
-            }
+            return Ok(ExitCode::from(gcprobe::error::run_status(out.exit, held, r.exit_with_program)));
         }
         Command::Plan(PlanArgs { pid, exe }) => session::print_plan(pid, exe)?,
         Command::Ps(p) => node::ps::print(p.json).map_err(SessionError::from)?,

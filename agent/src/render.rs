@@ -30,6 +30,8 @@ pub enum Format {
 pub enum RenderError {
     #[error("pprof profiles are binary: write one to a file with -o FILE, or pipe stdout")]
     BinaryToTerminal,
+    #[error(transparent)]
+    Open(#[from] crate::outfile::OutputError),
     #[error("writing the report to {path}")]
     Write {
         path: PathBuf,
@@ -84,7 +86,11 @@ pub fn bytes(format: Format, stack_depth: usize, report: &Report, meta: &Meta, e
 /// Writes finished output to the file, or to stdout.
 pub fn write_bytes(output: Option<&Path>, bytes: &[u8]) -> Result<(), RenderError> {
     match output {
-        Some(path) => std::fs::write(path, bytes).map_err(|source| RenderError::Write { path: path.to_owned(), source }),
+        Some(path) => {
+            // A report is meant to be shared: the umask's mode, not a private one.
+            let mut f = crate::outfile::create(path, crate::outfile::Existing::Replace, crate::outfile::Access::Umask)?;
+            f.write_all(bytes).map_err(|source| RenderError::Write { path: path.to_owned(), source })
+        }
         None => io::stdout().lock().write_all(bytes).map_err(|source| RenderError::Write { path: "<stdout>".into(), source }),
     }
 }

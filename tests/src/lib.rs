@@ -105,6 +105,24 @@ impl Drop for Target {
     }
 }
 
+/// gcprobe, copied where user nobody can run it (a root-owned directory, 0755).
+pub fn gcprobe_for_nobody() -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = std::env::temp_dir().join(format!("gcprobe-caps-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.join("gcprobe");
+    std::fs::copy(gcprobe_bin(), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+/// setpriv arguments: user nobody, with exactly `caps` (and no others, not even in the bounding set).
+pub fn as_nobody_with(caps: &[String]) -> Vec<String> {
+    let set = caps.iter().map(|c| format!("+{c}")).collect::<Vec<_>>().join(",");
+    ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", &format!("--inh-caps=-all,{set}"), &format!("--ambient-caps=-all,{set}"), &format!("--bounding-set=-all,{set}")].map(String::from).to_vec()
+}
+
 /// Runs gcprobe to completion.
 pub fn gcprobe(args: &[&str]) -> Output {
     Command::new(gcprobe_bin()).args(args).output().expect("running gcprobe")

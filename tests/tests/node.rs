@@ -184,24 +184,6 @@ fn daemonset_capabilities() -> Vec<String> {
     line.trim_end_matches(']').split(',').map(|c| c.trim().trim_matches('"').to_ascii_lowercase()).collect()
 }
 
-/// gcprobe, copied where user nobody can run it.
-fn gcprobe_for_nobody() -> PathBuf {
-    use std::os::unix::fs::PermissionsExt as _;
-    let dir = std::env::temp_dir().join(format!("gcprobe-caps-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let bin = dir.join("gcprobe");
-    std::fs::copy(gcprobe_bin(), &bin).unwrap();
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    bin
-}
-
-/// setpriv arguments: user nobody, with exactly `caps` (and no others, not even in the bounding set).
-fn as_nobody_with(caps: &[String]) -> Vec<String> {
-    let set = caps.iter().map(|c| format!("+{c}")).collect::<Vec<_>>().join(",");
-    ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", &format!("--inh-caps=-all,{set}"), &format!("--ambient-caps=-all,{set}"), &format!("--bounding-set=-all,{set}")].map(String::from).to_vec()
-}
-
 #[test]
 fn node_runs_with_exactly_the_daemonsets_capabilities_and_each_is_needed() {
     if !privileged("node_runs_with_exactly_the_daemonsets_capabilities_and_each_is_needed") {
@@ -492,6 +474,8 @@ fn node_records_each_process_in_files_that_each_report_on_their_own() {
     assert!(total <= 4 << 20, "{total} bytes kept");
     for (i, (part, path)) in files.iter().enumerate() {
         assert!(path.file_name().unwrap().to_str().unwrap().starts_with(&format!("appendloop-default-{pid}-")), "{path:?}");
+        // Private to the agent's user: a recording holds the process's code paths and heap figures.
+        assert_eq!(std::os::unix::fs::MetadataExt::mode(&std::fs::metadata(path).unwrap()) & 0o777, 0o600, "{path:?}");
         let out = gcprobe(&["report", path.to_str().unwrap(), "--format", "json"]);
         assert!(out.status.success(), "{path:?}: {}", String::from_utf8_lossy(&out.stderr));
         let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -23,8 +23,11 @@ fn run_ok(cmd: &mut Command) -> Output {
     out
 }
 
-/// `gcprobe report` as user nobody: no root, no capabilities.
+/// `gcprobe report` as user nobody: no root, no capabilities. A recording
+/// is private to whoever wrote it (0600): it is handed to nobody first, as
+/// a user would chown it or copy it as themselves.
 fn report_unprivileged(file: &Path, extra: &[&str]) -> Output {
+    std::os::unix::fs::chown(file, Some(65534), Some(65534)).unwrap_or_else(|e| panic!("chown {}: {e}", file.display()));
     Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(gcprobe_bin())

@@ -60,7 +60,7 @@ pub enum NodeError {
     RecordDir {
         dir: String,
         #[source]
-        source: std::io::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -214,11 +214,12 @@ pub fn run(opts: NodeOptions) -> Result<(), NodeError> {
 /// Makes the recording directory if need be, and proves it takes a file:
 /// a bad path is an error at start, not a warning per process later.
 fn check_record_dir(dir: &std::path::Path) -> Result<(), NodeError> {
-    let err = |source| NodeError::RecordDir { dir: dir.display().to_string(), source };
-    std::fs::create_dir_all(dir).map_err(err)?;
+    let err = |source: Box<dyn std::error::Error + Send + Sync>| NodeError::RecordDir { dir: dir.display().to_string(), source };
+    std::fs::create_dir_all(dir).map_err(|e| err(e.into()))?;
     let probe = dir.join(format!(".gcprobe-write-test-{}", std::process::id()));
-    std::fs::write(&probe, b"").map_err(err)?;
-    std::fs::remove_file(&probe).map_err(err)
+    // Made as the recordings will be: private, and not through a link.
+    drop(crate::outfile::create(&probe, crate::outfile::Existing::Refuse, crate::outfile::Access::Private).map_err(|e| err(e.into()))?);
+    std::fs::remove_file(&probe).map_err(|e| err(e.into()))
 }
 
 async fn serve(opts: NodeOptions) -> Result<(), NodeError> {

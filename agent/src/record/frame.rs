@@ -38,11 +38,27 @@ pub enum FrameError {
     TooLarge { len: usize },
     #[error("writing the recording")]
     Io(#[source] io::Error),
+    /// ENOSPC or EDQUOT: its own words, as the user's next step is to free space.
+    #[error("the disk is full ({0}); the recording keeps every whole frame written before")]
+    DiskFull(io::Error),
+}
+
+impl FrameError {
+    /// A write error, a full disk said as such.
+    pub fn write(e: io::Error) -> Self {
+        match e.raw_os_error() {
+            Some(libc::ENOSPC | libc::EDQUOT) => FrameError::DiskFull(e),
+            _ => FrameError::Io(e),
+        }
+    }
 }
 
 /// Writes the header, then frames.
 pub struct FrameWriter<W: Write> {
     out: W,
+    /// Bytes of the header and the whole frames written: where a write that
+    /// failed part way must be cut back to.
+    whole: u64,
 }
 
 impl<W: Write> FrameWriter<W> {
@@ -50,8 +66,8 @@ impl<W: Write> FrameWriter<W> {
         let mut h = [0u8; HEADER_LEN];
         h[..8].copy_from_slice(MAGIC);
         h[8..10].copy_from_slice(&VERSION.to_le_bytes());
-        out.write_all(&h).map_err(FrameError::Io)?;
-        Ok(Self { out })
+        out.write_all(&h).map_err(FrameError::write)?;
+        Ok(Self { out, whole: HEADER_LEN as u64 })
     }
 
     /// Appends one frame in a single write, so a crash leaves at most the
@@ -65,7 +81,18 @@ impl<W: Write> FrameWriter<W> {
         buf.extend_from_slice(&[kind, 0, 0, 0]);
         buf.extend_from_slice(&checksum(kind, payload).to_le_bytes());
         buf.extend_from_slice(payload);
-        self.out.write_all(&buf).map_err(FrameError::Io)
+        self.out.write_all(&buf).map_err(FrameError::write)?;
+        self.whole += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes of the header and the whole frames written so far.
+    pub fn whole_len(&self) -> u64 {
+        self.whole
+    }
+
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
     }
 
     pub fn into_inner(self) -> W {
@@ -195,6 +222,43 @@ mod tests {
         let mut data = recording(&[(1, b"first")]);
         data[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(read_frames(&data).unwrap().1.unwrap().cause, DamageCause::BadLength);
+    }
+
+    /// A disk with room for `room` bytes: short writes, then ENOSPC, as tmpfs does.
+    struct Disk {
+        data: Vec<u8>,
+        room: usize,
+    }
+
+    impl Write for Disk {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.room - self.data.len());
+            if n == 0 {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            self.data.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_full_disk_is_said_and_the_whole_frames_are_known() {
+        let room = HEADER_LEN + FRAME_HEADER_LEN + 5 + 20;
+        let mut w = FrameWriter::new(Disk { data: Vec::new(), room }).unwrap();
+        w.frame(1, b"first").unwrap();
+        let e = w.frame(2, &[7; 100]).unwrap_err();
+        assert!(matches!(e, FrameError::DiskFull(_)), "{e:?}");
+        assert!(e.to_string().starts_with("the disk is full (No space left on device"), "{e}");
+        assert_eq!(w.whole_len(), (HEADER_LEN + FRAME_HEADER_LEN + 5) as u64);
+        // What the writer cuts the file back to reads whole, with no damage.
+        let data = w.into_inner().data;
+        let (frames, damage) = read_frames(&data[..(HEADER_LEN + FRAME_HEADER_LEN + 5)]).unwrap();
+        assert_eq!((frames.len(), damage), (1, None));
+        assert_eq!(read_frames(&data).unwrap().1.unwrap().cause, DamageCause::Truncated);
     }
 
     #[test]

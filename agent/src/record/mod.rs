@@ -85,6 +85,7 @@ impl Meta {
                 start_unix_ns: self.start_unix_ns,
                 duration_s: p.elapsed_s,
                 ended_by: end.ended_by,
+                program_exit: end.program_exit,
                 agent: p.agent.clone(),
                 sampling: report::SamplingInputs {
                     mode: self.mode,
@@ -115,6 +116,10 @@ pub struct Progress {
 pub struct End {
     pub ended_by: report::EndedBy,
     pub progress: Progress,
+    /// `gcprobe run`: how the program ended. Absent in other sessions and in
+    /// older files, which read as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program_exit: Option<crate::tracee::launch::ProgramExit>,
 }
 
 /// Facts about what was first seen since the last flush.
@@ -141,12 +146,8 @@ impl Symbols {
 pub enum RecordError {
     #[error("{path}: already exists (use --force to overwrite it)")]
     Exists { path: String },
-    #[error("{path}")]
-    Create {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Create(crate::outfile::OutputError),
     #[error("{path}")]
     Write {
         path: String,
@@ -243,7 +244,7 @@ mod tests {
                 rec.flush(&mut feed, &mut facts, &progress(t as f64 / 1e9)).unwrap();
             }
         }
-        let end = End { ended_by: report::EndedBy::Duration, progress: progress(2.0) };
+        let end = End { ended_by: report::EndedBy::Duration, progress: progress(2.0), program_exit: None };
         rec.finish(&mut feed, &mut facts, &end).unwrap();
         let live = meta.report(&end, &feed.agg, &mut facts);
         let mut replayed = replay(&path).unwrap();

@@ -135,7 +135,7 @@ pub fn replay(path: &Path) -> Result<Replayed, RecordError> {
             if let Some(t) = open_burst {
                 feed::apply(&mut agg, &Op::EndBurst { window_s: (progress.elapsed_s - t).max(0.0) });
             }
-            End { ended_by: crate::report::EndedBy::RecordingCutShort, progress }
+            End { ended_by: crate::report::EndedBy::RecordingCutShort, progress, program_exit: None }
         }
     };
     Ok(Replayed { meta, end, agg, facts, damage, bytes: data.len() as u64 })

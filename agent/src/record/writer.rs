@@ -1,12 +1,18 @@
 //! Writes a recording as the session runs.
 use std::{
     collections::HashSet,
-    fs::{File, OpenOptions},
+    fs::File,
+    io::{Seek as _, SeekFrom},
     path::{Path, PathBuf},
 };
 
-use super::{frame::FrameWriter, kind, End, Meta, Progress, RecordError, Symbols};
-use crate::{analysis::facts::Facts, ingest::{feed::Feed, ops::Op}, report};
+use super::{frame::{FrameError, FrameWriter}, kind, End, Meta, Progress, RecordError, Symbols};
+use crate::{
+    analysis::facts::Facts,
+    ingest::{feed::Feed, ops::Op},
+    outfile::{self, Access, Existing, OutputError},
+    report,
+};
 
 /// Ops are handed to the file at every flush tick, or sooner once this many
 /// bytes wait: what a crash can lose, and what the recorder holds in memory.
@@ -26,16 +32,10 @@ impl Recorder {
     /// its header: done before attaching, so a bad path costs the target nothing.
     pub fn create(path: &Path, force: bool) -> Result<Self, RecordError> {
         let display = path.display().to_string();
-        let mut o = OpenOptions::new();
-        o.write(true);
-        if force {
-            o.create(true).truncate(true);
-        } else {
-            o.create_new(true);
-        }
-        let file = o.open(path).map_err(|source| match source.kind() {
-            std::io::ErrorKind::AlreadyExists => RecordError::Exists { path: display.clone() },
-            _ => RecordError::Create { path: display.clone(), source },
+        let existing = if force { Existing::Replace } else { Existing::Refuse };
+        let file = outfile::create(path, existing, Access::Private).map_err(|e| match e {
+            OutputError::Exists { .. } => RecordError::Exists { path: display.clone() },
+            other => RecordError::Create(other),
         })?;
         let out = FrameWriter::new(file).map_err(|source| RecordError::Write { path: display, source })?;
         Ok(Self { out, path: path.to_owned(), seen_pcs: HashSet::new(), seen_types: HashSet::new(), seen_map_types: HashSet::new() })
@@ -93,11 +93,21 @@ impl Recorder {
         let json = serde_json::to_vec(end).expect("end serializes");
         self.frame(kind::END, &json)?;
         let file = self.out.into_inner();
-        file.sync_data().map_err(|e| RecordError::Write { path: self.path.display().to_string(), source: super::frame::FrameError::Io(e) })?;
+        file.sync_data().map_err(|e| RecordError::Write { path: self.path.display().to_string(), source: FrameError::write(e) })?;
         Ok(file.metadata().map(|m| m.len()).unwrap_or(0))
     }
 
     fn frame(&mut self, kind: u8, payload: &[u8]) -> Result<(), RecordError> {
-        self.out.frame(kind, payload).map_err(|source| RecordError::Write { path: self.path.display().to_string(), source })
+        self.out.frame(kind, payload).map_err(|source| {
+            // A full disk takes part of a frame: cut it off, so the file ends
+            // on a whole frame (the reader would stop there anyway, but a
+            // file that ends clean reads the same to any tool) and a later
+            // write, if any, starts on a frame's boundary.
+            let whole = self.out.whole_len();
+            let file = self.out.get_mut();
+            let _ = file.set_len(whole);
+            let _ = file.seek(SeekFrom::Start(whole));
+            RecordError::Write { path: self.path.display().to_string(), source }
+        })
     }
 }

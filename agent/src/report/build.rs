@@ -24,6 +24,8 @@ pub struct Inputs<'a> {
     pub start_unix_ns: u64,
     pub duration_s: f64,
     pub ended_by: EndedBy,
+    /// `gcprobe run`: how the program ended.
+    pub program_exit: Option<crate::tracee::launch::ProgramExit>,
     pub agent: AgentReport,
     pub sampling: SamplingInputs,
 }
@@ -121,7 +123,7 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
     Report {
         schema: SCHEMA,
         target: inp.target.clone(),
-        window: Window { start_unix_ns: inp.start_unix_ns, duration_s: inp.duration_s, ended_by: inp.ended_by },
+        window: Window { start_unix_ns: inp.start_unix_ns, duration_s: inp.duration_s, ended_by: inp.ended_by, program_exit: inp.program_exit },
         probes,
         events: Events {
             mallocgc: agg.counts().mallocgc,

@@ -187,6 +187,10 @@ pub struct Window {
     pub duration_s: f64,
     /// Why the session ended: duration, signal, target-exited.
     pub ended_by: EndedBy,
+    /// `gcprobe run` only: the program's exit status or the signal that
+    /// killed it, since gcprobe's own exit status does not pass it on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub program_exit: Option<crate::tracee::launch::ProgramExit>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -289,7 +293,7 @@ pub(crate) fn empty_report() -> Report {
     Report {
         schema: SCHEMA,
         target: Target { pid: 1, exe: "/bin/app".into(), go_version: "go1.22.0".into(), arch: "x86_64".into(), build_id: None },
-        window: Window { start_unix_ns: 0, duration_s: 10.0, ended_by: crate::report::EndedBy::TargetExited },
+        window: Window { start_unix_ns: 0, duration_s: 10.0, ended_by: crate::report::EndedBy::TargetExited, program_exit: None },
         probes: vec![],
         events: Events { mallocgc: 0, growslice: 0, gc_start: None, stw: 0, assist: 0, lost: 0, nested_skipped: 0 },
         gc: Gc {

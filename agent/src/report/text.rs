@@ -24,8 +24,11 @@ pub fn render(r: &Report, stack_depth: usize) -> String {
     let _ = writeln!(o, "gcprobe report: pid {} {} ({} {})", t.pid, t.exe, t.go_version, t.arch);
     let _ = writeln!(
         o,
-        "window {:.1}s (ended by {}); events: {} mallocgc, {} growslice, {} stw, {} assist, {} lost",
-        r.window.duration_s, r.window.ended_by, r.events.mallocgc, r.events.growslice, r.events.stw, r.events.assist, r.events.lost
+        "window {:.1}s (ended by {}{}); events: {} mallocgc, {} growslice, {} stw, {} assist, {} lost",
+        r.window.duration_s,
+        r.window.ended_by,
+        r.window.program_exit.map(|p| format!(": the program {p}")).unwrap_or_default(),
+        r.events.mallocgc, r.events.growslice, r.events.stw, r.events.assist, r.events.lost
     );
     let sm = &r.sampling;
     if sm.mode == Mode::Sampled {

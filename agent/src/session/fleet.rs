@@ -370,7 +370,7 @@ impl Fleet {
         let t = self.w.targets.iter().find(|t| t.pid() == pid)?;
         let g = self.w.groups.iter().find(|g| g.attached.member(pid).is_some())?;
         let reg = g.attached.member(pid)?;
-        Some((End { ended_by: EndedBy::StillRunning, progress: t.progress(reg.stats(), g.attached.mechanism(), g.driver.as_ref()) }, t.key))
+        Some((End { ended_by: EndedBy::StillRunning, progress: t.progress(reg.stats(), g.attached.mechanism(), g.driver.as_ref()), program_exit: None }, t.key))
     }
 
     /// The last `window` of a target: its books rebuilt from its history,

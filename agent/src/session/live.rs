@@ -20,7 +20,6 @@ use tokio::{
 };
 
 use super::{
-    error_chain,
     target::Target,
     watched::{Foreign, Watched},
     write_reports, AttachOptions, Binaries, Outcome, Prepared, SessionError,
@@ -85,7 +84,13 @@ pub(super) fn run(
             if ended_by == EndedBy::Signal {
                 h.signal(libc::SIGKILL);
             }
-            Some(h.wait()?)
+            let status = crate::tracee::launch::ProgramExit::from(h.wait()?);
+            // Said here, before anything else can fail: gcprobe's own exit
+            // status does not carry the program's (see error::run_status).
+            if let (false, super::TargetSpec::Launch { program, .. }) = (status.success(), &opts.target) {
+                eprintln!("gcprobe: {program} {status}");
+            }
+            Some(status)
         }
         None => None,
     };
@@ -102,10 +107,8 @@ impl Live<'_> {
         let (Some(feed), Some(facts), Some(reg)) = (w.feeds.get_mut(t.process.pid), w.binaries.facts.get_mut(&t.key), g.attached.member(t.process.pid)) else { return Ok(()) };
         let progress = t.progress(reg.stats(), g.attached.mechanism(), g.driver.as_ref());
         let mut view = facts.for_target(t.meta.load_bias, &mut t.unresolved);
-        rec.flush(feed, &mut view, &progress).map_err(|e| {
-            eprintln!("gcprobe: error: recording stopped: {}", error_chain(&e));
-            self.record_error = Some(e);
-        })
+        // Said once, as gcprobe exits with it, after the report it still makes.
+        rec.flush(feed, &mut view, &progress).map_err(|e| self.record_error = Some(e))
     }
 
     /// Fires the drivers that are due; ends the part of any target found gone.
@@ -126,19 +129,25 @@ impl Live<'_> {
     }
 
     /// The recording's end, then each target's report, written as asked.
-    fn finish(mut self, exit: Option<std::process::ExitStatus>) -> Result<Outcome, SessionError> {
+    fn finish(mut self, exit: Option<crate::tracee::launch::ProgramExit>) -> Result<Outcome, SessionError> {
         let mut recorded = None;
         let mut reports = Vec::with_capacity(self.done.len());
         // The shape the user asked for: several --pid give the reports document
         // even when only one target is left to report on.
         let single = !matches!(&self.opts.target, super::TargetSpec::Pids(p) if p.len() > 1);
         for (t, end) in &mut self.done {
+            // `run` has one target: the program, whose end goes in its report and recording.
+            end.program_exit = exit;
             let feed = self.w.feeds.get_mut(t.process.pid).expect("a feed per target");
             let facts = self.w.binaries.facts.get_mut(&t.key).expect("facts per binary");
             let mut view = facts.for_target(t.meta.load_bias, &mut t.unresolved);
             if let (Some(r), None) = (self.recorder.take(), &self.record_error) {
                 let path = r.path().to_owned();
-                recorded = Some((path, r.finish(feed, &mut view, end)?));
+                // A disk that fills at the very end still leaves the report to write.
+                match r.finish(feed, &mut view, end) {
+                    Ok(bytes) => recorded = Some((path, bytes)),
+                    Err(e) => self.record_error = Some(e),
+                }
             }
             let report = t.meta.report(end, &feed.agg, &mut view);
             if single {

@@ -95,6 +95,8 @@ pub enum SessionError {
     Calibrate(#[from] calibrate::CalibrateError),
     #[error("{what} reports on one target: give --pid once")]
     OneTargetOnly { what: &'static str },
+    #[error(transparent)]
+    Caps(#[from] crate::tracee::caps::CapsError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -173,7 +175,7 @@ pub struct Outcome {
     /// One per target, in the order given.
     pub reports: Vec<Report>,
     /// `gcprobe run`: how the program exited.
-    pub exit: Option<std::process::ExitStatus>,
+    pub exit: Option<crate::tracee::launch::ProgramExit>,
     /// The recording's path and size, when recording.
     pub recorded: Option<(PathBuf, u64)>,
 }
@@ -238,6 +240,9 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
         return Err(SessionError::Privileges);
     }
     // Before touching a target: a bad path must cost it nothing.
+    if let Some(out) = &opts.output {
+        crate::outfile::refuse_symlink(out).map_err(RenderError::from)?;
+    }
     let recorder = match &opts.record {
         Some(r) => Some(Recorder::create(&r.path, r.force)?),
         None => None,
@@ -263,6 +268,10 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
         return Err(ProcessError::Exited { pid: pids[0] }.into());
     }
     let prepared = prepare(&opts, processes, &binaries)?;
+    // Each target's memory is open: reading any file (CAP_DAC_READ_SEARCH)
+    // is needed no more. What bursts, re-attaching and reads still need stays
+    // (README, "Capabilities"); node mode keeps it for processes yet to come.
+    crate::tracee::caps::drop(&[crate::tracee::caps::CAP_DAC_READ_SEARCH])?;
     live::run(&opts, prepared, recorder, held, binaries)
 }
 
@@ -522,6 +531,11 @@ pub fn report_recording(path: &Path, format: Format, stack_depth: usize, output:
             "recording {what} at byte {} of {bytes}: the last {} bytes were lost; this report covers the first {:.1}s",
             d.offset, d.bytes_lost, end.progress.elapsed_s
         );
+        eprintln!("gcprobe: warning: {}: {note}", path.display());
+        report.warnings.push(note);
+    } else if end.ended_by == report::EndedBy::RecordingCutShort {
+        // Whole frames, but no END: the recorder was killed, or its disk filled.
+        let note = format!("recording cut short: it ends without its final frame (the recorder was killed, or its disk was full); this report covers the first {:.1}s", end.progress.elapsed_s);
         eprintln!("gcprobe: warning: {}: {note}", path.display());
         report.warnings.push(note);
     }

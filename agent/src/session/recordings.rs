@@ -72,7 +72,7 @@ impl Recordings {
                 continue;
             };
             let old = std::mem::replace(r, Recording { rec: next, part: r.part + 1, begun: Instant::now(), base: (kernel, t.cpu_last) });
-            let end = End { ended_by: EndedBy::Rotated, progress };
+            let end = End { ended_by: EndedBy::Rotated, progress, program_exit: None };
             if let Err(e) = old.rec.finish(feed, &mut f.for_target(t.meta.load_bias, &mut t.unresolved), &end) {
                 eprintln!("gcprobe: warning: pid {pid}: {}", error_chain(&e));
             }
@@ -87,7 +87,7 @@ impl Recordings {
     /// The target has gone: its last file is finished with how it ended.
     pub fn finish(&mut self, t: &mut Target, end: &End, feed: &mut Feed, facts: &mut BinaryFacts) {
         let Some(r) = self.by_pid.remove(&t.pid()) else { return };
-        let end = End { ended_by: end.ended_by, progress: rebase(end.progress.clone(), &r, t) };
+        let end = End { ended_by: end.ended_by, progress: rebase(end.progress.clone(), &r, t), program_exit: end.program_exit };
         let mut view = facts.for_target(t.meta.load_bias, &mut t.unresolved);
         if let Err(e) = r.rec.finish(feed, &mut view, &end) {
             eprintln!("gcprobe: warning: pid {}: {}", t.pid(), error_chain(&e));

@@ -222,7 +222,7 @@ impl Target {
             feed.end_burst(w.as_secs_f64());
         }
         let progress = progress(self.started, stopped.duration_s, stopped.kernel, stopped.mechanism, self.cpu_start, stopped.cpu_end, driver);
-        End { ended_by, progress }
+        End { ended_by, progress, program_exit: None }
     }
 }
 

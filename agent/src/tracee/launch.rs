@@ -41,10 +41,12 @@ impl Held {
     pub fn spawn(program: &str, args: &[String]) -> Result<Self, LaunchError> {
         let mut cmd = Command::new(program);
         cmd.args(args);
-        // SAFETY: ptrace(PTRACE_TRACEME) is async-signal-safe and touches
-        // nothing of the parent's state.
+        // SAFETY: prctl, capget/capset and ptrace(PTRACE_TRACEME) are
+        // async-signal-safe and touch nothing of the parent's state.
         unsafe {
             cmd.pre_exec(|| {
+                // The program runs with none of gcprobe's capabilities.
+                super::caps::clear_for_exec()?;
                 if libc::ptrace(libc::PTRACE_TRACEME, 0, std::ptr::null_mut::<libc::c_void>(), std::ptr::null_mut::<libc::c_void>()) == -1 {
                     return Err(io::Error::last_os_error());
                 }
@@ -106,7 +108,85 @@ impl Drop for Held {
     }
 }
 
-/// The exit code a shell would report for `status`.
-pub fn exit_code(status: ExitStatus) -> i32 {
-    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+/// How the program `gcprobe run` started ended: in the JSON report
+/// (`window.program_exit`) and on stderr, because gcprobe's own exit status
+/// no longer carries it (see error::run_status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProgramExit {
+    /// Its exit status, when it exited.
+    pub code: Option<i32>,
+    /// The signal that killed it, when one did.
+    pub signal: Option<i32>,
+}
+
+impl ProgramExit {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// The status a shell would report: the code, or 128 + the signal.
+    pub fn shell_status(&self) -> u8 {
+        match (self.code, self.signal) {
+            (Some(c), _) => u8::try_from(c).unwrap_or(1),
+            (None, Some(s)) => u8::try_from(128 + s).unwrap_or(255),
+            (None, None) => 1,
+        }
+    }
+}
+
+impl From<ExitStatus> for ProgramExit {
+    fn from(status: ExitStatus) -> Self {
+        Self { code: status.code(), signal: status.signal() }
+    }
+}
+
+impl std::fmt::Display for ProgramExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.code, self.signal) {
+            (Some(c), _) => write!(f, "exited with status {c}"),
+            (None, Some(s)) => write!(f, "was killed by signal {s} ({})", signal_name(s)),
+            (None, None) => f.write_str("ended without a status"),
+        }
+    }
+}
+
+/// The usual name of a signal, as `kill -l` spells it.
+fn signal_name(sig: i32) -> String {
+    let name = match sig {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGXCPU => "SIGXCPU",
+        libc::SIGSYS => "SIGSYS",
+        _ => return format!("signal {sig}"),
+    };
+    name.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_program_exit_reads_as_a_shell_would_say_it() {
+        let code = ProgramExit::from(ExitStatus::from_raw(7 << 8));
+        assert_eq!((code, code.shell_status(), code.success()), (ProgramExit { code: Some(7), signal: None }, 7, false));
+        assert_eq!(code.to_string(), "exited with status 7");
+        let killed = ProgramExit::from(ExitStatus::from_raw(libc::SIGKILL));
+        assert_eq!((killed.code, killed.signal, killed.shell_status()), (None, Some(9), 137));
+        assert_eq!(killed.to_string(), "was killed by signal 9 (SIGKILL)");
+        assert!(ProgramExit::from(ExitStatus::from_raw(0)).success());
+    }
 }

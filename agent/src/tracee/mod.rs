@@ -9,6 +9,7 @@ pub mod frame;
 pub mod gotypes;
 pub mod memory;
 pub mod launch;
+pub mod caps;
 pub mod staticrefs;
 pub mod gcctl;
 pub mod gomaps;
