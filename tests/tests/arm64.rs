@@ -69,7 +69,7 @@ fn arm64_attach_names_the_culprit_its_loop_and_fix() {
     let mut script = String::from("/gcprobe plan --exe ./amd64 > /tmp/plan.txt 2>&1\nsend /tmp/plan.txt plan.txt\n");
     for (name, go, flavor) in builds {
         guest = guest.file(name, &arm64_fixture("appendloop", go, flavor));
-        script.push_str(&attach_script(name, 8));
+        script.push_str(&attach_script(name, 10));
     }
     let out = boot(guest.script(&script));
     for (name, go, flavor) in builds {
@@ -112,11 +112,10 @@ fn arm64_gc_cycles_match_gctrace_on_the_perf_event_path() {
     let by_reason = &r["gc"]["stw"]["by_reason"];
     assert!(by_reason["GC sweep termination"]["count"].as_u64().unwrap() as i64 >= cycles, "{by_reason:#}");
     assert!(by_reason["GC mark termination"]["count"].as_u64().unwrap() as i64 >= cycles, "{by_reason:#}");
-    // gctrace's sweep- and mark-termination times contain the pauses plus work either side
-    // of them, which emulation stretches more than the stops themselves (ratios of 0.63–0.77
-    // here, 0.81–0.85 on x86_64 hardware): the pauses fit inside, and are most of them.
-    let ratio = stw_ms / trace_stw_ms;
-    assert!((0.4..=1.05).contains(&ratio), "STW total {stw_ms:.3} ms vs gctrace {trace_stw_ms:.3} ms (ratio {ratio:.2})");
+    // The same band as on x86_64 (attach.rs). gcprobe ends each pause where Go does (the
+    // value startTheWorldWithSema returns) and starts it when stopping starts; gctrace's
+    // termination phases start once the world is stopped and hold work besides the pause.
+    assert!((0.65..=1.35).contains(&ratio), "STW total {stw_ms:.3} ms vs gctrace {trace_stw_ms:.3} ms (ratio {ratio:.2})");
 
     let r = json(&out, "appendloop.json");
     assert_eq!(r["kernel"]["mechanism"], "perf_event");
@@ -213,7 +212,7 @@ fn arm64_a_map_that_only_grows_is_flagged() {
         let out = boot(Guest::new(kernel, &arm64_agent()).file("mapleak", &exe).script(script));
         let r = json(&out, "m.json");
         let what = format!("Go {go} on {}", kernel.name());
-        eprintln!("{what}: watched {:.1} s; live heap {}", r["window"]["duration_s"], r["gc"]["heap_live"]);
+        eprintln!("{what}: watched {:.1} s; {} cycles", r["window"]["duration_s"], r["gc"]["heap_live"].as_array().map_or(0, Vec::len));
         let maps = r["maps"].as_array().unwrap();
         let leak = maps.iter().find(|m| m["line"] == leak_line).unwrap_or_else(|| panic!("{what}: no map at line {leak_line}: {maps:#?}"));
         assert_eq!((leak["likely_leak"].as_bool(), str_of(leak, "function")), (Some(true), "main.remember"), "{what}: {leak:#}");

@@ -20,6 +20,7 @@ use tokio::{
 };
 
 use super::{
+    error_chain,
     target::Target,
     watched::{Foreign, Watched},
     write_reports, AttachOptions, Binaries, Outcome, Prepared, SessionError,
