@@ -23,7 +23,7 @@ const MIN_GROWTHS: u64 = 20;
 /// growslice bytes is always considered, however few growths a sampled
 /// session saw of it, so the culprits never contradict TOP CALLSITES.
 pub fn rank(callsites: &[Callsite], duration_s: f64, total_bytes: u64, facts: &mut dyn Facts) -> Vec<Culprit> {
-    let grow_bytes: u64 = callsites.iter().filter(|c| c.probe == RowProbe::Growslice).map(|c| c.bytes).sum();
+    let grow_bytes = callsites.iter().filter(|c| c.probe == RowProbe::Growslice).fold(0u64, |sum, c| sum.saturating_add(c.bytes));
     let dominant = |c: &Callsite| c.bytes * 2 > grow_bytes && c.count >= 2;
     let mut out: Vec<Culprit> = callsites
         .iter()
@@ -229,7 +229,8 @@ pub fn climbing(series: &[u64]) -> bool {
         return false;
     }
     let third = series.len() / 3;
-    let mean = |s: &[u64]| s.iter().sum::<u64>() as f64 / s.len() as f64;
+    // Summed as f64: heap figures read from a recording may be anything, and a u64 sum could overflow.
+    let mean = |s: &[u64]| s.iter().map(|&v| v as f64).sum::<f64>() / s.len() as f64;
     let (a, b, c) = (mean(&series[..third]), mean(&series[third..series.len() - third]), mean(&series[series.len() - third..]));
     a < b && b < c && c >= a * 1.25
 }
@@ -381,6 +382,14 @@ mod tests {
         assert!(!climbing(&[100, 120, 100, 120, 100, 120]));
         assert!(!climbing(&[100, 101, 102, 103, 104, 105]));
         assert!(!climbing(&[100, 200, 300]));
+    }
+
+    /// Found by fuzzing a recording: heap figures whose u64 sum overflowed
+    /// (a panic in a checked build; wrapped to 1 here, hiding the climb).
+    #[test]
+    fn heap_climb_of_huge_figures_does_not_overflow() {
+        assert!(climbing(&[1, 1, 2, 2, u64::MAX, 2]));
+        assert!(!climbing(&[u64::MAX; 6]));
     }
 
     #[test]
