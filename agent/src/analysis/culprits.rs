@@ -24,7 +24,8 @@ const MIN_GROWTHS: u64 = 20;
 /// session saw of it, so the culprits never contradict TOP CALLSITES.
 pub fn rank(callsites: &[Callsite], duration_s: f64, total_bytes: u64, facts: &mut dyn Facts) -> Vec<Culprit> {
     let grow_bytes = callsites.iter().filter(|c| c.probe == RowProbe::Growslice).fold(0u64, |sum, c| sum.saturating_add(c.bytes));
-    let dominant = |c: &Callsite| c.bytes * 2 > grow_bytes && c.count >= 2;
+    // Halved, not doubled: a recording's byte counts may be near 2^64.
+    let dominant = |c: &Callsite| c.bytes > grow_bytes / 2 && c.count >= 2;
     let mut out: Vec<Culprit> = callsites
         .iter()
         .filter(|c| c.probe == RowProbe::Growslice && c.share_of_bytes >= MIN_SHARE && (c.count >= MIN_GROWTHS || dominant(c)))
@@ -322,6 +323,16 @@ mod tests {
         let rows = [cs("growslice", 10, 6, 0.83), cs("growslice", 20, 50, 0.12)];
         let c = rank(&rows, 2.0, 1000, &mut crate::analysis::facts::NoFacts::default());
         assert_eq!(c.iter().map(|c| c.line.unwrap()).collect::<Vec<_>>(), [10, 20]);
+    }
+
+    /// Found by fuzzing a recording: a growslice row of nearly 2^64 bytes
+    /// overflowed the "most of the growth" test (c.bytes * 2).
+    #[test]
+    fn a_row_of_nearly_all_u64_bytes_is_still_dominant() {
+        let mut huge = cs("growslice", 10, 6, 0.9);
+        huge.bytes = u64::MAX - 1;
+        let c = rank(&[huge, cs("growslice", 20, 5, 0.1)], 2.0, u64::MAX, &mut crate::analysis::facts::NoFacts::default());
+        assert_eq!(c.iter().map(|c| c.line.unwrap()).collect::<Vec<_>>(), [10]);
     }
 
     #[test]
