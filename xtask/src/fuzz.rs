@@ -1,37 +1,44 @@
 //! `cargo xtask fuzz`: a bounded libFuzzer run of every parser gcprobe feeds
-//! with target-controlled bytes (ELF, .go.buildinfo, .gopclntab, DWARF).
+//! with bytes it does not control: the target's (ELF, .go.buildinfo,
+//! .gopclntab, DWARF) and a recording's (`gcprobe report FILE`, whole).
 use std::{path::Path, process::Command};
 
 use anyhow::{bail, Context as _, Result};
 use xtask::{fixtures, pins, tools, workspace_root};
 
-pub const TARGETS: &[&str] = &["buildinfo", "elf", "pclntab", "dwarf"];
+pub const TARGETS: &[&str] = &["buildinfo", "elf", "pclntab", "dwarf", "recording"];
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Seconds per target.
     #[arg(long, default_value_t = 30)]
     seconds: u32,
-    /// Only this target (buildinfo, elf, pclntab, dwarf).
+    /// Only this target (buildinfo, elf, pclntab, dwarf, recording).
     #[arg(long)]
     target: Option<String>,
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    ensure_cargo_fuzz()?;
     let targets: Vec<&str> = match &args.target {
         Some(t) if TARGETS.contains(&t.as_str()) => vec![t.as_str()],
         Some(t) => bail!("unknown fuzz target {t:?}; one of {TARGETS:?}"),
         None => TARGETS.to_vec(),
     };
+    fuzz(&targets, args.seconds)
+}
+
+/// `seconds` of libFuzzer on each of `targets`, from the seeds and what
+/// earlier runs kept; the first crash, leak, OOM or timeout fails it.
+pub fn fuzz(targets: &[&str], seconds: u32) -> Result<()> {
+    ensure_cargo_fuzz()?;
     let fuzz_dir = workspace_root().join("agent/fuzz");
     seed(&fuzz_dir.join("corpus"))?;
-    for t in targets {
-        eprintln!("xtask fuzz: {t} for {} s", args.seconds);
+    for &t in targets {
+        eprintln!("xtask fuzz: {t} for {seconds} s");
         let st = Command::new("cargo")
             .current_dir(workspace_root().join("agent"))
             .args([&format!("+{}", pins::BPF_TOOLCHAIN), "fuzz", "run", t])
-            .args(["--", &format!("-max_total_time={}", args.seconds), "-rss_limit_mb=4096", "-max_len=4194304", "-timeout=10"])
+            .args(["--", &format!("-max_total_time={seconds}"), "-rss_limit_mb=4096", "-max_len=4194304", "-timeout=10"])
             .status()
             .context("running cargo fuzz")?;
         if !st.success() {
@@ -83,5 +90,14 @@ fn seed(corpus: &Path) -> Result<()> {
     put("elf", "c-dwarf", &std::fs::read(&c_bin)?)?;
     put("elf", "go-stripped", &std::fs::read(&stripped)?)?;
     put("dwarf", "c-dwarf", &std::fs::read(&c_bin)?)?;
+    // Real recordings (a live session, `run --record`, a node's rotated file)
+    // and the inputs that once crashed the reader, kept in the tree: making
+    // new ones needs root and a running Go program.
+    let seeds = workspace_root().join("agent/fuzz/seeds/recording");
+    for e in std::fs::read_dir(&seeds).with_context(|| format!("reading {}", seeds.display()))? {
+        let path = e?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).context("a seed name that is not UTF-8")?.to_owned();
+        put("recording", &name, &std::fs::read(&path)?)?;
+    }
     Ok(())
 }

@@ -52,7 +52,7 @@ enum Cmd {
     },
     /// Measure gcprobe's overhead on an allocation-heavy fixture.
     Bench(bench::Args),
-    /// Bounded fuzzing of the ELF, buildinfo, pclntab and DWARF parsers.
+    /// Bounded fuzzing of the ELF, buildinfo, pclntab and DWARF parsers and of `gcprobe report` on any recording.
     Fuzz(fuzz::Args),
     /// Boot an emulated arm64 machine (Debian's arm64 kernel under qemu) and run the
     /// cross-built agent there: on --exe, or on the demo service without it.
@@ -141,6 +141,9 @@ fn demo(duration: &str, extra: &[String]) -> Result<ExitCode> {
     Ok(ExitCode::from(st.code().unwrap_or(1) as u8))
 }
 
+/// Seconds of fuzzing per target in `cargo xtask test`: five targets stay under two minutes.
+const FUZZ_SMOKE_SECONDS: u32 = 15;
+
 fn test(extra: &[String]) -> Result<ExitCode> {
     // The matrix needs every toolchain; the Debian tests need Debian's Go programs.
     setup(true)?;
@@ -157,6 +160,12 @@ fn test(extra: &[String]) -> Result<ExitCode> {
         .args(["test", "--workspace", "--exclude", "gcprobe-tests"])
         .status()?;
     if !st.success() {
+        return Ok(ExitCode::FAILURE);
+    }
+    // A short fuzz of every target: a crash that the seeds or a few seconds
+    // of mutation reach fails CI (`cargo xtask fuzz` runs longer).
+    if let Err(e) = fuzz::fuzz(fuzz::TARGETS, FUZZ_SMOKE_SECONDS) {
+        eprintln!("xtask: error: {e:#}");
         return Ok(ExitCode::FAILURE);
     }
     // Integration tests attach real probes to real Go programs: one at a time,

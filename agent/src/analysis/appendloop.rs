@@ -144,9 +144,25 @@ fn kind_from_calls(callees: &[String], in_closure: bool) -> LoopKind {
     }
 }
 
+/// Source read for a loop's `for` line stops here: a line past it is not looked for.
+const MAX_SOURCE_BYTES: u64 = 16 << 20;
+
+/// Line `line` of a Go source file on this machine. The name comes from the
+/// target's binary, which the target controls: only a regular `.go` file is
+/// read (never a FIFO, device or /proc file, which could hang or flood the
+/// agent), opened without blocking, and no more of it than MAX_SOURCE_BYTES.
 fn source_line(file: &str, line: u32) -> Option<String> {
-    let text = std::fs::read_to_string(file).ok()?;
-    text.lines().nth(line.checked_sub(1)? as usize).map(|l| l.trim().to_owned())
+    use std::{io::{BufRead as _, Read as _}, os::unix::fs::OpenOptionsExt as _};
+    if !file.ends_with(".go") || !std::fs::metadata(file).ok()?.is_file() {
+        return None;
+    }
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(file).ok()?;
+    // Checked again on what was opened: the path may have changed since.
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut lines = std::io::BufReader::new(f.take(MAX_SOURCE_BYTES)).lines();
+    lines.nth(line.checked_sub(1)? as usize)?.ok().map(|l| l.trim().to_owned())
 }
 
 /// Refines the machine-code kind with the `for` statement's text when the
@@ -182,6 +198,33 @@ mod tests {
         assert_eq!(kind_from_calls(&v(&["runtime.decoderune"]), false), LoopKind::String);
         assert_eq!(kind_from_calls(&v(&["runtime.growslice"]), true), LoopKind::FuncIterator);
         assert_eq!(kind_from_calls(&v(&["runtime.growslice"]), false), LoopKind::Unknown);
+    }
+
+    /// Only a regular `.go` file is read for a `for` line: a binary naming a
+    /// FIFO (which would block), a /proc file or a secret gets nothing read.
+    #[test]
+    fn source_lines_come_only_from_regular_go_files() {
+        let dir = std::env::temp_dir().join(format!("gcprobe-srcline-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let go = dir.join("main.go");
+        std::fs::write(&go, "package main\n\nfunc main() {\n\tfor _, v := range xs {\n").unwrap();
+        assert_eq!(source_line(go.to_str().unwrap(), 4).as_deref(), Some("for _, v := range xs {"));
+        assert_eq!(source_line(go.to_str().unwrap(), 0), None);
+        assert_eq!(source_line(go.to_str().unwrap(), 99), None);
+        let fifo = dir.join("fifo.go");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // Would block forever if it were opened for reading without O_NONBLOCK or read.
+        assert_eq!(source_line(fifo.to_str().unwrap(), 1), None);
+        let plain = dir.join("notes.txt");
+        std::fs::write(&plain, "for x := range secret {\n").unwrap();
+        assert_eq!(source_line(plain.to_str().unwrap(), 1), None);
+        for path in ["/etc/shadow", "/proc/self/mem", "/dev/zero"] {
+            assert_eq!(source_line(path, 1), None, "{path}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -23,8 +23,9 @@ const MIN_GROWTHS: u64 = 20;
 /// growslice bytes is always considered, however few growths a sampled
 /// session saw of it, so the culprits never contradict TOP CALLSITES.
 pub fn rank(callsites: &[Callsite], duration_s: f64, total_bytes: u64, facts: &mut dyn Facts) -> Vec<Culprit> {
-    let grow_bytes: u64 = callsites.iter().filter(|c| c.probe == RowProbe::Growslice).map(|c| c.bytes).sum();
-    let dominant = |c: &Callsite| c.bytes * 2 > grow_bytes && c.count >= 2;
+    let grow_bytes = callsites.iter().filter(|c| c.probe == RowProbe::Growslice).fold(0u64, |sum, c| sum.saturating_add(c.bytes));
+    // Halved, not doubled: a recording's byte counts may be near 2^64.
+    let dominant = |c: &Callsite| c.bytes > grow_bytes / 2 && c.count >= 2;
     let mut out: Vec<Culprit> = callsites
         .iter()
         .filter(|c| c.probe == RowProbe::Growslice && c.share_of_bytes >= MIN_SHARE && (c.count >= MIN_GROWTHS || dominant(c)))
@@ -229,7 +230,8 @@ pub fn climbing(series: &[u64]) -> bool {
         return false;
     }
     let third = series.len() / 3;
-    let mean = |s: &[u64]| s.iter().sum::<u64>() as f64 / s.len() as f64;
+    // Summed as f64: heap figures read from a recording may be anything, and a u64 sum could overflow.
+    let mean = |s: &[u64]| s.iter().map(|&v| v as f64).sum::<f64>() / s.len() as f64;
     let (a, b, c) = (mean(&series[..third]), mean(&series[third..series.len() - third]), mean(&series[series.len() - third..]));
     a < b && b < c && c >= a * 1.25
 }
@@ -323,6 +325,16 @@ mod tests {
         assert_eq!(c.iter().map(|c| c.line.unwrap()).collect::<Vec<_>>(), [10, 20]);
     }
 
+    /// Found by fuzzing a recording: a growslice row of nearly 2^64 bytes
+    /// overflowed the "most of the growth" test (c.bytes * 2).
+    #[test]
+    fn a_row_of_nearly_all_u64_bytes_is_still_dominant() {
+        let mut huge = cs("growslice", 10, 6, 0.9);
+        huge.bytes = u64::MAX - 1;
+        let c = rank(&[huge, cs("growslice", 20, 5, 0.1)], 2.0, u64::MAX, &mut crate::analysis::facts::NoFacts::default());
+        assert_eq!(c.iter().map(|c| c.line.unwrap()).collect::<Vec<_>>(), [10]);
+    }
+
     #[test]
     fn generated_code_is_noted_not_blamed() {
         let mut pb = cs("growslice", 10577, 400, 0.4);
@@ -381,6 +393,14 @@ mod tests {
         assert!(!climbing(&[100, 120, 100, 120, 100, 120]));
         assert!(!climbing(&[100, 101, 102, 103, 104, 105]));
         assert!(!climbing(&[100, 200, 300]));
+    }
+
+    /// Found by fuzzing a recording: heap figures whose u64 sum overflowed
+    /// (a panic in a checked build; wrapped to 1 here, hiding the climb).
+    #[test]
+    fn heap_climb_of_huge_figures_does_not_overflow() {
+        assert!(climbing(&[1, 1, 2, 2, u64::MAX, 2]));
+        assert!(!climbing(&[u64::MAX; 6]));
     }
 
     #[test]

@@ -39,10 +39,11 @@ pub struct StackStat {
 }
 
 impl StackStat {
+    // Saturating: a recording's totals are not the kernel's, and may be anything.
     fn add(&mut self, count: u64, bytes: u64) {
-        self.count += count;
-        self.bytes += bytes;
-        self.cur_burst += bytes;
+        self.count = self.count.saturating_add(count);
+        self.bytes = self.bytes.saturating_add(bytes);
+        self.cur_burst = self.cur_burst.saturating_add(bytes);
     }
 }
 
@@ -147,13 +148,13 @@ impl Quantiles {
     pub fn merge(&mut self, other: &Self) {
         for (&b, &(n, max)) in &other.0 {
             let e = self.0.entry(b).or_default();
-            e.0 += n;
+            e.0 = e.0.saturating_add(n);
             e.1 = e.1.max(max);
         }
     }
 
     pub fn count(&self) -> u64 {
-        self.0.values().map(|e| e.0).sum()
+        self.0.values().fold(0u64, |sum, e| sum.saturating_add(e.0))
     }
 
     /// A value at least the `q` share of the samples fit under: the largest
@@ -162,9 +163,9 @@ impl Quantiles {
     pub fn quantile_max(&self, q: f64) -> Option<u64> {
         let total = self.count();
         let want = ((total as f64 * q).ceil() as u64).clamp(1, total.max(1));
-        let mut seen = 0;
+        let mut seen = 0u64;
         for &(n, max) in self.0.values() {
-            seen += n;
+            seen = seen.saturating_add(n);
             if seen >= want {
                 return Some(max);
             }
@@ -530,8 +531,8 @@ impl Aggregator {
             let Some(stack) = self.agg_stacks.get(&key.stack_id) else { continue };
             applied.push((key, total));
             self.agg_seen.insert(key, total);
-            self.counts.mallocgc += count;
-            self.alloc_bytes += bytes;
+            self.counts.mallocgc = self.counts.mallocgc.saturating_add(count);
+            self.alloc_bytes = self.alloc_bytes.saturating_add(bytes);
             // The bucket's mean stands for each allocation in it (buckets are at most 25% wide).
             let mean = bytes / count;
             if mean > 0 {
@@ -690,7 +691,7 @@ impl Aggregator {
     fn add_alloc(&mut self, ev: &Event) {
         self.counts.mallocgc += 1;
         let size = ev.args[0];
-        self.alloc_bytes += size;
+        self.alloc_bytes = self.alloc_bytes.saturating_add(size);
         if size > 0 {
             self.alloc_sizes.entry(ev.probe_id).or_insert_with(size_histogram).saturating_record(size);
         }
@@ -765,22 +766,23 @@ impl Aggregator {
         let finished = if ev.alone { None } else { self.open_growth(ev.thread, key, a.new_len, a.old_cap) };
         let Some(s) = entry(&mut self.grow_stacks, key, &mut self.counts.overflow, self.fresh.as_mut().map(|f| &mut f.grow_stacks)) else { return };
         s.count += 1;
-        s.new_len_sum += a.new_len;
+        // Sums of what a record says saturate: a hostile recording must not wrap or panic them.
+        s.new_len_sum = s.new_len_sum.saturating_add(a.new_len);
         if s.elem_type != a.elem_type {
             if let Some(f) = &mut self.fresh {
                 f.types.push(a.elem_type);
             }
         }
         s.elem_type = a.elem_type;
-        s.old_len_sum += a.old_len;
+        s.old_len_sum = s.old_len_sum.saturating_add(a.old_len);
         if a.old_cap == 0 {
             s.calls += 1;
         }
         if let Some(last) = finished.filter(|g| g.alloc > 0) {
             s.finished_calls += 1;
-            s.final_len_sum += last.new_len;
+            s.final_len_sum = s.final_len_sum.saturating_add(last.new_len);
             s.final_allocs.add(last.alloc);
-            s.final_alloc_sum += last.alloc;
+            s.final_alloc_sum = s.final_alloc_sum.saturating_add(last.alloc);
         }
     }
 

@@ -61,13 +61,14 @@ impl Pauses {
             self.dropped += 1;
         }
         self.recent.push_back(s);
-        self.total_ns += s.duration_ns;
+        // Saturating: durations in a recording may be anything.
+        self.total_ns = self.total_ns.saturating_add(s.duration_ns);
         let t = self.by_cause.entry(s.cause).or_insert_with(|| {
             self.causes.push(s.cause);
             CauseTotals::default()
         });
         t.count += 1;
-        t.total_ns += s.duration_ns;
+        t.total_ns = t.total_ns.saturating_add(s.duration_ns);
         t.max_ns = t.max_ns.max(s.duration_ns);
     }
 

@@ -100,7 +100,8 @@ impl<W: Write> FrameWriter<W> {
     }
 }
 
-fn checksum(kind: u8, payload: &[u8]) -> u32 {
+/// A frame's `crc32` field: over its kind byte and its payload.
+pub fn checksum(kind: u8, payload: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&[kind]);
     h.update(payload);

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use replay::{replay, RecordedFacts, Replayed};
+pub use replay::{read, replay, replay_bytes, RecordedFacts, Replayed};
 pub use writer::{Recorder, FLUSH_BYTES};
 
 use crate::{
@@ -180,39 +180,45 @@ pub enum RecordError {
     },
 }
 
+/// A session's metadata as a test recording carries it: three probes
+/// (growslice 0, mallocgc 1, a map insert 2), all attached, exact mode.
+#[cfg(test)]
+pub(crate) fn test_meta() -> Meta {
+    use crate::{plan::{PlannedProbe, ProbeKind}, tracee::buildinfo::GoVersion};
+    let mut plan = ProbePlan::for_test(GoVersion::new(1, 24, 0));
+    for (id, kind, map_arg) in [(0, ProbeKind::Growslice, None), (1, ProbeKind::Malloc, None), (2, ProbeKind::MapInsert, Some(1))] {
+        plan.probes.push(PlannedProbe { id, name: format!("p{id}"), symbol: format!("s{id}"), kind, vaddr: 0, file_offset: 0, size: 0, flags: 0, required: false, map_arg });
+    }
+    Meta {
+        gcprobe_version: "test".into(),
+        target: Target { pid: 42, exe: "/bin/x".into(), go_version: "go1.24.11".into(), arch: "amd64".into(), build_id: None },
+        exe_path: "/bin/x".into(),
+        load_bias: 0,
+        plan,
+        attached: vec![0, 1, 2],
+        attach_notes: HashMap::new(),
+        mode: Mode::Exact,
+        budget: 0.01,
+        calibration: None,
+        cost_s: 1e-5,
+        start_unix_ns: 1,
+        start_monotonic_ns: 0,
+        symbols_from: crate::tracee::symbolize::SymbolSource::Symtab,
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use gcprobe_common::{event_flag, kind};
 
     use super::*;
-    use crate::{tracee::buildinfo::GoVersion, ingest::events::encode_full, analysis::facts::NoFacts, ingest::feed::Feed, plan::PlannedProbe};
+    use crate::{ingest::events::encode_full, analysis::facts::NoFacts, ingest::feed::Feed};
 
     /// The recording invariant without root: what a session feeds, recorded
     /// and replayed, gives the same report, field for field.
     #[test]
     fn a_replayed_recording_reports_what_the_live_session_did() {
-        let mut plan = ProbePlan::for_test(GoVersion::new(1, 24, 0));
-        for (id, kind, map_arg) in [(0, crate::plan::ProbeKind::Growslice, None), (1, crate::plan::ProbeKind::Malloc, None), (2, crate::plan::ProbeKind::MapInsert, Some(1))] {
-            plan.probes.push(PlannedProbe { id, name: format!("p{id}"), symbol: format!("s{id}"), kind, vaddr: 0, file_offset: 0, size: 0, flags: 0, required: false, map_arg });
-        }
-        let meta = Meta {
-            gcprobe_version: "test".into(),
-            target: Target { pid: 42, exe: "/bin/x".into(), go_version: "go1.24.11".into(), arch: "amd64".into(), build_id: None },
-            exe_path: "/bin/x".into(),
-            load_bias: 0,
-            plan,
-            attached: vec![0, 1, 2],
-            attach_notes: HashMap::new(),
-            mode: Mode::Exact,
-            budget: 0.01,
-            calibration: None,
-            cost_s: 1e-5,
-            start_unix_ns: 1,
-            start_monotonic_ns: 0,
-            symbols_from: crate::tracee::symbolize::SymbolSource::Symtab,
-        };
+        let meta = test_meta();
         let path = std::env::temp_dir().join(format!("gcprobe-unit-{}.gcprobe", std::process::id()));
         let mut rec = Recorder::create(&path, true).unwrap();
         rec.meta(&meta).unwrap();

@@ -80,9 +80,19 @@ impl Facts for RecordedFacts {
 
 /// Reads `path` up to its last complete frame and replays it.
 pub fn replay(path: &Path) -> Result<Replayed, RecordError> {
-    let display = path.display().to_string();
-    let data = std::fs::read(path).map_err(|source| RecordError::Open { path: display.clone(), source })?;
-    let (frames, damage) = frame::read_frames(&data).map_err(|source| RecordError::Format { path: display.clone(), source })?;
+    replay_bytes(&path.display().to_string(), &read(path)?)
+}
+
+/// A recording's bytes, whole.
+pub fn read(path: &Path) -> Result<Vec<u8>, RecordError> {
+    std::fs::read(path).map_err(|source| RecordError::Open { path: path.display().to_string(), source })
+}
+
+/// Replays a whole recording held in memory; `name` only labels errors.
+/// The bytes may come from anywhere: nothing in them is opened, run or trusted.
+pub fn replay_bytes(name: &str, data: &[u8]) -> Result<Replayed, RecordError> {
+    let display = name.to_owned();
+    let (frames, damage) = frame::read_frames(data).map_err(|source| RecordError::Format { path: display.clone(), source })?;
     let bad = |offset: u64, what: &'static str, source: Box<dyn std::error::Error + Send + Sync>| RecordError::BadFrame { path: display.clone(), offset, what, source };
 
     let mut frames = frames.into_iter();

@@ -222,11 +222,11 @@ fn callsite_rows(agg: &Aggregator, sym: &mut dyn Facts, rate_time: f64, samples_
     let mut acc: HashMap<RowKey, Acc> = HashMap::new();
     for (stack, st) in sorted(agg.alloc_stacks()) {
         let (a, frames, idx, via_grow) = row(&mut acc, sym, stack, None);
-        a.allocs += st.count;
-        a.bytes += st.bytes;
+        a.allocs = a.allocs.saturating_add(st.count);
+        a.bytes = a.bytes.saturating_add(st.bytes);
         a.var_bytes += agg.bursts().bytes_var(st).unwrap_or(0.0);
         if !via_grow {
-            a.count += st.count;
+            a.count = a.count.saturating_add(st.count);
         }
         if st.bytes >= a.heaviest {
             a.heaviest = st.bytes;
@@ -242,18 +242,18 @@ fn callsite_rows(agg: &Aggregator, sym: &mut dyn Facts, rate_time: f64, samples_
     }
     for (stack, g) in sorted(agg.grow_stacks()) {
         let (a, frames, idx, _) = row(&mut acc, sym, stack, Some(RowProbe::Growslice));
-        a.count += g.count;
-        a.grow_len_sum += g.new_len_sum;
+        a.count = a.count.saturating_add(g.count);
+        a.grow_len_sum = a.grow_len_sum.saturating_add(g.new_len_sum);
         if a.frames.is_empty() {
             a.frames = frames[idx..].to_vec();
         }
         let e = &mut a.grow;
         e.calls += g.calls;
         e.finished_calls += g.finished_calls;
-        e.final_len_sum += g.final_len_sum;
-        e.final_alloc_sum += g.final_alloc_sum;
+        e.final_len_sum = e.final_len_sum.saturating_add(g.final_len_sum);
+        e.final_alloc_sum = e.final_alloc_sum.saturating_add(g.final_alloc_sum);
         e.final_allocs.merge(&g.final_allocs);
-        e.old_len_sum += g.old_len_sum;
+        e.old_len_sum = e.old_len_sum.saturating_add(g.old_len_sum);
         if g.count >= a.heaviest_grow {
             a.heaviest_grow = g.count;
             e.stack = stack.into();

@@ -18,6 +18,16 @@ fn loc(file: &Option<String>, line: Option<u32>) -> String {
 }
 
 /// The report for people; `stack_depth` frames per callsite, itself included.
+/// Text for a terminal: names come from the target or a recording, and an
+/// escape sequence in one must not reach the terminal (JSON escapes its own).
+pub fn printable(s: String) -> String {
+    let bad = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !s.chars().any(bad) {
+        return s;
+    }
+    s.chars().map(|c| if bad(c) { char::REPLACEMENT_CHARACTER } else { c }).collect()
+}
+
 pub fn render(r: &Report, stack_depth: usize) -> String {
     let mut o = String::new();
     let t = &r.target;
@@ -169,7 +179,7 @@ pub fn render(r: &Report, stack_depth: usize) -> String {
             let _ = writeln!(o, "  ! {w}");
         }
     }
-    o
+    printable(o)
 }
 
 /// The runtime's own GC figures: settings, heap per cycle, allocation rate,

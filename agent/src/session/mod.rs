@@ -519,26 +519,13 @@ fn write_reports(opts: &AttachOptions, reports: &[Report]) -> Result<(), Session
 /// `gcprobe report FILE`: the report of a recording, as the live session
 /// printed it; a file cut short reports what it holds and says what it lost.
 pub fn report_recording(path: &Path, format: Format, stack_depth: usize, output: Option<&Path>) -> Result<Report, SessionError> {
-    let crate::record::Replayed { meta, end, agg, mut facts, damage, bytes } = crate::record::replay(path)?;
-    let mut report = meta.report(&end, &agg, &mut facts);
-    if let Some(d) = damage {
-        let what = match d.cause {
-            crate::record::frame::DamageCause::Truncated => "cut short",
-            crate::record::frame::DamageCause::Corrupt => "corrupt",
-            crate::record::frame::DamageCause::BadLength => "corrupt (impossible frame length)",
-        };
-        let note = format!(
-            "recording {what} at byte {} of {bytes}: the last {} bytes were lost; this report covers the first {:.1}s",
-            d.offset, d.bytes_lost, end.progress.elapsed_s
-        );
-        eprintln!("gcprobe: warning: {}: {note}", path.display());
-        report.warnings.push(note);
-    } else if end.ended_by == report::EndedBy::RecordingCutShort {
-        // Whole frames, but no END: the recorder was killed, or its disk filled.
-        let note = format!("recording cut short: it ends without its final frame (the recorder was killed, or its disk was full); this report covers the first {:.1}s", end.progress.elapsed_s);
-        eprintln!("gcprobe: warning: {}: {note}", path.display());
-        report.warnings.push(note);
+    let to = render::Output { format, stack_depth, path: output };
+    render::refuse_binary_to_terminal(&to)?;
+    let display = path.display().to_string();
+    let mut recorded = render::RecordedReport::from_bytes(&display, &crate::record::read(path)?)?;
+    if let Some(note) = &recorded.damage {
+        eprintln!("gcprobe: warning: {display}: {note}");
     }
-    render::write(render::Output { format, stack_depth, path: output }, &report, &meta, &end, &agg, &mut facts)?;
-    Ok(report)
+    render::write_bytes(output, &recorded.render(format, stack_depth))?;
+    Ok(recorded.report)
 }
