@@ -115,6 +115,7 @@ fn arm64_gc_cycles_match_gctrace_on_the_perf_event_path() {
     // The same band as on x86_64 (attach.rs). gcprobe ends each pause where Go does (the
     // value startTheWorldWithSema returns) and starts it when stopping starts; gctrace's
     // termination phases start once the world is stopped and hold work besides the pause.
+    let ratio = stw_ms / trace_stw_ms;
     assert!((0.65..=1.35).contains(&ratio), "STW total {stw_ms:.3} ms vs gctrace {trace_stw_ms:.3} ms (ratio {ratio:.2})");
 
     let r = json(&out, "appendloop.json");
