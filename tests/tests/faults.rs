@@ -189,8 +189,11 @@ fn a_reused_pid_is_a_new_target_in_node_mode() {
     if !privileged("a_reused_pid_is_a_new_target_in_node_mode") {
         return;
     }
+    // Built first: node mode watches the Go toolchain too, and a build in the middle would
+    // keep it busy with compilers.
+    let (appendloop, exe) = (fixture("appendloop"), workload());
     let node = Node::start(&["--mode", "exact"]);
-    let first = Target::start(&fixture("appendloop"), &[], &[]);
+    let first = Target::start(&appendloop, &[], &[]);
     let pid = first.pid();
     assert!(node.wait_for(pid, Duration::from_secs(5)), "{}", node.get("/targets"));
     drop(first);
@@ -199,7 +202,6 @@ fn a_reused_pid_is_a_new_target_in_node_mode() {
         assert!(Instant::now() < deadline, "the exited process is still listed");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let exe = workload();
     let _second = start_as_pid(pid, &exe, &["-every", "100ms"]);
     assert!(node.wait_for(pid, Duration::from_secs(5)), "{}", node.get("/targets"));
     let targets: serde_json::Value = serde_json::from_str(&node.get("/targets")).unwrap();
