@@ -123,6 +123,19 @@ pub fn as_nobody_with(caps: &[String]) -> Vec<String> {
     ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", &format!("--inh-caps=-all,{set}"), &format!("--ambient-caps=-all,{set}"), &format!("--bounding-set=-all,{set}")].map(String::from).to_vec()
 }
 
+/// A fresh, empty directory for one test: `gcprobe-{group}-{name}-{pid}` under the temp dir.
+pub fn scratch_dir(group: &str, name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("gcprobe-{group}-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A finished command's stderr, as text.
+pub fn stderr_text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Runs gcprobe to completion.
 pub fn gcprobe(args: &[&str]) -> Output {
     Command::new(gcprobe_bin()).args(args).output().expect("running gcprobe")

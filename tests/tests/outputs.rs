@@ -4,24 +4,17 @@
 use std::{
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::Command,
 };
 
 use gcprobe_tests::*;
 
 fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("gcprobe-outputs-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    scratch_dir("outputs", name)
 }
 
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).mode() & 0o777
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Recordings (`record -o`, `run --record`) are 0600, a replaced one too;
@@ -37,17 +30,17 @@ fn recordings_are_private_and_no_output_goes_through_a_symlink() {
     let pid = t.pid().to_string();
     let rec = dir.join("rec.gcprobe");
     let out = gcprobe(&["record", "-q", "--pid", &pid, "-d", "2s", "-o", rec.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_text(&out));
     assert_eq!(mode(&rec), 0o600);
     // --force over a file anyone could read leaves it private.
     std::fs::set_permissions(&rec, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     let out = gcprobe(&["record", "-q", "--pid", &pid, "-d", "2s", "--force", "-o", rec.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_text(&out));
     assert_eq!(mode(&rec), 0o600);
     let run_rec = dir.join("run.gcprobe");
     let exe = fixture("appendloop");
     let out = gcprobe(&["run", "-q", "--record", run_rec.to_str().unwrap(), "--", exe.to_str().unwrap(), "-for", "300ms"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_text(&out));
     assert_eq!(mode(&run_rec), 0o600);
 
     let precious = dir.join("precious");
@@ -67,7 +60,7 @@ fn recordings_are_private_and_no_output_goes_through_a_symlink() {
     ];
     for args in cases {
         let out = gcprobe(args);
-        let err = stderr(&out);
+        let err = stderr_text(&out);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(err.lines().count() == 1 && err.starts_with("gcprobe: error: ") && err.trim_end().ends_with(&said), "{args:?}: {err}");
         assert_eq!(std::fs::read(&precious).unwrap(), b"not gcprobe's to overwrite", "{args:?}");
@@ -113,7 +106,7 @@ fn a_full_disk_while_recording_is_one_clear_error_and_the_file_still_reports() {
     let mut t = Target::start(&fixture("appendloop"), &[], &[]);
     let file = disk.0.join("x.gcprobe");
     let out = gcprobe(&["record", "-q", "--mode", "exact", "--pid", &t.pid().to_string(), "-d", "60s", "--format", "json", "-o", file.to_str().unwrap()]);
-    let err = stderr(&out);
+    let err = stderr_text(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.starts_with(&format!("gcprobe: error: recording: {}: the disk is full (No space left on device", file.display())), "{err}");
@@ -128,7 +121,7 @@ fn a_full_disk_while_recording_is_one_clear_error_and_the_file_still_reports() {
     assert!(status.lines().any(|l| l == "TracerPid:\t0"), "{status}");
 
     let out = Command::new(gcprobe_bin()).args(["report", "--format", "json"]).arg(&file).output().unwrap();
-    let err = stderr(&out);
+    let err = stderr_text(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.lines().count() == 1 && err.contains("recording cut short: it ends without its final frame"), "{err}");
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

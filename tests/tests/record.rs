@@ -10,9 +10,7 @@ use gcprobe_tests::*;
 
 /// A fresh directory anyone can read (the report runs as nobody).
 fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("gcprobe-record-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
+    let d = scratch_dir("record", name);
     run_ok(Command::new("chmod").args(["755"]).arg(&d));
     d
 }

@@ -24,10 +24,6 @@ fn run(name: &str, gcprobe_args: &[&str], end: &[&str]) -> (Output, serde_json::
     (out, serde_json::from_slice(&text).expect("report is JSON"))
 }
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// A program exiting 3, 7 or 10 (gcprobe's own statuses for privileges, a
 /// missing symbol and a rule held) or killed by SIGKILL: 11 by default, its
 /// own status with --exit-with-program; its status on stderr and in the report.
@@ -47,7 +43,7 @@ fn run_exits_11_for_a_failed_program_and_its_status_when_asked() {
         for (flag, expected) in [(None, 11), (Some("--exit-with-program"), passed)] {
             let name = format!("{}{}", end.join(""), flag.unwrap_or(""));
             let (out, r) = run(&name, flag.as_slice(), end);
-            let err = stderr(&out);
+            let err = stderr_text(&out);
             assert_eq!(out.status.code(), Some(expected), "{end:?} {flag:?}: {err}");
             assert!(err.lines().any(|l| l == format!("gcprobe: {exe} {said}")), "{end:?} {flag:?}: {err}");
             assert_eq!(r["window"]["program_exit"], serde_json::json!({ "code": code, "signal": signal }), "{end:?} {flag:?}");
@@ -70,7 +66,7 @@ fn run_exits_10_for_a_rule_held_unless_the_program_failed() {
     for (end, flag, expected) in [(&[][..], None, 10), (&["-exit", "3"][..], None, 11), (&["-exit", "3"][..], Some("--exit-with-program"), 3)] {
         let args: Vec<&str> = rule.iter().copied().chain(flag).collect();
         let (out, r) = run(&format!("rule{}{}", end.join(""), flag.unwrap_or("")), &args, end);
-        let err = stderr(&out);
+        let err = stderr_text(&out);
         assert_eq!(out.status.code(), Some(expected), "{end:?} {flag:?}: {err}");
         assert!(err.contains("gcprobe: FAIL growslice.share > 30%"), "{err}");
         assert_eq!(err.contains("exited with status 3"), !end.is_empty(), "{err}");
