@@ -86,6 +86,12 @@ impl Target {
         rx.recv_timeout(std::time::Duration::from_secs(60)).expect("a line from the target")
     }
 
+    /// Every line the target has printed since the last read, without waiting.
+    pub fn lines_now(&self) -> Vec<String> {
+        let rx = self.lines.as_ref().expect("started with Target::start");
+        rx.try_iter().collect()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -494,3 +500,80 @@ pub mod loopkinds {
         panic!("no {marker} in {}", dir.display());
     }
 }
+
+/// The BPF objects the host holds, by kind: what a gcprobe that ended
+/// (however it ended) must not leave behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BpfObjects {
+    pub links: usize,
+    pub maps: usize,
+    pub progs: usize,
+}
+
+impl BpfObjects {
+    /// Counted with bpftool (Debian package bpftool, which cargo xtask test installs).
+    pub fn now() -> Self {
+        let count = |what: &str| {
+            let out = Command::new("bpftool").args([what, "list", "--json"]).output().expect("bpftool (Debian package bpftool, which cargo xtask test installs)");
+            assert!(out.status.success(), "bpftool {what} list: {}", String::from_utf8_lossy(&out.stderr));
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap().as_array().map_or(0, Vec::len)
+        };
+        Self { links: count("link"), maps: count("map"), progs: count("prog") }
+    }
+
+    /// Links and maps are released when their last descriptor closes, a
+    /// little after the process that held them is reaped: waits up to 2 s
+    /// for the count to come back to `self`, and returns what it came to.
+    pub fn settle_to(self) -> Self {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let now = Self::now();
+            if now == self || Instant::now() >= deadline {
+                return now;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// tracefs's uprobe_events: uprobes made through tracefs (perf-event uprobes
+/// made by perf_event_open are not listed, and vanish with their descriptor).
+/// Mounts tracefs where the host has not (as root, the tests are).
+pub fn tracefs_uprobes() -> String {
+    let events = std::path::Path::new("/sys/kernel/tracing/uprobe_events");
+    if !events.exists() {
+        let st = Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]).status().expect("mount");
+        assert!(st.success(), "mounting tracefs on /sys/kernel/tracing");
+    }
+    std::fs::read_to_string(events).expect("tracefs's uprobe_events")
+}
+
+/// How many descriptors process `pid` has open.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+/// Process `pid`'s resident memory, in bytes.
+pub fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()).map_or(0, |k| k * 1024)
+}
+
+/// Link-time address of `symbol`'s entry, from `gcprobe plan --exe` (non-PIE: also its address in the process).
+pub fn probe_vaddr(exe: &std::path::Path, symbol: &str) -> u64 {
+    let out = gcprobe(&["plan", "--exe", exe.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.trim_start().starts_with(&format!("probe {symbol} "))).unwrap_or_else(|| panic!("no {symbol} in\n{text}"));
+    let v = line.split_whitespace().skip_while(|w| *w != "vaddr").nth(1).unwrap();
+    u64::from_str_radix(v.trim_start_matches("0x"), 16).unwrap()
+}
+
+/// The first byte of the target's code at `addr`: 0xcc while a uprobe's breakpoint is there (x86_64).
+pub fn code_byte(pid: u32, addr: u64) -> u8 {
+    let mut f = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(addr)).unwrap();
+    let mut b = [0u8; 1];
+    std::io::Read::read_exact(&mut f, &mut b).unwrap();
+    b[0]
+}
+

@@ -1,10 +1,7 @@
 //! Faults a production target must survive: gcprobe killed mid-burst, the target killed
 //! or replaced by exec mid-session, a ring buffer that fills. Each against the workload
 //! fixture, whose "ops N" lines give its throughput.
-use std::{
-    io::{Read as _, Seek as _, SeekFrom},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use gcprobe_tests::*;
 
@@ -34,24 +31,6 @@ fn rate(t: &Target, secs: f64) -> f64 {
 fn drain(t: &Target) {
     let start = Instant::now();
     while ops_now(t).1.duration_since(start) < Duration::from_millis(50) {}
-}
-
-/// Link-time address of `symbol`'s entry, from `gcprobe plan --exe` (non-PIE: also its address in the process).
-fn probe_vaddr(exe: &std::path::Path, symbol: &str) -> u64 {
-    let out = gcprobe(&["plan", "--exe", exe.to_str().unwrap()]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().find(|l| l.trim_start().starts_with(&format!("probe {symbol} "))).unwrap_or_else(|| panic!("no {symbol} in\n{text}"));
-    let v = line.split_whitespace().skip_while(|w| *w != "vaddr").nth(1).unwrap();
-    u64::from_str_radix(v.trim_start_matches("0x"), 16).unwrap()
-}
-
-/// The first byte of the target's code at `addr`: 0xcc while a uprobe's breakpoint is there (x86_64).
-fn code_byte(pid: u32, addr: u64) -> u8 {
-    let mut f = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
-    f.seek(SeekFrom::Start(addr)).unwrap();
-    let mut b = [0u8; 1];
-    f.read_exact(&mut b).unwrap();
-    b[0]
 }
 
 fn bpftool_links() -> String {
@@ -242,4 +221,27 @@ fn a_freed_map_is_not_read_as_a_length_and_says_so() {
         assert_eq!((m["len_first"].as_u64(), m["len_last"].as_u64()), (Some(5000), Some(5000)), "Go {go}: {m:#}");
         assert!(m["len_unread"].as_u64().unwrap() >= 1, "Go {go}: the freed map was read as a length: {m:#}");
     }
+}
+
+/// A program that makes maps by the hundred thousand, each kept a while at its own address:
+/// the agent's table of maps stays bounded (200,000 per target). The quietest are dropped,
+/// counted and said, and the leaking cache beside them is still followed from its first insert.
+#[test]
+fn a_flood_of_maps_stays_bounded_counted_and_the_leak_is_still_followed() {
+    if !privileged("a_flood_of_maps_stays_bounded_counted_and_the_leak_is_still_followed") {
+        return;
+    }
+    let leak_line = fixtures::marker_line("mapleak", "gcprobe:map-insert");
+    let exe = fixtures::build("mapleak", pins::GO_DEFAULT, Flavor::Default).unwrap();
+    let t = Target::start(&exe, &["-now", "-garbage=0", "-batch=16", "-throwaway=8"], &[]);
+    let r = attach_json_with(t.pid(), "12s", &["--mode", "exact"]);
+    let warnings: Vec<&str> = r["warnings"].as_array().unwrap().iter().filter_map(|w| w.as_str()).collect();
+    let said = warnings.iter().find_map(|w| w.strip_suffix(" maps quiet longest were dropped from the full map table (it follows 200000 per target); one active again is followed anew"));
+    let dropped: u64 = said.unwrap_or_else(|| panic!("no eviction said in {warnings:#?}")).parse().unwrap();
+    assert!(dropped > 200_000 / 8, "{dropped} maps dropped: a full table drops an eighth at a time");
+    let maps = r["maps"].as_array().unwrap();
+    let leak = maps.iter().find(|m| m["line"] == leak_line).unwrap_or_else(|| panic!("the leaking cache is gone from {} maps", maps.len()));
+    let len = leak["len_last"].as_u64().unwrap();
+    assert!(leak["inserts"].as_u64().unwrap() + 1000 >= len.saturating_sub(leak["len_first"].as_u64().unwrap()), "the cache's inserts are counted since the first: {leak:#}");
+    eprintln!("{dropped} maps dropped; the cache: {len} entries, {} inserts seen", leak["inserts"]);
 }

@@ -235,14 +235,13 @@ fn node_runs_with_exactly_the_daemonsets_capabilities_and_each_is_needed() {
     let _ = std::fs::remove_dir_all(bin.parent().unwrap());
 }
 
-/// How many BPF links and maps the host has (bpftool, JSON).
-fn bpf_objects() -> (usize, usize) {
-    let count = |what: &str| {
-        let out = Command::new("bpftool").args([what, "list", "--json"]).output().expect("bpftool (Debian package bpftool, which cargo xtask test installs)");
-        assert!(out.status.success(), "bpftool {what} list: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap().as_array().map_or(0, Vec::len)
-    };
-    (count("link"), count("map"))
+/// The churn's five binaries: appendloop built five ways.
+fn churn_binaries() -> Vec<PathBuf> {
+    let go = pins::GO_DEFAULT;
+    [(go, Flavor::Default), (go, Flavor::Stripped), (go, Flavor::Pie), (go, Flavor::Cgo), ("1.27.3", Flavor::Default)]
+        .iter()
+        .map(|&(v, f)| fixtures::build("appendloop", v, f).unwrap_or_else(|e| panic!("building appendloop {v} {}: {e:#}", f.name())))
+        .collect()
 }
 
 /// One process of the churn: when it started, when gcprobe listed it, when it was stopped.
@@ -266,12 +265,8 @@ fn churn_of_fifty_processes_is_followed_and_leaves_nothing_behind() {
     if !privileged("churn_of_fifty_processes_is_followed_and_leaves_nothing_behind") {
         return;
     }
-    let go = pins::GO_DEFAULT;
-    let binaries: Vec<PathBuf> = [(go, Flavor::Default), (go, Flavor::Stripped), (go, Flavor::Pie), (go, Flavor::Cgo), ("1.27.3", Flavor::Default)]
-        .iter()
-        .map(|&(v, f)| fixtures::build("appendloop", v, f).unwrap_or_else(|e| panic!("building appendloop {v} {}: {e:#}", f.name())))
-        .collect();
-    let before = bpf_objects();
+    let binaries = churn_binaries();
+    let before = BpfObjects::now();
     let node = Node::start(&["-q", "--include", &fixtures_only(), "--grace", "2s", "--sweep", "1s"]);
     let t0 = Instant::now();
     let mut live: Vec<Churned> = Vec::new();
@@ -329,9 +324,7 @@ fn churn_of_fifty_processes_is_followed_and_leaves_nothing_behind() {
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(metric(&node.get("/metrics"), "gcprobe_binaries ", &[]), Some(0.0), "every binary retired after --grace");
     assert!(node.stop().success());
-    // Links and maps are released when their last file descriptor closes.
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(bpf_objects(), before, "BPF links and maps left behind (links, maps)");
+    assert_eq!(before.settle_to(), before, "BPF objects left behind");
     let first = samples.first().unwrap();
     let last = samples.last().unwrap();
     let peak = samples.iter().map(|s| s.2).fold(0.0, f64::max);
@@ -491,4 +484,75 @@ fn node_records_each_process_in_files_that_each_report_on_their_own() {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One reading of the agent during the soak.
+#[derive(Clone, Copy)]
+struct SoakSample {
+    t_s: f64,
+    cpu_s: f64,
+    rss: f64,
+    fds: usize,
+    targets: usize,
+}
+
+/// The soak: node mode for $GCPROBE_SOAK_SECS (120 s by default; `cargo xtask bench --only
+/// soak` runs 30 minutes) under churn, a process of the churn's five binaries started every
+/// 1.1 s and living 3 to 5 s, beside the workload fixture, which allocates slices and maps
+/// all along. The agent's resident memory, CPU and descriptors must stay flat: the last fifth
+/// of the run against the second (the first is warm-up: binaries read, histories filling).
+/// Samples go to $GCPROBE_SOAK_OUT when set.
+#[test]
+fn a_soak_under_churn_keeps_the_agents_memory_cpu_and_descriptors_flat() {
+    use std::time::{Duration, Instant};
+    if !privileged("a_soak_under_churn_keeps_the_agents_memory_cpu_and_descriptors_flat") {
+        return;
+    }
+    let secs: u64 = std::env::var("GCPROBE_SOAK_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(120);
+    let binaries = churn_binaries();
+    let before = BpfObjects::now();
+    let _steady = Target::start(&fixture("workload"), &["-every", "1h"], &[]);
+    let node = Node::start(&["-q", "--include", &fixtures_only(), "--grace", "5s", "--sweep", "2s"]);
+    let t0 = Instant::now();
+    let mut live: Vec<(Target, Instant)> = Vec::new();
+    let mut samples: Vec<SoakSample> = Vec::new();
+    let (mut started, mut next_sample) = (0u32, t0);
+    while t0.elapsed() < Duration::from_secs(secs) {
+        let now = Instant::now();
+        if now >= t0 + Duration::from_millis(1100) * started {
+            let exe = &binaries[started as usize % binaries.len()];
+            live.push((Target::spawn(exe, &["-mode=grow"]), now + Duration::from_millis(3000 + 1000 * u64::from(started % 3))));
+            started += 1;
+        }
+        live.retain(|(_, stop_at)| now < *stop_at);
+        if now >= next_sample {
+            next_sample = now + Duration::from_secs(5);
+            let text = node.get("/metrics");
+            let m = |name: &str| metric(&text, name, &[]).unwrap_or_else(|| panic!("{name} in /metrics"));
+            samples.push(SoakSample { t_s: t0.elapsed().as_secs_f64(), cpu_s: m("gcprobe_agent_cpu_seconds_total "), rss: m("gcprobe_agent_resident_bytes "), fds: open_fds(node.child.id()), targets: m("gcprobe_targets ") as usize });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(live);
+    assert!(node.stop().success());
+    assert_eq!(before.settle_to(), before, "BPF objects left behind");
+    let fifth = |k: usize| {
+        let (from, to) = (secs as f64 * k as f64 / 5.0, secs as f64 * (k + 1) as f64 / 5.0);
+        samples.iter().filter(|s| s.t_s >= from && s.t_s <= to + 0.5).copied().collect::<Vec<_>>()
+    };
+    let (early, late) = (fifth(1), fifth(4));
+    let cpu_pct = |w: &[SoakSample]| (w.last().unwrap().cpu_s - w[0].cpu_s) / (w.last().unwrap().t_s - w[0].t_s) * 100.0;
+    let max_rss = |w: &[SoakSample]| w.iter().map(|s| s.rss).fold(0.0, f64::max);
+    let max_fds = |w: &[SoakSample]| w.iter().map(|s| s.fds).max().unwrap();
+    eprintln!(
+        "soak: {started} processes in {secs} s; agent CPU {:.2}% then {:.2}% of a core; resident {:.1} then {:.1} MiB (peak); descriptors {} then {}",
+        cpu_pct(&early), cpu_pct(&late), max_rss(&early) / 1048576.0, max_rss(&late) / 1048576.0, max_fds(&early), max_fds(&late)
+    );
+    if let Some(out) = std::env::var_os("GCPROBE_SOAK_OUT") {
+        let rows: Vec<serde_json::Value> = samples.iter().map(|s| serde_json::json!({"t_s": s.t_s, "cpu_s": s.cpu_s, "rss_bytes": s.rss, "fds": s.fds, "targets": s.targets})).collect();
+        std::fs::write(out, serde_json::to_string_pretty(&serde_json::json!({"processes": started, "samples": rows})).unwrap()).unwrap();
+    }
+    assert!(max_rss(&late) <= max_rss(&early) * 1.10 + 4.0 * 1048576.0, "resident memory grew: {:.1} -> {:.1} MiB", max_rss(&early) / 1048576.0, max_rss(&late) / 1048576.0);
+    assert!(max_fds(&late) <= max_fds(&early) + 8, "descriptors grew: {} -> {}", max_fds(&early), max_fds(&late));
+    assert!(cpu_pct(&late) <= cpu_pct(&early) * 1.5 + 1.0, "CPU grew: {:.2}% -> {:.2}% of a core", cpu_pct(&early), cpu_pct(&late));
 }

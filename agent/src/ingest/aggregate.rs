@@ -55,20 +55,8 @@ pub struct Weighted {
     pub bytes: f64,
 }
 
-/// One GC cycle as its pauses saw it. The heap figures are the runtime's
-/// own, read by the kernel at the pause (None where it could not read them).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Cycle {
-    /// The sweep-termination pause that began it.
-    pub start_ktime: u64,
-    /// `heapLive` then: the heap that triggered the cycle.
-    pub heap_at_start: Option<u64>,
-    /// `gcPercentHeapGoal` then: the GOGC goal the cycle was paced toward.
-    pub goal: Option<u64>,
-    /// `heapLive` as mark termination restarts the world: the bytes marked
-    /// live (runtime/mgc.go gcMark resets heapLive to them).
-    pub marked: Option<u64>,
-}
+pub use super::cycles::Cycle;
+use super::cycles::CycleSeries;
 
 /// The runtime's allocation total over the session, from the controller's
 /// `totalAlloc` read on a timer: what `MemStats.TotalAlloc` counts.
@@ -214,6 +202,8 @@ pub struct EventCounts {
     pub foreign: u64,
     /// Stack-table overflow (see MAX_STACKS).
     pub overflow: u64,
+    /// Maps dropped from the map table when it was full, the quietest first (see MAX_MAPS).
+    pub maps_evicted: u64,
     /// startTheWorld without a matching stopTheWorld (attach mid-pause).
     pub unpaired_stw: u64,
     pub map_grow: u64,
@@ -244,6 +234,16 @@ pub struct MapGrowth {
     /// looks like a map's (tracee::gomaps), so the map was freed and the memory reused.
     pub len_unread: u64,
 }
+
+/// Assists kept one by one for timelines (the first so many; every one is counted).
+const MAX_ASSIST_TIMES: usize = 65_536;
+
+/// Maps followed per target. A program that makes maps by the million (one
+/// per request) must not grow the table without end, nor fill it once and
+/// then follow no new map: when it is full, the eighth quietest longest go,
+/// counted, and a map seen again after that is followed anew. A leaking map
+/// is the busiest kind there is, so it is never among them.
+pub const MAX_MAPS: usize = 200_000;
 
 /// Length samples kept per map: a sample a second covers a long session;
 /// past this, every other sample is dropped (the series keeps its shape).
@@ -310,7 +310,7 @@ pub struct Aggregator {
     stws: super::pauses::Pauses,
     stw_hist: Histogram<u64>,
     assists_by_tid: FastMap<u32, u64>,
-    /// (tid, ktime) of each assist, for timelines; the first MAX_STACKS.
+    /// (tid, ktime) of each assist, for timelines; the first MAX_ASSIST_TIMES.
     assist_times: Vec<(u32, u64)>,
     first_ktime: Option<u64>,
     last_ktime: u64,
@@ -324,8 +324,8 @@ pub struct Aggregator {
     map_args: FastMap<u32, usize>,
     /// Growing maps by address.
     maps: FastMap<u64, MapGrowth>,
-    /// GC cycles begun in the window, oldest first (the first MAX_STACKS).
-    cycles: Vec<Cycle>,
+    /// GC cycles begun in the window, oldest first (evenly thinned past MAX_CYCLES).
+    cycles: CycleSeries,
     /// The GC settings as first read, and every change after that: (ktime, settings).
     settings: Vec<(u64, crate::tracee::gcctl::Settings)>,
     /// The runtime's allocation total, read with the settings.
@@ -432,7 +432,12 @@ impl Aggregator {
     }
 
     pub fn cycles(&self) -> &[Cycle] {
-        &self.cycles
+        self.cycles.as_slice()
+    }
+
+    /// One cycle in so many is in [`Self::cycles`] (1: every one).
+    pub fn cycles_stride(&self) -> u64 {
+        self.cycles.stride()
     }
 
     pub fn settings(&self) -> &[(u64, crate::tracee::gcctl::Settings)] {
@@ -498,7 +503,7 @@ impl Aggregator {
             growth_callers: [None; 2],
             map_args: plan.probes.iter().filter_map(|p| p.map_arg.map(|a| (p.id, a))).collect(),
             maps: FastMap::default(),
-            cycles: Vec::new(),
+            cycles: CycleSeries::default(),
             settings: Vec::new(),
             runtime_alloc: RuntimeAlloc::default(),
             gc_cpu: None,
@@ -926,7 +931,7 @@ impl Aggregator {
             ProbeKind::Assist => {
                 self.counts.assist += 1;
                 *self.assists_by_tid.entry(ev.thread).or_default() += 1;
-                if self.assist_times.len() < MAX_STACKS {
+                if self.assist_times.len() < MAX_ASSIST_TIMES {
                     self.assist_times.push((ev.thread, ev.ktime_ns));
                 }
             }
@@ -941,9 +946,7 @@ impl Aggregator {
     fn cycle_mark(&mut self, cause: StwCause, ev: &Event) {
         if cause == StwCause::Code(STW_SWEEP_TERM) {
             self.counts.cycles += 1;
-            if self.cycles.len() < MAX_STACKS {
-                self.cycles.push(Cycle { start_ktime: ev.ktime_ns, heap_at_start: ev.heap_live, goal: ev.heap_goal, marked: None });
-            }
+            self.cycles.begin(ev.ktime_ns, ev.heap_live, ev.heap_goal);
         }
     }
 
@@ -952,9 +955,7 @@ impl Aggregator {
     /// goal: at its end the heap read is the cycle's live heap.
     fn heap_at_pause_end(&mut self, cause: StwCause, ev: &Event) {
         if cause == StwCause::Code(STW_MARK_TERM) {
-            if let Some(c) = self.cycles.last_mut().filter(|c| c.marked.is_none() && c.start_ktime <= ev.ktime_ns) {
-                c.marked = ev.heap_live;
-            }
+            self.cycles.end(ev.ktime_ns, ev.heap_live);
         }
     }
 
@@ -1026,14 +1027,12 @@ fn size_histogram() -> Histogram<u64> {
 }
 
 impl Aggregator {
-    /// The map an insert or growth event names, created on first sight
-    /// (None past MAX_STACKS maps, counted as overflow).
+    /// The map an insert or growth event names, created on first sight.
     fn map_of(&mut self, ev: &Event) -> Option<&mut MapGrowth> {
         let &arg = self.map_args.get(&ev.probe_id)?;
         let map = ev.args[arg.min(MAX_ARGS - 1)];
-        if !self.maps.contains_key(&map) && self.maps.len() >= MAX_STACKS {
-            self.counts.overflow += 1;
-            return None;
+        if !self.maps.contains_key(&map) && self.maps.len() >= MAX_MAPS {
+            self.evict_quiet_maps();
         }
         let fresh = &mut self.fresh;
         let m = self.maps.entry(map).or_insert_with(|| {
@@ -1045,6 +1044,17 @@ impl Aggregator {
         });
         m.last_ktime = ev.ktime_ns;
         Some(m)
+    }
+
+    /// Drops the eighth of the map table that has been quiet longest (a batch,
+    /// so a full table costs one sort per MAX_MAPS / 8 new maps, not per map).
+    fn evict_quiet_maps(&mut self) {
+        let mut last: Vec<u64> = self.maps.values().map(|m| m.last_ktime).collect();
+        let cut = last.len() / 8;
+        let (_, &mut before, _) = last.select_nth_unstable(cut);
+        let was = self.maps.len();
+        self.maps.retain(|_, m| m.last_ktime > before);
+        self.counts.maps_evicted += (was - self.maps.len()) as u64;
     }
 
     /// Records the length of the busiest maps (most inserts and growths)
@@ -1064,11 +1074,7 @@ impl Aggregator {
                 continue;
             };
             if m.lens.len() >= MAX_LEN_SAMPLES {
-                let mut i = 0;
-                m.lens.retain(|_| {
-                    i += 1;
-                    i % 2 == 1
-                });
+                super::cycles::keep_every_other(&mut m.lens);
             }
             m.lens.push((ktime, len));
         }
@@ -1279,7 +1285,7 @@ mod tests {
         assert_eq!((m.growths, m.cycles_growing), (8, 4));
         assert_eq!(&*m.stack, &[0x500]);
         assert_eq!(a.maps[&0xf00d].cycles_growing, 1);
-        let starts: Vec<_> = a.cycles.iter().map(|c| (c.start_ktime, c.heap_at_start, c.goal, c.marked)).collect();
+        let starts: Vec<_> = a.cycles().iter().map(|c| (c.start_ktime, c.heap_at_start, c.goal, c.marked)).collect();
         assert_eq!(starts, [0, 1, 2, 3].map(|c| (c * 100, Some(1000 + c), Some(4000), Some(600 + c))));
         assert_eq!(a.counts.cycles, 4);
         a.sample_map_lens(1000, |addr| (addr == 0xbeef).then_some(77));
@@ -1320,6 +1326,28 @@ mod tests {
     }
 
     #[test]
+    fn a_full_map_table_drops_its_quietest_eighth_and_counts_them() {
+        let mut p = plan(GoVersion::new(1, 24, 0));
+        p.probes.push(crate::plan::PlannedProbe {
+            id: 0, name: "m".into(), symbol: "m".into(), kind: ProbeKind::MapInsert, vaddr: 0, file_offset: 0, size: 0, flags: 0, required: false, map_arg: Some(1),
+        });
+        let mut a = Aggregator::new(42, &p);
+        let insert = |t: u64, map: u64| Event::decode(&events::encode(kind::MAP_INSERT, 0, t, [0x7a, map, 0, 0, 0], &[2, 0x700])).unwrap();
+        // Map 0 is the busy one: inserted into all along; the others once each.
+        for i in 0..MAX_MAPS as u64 {
+            a.add(&insert(2 * i, 0x1000 + i));
+            a.add(&insert(2 * i + 1, 0x1000));
+        }
+        assert_eq!((a.maps.len(), a.counts.maps_evicted), (MAX_MAPS, 0));
+        a.add(&insert(2 * MAX_MAPS as u64, 0xdead_0000));
+        let dropped = MAX_MAPS as u64 / 8 + 1;
+        assert_eq!((a.maps.len() as u64, a.counts.maps_evicted), (MAX_MAPS as u64 - dropped + 1, dropped));
+        assert_eq!(a.maps[&0x1000].inserts, MAX_MAPS as u64 + 1, "the busy map stays, with its count");
+        assert!(a.maps.contains_key(&0xdead_0000) && !a.maps.contains_key(&0x1001), "the new map is followed, the quietest are gone");
+        assert_eq!(a.counts.overflow, 0, "nothing is counted as overflow");
+    }
+
+    #[test]
     fn times_each_pause_from_start_the_worlds_world_stop() {
         let mut a = Aggregator::new(42, &plan(GoVersion::new(1, 24, 0)));
         // (now, reason, startedStopping, finishedStopping, heap): sweep
@@ -1334,7 +1362,7 @@ mod tests {
         assert_eq!(stws[0], StwSpan { start_ktime: 100, duration_ns: 300, cause: StwCause::Code(2) });
         assert_eq!(stws[1], StwSpan { start_ktime: 1000, duration_ns: 100, cause: StwCause::Code(1) });
         assert_eq!(a.counts.cycles, 1);
-        assert_eq!(a.cycles, vec![Cycle { start_ktime: 400, heap_at_start: Some(4096), goal: Some(150), marked: Some(8192) }]);
+        assert_eq!(a.cycles(), [Cycle { start_ktime: 400, heap_at_start: Some(4096), goal: Some(150), marked: Some(8192) }]);
     }
 
     fn ends_at_return(go: GoVersion) -> ProbePlan {
@@ -1375,7 +1403,7 @@ mod tests {
         );
         assert_eq!((a.counts.stw, a.counts.unpaired_stw), (3, 1));
         // The heap is the entry's, read before the world restarts.
-        assert_eq!(a.cycles, vec![Cycle { start_ktime: 300, heap_at_start: Some(4096), goal: Some(150), marked: Some(8192) }]);
+        assert_eq!(a.cycles(), [Cycle { start_ktime: 300, heap_at_start: Some(4096), goal: Some(150), marked: Some(8192) }]);
     }
 
     #[test]
@@ -1392,7 +1420,7 @@ mod tests {
             [StwSpan { start_ktime: 100, duration_ns: 140, cause: StwCause::Code(2) }, StwSpan { start_ktime: 500, duration_ns: 70, cause: StwCause::Code(1) }]
         );
         // No entry probe: mark termination's heap is read at the return.
-        assert_eq!(a.cycles, vec![Cycle { start_ktime: 100, heap_at_start: Some(1000), goal: Some(4000), marked: Some(600) }]);
+        assert_eq!(a.cycles(), [Cycle { start_ktime: 100, heap_at_start: Some(1000), goal: Some(4000), marked: Some(600) }]);
     }
 
     #[test]
@@ -1410,7 +1438,7 @@ mod tests {
         // Go 1.23+ worldStop: stoppingCPUTime lands in the fifth register.
         a.add(&ev(kind::STW_START, 400, [0, 2, 100, 150, 611], &[1, 2]));
         a.add(&ev(kind::STW_START, 1200, [1100, 1, 1000, 1010, 1012], &[1, 2]));
-        assert_eq!(a.cycles, vec![Cycle { start_ktime: 400, heap_at_start: None, goal: None, marked: None }]);
+        assert_eq!(a.cycles(), [Cycle { start_ktime: 400, heap_at_start: None, goal: None, marked: None }]);
     }
 
     #[test]

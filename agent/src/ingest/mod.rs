@@ -3,5 +3,6 @@ pub mod events;
 pub mod feed;
 pub mod ops;
 pub mod aggregate;
+pub mod cycles;
 pub mod pauses;
 pub mod history;

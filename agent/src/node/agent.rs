@@ -223,6 +223,10 @@ fn check_record_dir(dir: &std::path::Path) -> Result<(), NodeError> {
 }
 
 async fn serve(opts: NodeOptions) -> Result<(), NodeError> {
+    // First: a SIGTERM while the node is still starting (a pod deleted as it
+    // comes up) then ends it cleanly at the loop's first turn.
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
     if let Some(p) = &opts.fleet.record {
         check_record_dir(&p.dir)?;
     }
@@ -245,8 +249,6 @@ async fn serve(opts: NodeOptions) -> Result<(), NodeError> {
         eprintln!("gcprobe: node mode on http://{}/metrics: watching {} Go process(es) of {} binary(ies); exec events {}", agent.opts.listen, agent.watches.len(), agent.fleet.binaries(), if execs.typed { "from the BTF tracepoint" } else { "from the raw tracepoint" });
     }
     let mut exec_fd = unsafe { AsyncFd::register_with_interest(execs, Interest::READABLE) }.map_err(std::io::Error::from)?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
     let mut flush = tokio::time::interval(intervals::FLUSH);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sweep = tokio::time::interval(agent.opts.sweep);

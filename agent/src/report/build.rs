@@ -140,6 +140,7 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
             stw,
             assists_by_thread: assists,
             heap_live,
+            heap_live_every: agg.cycles_stride(),
             heap_climbing,
             heap_unavailable,
             heap_medians,
@@ -447,6 +448,9 @@ fn health_warnings(inp: &Inputs<'_>, agg: &Aggregator, sym: &mut dyn Facts, lost
     }
     if agg.counts().overflow > 0 {
         warnings.push(format!("{} events exceeded the distinct-stack limit and were counted without a stack", agg.counts().overflow));
+    }
+    if agg.counts().maps_evicted > 0 {
+        warnings.push(format!("{} maps quiet longest were dropped from the full map table (it follows {} per target); one active again is followed anew", agg.counts().maps_evicted, crate::ingest::aggregate::MAX_MAPS));
     }
     warnings
 }

@@ -231,6 +231,9 @@ pub struct Gc {
     /// with the cycle's GOGC goal and the bytes it marked live; empty when
     /// they could not be read (`heap_unavailable` says why).
     pub heap_live: Vec<HeapSample>,
+    /// One cycle in so many is in `heap_live`: 1 while there are few; past
+    /// 4,096 cycles the series is thinned evenly (ingest::cycles).
+    pub heap_live_every: u64,
     /// The live heap rose across most cycles: a likely leak.
     pub heap_climbing: bool,
     /// Why `heap_live`, `settings` and `alloc_bytes_per_s` are missing.
@@ -302,6 +305,7 @@ pub(crate) fn empty_report() -> Report {
             stw: Stw::default(),
             assists_by_thread: vec![],
             heap_live: vec![],
+            heap_live_every: 1,
             heap_climbing: false,
             heap_unavailable: None,
             heap_medians: Default::default(),

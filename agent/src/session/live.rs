@@ -50,6 +50,42 @@ struct Live<'s> {
     record_error: Option<RecordError>,
 }
 
+/// SIGINT and SIGTERM, caught from the session's first step: one that
+/// arrives while gcprobe is still reading binaries and placing probes ends
+/// the session as soon as it starts, with its report and recording, instead
+/// of the default action killing gcprobe half-way (and `run`'s held
+/// program with it, unobserved). The runtime the loop will run on comes
+/// with them: tokio's handlers live on its signal driver.
+pub(super) struct Caught {
+    rt: tokio::runtime::Runtime,
+    signals: Signals,
+}
+
+impl Caught {
+    pub(super) fn now() -> io::Result<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let entered = rt.enter();
+        let signals = Signals { int: signal(SignalKind::interrupt())?, term: signal(SignalKind::terminate())? };
+        drop(entered);
+        Ok(Self { rt, signals })
+    }
+}
+
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// The next signal, one that came before this was first awaited included.
+    async fn recv(&mut self) -> i32 {
+        tokio::select! {
+            _ = self.int.recv() => libc::SIGINT,
+            _ = self.term.recv() => libc::SIGTERM,
+        }
+    }
+}
+
 /// Streams until the session ends, then ends every target's part and
 /// writes the reports.
 pub(super) fn run(
@@ -58,6 +94,7 @@ pub(super) fn run(
     mut recorder: Option<Recorder>,
     mut held: Option<Held>,
     binaries: Binaries,
+    caught: Caught,
 ) -> Result<Outcome, SessionError> {
     if let (Some(r), Some(t)) = (&mut recorder, prepared.targets.first()) {
         r.meta(&t.meta)?;
@@ -72,8 +109,8 @@ pub(super) fn run(
     let mut w = Watched::new(kernel, binaries, Foreign::Unshare);
     (w.targets, w.groups, w.feeds) = (targets, groups, feeds);
     let mut live = Live { opts, w, done: Vec::new(), recorder, held, record_error: None };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(SessionError::Io)?;
-    let (mut ring, ended_by) = rt.block_on(ProbeLog::alongside(probe_log.as_mut(), live.stream(ring))).map_err(SessionError::Io)?;
+    let Caught { rt, mut signals } = caught;
+    let (mut ring, ended_by) = rt.block_on(ProbeLog::alongside(probe_log.as_mut(), live.stream(ring, &mut signals))).map_err(SessionError::Io)?;
     let ended = live.w.end_all(&mut ring, ended_by);
     live.done.extend(ended);
     if let Some(log) = &mut probe_log {
@@ -180,7 +217,7 @@ impl Live<'_> {
         }
     }
 
-    async fn stream(&mut self, ring: RingBuf<MapData>) -> io::Result<(RingBuf<MapData>, EndedBy)> {
+    async fn stream(&mut self, ring: RingBuf<MapData>, signals: &mut Signals) -> io::Result<(RingBuf<MapData>, EndedBy)> {
         let opts = self.opts;
         let (exits_tx, mut exits) = mpsc::unbounded_channel();
         for t in &self.w.targets {
@@ -190,8 +227,6 @@ impl Live<'_> {
         // unchanged, for as long as the AsyncFd holds it.
         let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }?;
         let mut execs = self.watch_execs()?;
-        let mut sigterm = signal(SignalKind::terminate())?;
-        let mut sigint = signal(SignalKind::interrupt())?;
         let mut tick = tokio::time::interval(opts.interval);
         tick.tick().await;
         // The kernel batches wakeups (see WAKEUP_BYTES in probe-ebpf); this bounds
@@ -207,7 +242,7 @@ impl Live<'_> {
             }
         };
         tokio::pin!(deadline);
-        let mut signals = 0;
+        let mut passed_on = 0;
 
         let ended_by = loop {
             if self.w.targets.is_empty() {
@@ -218,8 +253,8 @@ impl Live<'_> {
             // the session; a second one ends it at once.
             let held = self.held.as_ref();
             let mut on_signal = |sig: i32| match held {
-                Some(h) if signals == 0 => {
-                    signals += 1;
+                Some(h) if passed_on == 0 => {
+                    passed_on += 1;
                     h.signal(sig);
                     false
                 }
@@ -246,8 +281,7 @@ impl Live<'_> {
                 }
                 _ = tick.tick(), if !opts.quiet => self.status(),
                 _ = &mut deadline => break EndedBy::Duration,
-                _ = sigint.recv() => if on_signal(libc::SIGINT) { break EndedBy::Signal },
-                _ = sigterm.recv() => if on_signal(libc::SIGTERM) { break EndedBy::Signal },
+                sig = signals.recv() => if on_signal(sig) { break EndedBy::Signal },
                 Some(pid) = exits.recv() => self.end_target(pid, ring.get_mut(), EndedBy::TargetExited),
                 pids = exec_events(&mut execs) => {
                     for pid in pids? {

@@ -239,6 +239,7 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
     if !crate::tracee::process::has_bpf_privileges() {
         return Err(SessionError::Privileges);
     }
+    let caught = live::Caught::now().map_err(SessionError::Io)?;
     // Before touching a target: a bad path must cost it nothing.
     if let Some(out) = &opts.output {
         crate::outfile::refuse_symlink(out).map_err(RenderError::from)?;
@@ -272,7 +273,7 @@ pub fn attach(opts: AttachOptions) -> Result<Outcome, SessionError> {
     // is needed no more. What bursts, re-attaching and reads still need stays
     // (README, "Capabilities"); node mode keeps it for processes yet to come.
     crate::tracee::caps::drop(&[crate::tracee::caps::CAP_DAC_READ_SEARCH])?;
-    live::run(&opts, prepared, recorder, held, binaries)
+    live::run(&opts, prepared, recorder, held, binaries, caught)
 }
 
 /// `record` and `run` follow one process; the same PID twice is a typo.

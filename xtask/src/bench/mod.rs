@@ -20,7 +20,9 @@
 //!   twenty of one binary, twenty of four), and attach start-up on the
 //!   largest Go binary here;
 //! - `churn`: `gcprobe node` following 50 processes of 5 binaries over a
-//!   minute: the agent's CPU and memory, and how soon each is watched.
+//!   minute: the agent's CPU and memory, and how soon each is watched;
+//! - `soak`: the same churn, beside a steady allocator, for 30 minutes:
+//!   the agent's CPU, memory and descriptors over time.
 mod accuracy;
 mod agent;
 mod churn;
@@ -28,6 +30,7 @@ mod per_frame;
 mod curves;
 mod per_hit;
 mod run;
+mod soak;
 mod unseen;
 
 use std::path::Path;
@@ -43,6 +46,7 @@ pub enum Part {
     Unseen,
     Agent,
     Churn,
+    Soak,
 }
 
 #[derive(clap::Args)]
@@ -68,6 +72,9 @@ pub struct Args {
     /// agent: the steady window over which idle targets are watched.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     idle_for: std::time::Duration,
+    /// soak: how long node mode runs under churn.
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+    soak_for: std::time::Duration,
 }
 
 pub fn run(gcprobe: &Path, args: &Args) -> Result<()> {
@@ -92,6 +99,9 @@ pub fn run(gcprobe: &Path, args: &Args) -> Result<()> {
     }
     if want(Part::Churn) {
         churn::run(gcprobe)?;
+    }
+    if want(Part::Soak) {
+        soak::run(gcprobe, args.soak_for)?;
     }
     Ok(())
 }
