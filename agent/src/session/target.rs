@@ -43,6 +43,9 @@ pub(super) struct Target {
     /// GC cycles seen at the last read of the runtime's sample rate.
     sampled_at_gc: u64,
     maps_read_at: Instant,
+    /// The process has run since its maps' lengths were last read: what they
+    /// hold may have changed, and a read is owed even if it idles from now on.
+    ran_since_maps_read: bool,
     /// Counts at the last live line: (mallocgc, bytes, growslice).
     pub last_line: (u64, u64, u64),
     /// Addresses its report could not name, counted for it alone.
@@ -103,6 +106,7 @@ impl Target {
             cpu_last: None,
             sampled_at_gc: 0,
             maps_read_at: now,
+            ran_since_maps_read: true,
             last_line: (0, 0, 0),
             unresolved: UnresolvedCount::default(),
         })
@@ -155,8 +159,9 @@ impl Target {
     }
 
     /// Reads every probed map's length now, and notes when.
-    pub fn read_map_lens(&mut self, feed: &mut Feed) {
+    fn read_map_lens(&mut self, feed: &mut Feed) {
         self.maps_read_at = Instant::now();
+        self.ran_since_maps_read = false;
         self.map_lens(feed);
     }
 
@@ -172,25 +177,29 @@ impl Target {
     /// A flush tick's reads: the CPU clock; GC settings whenever the process ran; the
     /// sample rate at each new GC cycle; map lengths at each GC and at
     /// least once per [`crate::intervals::MAP_LENS`] (a leaking service may
-    /// collect once a minute).
+    /// collect once a minute) while the process has run since the last read.
     pub fn on_flush(&mut self, feed: &mut Feed) {
         let cpu = self.process.cpu_time_s();
         let ran = cpu.is_none() || cpu != self.cpu_last;
         self.cpu_last = cpu.or(self.cpu_last);
+        self.ran_since_maps_read |= ran;
         // A process that has not run since the last flush changed nothing
         // in its memory: an idle one costs one clock read, not a dozen
-        // reads of /proc/PID/mem.
-        if !ran {
-            return;
+        // reads of /proc/PID/mem...
+        let mut new_cycle = false;
+        if ran {
+            self.read_gc(feed);
+            let cycles = feed.agg.counts().cycles;
+            new_cycle = cycles != self.sampled_at_gc;
+            if new_cycle {
+                self.sampled_at_gc = cycles;
+                self.read_rate(feed);
+            }
         }
-        self.read_gc(feed);
-        let cycles = feed.agg.counts().cycles;
-        let new_cycle = cycles != self.sampled_at_gc;
-        if new_cycle {
-            self.sampled_at_gc = cycles;
-            self.read_rate(feed);
-        }
-        if new_cycle || self.maps_read_at.elapsed() >= crate::intervals::MAP_LENS {
+        // ...but a map filled just after the last read and then left while
+        // the process sleeps is still owed its read: else the first read may
+        // come only once it has been freed (tests/tests/faults.rs, mapfree).
+        if self.ran_since_maps_read && (new_cycle || self.maps_read_at.elapsed() >= crate::intervals::MAP_LENS) {
             self.read_map_lens(feed);
         }
     }

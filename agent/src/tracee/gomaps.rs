@@ -4,8 +4,9 @@
 //! gcprobe learns a map's address from an insert or a growth and reads its
 //! length later, once a second. By then a short-lived map may be gone and
 //! its memory reused for anything: the first word is then no length. The
-//! other header fields bound what the length can be, so a reused slot
-//! almost never passes for a map.
+//! other header fields bound what the length can be, and a live map's hash
+//! seed is never zero, so a reused slot almost never passes for a map
+//! (zeroed memory, the commonest reuse, never does).
 use serde::{Deserialize, Serialize};
 
 use crate::{tracee::buildinfo::GoVersion, tracee::symbols::Symbols};
@@ -18,9 +19,9 @@ pub const HEADER_BYTES: usize = 40;
 pub enum MapImpl {
     /// runtime.hmap (Go 1.19–1.23, and 1.24–1.25 built with
     /// GOEXPERIMENT=noswissmap): count int @0, B uint8 @9 (log2 of the
-    /// bucket count), buckets pointer @16 (runtime/map.go).
+    /// bucket count), hash0 uint32 @12, buckets pointer @16 (runtime/map.go).
     Classic,
-    /// internal/runtime/maps.Map (Go 1.24+): used uint64 @0, dirPtr @16,
+    /// internal/runtime/maps.Map (Go 1.24+): used uint64 @0, seed @8, dirPtr @16,
     /// dirLen int @24, globalDepth uint8 @32 (internal/runtime/maps/map.go).
     Swiss,
 }
@@ -44,6 +45,17 @@ impl MapImpl {
     pub fn len(self, h: &[u8; HEADER_BYTES]) -> Option<u64> {
         let word = |at: usize| u64::from_le_bytes(h[at..at + 8].try_into().expect("8 bytes"));
         let len = word(0);
+        // Every map gets a random seed when made, and a new one when emptied
+        // (runtime/map.go makemap: hash0 = rand(); internal/runtime/maps
+        // NewMap, Clear, Delete): zero only by a 2^-32 chance (classic's is a
+        // uint32), while freed memory the allocator zeroed reads as zero.
+        let seed = match self {
+            MapImpl::Classic => u64::from(u32::from_le_bytes(h[12..16].try_into().expect("4 bytes"))),
+            MapImpl::Swiss => word(8),
+        };
+        if seed == 0 {
+            return None;
+        }
         match self {
             MapImpl::Classic => {
                 // The load factor (6.5 per bucket) regrows long before a
@@ -83,19 +95,25 @@ mod tests {
     #[test]
     fn classic_headers() {
         // 600k entries in 2^17 buckets.
-        assert_eq!(MapImpl::Classic.len(&header([600_000, 0, 0xc000_1000, 0], 17, 0)), Some(600_000));
-        assert_eq!(MapImpl::Classic.len(&header([0, 0, 0, 0], 0, 0)), Some(0));
+        // hash0 (bytes 12..16) is the seed.
+        let seed = 0x9e37_79b9u64 << 32;
+        assert_eq!(MapImpl::Classic.len(&header([600_000, seed, 0xc000_1000, 0], 17, 0)), Some(600_000));
+        assert_eq!(MapImpl::Classic.len(&header([0, seed, 0, 0], 0, 0)), Some(0));
+        assert_eq!(MapImpl::Classic.len(&header([0, 0, 0, 0], 0, 0)), None, "zeroed memory: no seed");
         // 7.3M "entries" in 2^3 buckets: not a map any more.
-        assert_eq!(MapImpl::Classic.len(&header([7_288_016, 0, 0xc000_1000, 0], 3, 0)), None);
-        assert_eq!(MapImpl::Classic.len(&header([5, 0, 0, 0], 0, 0)), None, "entries without buckets");
+        assert_eq!(MapImpl::Classic.len(&header([7_288_016, seed, 0xc000_1000, 0], 3, 0)), None);
+        assert_eq!(MapImpl::Classic.len(&header([5, seed, 0, 0], 0, 0)), None, "entries without buckets");
     }
 
     #[test]
     fn swiss_headers() {
-        assert_eq!(MapImpl::Swiss.len(&header([5, 0, 0xc000_2000, 0], 0, 0)), Some(5), "small map");
-        assert_eq!(MapImpl::Swiss.len(&header([9, 0, 0xc000_2000, 0], 0, 0)), None, "a small map holds 8");
-        assert_eq!(MapImpl::Swiss.len(&header([600_000, 0, 0xc000_2000, 1024], 0, 10)), Some(600_000));
-        assert_eq!(MapImpl::Swiss.len(&header([600_000, 0, 0xc000_2000, 1000], 0, 10)), None, "dirLen is a power of two");
-        assert_eq!(MapImpl::Swiss.len(&header([2_000_000, 0, 0xc000_2000, 1024], 0, 10)), None, "more than 1024 tables hold");
+        let seed = 0x84a0_b10f_0351_923c;
+        assert_eq!(MapImpl::Swiss.len(&header([5, seed, 0xc000_2000, 0], 0, 0)), Some(5), "small map");
+        assert_eq!(MapImpl::Swiss.len(&header([0, seed, 0, 0], 0, 0)), Some(0), "empty, no group yet");
+        assert_eq!(MapImpl::Swiss.len(&header([0, 0, 0, 0], 0, 0)), None, "zeroed memory: no seed");
+        assert_eq!(MapImpl::Swiss.len(&header([9, seed, 0xc000_2000, 0], 0, 0)), None, "a small map holds 8");
+        assert_eq!(MapImpl::Swiss.len(&header([600_000, seed, 0xc000_2000, 1024], 0, 10)), Some(600_000));
+        assert_eq!(MapImpl::Swiss.len(&header([600_000, seed, 0xc000_2000, 1000], 0, 10)), None, "dirLen is a power of two");
+        assert_eq!(MapImpl::Swiss.len(&header([2_000_000, seed, 0xc000_2000, 1024], 0, 10)), None, "more than 1024 tables hold");
     }
 }
