@@ -134,7 +134,20 @@ fn gc_controller_lines(located: &crate::tracee::gcctl::Located) -> Vec<String> {
 pub(super) fn check_gc_controller(plan: &mut ProbePlan, bias: u64, mem: Option<&TargetMemory>) {
     use crate::tracee::gcctl::{Check, Located};
     let Some(c) = plan.gc_controller.found() else { return };
-    let reason = match mem.map(|m| c.settings(bias, |a| m.read_u64(a))) {
+    let read = || mem.map(|m| c.settings(bias, |a| m.read_u64(a)));
+    let mut settings = read();
+    // A process caught as it starts may be inside gcController.init, which
+    // sets heapMinimum before GOGC (runtime/mgcpacer.go): read again shortly
+    // before calling the values inconsistent (node mode met it twice in 1,600
+    // starts).
+    for _ in 0..3 {
+        if !matches!(&settings, Some(Some(s)) if s.check() == Check::Inconsistent) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        settings = read();
+    }
+    let reason = match settings {
         None => "the target's memory cannot be read (/proc/PID/mem)".to_owned(),
         Some(None) => format!("runtime.gcController at {:#x} cannot be read", c.addr),
         Some(Some(s)) if s.check() == Check::Inconsistent => {
