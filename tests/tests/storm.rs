@@ -114,6 +114,18 @@ struct Cycle {
     in_setup: bool,
 }
 
+/// How one gcprobe run ended.
+struct Ended {
+    /// As wait4 gives it.
+    status: i32,
+    peak_rss: u64,
+    took: Duration,
+    /// Signalled before it said it had attached.
+    in_setup: bool,
+    stdout: String,
+    stderr: String,
+}
+
 struct Storm {
     exe: PathBuf,
     dir: PathBuf,
@@ -162,12 +174,34 @@ impl Storm {
     /// Runs one session against `t` and checks how it ended.
     fn cycle(&mut self, n: usize, kind: Kind, end: End, d: Duration, t: &Target) -> Cycle {
         let args = self.args(kind, end, t.pid(), d, n);
-        let (out, err) = (self.dir.join("stdout"), self.dir.join("stderr"));
         self.take_lines(t);
         let from = self.target_ops;
+        let e = self.session(&args, kind, end, d);
+        let what = format!("cycle {n} ({kind:?}, {end:?}, {d:?}, {}): {}", args.join(" "), e.stderr);
+        assert!(libc::WIFEXITED(e.status), "{what}: ended by signal {}", libc::WTERMSIG(e.status));
+        let code = libc::WEXITSTATUS(e.status);
+        match kind {
+            Kind::Node => assert_eq!(code, 0, "{what}"),
+            Kind::Run => self.check_run(code, end, &e.stdout, &what),
+            _ => self.check_report(n, kind, end, code, &e.stdout, &what),
+        }
+        if end == End::Duration && kind != Kind::Run {
+            // --duration counts from gcprobe's start; the report takes a moment more.
+            assert!(e.took < d + Duration::from_secs(5), "{what}: took {:?}", e.took);
+        }
+        self.take_lines(t);
+        let to = self.target_ops;
+        assert!(to > from, "{what}: the target made no progress ({from} -> {to})");
+        let target_rate = (kind != Kind::Run).then(|| (to - from) as f64 / e.took.as_secs_f64());
+        Cycle { kind, end, target_rate, peak_rss: e.peak_rss, in_setup: e.in_setup }
+    }
+
+    /// gcprobe with `args`, signalled `d` in when `end` says so, until it exits.
+    fn session(&self, args: &[String], kind: Kind, end: End, d: Duration) -> Ended {
+        let (out, err) = (self.dir.join("stdout"), self.dir.join("stderr"));
         let started = Instant::now();
         let child = Command::new(gcprobe_bin())
-            .args(&args)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out).unwrap())
             .stderr(std::fs::File::create(&err).unwrap())
@@ -181,27 +215,9 @@ impl Storm {
             // SAFETY: signalling our own child, not yet reaped.
             unsafe { libc::kill(pid as i32, sig) };
         }
-        let (status, peak_rss) = wait_rusage(pid, d + Duration::from_secs(30)).unwrap_or_else(|| panic!("cycle {n} ({kind:?}, {end:?}, {d:?}): gcprobe did not end"));
-        let took = started.elapsed();
-        let stderr = std::fs::read_to_string(&err).unwrap_or_default();
-        let stdout = std::fs::read_to_string(&out).unwrap_or_default();
-        let what = format!("cycle {n} ({kind:?}, {end:?}, {d:?}, {}): {stderr}", args.join(" "));
-        assert!(libc::WIFEXITED(status), "{what}: ended by signal {}", libc::WTERMSIG(status));
-        let code = libc::WEXITSTATUS(status);
-        match kind {
-            Kind::Node => assert_eq!(code, 0, "{what}"),
-            Kind::Run => self.check_run(code, end, &stdout, &what),
-            _ => self.check_report(n, kind, end, code, &stdout, &what),
-        }
-        if end == End::Duration && kind != Kind::Run {
-            // --duration counts from gcprobe's start; the report takes a moment more.
-            assert!(took < d + Duration::from_secs(5), "{what}: took {took:?}");
-        }
-        self.take_lines(t);
-        let to = self.target_ops;
-        assert!(to > from, "{what}: the target made no progress ({from} -> {to})");
-        let target_rate = (kind != Kind::Run).then(|| (to - from) as f64 / took.as_secs_f64());
-        Cycle { kind, end, target_rate, peak_rss, in_setup }
+        let (status, peak_rss) = wait_rusage(pid, d + Duration::from_secs(30)).unwrap_or_else(|| panic!("{}: gcprobe did not end", args.join(" ")));
+        let read = |p: &PathBuf| std::fs::read_to_string(p).unwrap_or_default();
+        Ended { status, peak_rss, took: started.elapsed(), in_setup, stdout: read(&out), stderr: read(&err) }
     }
 
     /// Reads what the target printed since last time: its operation count and checksums.
@@ -246,6 +262,27 @@ impl Storm {
 }
 
 
+/// Session `n` of the storm: its kind, how it ends, and when (its `--duration`, or when it is
+/// signalled). Kinds take turns; each kind's sessions end by `--duration`, SIGINT and SIGTERM in
+/// turn (node mode by a signal only), and every fourth signalled one is signalled while it
+/// sets up (10-150 ms in).
+fn schedule(n: usize, rng: &mut Lcg) -> (Kind, End, Duration) {
+    let kind = KINDS[n % KINDS.len()];
+    let round = n / KINDS.len();
+    let end = match (kind, round % 3) {
+        (Kind::Node, _) if round % 2 == 0 => End::Signal(libc::SIGINT),
+        (Kind::Node, _) => End::Signal(libc::SIGTERM),
+        (_, 0) => End::Duration,
+        (_, 1) => End::Signal(libc::SIGINT),
+        _ => End::Signal(libc::SIGTERM),
+    };
+    let d = match end {
+        End::Signal(_) if kind != Kind::Node && round % 4 == 3 => Duration::from_millis(10 + (140.0 * rng.unit()) as u64),
+        _ => Duration::from_millis(200 + (1800.0 * rng.unit()) as u64),
+    };
+    (kind, end, d)
+}
+
 /// The target's operations per second over about `secs`, from its own count.
 fn target_rate(storm: &mut Storm, t: &Target, secs: f64) -> f64 {
     storm.take_lines(t);
@@ -281,20 +318,7 @@ fn a_storm_of_short_sessions_leaves_the_target_right_and_nothing_behind() {
     let mut warm = (0, 0);
     let started = Instant::now();
     for n in 0..cycles {
-        let kind = KINDS[n % KINDS.len()];
-        let round = n / KINDS.len();
-        let end = match (kind, round % 3) {
-            (Kind::Node, _) if round % 2 == 0 => End::Signal(libc::SIGINT),
-            (Kind::Node, _) => End::Signal(libc::SIGTERM),
-            (_, 0) => End::Duration,
-            (_, 1) => End::Signal(libc::SIGINT),
-            _ => End::Signal(libc::SIGTERM),
-        };
-        // Every fourth signalled session is signalled while it sets up (10-150 ms in).
-        let d = match end {
-            End::Signal(_) if kind != Kind::Node && round % 4 == 3 => Duration::from_millis(10 + (140.0 * rng.unit()) as u64),
-            _ => Duration::from_millis(200 + (1800.0 * rng.unit()) as u64),
-        };
+        let (kind, end, d) = schedule(n, &mut rng);
         done.push(storm.cycle(n, kind, end, d, &t));
         // Half-way: the watching node's bounded books (pauses, cycles, the history) have
         // filled for this target, which collects hundreds of times a second.
