@@ -2,27 +2,16 @@
 //! stopped over a minute. The run is the integration test of the same name
 //! (one scenario, one driver); here it writes its samples of the agent's CPU
 //! and resident memory, printed as a table for BENCHMARKS.md.
-use std::{path::Path, process::Command};
+use std::path::Path;
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::workspace_root;
-
 pub fn run(gcprobe: &Path) -> Result<()> {
-    let out = std::env::temp_dir().join(format!("gcprobe-churn-{}.json", std::process::id()));
-    let st = Command::new(env!("CARGO"))
-        .current_dir(workspace_root())
-        .args(["test", "--release", "-p", "gcprobe-tests", "--test", "node", "--", "--exact", "--nocapture"])
-        .arg("churn_of_fifty_processes_is_followed_and_leaves_nothing_behind")
-        .env("GCPROBE_BIN", gcprobe)
-        .env("GCPROBE_CHURN_OUT", &out)
-        .status()
-        .context("running the churn test")?;
+    let (st, v) = super::node_test_samples(gcprobe, "churn_of_fifty_processes_is_followed_and_leaves_nothing_behind", "GCPROBE_CHURN_OUT", &[])?;
     if !st.success() {
         bail!("the churn run failed: {st}");
     }
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).context("the churn samples")?)?;
-    let _ = std::fs::remove_file(&out);
+    let v = v.context("the churn samples")?;
     let samples = v["samples"].as_array().context("samples")?;
     println!("\n## churn: the agent over a minute of 50 processes of 5 binaries (4 at a time)\n");
     println!("| t (s) | targets | agent CPU in the last 10 s | resident |");

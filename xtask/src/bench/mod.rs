@@ -35,7 +35,7 @@ mod unseen;
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
 pub enum Part {
@@ -104,6 +104,25 @@ pub fn run(gcprobe: &Path, args: &Args) -> Result<()> {
         soak::run(gcprobe, args.soak_for)?;
     }
     Ok(())
+}
+
+/// Runs the node integration test `test` with gcprobe and `env`, asking it to
+/// write its samples to a file (`out_var` names the variable): whether it
+/// passed, and the samples if it wrote them (a failed run's too: they show
+/// what went wrong).
+fn node_test_samples(gcprobe: &Path, test: &str, out_var: &str, env: &[(&str, String)]) -> Result<(std::process::ExitStatus, Option<serde_json::Value>)> {
+    let out = std::env::temp_dir().join(format!("gcprobe-{test}-{}.json", std::process::id()));
+    let st = std::process::Command::new(env!("CARGO"))
+        .current_dir(crate::workspace_root())
+        .args(["test", "--release", "-p", "gcprobe-tests", "--test", "node", "--", "--exact", "--nocapture", test])
+        .env("GCPROBE_BIN", gcprobe)
+        .env(out_var, &out)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .status()
+        .with_context(|| format!("running {test}"))?;
+    let samples = std::fs::read(&out).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let _ = std::fs::remove_file(&out);
+    Ok((st, samples))
 }
 
 /// Median of `v` (NaN for none).

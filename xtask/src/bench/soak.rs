@@ -1,25 +1,13 @@
 //! `soak`: node mode for a long while (30 minutes by default) under churn and allocation
 //! load. The run is the integration test of the same name, which asserts the agent stays
 //! flat; here it runs longer and its samples are printed as a table for BENCHMARKS.md.
-use std::{path::Path, process::Command, time::Duration};
+use std::{path::Path, time::Duration};
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::workspace_root;
-
 pub fn run(gcprobe: &Path, soak_for: Duration) -> Result<()> {
-    let out = std::env::temp_dir().join(format!("gcprobe-soak-{}.json", std::process::id()));
-    let st = Command::new(env!("CARGO"))
-        .current_dir(workspace_root())
-        .args(["test", "--release", "-p", "gcprobe-tests", "--test", "node", "--", "--exact", "--nocapture"])
-        .arg("a_soak_under_churn_keeps_the_agents_memory_cpu_and_descriptors_flat")
-        .env("GCPROBE_BIN", gcprobe)
-        .env("GCPROBE_SOAK_SECS", soak_for.as_secs().to_string())
-        .env("GCPROBE_SOAK_OUT", &out)
-        .status()
-        .context("running the soak test")?;
-    let v: Option<serde_json::Value> = std::fs::read(&out).ok().and_then(|b| serde_json::from_slice(&b).ok());
-    let _ = std::fs::remove_file(&out);
+    let secs = soak_for.as_secs().to_string();
+    let (st, v) = super::node_test_samples(gcprobe, "a_soak_under_churn_keeps_the_agents_memory_cpu_and_descriptors_flat", "GCPROBE_SOAK_OUT", &[("GCPROBE_SOAK_SECS", secs)])?;
     // The table is printed even when the test failed: it shows what grew.
     if let Some(v) = &v {
         print_table(v, soak_for)?;
