@@ -33,27 +33,23 @@ pub struct CycleSeries {
     /// Cycles begun in the window.
     seen: u64,
     stride: u64,
-    /// Whether the cycle begun last is in `kept` (its end belongs to it).
-    last_kept: bool,
 }
 
 impl Default for CycleSeries {
     fn default() -> Self {
-        Self { kept: Vec::new(), seen: 0, stride: 1, last_kept: false }
+        Self { kept: Vec::new(), seen: 0, stride: 1 }
     }
 }
 
 impl CycleSeries {
     /// A cycle begins (its sweep-termination pause).
     pub fn begin(&mut self, start_ktime: u64, heap_at_start: Option<u64>, goal: Option<u64>) {
-        let n = self.seen;
         self.seen += 1;
-        self.last_kept = n % self.stride == 0;
-        if !self.last_kept {
+        if !self.last_kept() {
             return;
         }
         if self.kept.len() >= MAX_CYCLES {
-            // Cycle numbers 0, 2s, 4s...: `n` is MAX_CYCLES * s, a multiple of 2s.
+            // Kept: cycle numbers 0, s, 2s...; this one is MAX_CYCLES * s, a multiple of 2s.
             keep_every_other(&mut self.kept);
             self.stride *= 2;
         }
@@ -63,12 +59,18 @@ impl CycleSeries {
     /// The cycle begun last ends (its mark-termination pause, at `ktime`),
     /// having marked `marked` bytes live; nothing if that cycle was not kept.
     pub fn end(&mut self, ktime: u64, marked: Option<u64>) {
-        if !self.last_kept {
+        if !self.last_kept() {
             return;
         }
         if let Some(c) = self.kept.last_mut().filter(|c| c.marked.is_none() && c.start_ktime <= ktime) {
             c.marked = marked;
         }
+    }
+
+    /// Whether the cycle begun last is in `kept` (its end belongs to it). Thinning keeps
+    /// it so: the cycle that thins the series is numbered a multiple of the new stride.
+    fn last_kept(&self) -> bool {
+        self.seen > 0 && (self.seen - 1) % self.stride == 0
     }
 
     pub fn as_slice(&self) -> &[Cycle] {

@@ -138,8 +138,8 @@ pub(super) fn check_gc_controller(plan: &mut ProbePlan, bias: u64, mem: Option<&
     let mut settings = read();
     // A process caught as it starts may be inside gcController.init, which
     // sets heapMinimum before GOGC (runtime/mgcpacer.go): read again shortly
-    // before calling the values inconsistent (node mode met it twice in 1,600
-    // starts).
+    // before calling the values inconsistent (node mode met it 3 times in
+    // 1,637 starts).
     for _ in 0..3 {
         if !matches!(&settings, Some(Some(s)) if s.check() == Check::Inconsistent) {
             break;
