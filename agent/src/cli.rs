@@ -68,6 +68,11 @@ pub struct SessionArgs {
     /// Benchmark baseline: attach an empty program at the same points.
     #[arg(long, hide = true)]
     pub empty_probes: bool,
+    /// An import path prefix whose packages are your code too (e.g. your
+    /// company's, github.com/acme), beside package main and the main module
+    /// named in the binary's build information (repeatable).
+    #[arg(long = "app-prefix", value_name = "PREFIX")]
+    pub app_prefix: Vec<crate::analysis::owner::AppPrefix>,
     #[command(flatten)]
     pub render: RenderArgs,
 }
@@ -131,6 +136,11 @@ pub struct ReportArgs {
     /// Write the report here instead of stdout.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+    /// An import path prefix whose packages are your code too (e.g. your
+    /// company's, github.com/acme), beside package main and the main module
+    /// named in the binary's build information (repeatable).
+    #[arg(long = "app-prefix", value_name = "PREFIX")]
+    pub app_prefix: Vec<crate::analysis::owner::AppPrefix>,
     /// Exit 10 when this holds of the report, e.g. 'stw.p99 > 5ms' (repeatable).
     #[arg(long = "fail-on", value_name = "RULE", value_parser = parse_rule)]
     pub fail_on: Vec<Rule>,
@@ -236,6 +246,10 @@ pub struct NodeArgs {
     /// No progress lines on stderr (warnings still go there).
     #[arg(long, short)]
     pub quiet: bool,
+    /// An import path prefix whose packages are your code on every target,
+    /// beside each binary's package main and main module (repeatable).
+    #[arg(long = "app-prefix", value_name = "PREFIX")]
+    pub app_prefix: Vec<crate::analysis::owner::AppPrefix>,
     #[command(flatten)]
     pub render: RenderArgs,
 }

@@ -48,6 +48,7 @@ fn options(invoked: std::time::Instant, target: TargetSpec, s: SessionArgs, dura
     AttachOptions {
         invoked,
         stack_depth: s.render.stack_depth.into(),
+        app_prefixes: s.app_prefix,
         budget,
         target,
         record,
@@ -83,7 +84,7 @@ impl Failed {
 fn node_options(n: NodeArgs) -> node::agent::NodeOptions {
     node::agent::NodeOptions {
         listen: n.listen,
-        fleet: session::fleet::FleetOptions { mode: n.mode, budget: n.overhead_budget, agent_cpu: n.agent_cpu, record: n.record_dir.map(|dir| gcprobe::record::dir::RecordPolicy { dir, file_bytes: u64::from(n.record_file_mib) << 20, file_age: n.record_file_age, dir_bytes: u64::from(n.record_dir_mib) << 20 }) },
+        fleet: session::fleet::FleetOptions { mode: n.mode, budget: n.overhead_budget, agent_cpu: n.agent_cpu, app_prefixes: n.app_prefix, record: n.record_dir.map(|dir| gcprobe::record::dir::RecordPolicy { dir, file_bytes: u64::from(n.record_file_mib) << 20, file_age: n.record_file_age, dir_bytes: u64::from(n.record_dir_mib) << 20 }) },
         filter: node::filter::Filter::new(n.include, n.exclude),
         top_callsites: n.top_callsites.into(),
         grace: n.grace,
@@ -107,7 +108,7 @@ fn run(cli: Cli, invoked: std::time::Instant) -> Result<ExitCode, Failed> {
             }
         }
         Command::Report(r) => {
-            let report = session::report_recording(&r.file, r.format, r.render.stack_depth.into(), r.output.as_deref())?;
+            let report = session::report_recording(&r.file, r.format, r.render.stack_depth.into(), &r.app_prefix, r.output.as_deref())?;
             if judge(&r.fail_on, &report) {
                 return Ok(Exit::RuleHeld.into());
             }

@@ -78,8 +78,15 @@ impl RecordedReport {
     /// Replays `data` and builds its report. Nothing named in the file is
     /// opened or run: every fact comes from the bytes. `name` labels errors.
     pub fn from_bytes(name: &str, data: &[u8]) -> Result<Self, RecordError> {
+        Self::with_app_prefixes(name, data, &[])
+    }
+
+    /// The same, counting `extra` import paths as the owner's code too
+    /// (`gcprobe report --app-prefix`).
+    pub fn with_app_prefixes(name: &str, data: &[u8], extra: &[crate::analysis::owner::AppPrefix]) -> Result<Self, RecordError> {
         let mut replayed = record::replay_bytes(name, data)?;
         let Replayed { meta, end, agg, facts, damage, bytes } = &mut replayed;
+        meta.app = std::mem::take(&mut meta.app).with_prefixes(extra);
         let mut report = meta.report(end, agg, facts);
         let damage = damage.map(|d| {
             let what = match d.cause {

@@ -4,6 +4,8 @@
 //! allocated bytes means slices grow without preallocation; a stop-the-world
 //! longer than 5 ms is a pause users notice.
 use crate::{
+    analysis::{appendloop::LoopReport, owner::{self, AppScope}},
+    tracee::frame::Frame,
     analysis::diagnose,
     units::{bytes, short, si},
     analysis::facts::Facts,
@@ -22,7 +24,7 @@ const MIN_GROWTHS: u64 = 20;
 /// fix in code the owner writes, and a saving. The row carrying most of the
 /// growslice bytes is always considered, however few growths a sampled
 /// session saw of it, so the culprits never contradict TOP CALLSITES.
-pub fn rank(callsites: &[Callsite], duration_s: f64, total_bytes: u64, facts: &mut dyn Facts) -> Vec<Culprit> {
+pub fn rank(callsites: &[Callsite], duration_s: f64, total_bytes: u64, facts: &mut dyn Facts, scope: &AppScope) -> Vec<Culprit> {
     let grow_bytes = callsites.iter().filter(|c| c.probe == RowProbe::Growslice).fold(0u64, |sum, c| sum.saturating_add(c.bytes));
     // Halved, not doubled: a recording's byte counts may be near 2^64.
     let dominant = |c: &Callsite| c.bytes > grow_bytes / 2 && c.count >= 2;
@@ -36,8 +38,11 @@ pub fn rank(callsites: &[Callsite], duration_s: f64, total_bytes: u64, facts: &m
             let d = c.evidence.as_ref().map(|ev| diagnose::diagnose(facts, &c.function, ev, duration_s, total_bytes));
             let default_fix = "preallocate before the loop: make([]T, 0, n) with n the expected length (len(m) when ranging over a map or slice), or reuse one buffer across calls";
             let suggestion = d.as_ref().map(|d| d.suggestion.clone()).unwrap_or_else(|| default_fix.into());
+            let owner = owner_context(c, facts, scope);
             Culprit {
-                summary: summary(c, d.as_ref(), &suggestion),
+                summary: summary(c, d.as_ref(), owner.as_ref(), &suggestion),
+                app_frame: owner.as_ref().map(|o| o.0.clone()),
+                app_loop: owner.and_then(|o| o.1),
                 loop_: d.as_ref().and_then(|d| d.loop_.clone()),
                 elem_type: d.as_ref().and_then(|d| d.elem_type.clone()),
                 per_call: d.as_ref().and_then(|d| d.per_call.clone()),
@@ -69,28 +74,51 @@ pub fn rank(callsites: &[Callsite], duration_s: f64, total_bytes: u64, facts: &m
     out
 }
 
-/// `stws` is every pause as (duration ns, reason).
+/// When a library grows the slice: the owner's frame that calls into it,
+/// and the loop of theirs around that call (None for an append in their
+/// own code, which the culprit already names).
+fn owner_context(c: &Callsite, facts: &mut dyn Facts, scope: &AppScope) -> Option<(Frame, Option<LoopReport>)> {
+    if scope.owns(&c.function) {
+        return None;
+    }
+    let frame = c.app_frame.clone()?;
+    let lp = c.evidence.as_ref().and_then(|ev| owner::owner_loop(facts, scope, &ev.stack));
+    Some((frame, lp))
+}
+
+/// " inside a map loop over m (line 12)", or nothing.
+fn loop_phrase(l: Option<&LoopReport>) -> String {
+    let Some(l) = l else { return String::new() };
+    let over = l.over.as_ref().map(|o| format!(" over {o}")).unwrap_or_default();
+    let line = l.line.map(|n| format!(" (line {n})")).unwrap_or_default();
+    let article = if l.kind.name().starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+    format!(" inside {article} {} loop{over}{line}", l.kind)
+}
+
 /// The one sentence a culprit leads with.
-fn summary(c: &Callsite, d: Option<&crate::analysis::diagnose::Diagnosis>, fix: &str) -> String {
+fn summary(c: &Callsite, d: Option<&crate::analysis::diagnose::Diagnosis>, owner: Option<&(Frame, Option<LoopReport>)>, fix: &str) -> String {
     let at = match (&c.file, c.line) {
         (Some(f), Some(l)) => format!("{}:{l}", short(f)),
         _ => "?".into(),
     };
     let ty = d.and_then(|d| d.elem_type.as_ref()).map(|t| format!("[]{}", t.name)).unwrap_or_else(|| "a slice".into());
-    let lp = match d.and_then(|d| d.loop_.as_ref()) {
-        Some(l) => {
+    let lp = loop_phrase(d.and_then(|d| d.loop_.as_ref()));
+    let by_owner = owner.map_or(String::new(), |(f, l)| {
+        let at = f.file.as_deref().zip(f.line).map(|(file, n)| format!(" at {}:{n}", short(file))).unwrap_or_default();
+        // The loop may be in a caller of that function: name its file. The
+        // append's own loop, found up the stack, may be it already.
+        let lp = l.as_ref().filter(|l| d.and_then(|d| d.loop_.as_ref()) != Some(*l)).map_or(String::new(), |l| {
+            let at = l.file.as_deref().zip(l.line).map(|(file, n)| format!(" at {}:{n}", short(file))).unwrap_or_default();
             let over = l.over.as_ref().map(|o| format!(" over {o}")).unwrap_or_default();
-            let line = l.line.map(|n| format!(" (line {n})")).unwrap_or_default();
-            let article = if l.kind.name().starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
-            format!(" inside {article} {} loop{over}{line}", l.kind)
-        }
-        None => String::new(),
-    };
+            format!(", inside your {} loop{over}{at}", l.kind)
+        });
+        format!(" Your code calls it from {}{at}{lp}.", f.function)
+    });
     let per_call = match d.and_then(|d| d.per_call.as_ref()) {
         Some(p) => format!(", {:.1} growslice calls per call{}", p.growslice, p.final_len.zip(p.final_cap).map(|(l, c)| format!(" to reach {l:.0}–{c:.0} elements")).unwrap_or_default()),
         None => String::new(),
     };
-    format!("{} grows {ty} at {at}{lp}{per_call}: {:.0}% of allocated bytes. Fix: {fix}.", c.function, c.share_of_bytes * 100.0)
+    format!("{} grows {ty} at {at}{lp}{per_call}: {:.0}% of allocated bytes.{by_owner} Fix: {fix}.", c.function, c.share_of_bytes * 100.0)
 }
 
 /// Generated code the owner does not edit, by Go's file-naming conventions
@@ -302,13 +330,14 @@ mod tests {
             bytes_per_s_ci95: None,
             runtime_sampled_bytes_per_s: None,
             mean_new_len: Some(100.0),
+            app_frame: None,
             evidence: None,
         }
     }
 
     #[test]
     fn ranks_append_growth_by_share() {
-        let c = rank(&[cs("growslice", 10, 500, 0.2), cs("mallocgc", 20, 9000, 0.6), cs("growslice", 30, 900, 0.7), cs("growslice", 40, 5, 0.5), cs("growslice", 50, 900, 0.01)], 2.0, 1000, &mut crate::analysis::facts::NoFacts::default());
+        let c = rank(&[cs("growslice", 10, 500, 0.2), cs("mallocgc", 20, 9000, 0.6), cs("growslice", 30, 900, 0.7), cs("growslice", 40, 5, 0.5), cs("growslice", 50, 900, 0.01)], 2.0, 1000, &mut crate::analysis::facts::NoFacts::default(), &AppScope::default());
         let lines: Vec<_> = c.iter().map(|c| (c.rank, c.line.unwrap())).collect();
         // Plain allocations, rare growth and tiny shares are not culprits.
         assert_eq!(lines, [(1, 30), (2, 10)]);
@@ -321,7 +350,7 @@ mod tests {
         // A sampled session saw main.collect's append grow 6 times: under
         // MIN_GROWTHS, but 83% of the bytes.
         let rows = [cs("growslice", 10, 6, 0.83), cs("growslice", 20, 50, 0.12)];
-        let c = rank(&rows, 2.0, 1000, &mut crate::analysis::facts::NoFacts::default());
+        let c = rank(&rows, 2.0, 1000, &mut crate::analysis::facts::NoFacts::default(), &AppScope::default());
         assert_eq!(c.iter().map(|c| c.line.unwrap()).collect::<Vec<_>>(), [10, 20]);
     }
 
@@ -331,7 +360,7 @@ mod tests {
     fn a_row_of_nearly_all_u64_bytes_is_still_dominant() {
         let mut huge = cs("growslice", 10, 6, 0.9);
         huge.bytes = u64::MAX - 1;
-        let c = rank(&[huge, cs("growslice", 20, 5, 0.1)], 2.0, u64::MAX, &mut crate::analysis::facts::NoFacts::default());
+        let c = rank(&[huge, cs("growslice", 20, 5, 0.1)], 2.0, u64::MAX, &mut crate::analysis::facts::NoFacts::default(), &AppScope::default());
         assert_eq!(c.iter().map(|c| c.line.unwrap()).collect::<Vec<_>>(), [10]);
     }
 
@@ -344,7 +373,7 @@ mod tests {
             Frame { function: "main.(*store).put".into(), file: Some("/src/store.go".into()), line: Some(88), inlined: false },
         ];
         let rows = [pb, cs("growslice", 30, 300, 0.3)];
-        let c = rank(&rows, 2.0, 1000, &mut crate::analysis::facts::NoFacts::default());
+        let c = rank(&rows, 2.0, 1000, &mut crate::analysis::facts::NoFacts::default(), &AppScope::default());
         assert_eq!(c.iter().map(|c| c.line.unwrap()).collect::<Vec<_>>(), [30]);
         let notes = generated_code_notes(&rows);
         assert_eq!(notes.len(), 1);

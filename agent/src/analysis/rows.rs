@@ -118,9 +118,38 @@ pub struct Callsite {
     pub runtime_sampled_bytes_per_s: Option<f64>,
     /// Mean length requested per growth (growslice callsites).
     pub mean_new_len: Option<f64>,
+    /// The first frame of the owner's code on `frames` (None: none within
+    /// the frames walked).
+    pub app_frame: Option<Frame>,
     /// What the culprit diagnosis needs (growslice callsites).
     #[serde(skip)]
     pub evidence: Option<GrowEvidence>,
+}
+
+/// A function of the owner's code, by the bytes it causes.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppCallsite {
+    pub rank: u32,
+    pub function: String,
+    /// Its line on the heaviest stack it causes.
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    /// Bytes allocated where it is the owner's frame nearest the
+    /// allocation: by its own lines and the library code it calls.
+    pub bytes: u64,
+    pub allocs: u64,
+    pub bytes_per_s: f64,
+    pub share_of_bytes: f64,
+    /// Of `bytes`, those that grew slices.
+    pub growslice_bytes: u64,
+    pub growslice_share: f64,
+    /// Bytes allocated with it anywhere on the stack (each stack once):
+    /// its own and those of the owner's functions it calls.
+    pub inclusive_bytes: u64,
+    pub inclusive_share: f64,
+    /// The library function its heaviest stack allocates in, when the
+    /// allocation is not in the owner's code itself.
+    pub via: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -142,4 +171,8 @@ pub struct Culprit {
     pub elem_type: Option<TypeInfo>,
     pub per_call: Option<PerCall>,
     pub expected_saving: Option<Saving>,
+    /// When the append is in library code: the owner's frame that calls
+    /// into it, and the loop around that call in the owner's code.
+    pub app_frame: Option<Frame>,
+    pub app_loop: Option<LoopReport>,
 }

@@ -336,6 +336,7 @@ mod tests {
             bytes_per_s_ci95: None,
             runtime_sampled_bytes_per_s: None,
             mean_new_len: None,
+            app_frame: None,
             evidence: None,
         }
     }

@@ -66,6 +66,9 @@ pub struct Meta {
     pub start_monotonic_ns: u64,
     /// What named frames: dwarf, gopclntab or symtab.
     pub symbols_from: crate::tracee::symbolize::SymbolSource,
+    /// Whose code is the owner's (absent from recordings made before it was kept).
+    #[serde(default)]
+    pub app: crate::analysis::owner::AppScope,
 }
 
 impl Meta {
@@ -80,6 +83,7 @@ impl Meta {
                 attached: &self.attached,
                 attach_notes: &self.attach_notes,
                 agg,
+                app: &self.app,
                 kernel: p.kernel,
                 mechanism: p.mechanism,
                 start_unix_ns: self.start_unix_ns,
@@ -204,6 +208,7 @@ pub(crate) fn test_meta() -> Meta {
         start_unix_ns: 1,
         start_monotonic_ns: 0,
         symbols_from: crate::tracee::symbolize::SymbolSource::Symtab,
+        app: Default::default(),
     }
 }
 

@@ -22,6 +22,8 @@ pub struct Recorder {
     out: FrameWriter<File>,
     path: PathBuf,
     seen_pcs: HashSet<u64>,
+    /// Return addresses whose loop is written already.
+    seen_loop_pcs: HashSet<u64>,
     seen_types: HashSet<u64>,
     /// A map type can also be a slice's element type ([]map[K]V): its own set.
     seen_map_types: HashSet<u64>,
@@ -38,7 +40,7 @@ impl Recorder {
             other => RecordError::Create(other),
         })?;
         let out = FrameWriter::new(file).map_err(|source| RecordError::Write { path: display, source })?;
-        Ok(Self { out, path: path.to_owned(), seen_pcs: HashSet::new(), seen_types: HashSet::new(), seen_map_types: HashSet::new() })
+        Ok(Self { out, path: path.to_owned(), seen_pcs: HashSet::new(), seen_loop_pcs: HashSet::new(), seen_types: HashSet::new(), seen_map_types: HashSet::new() })
     }
 
     pub fn path(&self) -> &Path {
@@ -67,6 +69,13 @@ impl Recorder {
         // stack when it first enters): its loop is looked for once.
         for stack in &fresh.grow_stacks {
             syms.loops.push((stack.to_vec(), report::growslice_loop(facts, stack)));
+            // The loop around each call on the stack, one return address
+            // each: a report finds the owner's loop among them (analysis::owner).
+            for &pc in stack.iter().take(crate::analysis::owner::RECORDED_LOOP_PCS) {
+                if self.seen_loop_pcs.insert(pc) {
+                    syms.loops.push((vec![pc], crate::analysis::owner::loop_at(facts, pc)));
+                }
+            }
         }
         for &t in &fresh.types {
             if self.seen_types.insert(t) {

@@ -19,6 +19,8 @@ pub struct Inputs<'a> {
     pub attached: &'a [u32],
     pub attach_notes: &'a HashMap<u32, String>,
     pub agg: &'a Aggregator,
+    /// Whose code is the owner's.
+    pub app: &'a crate::analysis::owner::AppScope,
     pub kernel: KernelStats,
     pub mechanism: crate::kernel::probes::Mechanism,
     pub start_unix_ns: u64,
@@ -84,7 +86,11 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
 
     let probes = probe_rows(inp);
 
-    let callsites = callsite_rows(agg, sym, rate_time, samples_s);
+    let mut callsites = callsite_rows(agg, sym, rate_time, samples_s);
+    for c in &mut callsites {
+        c.app_frame = inp.app.first_owned(&c.frames).cloned();
+    }
+    let (app, app_callsites) = app_rows(agg, sym, inp.app, rate_time);
 
     let (mut stw, cycles, spans) = stw_section(agg, sym);
     stw.ends_at = inp.plan.pause_end.name();
@@ -105,7 +111,7 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
 
     let lost = inp.kernel.ringbuf_full + inp.kernel.overlapped + agg.counts().undecodable;
     let total = agg.alloc_bytes();
-    let culprits = culprits::rank(&callsites, rate_time, total, sym);
+    let culprits = culprits::rank(&callsites, rate_time, total, sym, inp.app);
     let mut warnings = inp.plan.warnings.clone();
     warnings.extend(culprits::rules_of_thumb(&callsites, &spans));
     warnings.extend(culprits::generated_code_notes(&callsites));
@@ -151,6 +157,8 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
             cpu_share_unavailable: cpu_share_unavailable(inp.plan, agg),
         },
         callsites,
+        app,
+        app_callsites,
         maps,
         sizes,
         culprits,
@@ -283,6 +291,7 @@ fn callsite_rows(agg: &Aggregator, sym: &mut dyn Facts, rate_time: f64, samples_
             share_of_allocs: a.allocs as f64 / total_allocs,
             bytes_per_s_ci95: (a.bytes > 0 && a.var_bytes > 0.0).then(|| 1.96 * a.var_bytes.sqrt() / a.bytes as f64),
             runtime_sampled_bytes_per_s: (a.sampled_bytes > 0.0).then(|| a.sampled_bytes / samples_s),
+            app_frame: None,
         })
         .collect();
     // A total order: rows tie on bytes and counts, and hash order differs
@@ -291,6 +300,22 @@ fn callsite_rows(agg: &Aggregator, sym: &mut dyn Facts, rate_time: f64, samples_
         b.bytes.cmp(&a.bytes).then(b.count.cmp(&a.count)).then_with(|| (&a.function, &a.file, a.line, &a.probe).cmp(&(&b.function, &b.file, b.line, &b.probe)))
     });
     callsites
+}
+
+/// The owner's functions that most allocations run under, at most this many.
+const APP_ROWS: usize = 20;
+
+/// "BY YOUR CODE": every allocation stack's bytes, counted for each of the
+/// owner's functions on it, over the same time as the callsite rows.
+fn app_rows(agg: &Aggregator, sym: &mut dyn Facts, scope: &crate::analysis::owner::AppScope, rate_time: f64) -> (App, Vec<AppCallsite>) {
+    use crate::analysis::owner::{AppTally, StackAllocs};
+    let mut tally = AppTally::default();
+    for (stack, st) in sorted(agg.alloc_stacks()) {
+        let (frames, callsite, via_grow) = callsite(sym, stack);
+        tally.add(scope, &StackAllocs { frames: &frames, callsite, via_grow, allocs: st.count, bytes: st.bytes });
+    }
+    let app = App { scope: scope.describe(), unowned_share: tally.unowned_share() };
+    (app, tally.rows(rate_time, agg.alloc_bytes(), APP_ROWS))
 }
 
 /// Stop-the-world: the totals (every pause), the cycles begun, and the

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// The rows analysis makes and ranks; the report holds them.
-pub use crate::analysis::rows::{Callsite, Culprit, HeapSample, MapReport};
+pub use crate::analysis::rows::{AppCallsite, Callsite, Culprit, HeapSample, MapReport};
 pub use build::{build, cause_name, cause_reason, growslice_loop, rate_times, Inputs, SamplingInputs};
 
 use crate::tracee::frame::Frame;
@@ -28,6 +28,11 @@ pub struct Report {
     pub events: Events,
     pub gc: Gc,
     pub callsites: Vec<Callsite>,
+    /// What counts as the owner's code, and how much of the bytes it reaches.
+    pub app: App,
+    /// The owner's functions ranked by the bytes allocated under them
+    /// (inclusive), the most first: "BY YOUR CODE".
+    pub app_callsites: Vec<AppCallsite>,
     /// Size distributions: bytes requested per allocator entry point, and
     /// `growslice` requested lengths (elements), keyed by probe name.
     pub sizes: BTreeMap<String, SizeStats>,
@@ -43,6 +48,16 @@ pub struct Report {
     pub kernel: KernelReport,
     /// What gcprobe itself used.
     pub agent: AgentReport,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct App {
+    /// Whose code counts as the owner's: package main, the main module
+    /// (from `.go.buildinfo`) and each `--app-prefix`.
+    pub scope: Vec<String>,
+    /// Share of the allocated bytes with no frame of the owner's code on
+    /// their stack (as far as it was walked).
+    pub unowned_share: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -316,6 +331,8 @@ pub(crate) fn empty_report() -> Report {
             diagnosis: None,
         },
         callsites: vec![],
+        app: App { scope: vec!["package main".into()], unowned_share: 0.0 },
+        app_callsites: vec![],
         sizes: BTreeMap::new(),
         culprits: vec![],
         maps: vec![],

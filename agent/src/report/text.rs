@@ -75,10 +75,18 @@ pub fn render(r: &Report, stack_depth: usize) -> String {
         if let Some(l) = &c.loop_ {
             let _ = writeln!(o, "     loop: {} at {}{}", l.kind, loc(&l.file, l.line), l.over.as_ref().map(|o| format!(", ranging over {o}")).unwrap_or_default());
         }
+        if let Some(f) = &c.app_frame {
+            let _ = writeln!(o, "     your code: {} at {}", f.function, loc(&f.file, f.line));
+        }
+        if let Some(l) = c.app_loop.as_ref().filter(|l| c.loop_.as_ref() != Some(*l)) {
+            let _ = writeln!(o, "     your loop: {} at {}{}", l.kind, loc(&l.file, l.line), l.over.as_ref().map(|o| format!(", ranging over {o}")).unwrap_or_default());
+        }
         let _ = writeln!(o, "     {:.1}% of bytes, {:.1}% of allocations", c.share_of_bytes * 100.0, c.share_of_allocs * 100.0);
         // The fix is the end of the summary line above.
         let _ = writeln!(o, "     evidence: {}", c.evidence);
     }
+
+    by_your_code(&mut o, r);
 
     let _ = writeln!(o, "\nTOP CALLSITES (by bytes)");
     // Sampled mode sees bytes in its bursts and estimates the window's rates.
@@ -97,8 +105,13 @@ pub fn render(r: &Report, stack_depth: usize) -> String {
             loc(&c.file, c.line)
         );
         // The inline chain and the next caller, so a culprit inside a helper shows who calls it.
-        for f in c.frames.iter().skip(1).take(stack_depth.saturating_sub(1)) {
+        let shown = stack_depth.saturating_sub(1);
+        for f in c.frames.iter().skip(1).take(shown) {
             let _ = writeln!(o, "  {:>51} <- {}{} {}", "", if f.inlined { "(inlined) " } else { "" }, f.function, loc(&f.file, f.line));
+        }
+        // Your code further up than the frames shown.
+        if let Some(f) = c.app_frame.as_ref().filter(|f| !c.frames.iter().take(shown + 1).any(|s| s == *f)) {
+            let _ = writeln!(o, "  {:>51} ... your code: {} {}", "", f.function, loc(&f.file, f.line));
         }
     }
     if r.callsites.len() > TOP {
@@ -180,6 +193,31 @@ pub fn render(r: &Report, stack_depth: usize) -> String {
         }
     }
     printable(o)
+}
+
+/// "BY YOUR CODE": the owner's functions by the bytes they cause.
+fn by_your_code(o: &mut String, r: &Report) {
+    let _ = writeln!(o, "\nBY YOUR CODE (bytes each of your functions allocates, itself or through the libraries it calls; yours: {})", r.app.scope.join(", "));
+    if r.app_callsites.is_empty() {
+        let _ = writeln!(o, "  none: no allocation stack reached a function of yours (within the frames walked); add --app-prefix for more of your packages");
+        return;
+    }
+    let _ = writeln!(o, "  {:>6} {:>10} {:>10} {:>7} {:>7}  function", "share", "bytes", "bytes/s", "append", "incl.");
+    for a in r.app_callsites.iter().take(TOP) {
+        let via = a.via.as_ref().map(|v| format!("  via {v}")).unwrap_or_default();
+        let _ = writeln!(
+            o,
+            "  {:>5.1}% {:>10} {:>10} {:>6.1}% {:>6.1}%  {} {}{via}",
+            a.share_of_bytes * 100.0,
+            bytes(a.bytes),
+            bytes(a.bytes_per_s as u64),
+            a.growslice_share * 100.0,
+            a.inclusive_share * 100.0,
+            a.function,
+            loc(&a.file, a.line)
+        );
+    }
+    let _ = writeln!(o, "  (append: of all bytes, those it grew slices with; incl.: with it anywhere on the stack; {:.1}% of bytes had no frame of yours)", r.app.unowned_share * 100.0);
 }
 
 /// The runtime's own GC figures: settings, heap per cycle, allocation rate,

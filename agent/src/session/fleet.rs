@@ -48,6 +48,8 @@ pub struct FleetOptions {
     pub agent_cpu: Option<f64>,
     /// Each target recorded to a directory (`--record-dir`).
     pub record: Option<crate::record::dir::RecordPolicy>,
+    /// `--app-prefix`: more of the owners' import paths.
+    pub app_prefixes: Vec<crate::analysis::owner::AppPrefix>,
 }
 
 /// What the fleet knows of one target, for listings and labels.
@@ -101,7 +103,7 @@ impl Fleet {
         let mut loader = Loader::default();
         let (kernel, mut ring) = Kernel::load(&mut loader, Program::Real, Sizing::Session)?;
         let (calibration, cost_s) = calibrate_or_assume(&mut loader, (&kernel, &mut ring));
-        let common = target::Common { mode: opts.mode, budget: opts.budget, calibration, cost_s };
+        let common = target::Common { mode: opts.mode, budget: opts.budget, calibration, cost_s, app_prefixes: opts.app_prefixes.clone() };
         let binaries = Binaries { exes: Default::default(), facts: Default::default() };
         let mut w = Watched::new(kernel, binaries, Foreign::Expected);
         w.ceiling = opts.agent_cpu.map(crate::sampling::ceiling::Ceiling::new);

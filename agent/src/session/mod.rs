@@ -168,6 +168,8 @@ pub struct AttachOptions {
     pub budget: f64,
     /// Frames per callsite in the text report.
     pub stack_depth: usize,
+    /// `--app-prefix`: more of the owner's import paths.
+    pub app_prefixes: Vec<crate::analysis::owner::AppPrefix>,
 }
 
 /// What a session ends with.
@@ -334,7 +336,7 @@ fn prepare(opts: &AttachOptions, processes: Vec<(Process, FileKey)>, binaries: &
     let probe_log = opts.log_probes.then(|| kernel.probe_log()).transpose()?;
     // Measure what a hit costs here before touching a target.
     let (calibration, cost_s) = calibrate_or_assume(&mut loader, (&kernel, &mut ring));
-    let common = target::Common { mode: opts.mode, budget: opts.budget, calibration, cost_s };
+    let common = target::Common { mode: opts.mode, budget: opts.budget, calibration, cost_s, app_prefixes: opts.app_prefixes.clone() };
     let mut by_key: Vec<(FileKey, Vec<Process>)> = Vec::new();
     for (process, key) in processes {
         match by_key.iter_mut().find(|(k, _)| *k == key) {
@@ -519,11 +521,11 @@ fn write_reports(opts: &AttachOptions, reports: &[Report]) -> Result<(), Session
 
 /// `gcprobe report FILE`: the report of a recording, as the live session
 /// printed it; a file cut short reports what it holds and says what it lost.
-pub fn report_recording(path: &Path, format: Format, stack_depth: usize, output: Option<&Path>) -> Result<Report, SessionError> {
+pub fn report_recording(path: &Path, format: Format, stack_depth: usize, app_prefixes: &[crate::analysis::owner::AppPrefix], output: Option<&Path>) -> Result<Report, SessionError> {
     let to = render::Output { format, stack_depth, path: output };
     render::refuse_binary_to_terminal(&to)?;
     let display = path.display().to_string();
-    let mut recorded = render::RecordedReport::from_bytes(&display, &crate::record::read(path)?)?;
+    let mut recorded = render::RecordedReport::with_app_prefixes(&display, &crate::record::read(path)?, app_prefixes)?;
     if let Some(note) = &recorded.damage {
         eprintln!("gcprobe: warning: {display}: {note}");
     }

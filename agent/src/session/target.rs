@@ -9,7 +9,7 @@ use std::{
 
 use super::{inspect::check_gc_controller, Binaries, SessionError};
 use crate::{
-    analysis::facts::UnresolvedCount,
+    analysis::{facts::UnresolvedCount, owner::AppScope},
     ingest::feed::Feed,
     kernel::{
         calibrate::Calibration,
@@ -58,6 +58,8 @@ pub(super) struct Common {
     pub budget: f64,
     pub calibration: Option<Calibration>,
     pub cost_s: f64,
+    /// `--app-prefix`: more of the owner's import paths.
+    pub app_prefixes: Vec<crate::analysis::owner::AppPrefix>,
 }
 
 impl Target {
@@ -94,6 +96,7 @@ impl Target {
             start_unix_ns: 0,
             start_monotonic_ns: 0,
             symbols_from,
+            app: AppScope::of_build(exe.build.main_module.as_ref().map(|m| m.0.as_str()), exe.build.path.as_deref(), &exe.build.deps).with_prefixes(&common.app_prefixes),
         };
         let now = Instant::now();
         Ok(Self {

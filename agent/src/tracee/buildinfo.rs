@@ -67,6 +67,8 @@ pub struct BuildInfo {
     pub main_module: Option<(String, String)>,
     /// `build` lines: `-ldflags`, `CGO_ENABLED`, `GOARCH`, ...
     pub settings: Vec<(String, String)>,
+    /// `dep` lines: the module paths of every dependency linked in.
+    pub deps: Vec<String>,
 }
 
 impl BuildInfo {
@@ -107,7 +109,7 @@ fn parse_blob(data: &[u8]) -> Result<BuildInfo, BuildInfoError> {
     let version_raw = String::from_utf8_lossy(read_bytes(data, &mut pos)?).into_owned();
     let modinfo = read_bytes(data, &mut pos)?;
     let version = GoVersion::parse(&version_raw)?;
-    let mut info = BuildInfo { version_raw, version, path: None, main_module: None, settings: Vec::new() };
+    let mut info = BuildInfo { version_raw, version, path: None, main_module: None, settings: Vec::new(), deps: Vec::new() };
     // modinfo is framed by 16-byte sentinels (cmd/go/internal/modload.ModInfoData).
     // Strip them as bytes: the content need not be valid UTF-8.
     let body = if modinfo.len() >= 33 { String::from_utf8_lossy(&modinfo[16..modinfo.len() - 16]) } else { "".into() };
@@ -120,6 +122,7 @@ fn parse_blob(data: &[u8]) -> Result<BuildInfo, BuildInfoError> {
                     info.main_module = Some((p.to_owned(), v.to_owned()));
                 }
             }
+            Some("dep") => info.deps.extend(f.next().map(str::to_owned)),
             Some("build") => {
                 if let Some((k, v)) = f.next().and_then(|kv| kv.split_once('=')) {
                     info.settings.push((k.to_owned(), v.trim_matches('"').to_owned()));
@@ -162,7 +165,13 @@ mod tests {
         b.push(FLAG_INLINE);
         b.resize(32, 0);
         for s in [version, modinfo] {
-            b.push(s.len() as u8); // < 128 in these tests
+            // Lengths are uvarints (encoding/binary).
+            let mut n = s.len();
+            while n >= 0x80 {
+                b.push((n as u8) | 0x80);
+                n >>= 7;
+            }
+            b.push(n as u8);
             b.extend_from_slice(s.as_bytes());
         }
         b
@@ -181,7 +190,7 @@ mod tests {
     #[test]
     fn parses_inline_blob() {
         let sentinel = "0123456789abcdef";
-        let modinfo = format!("{sentinel}path\texample.com/demo\nmod\texample.com/demo\t(devel)\t\nbuild\tCGO_ENABLED=0\nbuild\t-ldflags=\"-s -w\"\n{sentinel}");
+        let modinfo = format!("{sentinel}path\texample.com/demo\nmod\texample.com/demo\t(devel)\t\ndep\tgolang.org/x/sys\tv0.1.0\th1:abc=\ndep\texample.com/demo/tools\tv1.0.0\t\nbuild\tCGO_ENABLED=0\nbuild\t-ldflags=\"-s -w\"\n{sentinel}");
         let b = blob("go1.24.11", &modinfo);
         let info = parse(Some(&b), &[]).unwrap();
         assert_eq!(info.version, GoVersion::new(1, 24, 11));
@@ -189,6 +198,7 @@ mod tests {
         assert_eq!(info.main_module, Some(("example.com/demo".into(), "(devel)".into())));
         assert_eq!(info.setting("CGO_ENABLED"), Some("0"));
         assert_eq!(info.setting("-ldflags"), Some("-s -w"));
+        assert_eq!(info.deps, ["golang.org/x/sys", "example.com/demo/tools"]);
     }
 
     #[test]
