@@ -182,6 +182,81 @@ pub enum GrowsliceAbi {
     Go120,
 }
 
+/// The functions compiled code calls to grow a slice (`append`). Go 1.26
+/// added three beside growslice (runtime/slice.go, the same in 1.27),
+/// chosen by cmd/compile/internal/ssagen/ssa.go's `append`:
+/// growsliceBuf when the slice escapes only by being returned and its
+/// capacity is read (the slice pass's move2heap), the NoAlias ones when
+/// escape analysis proves the old array unaliased, which only a compiler
+/// built with GOEXPERIMENT=runtimefreegc does (cmd/compile reads its own
+/// internal/goexperiment constant); a stock toolchain's binaries then
+/// lack them. Their first five arguments are growslice's Go 1.20+ layout,
+/// the Buf ones add `bufPtr, bufLen`, and each calls growslice (or
+/// growsliceBuf) with those five unchanged: the kernel counts that inner
+/// call's growth once, by the outer probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrowEntry {
+    /// `growslice(oldPtr, newLen, oldCap, num int, et *_type) slice` (1.20+; see [`GrowsliceAbi`]).
+    Growslice,
+    /// `growsliceNoAlias(oldPtr, newLen, oldCap, num int, et *_type) slice`: growslice, then frees the old array.
+    NoAlias,
+    /// `growsliceBuf(oldPtr, newLen, oldCap, num int, et *_type, bufPtr unsafe.Pointer, bufLen int) slice`:
+    /// grows into the caller's stack buffer while `newLen <= bufLen`, else calls growslice.
+    Buf,
+    /// `growsliceBufNoAlias(...)`, growsliceBuf's arguments: growsliceBuf, then frees the old array.
+    BufNoAlias,
+}
+
+impl GrowEntry {
+    /// The variants probed beside growslice, where the binary has them.
+    pub const VARIANTS: [GrowEntry; 3] = [GrowEntry::NoAlias, GrowEntry::Buf, GrowEntry::BufNoAlias];
+    #[cfg(test)]
+    const ALL: [GrowEntry; 4] = [GrowEntry::Growslice, GrowEntry::NoAlias, GrowEntry::Buf, GrowEntry::BufNoAlias];
+
+    pub const fn symbol(self) -> &'static str {
+        match self {
+            GrowEntry::Growslice => "runtime.growslice",
+            GrowEntry::NoAlias => "runtime.growsliceNoAlias",
+            GrowEntry::Buf => "runtime.growsliceBuf",
+            GrowEntry::BufNoAlias => "runtime.growsliceBufNoAlias",
+        }
+    }
+
+    /// The first runtime that has it.
+    pub const fn since(self) -> GoVersion {
+        match self {
+            GrowEntry::Growslice => MIN_GO,
+            _ => GoVersion::new(1, 26, 0),
+        }
+    }
+
+    /// Which Go argument is the stack buffer's length, for the entries that take one.
+    pub const fn buf_len_arg(self) -> Option<usize> {
+        match self {
+            GrowEntry::Buf | GrowEntry::BufNoAlias => Some(gcprobe_common::GROW_BUF_LEN_ARG),
+            GrowEntry::Growslice | GrowEntry::NoAlias => None,
+        }
+    }
+
+    /// Cookie flags of its probe: every entry walks the appending stack;
+    /// the Buf ones have the kernel read `bufLen`.
+    pub const fn flags(self) -> u64 {
+        let buf = if self.buf_len_arg().is_some() { cookie::FLAG_GROW_BUF } else { 0 };
+        cookie::FLAG_WALK_STACK | buf
+    }
+
+    /// Why the plan has no probe on it (`go` is the binary's runtime).
+    fn absent_reason(self, go: GoVersion) -> String {
+        if go < self.since() {
+            return format!("not in this Go (Go {}.{}+)", self.since().major, self.since().minor);
+        }
+        match self {
+            GrowEntry::NoAlias | GrowEntry::BufNoAlias => "not in binary: only a compiler built with GOEXPERIMENT=runtimefreegc calls it".into(),
+            _ => "not in binary: no append calls it".into(),
+        }
+    }
+}
+
 /// Decoded growslice arguments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GrowArgs {
@@ -416,7 +491,7 @@ impl ProbePlan {
         // Required: without these there is no allocation or STW story to tell.
         let required: &[(&str, &str, ProbeKind, u64)] = &[
             ("mallocgc", "runtime.mallocgc", ProbeKind::Malloc, walk | agg),
-            ("growslice", "runtime.growslice", ProbeKind::Growslice, walk),
+            ("growslice", GrowEntry::Growslice.symbol(), ProbeKind::Growslice, GrowEntry::Growslice.flags()),
             ("stopTheWorld", "runtime.stopTheWorldWithSema", ProbeKind::StwStop, 0),
             ("startTheWorld", "runtime.startTheWorldWithSema", ProbeKind::StwStart, 0),
         ];
@@ -462,6 +537,14 @@ impl ProbePlan {
         }
         if let Some(g) = syms.lookup("runtime.growslice") {
             plan.growslice_range = Some((g.addr, g.addr + g.size.max(1)));
+        }
+        // Optional, as mallocgc's size-specialized entries: none allocates
+        // itself (each calls growslice, whose range pairs the allocation).
+        for entry in GrowEntry::VARIANTS {
+            let short = entry.symbol().trim_start_matches("runtime.");
+            if !plan.add(syms, short, entry.symbol(), ProbeKind::Growslice, entry.flags(), false) {
+                plan.not_needed.push(SkippedProbe { name: short.into(), symbol: entry.symbol().into(), reason: entry.absent_reason(go) });
+            }
         }
         // Optional, sampled mode only: silent unless MemProfileRate > 0.
         if !plan.add(syms, "mProf_Malloc", "runtime.mProf_Malloc", ProbeKind::MProf, walk, false) {
@@ -760,6 +843,27 @@ mod tests {
         let a = [0x10, 0x20, 0x30, 0x40, 0x50];
         assert_eq!(GrowsliceAbi::Go119.decode(&a), GrowArgs { elem_type: 0x10, old_cap: 0x40, new_len: 0x50, old_len: 0x30 });
         assert_eq!(GrowsliceAbi::Go120.decode(&a), GrowArgs { elem_type: 0x50, old_cap: 0x30, new_len: 0x20, old_len: 0 });
+    }
+
+    #[test]
+    fn growslice_variants_share_growslices_first_five_arguments() {
+        // growsliceBuf(oldPtr, newLen, oldCap, num, et, bufPtr, bufLen) as Go 1.27 passes it: RAX..RSI, R8, R9.
+        let regs = [0xc000_1000, 9, 8, 1, 0x4a_2000, 0xc000_0800, 16];
+        let five: [u64; 5] = regs[..5].try_into().unwrap();
+        let want = GrowArgs { elem_type: 0x4a_2000, old_cap: 8, new_len: 9, old_len: 8 };
+        assert_eq!(GrowsliceAbi::for_version(GrowEntry::Buf.since()).decode(&five), want);
+        let buf = |e: GrowEntry| e.buf_len_arg().map(|i| (regs[i], gcprobe_common::grows_in_buffer(regs[1], regs[i])));
+        assert_eq!(GrowEntry::ALL.map(buf), [None, None, Some((16, true)), Some((16, true))]);
+        assert_eq!(GrowEntry::ALL.map(|e| e.flags() & cookie::FLAG_GROW_BUF != 0), [false, false, true, true]);
+        assert!(GrowEntry::ALL.iter().all(|e| e.flags() & cookie::FLAG_WALK_STACK != 0));
+        assert_eq!(GrowEntry::ALL.map(|e| (e.since().major, e.since().minor)), [(1, 19), (1, 26), (1, 26), (1, 26)]);
+    }
+
+    #[test]
+    fn a_missing_growslice_variant_says_why() {
+        assert_eq!(GrowEntry::Buf.absent_reason(GoVersion::new(1, 24, 11)), "not in this Go (Go 1.26+)");
+        assert_eq!(GrowEntry::Buf.absent_reason(GoVersion::new(1, 27, 3)), "not in binary: no append calls it");
+        assert_eq!(GrowEntry::NoAlias.absent_reason(GoVersion::new(1, 27, 3)), "not in binary: only a compiler built with GOEXPERIMENT=runtimefreegc calls it");
     }
 
     #[test]

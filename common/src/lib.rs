@@ -79,6 +79,12 @@ pub mod cookie {
     /// program is gone: the gate gives every bursted probe the same window,
     /// and makes the switching's own traps measured rather than unseen.
     pub const FLAG_BURST: u64 = 1 << 3;
+    /// A growth entry with a caller's stack buffer, `growsliceBuf(oldPtr,
+    /// newLen, oldCap, num, et, bufPtr, bufLen)` and its NoAlias twin (Go
+    /// 1.26+, runtime/slice.go): the kernel reads `bufLen` (argument
+    /// [`GROW_BUF_LEN_ARG`](super::GROW_BUF_LEN_ARG)) to tell a growth into
+    /// the buffer, which allocates nothing, from one that calls growslice.
+    pub const FLAG_GROW_BUF: u64 = 1 << 4;
 
     /// Plan ids and slots each have 16 bits.
     pub const MAX_PROBE_ID: u32 = 0xffff;
@@ -185,6 +191,10 @@ pub mod event_flag {
     /// An allocation made inside growslice, sent unwalked: its stack is
     /// its growth's.
     pub const IN_GROWTH: u32 = 1 << 4;
+    /// A growth that stays in its caller's stack buffer
+    /// ([`grows_in_buffer`](super::grows_in_buffer)): counted, sent at
+    /// once, and no allocation follows it.
+    pub const IN_BUFFER: u32 = 1 << 5;
     /// Which argument slots carry those reads: the pause probes' own
     /// arguments never use them (worldStop's finishedStopping and
     /// stoppingCPUTime, Go 1.22+, are not needed).
@@ -203,6 +213,17 @@ pub struct RawEvent {
     pub frames: [u64; MAX_FRAMES],
 }
 const _: () = assert!(core::mem::size_of::<RawEvent>() == 80 + 8 * MAX_FRAMES);
+
+/// Which Go argument of `growsliceBuf` is `bufLen` (its seventh: R9 on
+/// amd64, R6 on arm64).
+pub const GROW_BUF_LEN_ARG: usize = 6;
+
+/// Whether `growsliceBuf` keeps the slice in its caller's stack buffer:
+/// only a `newLen` beyond `bufLen` calls growslice, which allocates
+/// (runtime/slice.go, Go 1.26+). Both are Go ints: compared signed.
+pub const fn grows_in_buffer(new_len: u64, buf_len: u64) -> bool {
+    (new_len as i64) <= (buf_len as i64)
+}
 
 /// Words of an [`EventHeader`].
 pub const HEADER_WORDS: usize = core::mem::size_of::<EventHeader>() / 8;
@@ -416,7 +437,8 @@ pub mod stat {
     pub const AGENT_SLOT: u32 = 0;
     /// Events dropped because the ring buffer was full.
     pub const RINGBUF_FULL: u32 = 0;
-    /// Hits dropped as nested allocator calls (counted once by the outer probe).
+    /// Hits dropped as nested allocator calls, or as the inner call of a
+    /// growslice variant (counted once by the outer probe).
     pub const NESTED: u32 = 1;
     /// Stack reads that faulted (the walk stops there; the event is still sent).
     pub const STACK_FAULT: u32 = 2;
@@ -480,6 +502,16 @@ mod tests {
         assert_eq!((cookie::probe_id(c), cookie::slot(c), cookie::kind(c)), (0xfffe, MAX_TARGETS, kind::MAP_INSERT));
         assert_eq!(cookie::flags(c), cookie::FLAG_WALK_STACK | cookie::FLAG_BURST);
         assert_eq!(cookie::slot(cookie::with_slot(c, 7)), 7);
+    }
+
+    #[test]
+    fn a_buffered_growth_stays_in_the_buffer_up_to_buf_len() {
+        // growsliceBuf(oldPtr, newLen, oldCap, num, et, bufPtr, bufLen): newLen > bufLen calls growslice.
+        assert!(grows_in_buffer(1, 4) && grows_in_buffer(4, 4));
+        assert!(!grows_in_buffer(5, 4) && !grows_in_buffer(1, 0));
+        // Go ints: a register holding a negative length is not a huge buffer.
+        assert!(!grows_in_buffer(3, (-1i64) as u64));
+        assert_eq!((GROW_BUF_LEN_ARG, cookie::flags(cookie::encode(1, kind::GROWSLICE, cookie::FLAG_GROW_BUF))), (6, cookie::FLAG_GROW_BUF));
     }
 
     #[test]

@@ -23,6 +23,13 @@ mod imp {
         [r.rax, r.rbx, r.rcx, r.rdi, r.rsi]
     }
 
+    /// `growsliceBuf`'s bufLen, Go's seventh integer argument
+    /// (gcprobe_common::GROW_BUF_LEN_ARG): RAX, RBX, RCX, RDI, RSI, R8, R9.
+    #[inline(always)]
+    pub fn grow_buf_len(ctx: &ProbeContext) -> u64 {
+        regs(ctx).r9
+    }
+
     #[inline(always)]
     pub fn pc(ctx: &ProbeContext) -> u64 {
         regs(ctx).rip
@@ -70,6 +77,12 @@ mod imp {
     pub fn go_args(ctx: &ProbeContext) -> [u64; MAX_ARGS] {
         let r = &regs(ctx).regs;
         [r[0], r[1], r[2], r[3], r[4]]
+    }
+
+    /// `growsliceBuf`'s bufLen: the seventh integer argument is R6.
+    #[inline(always)]
+    pub fn grow_buf_len(ctx: &ProbeContext) -> u64 {
+        regs(ctx).regs[gcprobe_common::GROW_BUF_LEN_ARG]
     }
 
     #[inline(always)]

@@ -23,7 +23,7 @@ use aya_ebpf::{
 use aya_log_ebpf::{info, warn};
 use gcprobe_common::{
     AGG_WAYS, AggKey, AggSlot, AggValue, CallersRead, EventHeader, ExecEvent, HEADER_WORDS, MAX_ARGS, MAX_FRAMES, MAX_TARGETS, PAIRED_ALLOC_FRAMES, PendingGrowth, RawEvent, TargetConfig, TargetStats, agg_set,
-    at_function_entry, cookie, event_flag, goroutine_key, is_timed, kind, names_os_thread, size_bucket, stat,
+    at_function_entry, cookie, event_flag, goroutine_key, grows_in_buffer, is_timed, kind, names_os_thread, size_bucket, stat,
 };
 
 /// Event stream to the agent, shared by every target. Most allocation
@@ -91,6 +91,22 @@ static AGG_SLOTS_PER_CPU: Global<u32> = Global::new(1 << 12);
 /// `PendingGrowth`): the pair goes out in one record.
 #[map]
 static PENDING: PerCpuArray<PendingGrowth> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per CPU, the last growth entry: tells the inner call of a growslice
+/// variant from a growth of its own (see `inner_growth`).
+#[map]
+static LAST_GROWTH: PerCpuArray<GrowthCall> = PerCpuArray::with_max_entries(1, 0);
+
+/// A growth entry's goroutine, stack pointer and first five arguments, and
+/// whether it grew into its caller's stack buffer (sent at once, unheld).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct GrowthCall {
+    goroutine: u64,
+    sp: u64,
+    in_buffer: u64,
+    args: [u64; MAX_ARGS],
+}
 
 /// Which of growslice's calls to mallocgc each CPU has sent the return
 /// address of, per target slot (see `CallersRead`).
@@ -248,6 +264,12 @@ fn record_hit(ctx: &ProbeContext, ck: u64, slot: u32, cfg: &TargetConfig, stats:
     if kind != kind::GROWSLICE && g != 0 && pending.goroutine == g && complete_growth(ctx, ck, cfg, slot, stats, g, pending)? {
         return Ok(());
     }
+    // Decided before the walk: an inner call costs no stack read.
+    let in_buffer = kind == kind::GROWSLICE && flags & cookie::FLAG_GROW_BUF != 0 && grows_in_buffer(arch::go_args(ctx)[1], arch::grow_buf_len(ctx));
+    if kind == kind::GROWSLICE && inner_growth(ctx, g, pending, in_buffer)? {
+        stats.bump(stat::NESTED);
+        return Ok(());
+    }
     let walk = flags & cookie::FLAG_WALK_STACK != 0;
     let chunk = STACK_CHUNK.get_ptr_mut(0).ok_or(-1i64)?;
     // SAFETY: this CPU's slot, ours for the duration of the program.
@@ -260,9 +282,37 @@ fn record_hit(ctx: &ProbeContext, ck: u64, slot: u32, cfg: &TargetConfig, stats:
         return Ok(());
     }
     if kind == kind::GROWSLICE {
-        return hold_growth(ctx, ck, cfg, slot, stats, chunk, &mut window, caller, g, walk, pending);
+        return hold_growth(ctx, ck, cfg, slot, stats, chunk, &mut window, caller, g, walk, pending, in_buffer);
     }
     send_or_count(ctx, ck, cfg, stats, chunk, &mut window, caller, g, walk, in_growslice(cfg, caller))
+}
+
+/// Whether this growth entry is the inner call of the one before it on
+/// this CPU: Go 1.26+'s growsliceNoAlias and growsliceBuf call growslice,
+/// and growsliceBufNoAlias calls growsliceBuf, each passing its first five
+/// arguments on unchanged (runtime/slice.go), deeper on the same
+/// goroutine's stack, while the outer growth still waits for its
+/// allocation or grew into the stack buffer. Such a growth is counted
+/// once, by the outer probe; the held growth's stack pointer moves to the
+/// inner frame, from which the allocation is called (see PendingGrowth::sp).
+#[inline(always)]
+fn inner_growth(ctx: &ProbeContext, g: u64, pending: &mut PendingGrowth, in_buffer: bool) -> Result<bool, i64> {
+    let last = LAST_GROWTH.get_ptr_mut(0).ok_or(-1i64)?;
+    // SAFETY: this CPU's slot, ours for the duration of the program (RUNNING).
+    let last = unsafe { &mut *last };
+    let (args, sp) = (arch::go_args(ctx), arch::stack_pointer(ctx));
+    let open = pending.goroutine == g || last.in_buffer != 0;
+    // Word by word: an array comparison may become a bcmp call, which BPF has not.
+    let same = (0..MAX_ARGS).all(|i| last.args[i] == args[i]);
+    if g != 0 && last.goroutine == g && open && sp < last.sp && same {
+        last.sp = sp;
+        if pending.goroutine == g {
+            pending.sp = sp;
+        }
+        return Ok(true);
+    }
+    *last = GrowthCall { goroutine: g, sp, in_buffer: in_buffer as u64, args };
+    Ok(false)
 }
 
 /// Whether `pc` lies in the target's runtime.growslice.
@@ -304,8 +354,9 @@ fn reread(slot: &u32) -> usize {
 /// A growslice hit: its record waits in this CPU's PENDING slot for the
 /// allocation growslice makes next, which sends both. A growth still
 /// waiting there is sent alone first (its allocation never came here).
+/// A growth into the caller's stack buffer allocates nothing: sent at once.
 #[inline(always)]
-fn hold_growth(ctx: &ProbeContext, ck: u64, cfg: &TargetConfig, slot: u32, stats: &Counters, chunk: &mut Chunk, window: &mut Window, caller: u64, g: u64, walk: bool, p: &mut PendingGrowth) -> Result<(), i64> {
+fn hold_growth(ctx: &ProbeContext, ck: u64, cfg: &TargetConfig, slot: u32, stats: &Counters, chunk: &mut Chunk, window: &mut Window, caller: u64, g: u64, walk: bool, p: &mut PendingGrowth, in_buffer: bool) -> Result<(), i64> {
     if p.goroutine != 0 {
         p.goroutine = 0;
         if let Ok(row) = Counters::row(p.slot) {
@@ -324,8 +375,8 @@ fn hold_growth(ctx: &ProbeContext, ck: u64, cfg: &TargetConfig, slot: u32, stats
     p.sp = arch::stack_pointer(ctx);
     // g is never 0 in Go code; were it, no allocation could claim the
     // growth, so it goes at once, alone.
-    if g == 0 {
-        p.event.header.flags |= event_flag::ALONE;
+    if g == 0 || in_buffer {
+        p.event.header.flags |= if in_buffer { event_flag::IN_BUFFER } else { event_flag::ALONE };
         let n = launder(&mut p.event.header.nframes, n);
         return send(pending_words(p), HEADER_WORDS + n, stats);
     }

@@ -20,6 +20,11 @@ pub enum Flavor {
     Pie,
     /// CGO_ENABLED=1: C code linked in ahead of the Go text, dynamically linked.
     Cgo,
+    /// GOEXPERIMENT=runtimefreegc (Go 1.26+), compiled by a cmd/compile built
+    /// with that experiment: the stock one never calls growsliceNoAlias or
+    /// growsliceBufNoAlias (cmd/compile reads its own internal/goexperiment
+    /// constant). Not in [`Flavor::ALL`]: older Go has no such experiment.
+    FreeGc,
 }
 
 impl Flavor {
@@ -29,6 +34,7 @@ impl Flavor {
             Flavor::Stripped => "stripped",
             Flavor::Pie => "pie",
             Flavor::Cgo => "cgo",
+            Flavor::FreeGc => "freegc",
         }
     }
 
@@ -102,6 +108,18 @@ pub fn build_for(name: &str, version: &str, flavor: Flavor, arch: GoArch) -> Res
             cmd.arg("-buildmode=pie");
         }
         Flavor::Cgo => {}
+        Flavor::FreeGc => {
+            let wrapper = freegc_toolexec(&go, version)?;
+            // Its own build cache: both compilers name themselves alike
+            // (`compile version goX X:runtimefreegc`), which is the go
+            // command's cache key for a release toolchain's compiler.
+            cmd.arg(format!("-toolexec={}", wrapper.display()))
+                .env("GOEXPERIMENT", "runtimefreegc")
+                .env("GOCACHE", tools::tools_dir().join("go-build-cache-freegc"));
+        }
+    }
+    if flavor != Flavor::FreeGc {
+        cmd.env("GOCACHE", tools::tools_dir().join("go-build-cache"));
     }
     cmd.arg(".")
         .env("GOTOOLCHAIN", "local")
@@ -109,13 +127,56 @@ pub fn build_for(name: &str, version: &str, flavor: Flavor, arch: GoArch) -> Res
         .env("CGO_ENABLED", if flavor == Flavor::Cgo { "1" } else { "0" })
         .env("GOARCH", arch.name())
         .env("GOOS", "linux")
-        .env("GOCACHE", tools::tools_dir().join("go-build-cache"))
         .env("GOPATH", tools::tools_dir().join("gopath"));
     let st = cmd.status().with_context(|| format!("spawning {cmd:?}"))?;
     if !st.success() {
         bail!("building fixture {name} with Go {version} failed: {st}");
     }
     Ok(out)
+}
+
+/// A `-toolexec` program that runs Go `version`'s cmd/compile built with
+/// GOEXPERIMENT=runtimefreegc in place of the stock one, building that
+/// compiler once. It is linked as the stock version (`-X
+/// runtime.buildVersion`): the compiler refuses a `-goversion` from the go
+/// command that differs from its own, which the experiment would suffix.
+fn freegc_toolexec(go: &Path, version: &str) -> Result<PathBuf> {
+    let dir = tools::tools_dir().join("go-freegc").join(version);
+    // Named `compile`: the go command reads the tool's name from `-V=full`.
+    let compile = dir.join("compile");
+    let wrapper = dir.join("toolexec");
+    if compile.exists() && wrapper.exists() {
+        return Ok(wrapper);
+    }
+    std::fs::create_dir_all(&dir)?;
+    let go_env = |k: &str| -> Result<String> {
+        let o = Command::new(go).args(["env", k]).env("GOTOOLCHAIN", "local").output()?;
+        Ok(String::from_utf8(o.stdout)?.trim().to_owned())
+    };
+    let goversion = go_env("GOVERSION")?;
+    let tmp = dir.join("compile.tmp");
+    let st = Command::new(go)
+        .args(["build", "-o"])
+        .arg(&tmp)
+        .arg(format!("-ldflags=-X=runtime.buildVersion={goversion}"))
+        .arg("cmd/compile")
+        .env("GOTOOLCHAIN", "local")
+        .env("CGO_ENABLED", "0")
+        .env("GOEXPERIMENT", "runtimefreegc")
+        .env("GOCACHE", tools::tools_dir().join("go-build-cache-freegc"))
+        .status()
+        .context("building cmd/compile with GOEXPERIMENT=runtimefreegc")?;
+    if !st.success() {
+        bail!("building Go {version}'s cmd/compile with GOEXPERIMENT=runtimefreegc failed: {st} (Go 1.26+ has the experiment)");
+    }
+    std::fs::rename(&tmp, &compile)?;
+    let script = format!("#!/bin/sh\n# Runs the runtimefreegc compiler in place of the stock one.\ncase \"$1\" in */compile) shift; exec \"{}\" \"$@\";; esac\nexec \"$@\"\n", compile.display());
+    let tmp = dir.join("toolexec.tmp");
+    std::fs::write(&tmp, script)?;
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::rename(&tmp, &wrapper)?;
+    Ok(wrapper)
 }
 
 fn mtime(p: &Path) -> Result<SystemTime> {

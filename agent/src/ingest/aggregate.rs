@@ -767,8 +767,9 @@ impl Aggregator {
         let key = ev.frames().get(1..).unwrap_or(&[]);
         // A growth sent alone may come after later growths of its goroutine
         // (it waited on a CPU its thread left): it counts, but does not end
-        // or extend a run, and no allocation follows it.
-        let finished = if ev.alone { None } else { self.open_growth(ev.thread, key, a.new_len, a.old_cap) };
+        // or extend a run, and no allocation follows it. Nor does one
+        // follow a growth into the caller's stack buffer (growsliceBuf).
+        let finished = if ev.alone || ev.in_buffer { None } else { self.open_growth(ev.thread, key, a.new_len, a.old_cap) };
         let Some(s) = entry(&mut self.grow_stacks, key, &mut self.counts.overflow, self.fresh.as_mut().map(|f| &mut f.grow_stacks)) else { return };
         s.count += 1;
         // Sums of what a record says saturate: a hostile recording must not wrap or panic them.
@@ -1185,6 +1186,20 @@ mod tests {
         grow(&mut a);
         a.add(&flagged(kind::MALLOC, [48, 0xe7, 1, 0, 0], &[0xa0], IN_GROWTH));
         assert_eq!(a.alloc_stacks[&[0x100u64][..]].bytes, 64);
+    }
+
+    #[test]
+    fn a_growth_into_the_stack_buffer_counts_and_waits_for_no_allocation() {
+        use gcprobe_common::event_flag::IN_BUFFER;
+        let flagged = |k, args, frames: &[u64], flags| Event::decode(&events::encode_full(k, 0, 0, args, frames, 0, flags)).unwrap();
+        let mut a = Aggregator::new(42, &plan(GoVersion::new(1, 27, 3)));
+        // growsliceBuf's growth to length 3 within its 4-element buffer: no mallocgc follows.
+        a.add(&flagged(kind::GROWSLICE, [0xc000_0800, 3, 2, 1, 0xe7], &[0xc0, 0x100, 0x200], IN_BUFFER));
+        // The goroutine's next short-stacked allocation is not that growth's.
+        a.add(&flagged(kind::MALLOC, [48, 0, 0, 0, 0], &[0xa0, 0xc8], 0));
+        assert_eq!((a.counts.growslice, a.grow_stacks[&[0x100u64, 0x200][..]].count), (1, 1));
+        assert_eq!(a.alloc_stacks.keys().map(|k| &k[..]).collect::<Vec<&[u64]>>(), [&[0xc8u64][..]]);
+        assert!(a.grow_runs.is_empty());
     }
 
     #[test]

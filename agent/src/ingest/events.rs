@@ -39,6 +39,8 @@ pub struct Event {
     pub alone: bool,
     /// An allocation made inside growslice (`event_flag::IN_GROWTH`).
     pub in_growth: bool,
+    /// A growth into its caller's stack buffer (`event_flag::IN_BUFFER`).
+    pub in_buffer: bool,
 }
 
 /// The process a record came from, read without decoding the rest: the
@@ -98,6 +100,7 @@ impl Event {
             heap_goal: (raw.flags & event_flag::HEAP_GOAL != 0).then_some(raw.args[event_flag::HEAP_GOAL_SLOT]),
             alone: raw.flags & event_flag::ALONE != 0,
             in_growth: raw.flags & event_flag::IN_GROWTH != 0,
+            in_buffer: raw.flags & event_flag::IN_BUFFER != 0,
         }, used))
     }
 }

@@ -577,6 +577,8 @@ fn is_alloc_helper(function: &str) -> bool {
         "runtime.mallocgc", "runtime.growslice", "runtime.newobject", "runtime.newarray", "runtime.makeslice",
         "runtime.makemap", "runtime.rawstring", "runtime.rawbyteslice", "runtime.rawruneslice",
         "runtime.concatstring", "runtime.slicebytetostring", "runtime.slicerunetostring", "runtime.stringtoslice",
+        // Go 1.26+: a stack-grown slice copied to the heap as it escapes (runtime/slice.go moveSlice*).
+        "runtime.moveSlice",
     ];
     HELPERS.iter().any(|h| function.starts_with(h))
 }
@@ -644,6 +646,11 @@ mod tests {
         assert_eq!(callsite_index(&frames), (0, false));
         let frames = [f("runtime.newobject"), f("runtime.acquireSudog")];
         assert_eq!(callsite_index(&frames), (1, false));
+        // Go 1.26+'s growslice variants are growths; moveSlice's copy at the return is not.
+        let frames = [f("runtime.growsliceBuf"), f("runtime.(*timers).addHeap")];
+        assert_eq!(callsite_index(&frames), (1, true));
+        let frames = [f("runtime.mallocgc"), f("runtime.moveSliceNoScan"), f("runtime.gcBgMarkWorker")];
+        assert_eq!(callsite_index(&frames), (2, false));
         let frames = [f("internal/runtime/maps.newarray"), f("runtime.mapassign"), f("main.fill")];
         assert_eq!(callsite_index(&frames), (2, false));
     }

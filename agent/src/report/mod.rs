@@ -229,7 +229,8 @@ pub struct Events {
     pub assist: u64,
     /// Dropped in the kernel (ring buffer full) or undecodable in the agent.
     pub lost: u64,
-    /// Nested allocator entries counted once, by their outer call.
+    /// Nested allocator entries, and growslice variants' inner growslice
+    /// calls, counted once, by their outer call.
     pub nested_skipped: u64,
 }
 
