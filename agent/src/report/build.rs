@@ -102,7 +102,7 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
     // Counted before the table is cut to its busiest rows: a CI gate on leaks must see every one.
     let likely_leaks = maps.iter().filter(|m| m.likely_leak).count() as u64;
     maps.truncate(MAP_ROWS);
-    let likely_leaks_unavailable = map_leaks_unavailable(inp, agg);
+    let likely_leaks_unavailable = map_leaks_unavailable(inp.plan, inp.attached, inp.sampling.mode, agg.bursts().n);
     let heap_live: Vec<HeapSample> =
         agg.cycles().iter().filter_map(|c| Some(HeapSample { t_s: secs(c.start_ktime), bytes: c.heap_at_start?, goal: c.goal, marked: c.marked })).collect();
     let heap_climbing = culprits::climbing(&culprits::leak_series(&heap_live).1);
@@ -357,12 +357,12 @@ const MAP_ROWS: usize = 50;
 
 /// Why no map could have been judged: no map probe was placed, or (sampled
 /// mode) no burst ever opened them, so no map was watched and 0 leaks would be a guess.
-fn map_leaks_unavailable(inp: &Inputs<'_>, agg: &Aggregator) -> Option<String> {
+fn map_leaks_unavailable(plan: &ProbePlan, attached: &[u32], mode: crate::plan::Mode, bursts: u64) -> Option<String> {
     let is_map = |k: crate::plan::ProbeKind| matches!(k, crate::plan::ProbeKind::MapGrow | crate::plan::ProbeKind::MapInsert);
-    if !inp.plan.probes.iter().any(|p| is_map(p.kind) && inp.attached.contains(&p.id)) {
+    if !plan.probes.iter().any(|p| is_map(p.kind) && attached.contains(&p.id)) {
         return Some("no map probe was attached".into());
     }
-    (inp.sampling.mode == crate::plan::Mode::Sampled && agg.bursts().n == 0).then(|| "no allocation burst ran, so no map was watched".into())
+    (mode == crate::plan::Mode::Sampled && bursts == 0).then(|| "no allocation burst ran, so no map was watched".into())
 }
 
 /// Maps inserted into or growing, likely leaks first, all of them (the report keeps MAP_ROWS).
@@ -639,5 +639,22 @@ mod tests {
         assert_eq!(callsite_index(&frames), (1, false));
         let frames = [f("internal/runtime/maps.newarray"), f("runtime.mapassign"), f("main.fill")];
         assert_eq!(callsite_index(&frames), (2, false));
+    }
+
+    #[test]
+    fn map_leaks_are_unavailable_until_a_map_probe_watched() {
+        use crate::plan::{Mode, PlannedProbe, ProbeKind};
+        let mut plan = ProbePlan::for_test(crate::tracee::buildinfo::GoVersion::new(1, 24, 0));
+        let probe = |id, kind| PlannedProbe { id, name: format!("{kind:?}"), symbol: String::new(), kind, vaddr: 0, file_offset: 0, size: 0, flags: 0, required: false, map_arg: None };
+        plan.probes = vec![probe(0, ProbeKind::StwStop), probe(1, ProbeKind::MapInsert)];
+        let none = Some("no map probe was attached".to_owned());
+        assert_eq!(map_leaks_unavailable(&plan, &[0], Mode::Exact, 0), none, "placed but not attached");
+        assert_eq!(map_leaks_unavailable(&plan, &[0, 1], Mode::Exact, 0), None);
+        assert_eq!(map_leaks_unavailable(&plan, &[0, 1], Mode::Sampled, 0), Some("no allocation burst ran, so no map was watched".to_owned()));
+        assert_eq!(map_leaks_unavailable(&plan, &[0, 1], Mode::Sampled, 1), None);
+        plan.probes[1].kind = ProbeKind::MapGrow;
+        assert_eq!(map_leaks_unavailable(&plan, &[0, 1], Mode::Exact, 0), None);
+        plan.probes[1].kind = ProbeKind::Malloc;
+        assert_eq!(map_leaks_unavailable(&plan, &[0, 1], Mode::Exact, 0), none);
     }
 }
