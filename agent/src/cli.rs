@@ -151,7 +151,8 @@ pub struct ReportArgs {
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Exit 10 when this holds of the report, e.g. 'stw.p99 > 5ms',
-    /// 'growslice.share > 30%', 'gc.cycles_per_s > 10' (repeatable).
+    /// 'growslice.share > 30%', 'gc.cycles_per_s > 10', 'maps.likely_leaks > 0',
+    /// 'heap.live_growth > 1MB/s', 'heap.live_max > 512MiB' (repeatable).
     #[arg(long = "fail-on", value_name = "RULE", value_parser = parse_rule)]
     pub fail_on: Vec<Rule>,
     /// Report format (printed when the program exits).

@@ -13,7 +13,7 @@ use libfuzzer_sys::fuzz_target;
 /// One rule per metric, each in the unit it takes (the parser is strict).
 fn every_rule() -> Vec<Rule> {
     rules::metrics()
-        .map(|m| ["1ms", "1", "1MB/s", "30%"].iter().find_map(|t| format!("{m} >= {t}").parse().ok()).unwrap_or_else(|| panic!("no threshold parses for {m}")))
+        .map(|m| ["1ms", "1", "1MB/s", "1MB", "30%"].iter().find_map(|t| format!("{m} >= {t}").parse().ok()).unwrap_or_else(|| panic!("no threshold parses for {m}")))
         .collect()
 }
 

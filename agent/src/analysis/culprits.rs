@@ -264,6 +264,33 @@ pub fn climbing(series: &[u64]) -> bool {
     a < b && b < c && c >= a * 1.25
 }
 
+/// Cycles with marked bytes that make a growth rate: two points always fit a line.
+pub const GROWTH_MIN_CYCLES: usize = 3;
+
+/// The live heap's growth over the window, bytes per second: the least-squares slope of the
+/// bytes each cycle marked live against the cycle's start time. Marked bytes only, never the
+/// heap at a cycle's start: that one is paced to the goal (never under gcController.heapMinimum,
+/// 4 MiB) and carries the garbage allocated since the last cycle, so its slope follows GOGC and
+/// the allocation rate, not what stays live (runtime/mgc.go gcMark resets heapLive to the
+/// marked bytes). A shrinking heap has a negative slope. None with fewer than
+/// GROWTH_MIN_CYCLES cycles that have marked bytes, or when they all started at one time.
+pub fn live_growth(heap: &[HeapSample]) -> Option<f64> {
+    let points: Vec<(f64, f64)> = heap.iter().filter_map(|h| Some((h.t_s, h.marked? as f64))).collect();
+    if points.len() < GROWTH_MIN_CYCLES {
+        return None;
+    }
+    let n = points.len() as f64;
+    let (t_mean, y_mean) = (points.iter().map(|p| p.0).sum::<f64>() / n, points.iter().map(|p| p.1).sum::<f64>() / n);
+    let spread: f64 = points.iter().map(|p| (p.0 - t_mean).powi(2)).sum();
+    let slope = points.iter().map(|p| (p.0 - t_mean) * (p.1 - y_mean)).sum::<f64>() / spread;
+    slope.is_finite().then_some(slope)
+}
+
+/// The largest live heap a cycle marked; None when no cycle's marked bytes were read.
+pub fn live_max(heap: &[HeapSample]) -> Option<u64> {
+    heap.iter().filter_map(|h| h.marked).max()
+}
+
 pub fn leak_warnings(maps: &[MapReport], heap: &[HeapSample], heap_climbing: bool) -> Vec<String> {
     let mut w = Vec::new();
     let suspects: Vec<_> = maps.iter().filter(|m| m.likely_leak).collect();
@@ -271,10 +298,12 @@ pub fn leak_warnings(maps: &[MapReport], heap: &[HeapSample], heap_climbing: boo
         w.push(format!("likely leak: {}", m.summary.as_deref().unwrap_or("a map only grows")));
     }
     if heap_climbing {
-        let (_, series) = leak_series(heap);
+        let (which, series) = leak_series(heap);
         let (a, b) = (series.first().copied().unwrap_or(0), series.last().copied().unwrap_or(0));
+        // The rate `heap.live_growth` gates on, said only of the series it is the slope of.
+        let rate = live_growth(heap).filter(|g| which == HeapSeries::Marked && *g > 0.0).map(|g| format!(", {}/s", bytes(g as u64))).unwrap_or_default();
         w.push(format!(
-            "the live heap climbed from {} to {} over {} GC cycles{}",
+            "the live heap climbed from {} to {} over {} GC cycles{rate}{}",
             bytes(a),
             bytes(b),
             series.len(),
@@ -413,6 +442,25 @@ mod tests {
         // Marked bytes missing for more than the cycle in progress: the heap at start stands in.
         heap[0].marked = None;
         assert_eq!(leak_series(&heap), (HeapSeries::AtStart, vec![4_010_000; 8]));
+    }
+
+    #[test]
+    fn live_growth_is_the_least_squares_slope_of_the_marked_bytes() {
+        let at = |t_s: f64, marked: Option<u64>| HeapSample { t_s, bytes: 64 << 20, goal: Some(128 << 20), marked };
+        // Noise around +2 MB/s: the fit, not the ends (5.5 MB over 2 s would say 2.75 MB/s).
+        let heap = [at(0.0, Some(1_000_000)), at(0.5, Some(2_500_000)), at(1.0, Some(2_800_000)), at(1.5, Some(4_200_000)), at(2.0, Some(6_500_000))];
+        let g = live_growth(&heap).unwrap();
+        assert!((g - 2_540_000.0).abs() < 1e-3, "{g}");
+        assert_eq!(live_max(&heap), Some(6_500_000));
+        // The heap at a cycle's start is not the live heap: cycles without marked bytes do not count.
+        let sparse = [at(0.0, Some(1000)), at(1.0, None), at(2.0, Some(3000))];
+        assert_eq!(live_growth(&sparse), None);
+        assert_eq!(live_growth(&[at(0.0, Some(1000)), at(1.0, None), at(2.0, Some(3000)), at(4.0, Some(1000))]), Some(0.0));
+        assert_eq!(live_growth(&[at(1.0, Some(1)), at(1.0, Some(2)), at(1.0, Some(3))]), None, "no time between them");
+        assert_eq!(live_max(&[at(0.0, None)]), None);
+        // The climb's warning says the same rate.
+        let climb: Vec<_> = (0..8).map(|i| at(i as f64, Some((1 + i) << 20))).collect();
+        assert_eq!(leak_warnings(&[], &climb, true), ["the live heap climbed from 1.0 MiB to 8.0 MiB over 8 GC cycles, 1.0 MiB/s"]);
     }
 
     #[test]

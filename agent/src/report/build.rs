@@ -104,7 +104,11 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
     let sizes = size_rows(inp, agg);
 
     let secs = secs_since_first(agg);
-    let maps = map_rows(agg, sym);
+    let mut maps = map_rows(agg, sym);
+    // Counted before the table is cut to its busiest rows: a CI gate on leaks must see every one.
+    let likely_leaks = maps.iter().filter(|m| m.likely_leak).count() as u64;
+    maps.truncate(MAP_ROWS);
+    let likely_leaks_unavailable = map_leaks_unavailable(inp.plan, inp.attached, inp.sampling.mode, agg.bursts().n);
     let heap_live: Vec<HeapSample> =
         agg.cycles().iter().filter_map(|c| Some(HeapSample { t_s: secs(c.start_ktime), bytes: c.heap_at_start?, goal: c.goal, marked: c.marked })).collect();
     let heap_climbing = culprits::climbing(&culprits::leak_series(&heap_live).1);
@@ -160,6 +164,8 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
         app,
         app_callsites,
         maps,
+        likely_leaks: likely_leaks_unavailable.is_none().then_some(likely_leaks),
+        likely_leaks_unavailable,
         sizes,
         culprits,
         warnings,
@@ -371,7 +377,20 @@ fn secs_since_first(agg: &Aggregator) -> impl Fn(u64) -> f64 {
     move |k: u64| k.saturating_sub(t0) as f64 / 1e9
 }
 
-/// Maps inserted into or growing, likely leaks first, the busiest 50.
+/// Rows of the report's map table.
+const MAP_ROWS: usize = 50;
+
+/// Why no map could have been judged: no map probe was placed, or (sampled
+/// mode) no burst ever opened them, so no map was watched and 0 leaks would be a guess.
+fn map_leaks_unavailable(plan: &ProbePlan, attached: &[u32], mode: crate::plan::Mode, bursts: u64) -> Option<String> {
+    let is_map = |k: crate::plan::ProbeKind| matches!(k, crate::plan::ProbeKind::MapGrow | crate::plan::ProbeKind::MapInsert);
+    if !plan.probes.iter().any(|p| is_map(p.kind) && attached.contains(&p.id)) {
+        return Some("no map probe was attached".into());
+    }
+    (mode == crate::plan::Mode::Sampled && bursts == 0).then(|| "no allocation burst ran, so no map was watched".into())
+}
+
+/// Maps inserted into or growing, likely leaks first, all of them (the report keeps MAP_ROWS).
 fn map_rows(agg: &Aggregator, sym: &mut dyn Facts) -> Vec<MapReport> {
     let t0 = agg.first_ktime().unwrap_or(0);
     let span = agg.last_ktime().saturating_sub(t0).max(1) as f64;
@@ -416,7 +435,6 @@ fn map_rows(agg: &Aggregator, sym: &mut dyn Facts) -> Vec<MapReport> {
         })
         .collect();
     maps.sort_by(|a, b| b.likely_leak.cmp(&a.likely_leak).then(b.growths.cmp(&a.growths)).then(a.map.cmp(&b.map)));
-    maps.truncate(50);
     maps
 }
 
@@ -653,5 +671,22 @@ mod tests {
         assert_eq!(callsite_index(&frames), (2, false));
         let frames = [f("internal/runtime/maps.newarray"), f("runtime.mapassign"), f("main.fill")];
         assert_eq!(callsite_index(&frames), (2, false));
+    }
+
+    #[test]
+    fn map_leaks_are_unavailable_until_a_map_probe_watched() {
+        use crate::plan::{Mode, PlannedProbe, ProbeKind};
+        let mut plan = ProbePlan::for_test(crate::tracee::buildinfo::GoVersion::new(1, 24, 0));
+        let probe = |id, kind| PlannedProbe { id, name: format!("{kind:?}"), symbol: String::new(), kind, vaddr: 0, file_offset: 0, size: 0, flags: 0, required: false, map_arg: None };
+        plan.probes = vec![probe(0, ProbeKind::StwStop), probe(1, ProbeKind::MapInsert)];
+        let none = Some("no map probe was attached".to_owned());
+        assert_eq!(map_leaks_unavailable(&plan, &[0], Mode::Exact, 0), none, "placed but not attached");
+        assert_eq!(map_leaks_unavailable(&plan, &[0, 1], Mode::Exact, 0), None);
+        assert_eq!(map_leaks_unavailable(&plan, &[0, 1], Mode::Sampled, 0), Some("no allocation burst ran, so no map was watched".to_owned()));
+        assert_eq!(map_leaks_unavailable(&plan, &[0, 1], Mode::Sampled, 1), None);
+        plan.probes[1].kind = ProbeKind::MapGrow;
+        assert_eq!(map_leaks_unavailable(&plan, &[0, 1], Mode::Exact, 0), None);
+        plan.probes[1].kind = ProbeKind::Malloc;
+        assert_eq!(map_leaks_unavailable(&plan, &[0, 1], Mode::Exact, 0), none);
     }
 }

@@ -37,8 +37,12 @@ pub struct Report {
     /// `growslice` requested lengths (elements), keyed by probe name.
     pub sizes: BTreeMap<String, SizeStats>,
     pub culprits: Vec<Culprit>,
-    /// Maps seen growing, most growth first, with where they are inserted into.
+    /// Maps seen growing, likely leaks first, then most growth, with where they are inserted into (at most 50).
     pub maps: Vec<MapReport>,
+    /// Maps judged likely leaks, all of them (`maps` keeps 50 rows); None,
+    /// with the reason in `likely_leaks_unavailable`, when no map was watched.
+    pub likely_leaks: Option<u64>,
+    pub likely_leaks_unavailable: Option<String>,
     /// Rules of thumb that fired, and anything that limits the report's accuracy.
     pub warnings: Vec<String>,
     /// How allocations were observed, what that cost, and how far the
@@ -337,6 +341,8 @@ pub(crate) fn empty_report() -> Report {
         sizes: BTreeMap::new(),
         culprits: vec![],
         maps: vec![],
+        likely_leaks: Some(0),
+        likely_leaks_unavailable: None,
         warnings: vec![],
         sampling: SamplingReport {
             mode: crate::plan::Mode::Exact,

@@ -5,6 +5,9 @@
 //! never holds. For the same reason a metric the session could not measure
 //! (percentiles of no pauses) is reported as such and does not hold, while
 //! a real zero (no GC cycles) is a value like any other.
+//!
+//! The leak gates (`maps.likely_leaks`, `heap.live_growth`, `heap.live_max`)
+//! read the same leak analysis the report's warnings come from.
 use std::{fmt, str::FromStr};
 
 use serde::Serialize;
@@ -22,6 +25,8 @@ enum Kind {
     Rate,
     /// Bytes per second; the threshold needs a byte unit.
     ByteRate,
+    /// Bytes; the threshold needs a byte unit, without `/s`.
+    Bytes,
     /// A fraction of 1, written as a percentage.
     Share,
 }
@@ -39,6 +44,16 @@ enum Metric {
     AllocPerS,
     AllocBytesPerS,
     GrowsliceShare,
+    MapsLikelyLeaks,
+    HeapLiveGrowth,
+    HeapLiveMax,
+}
+
+impl Metric {
+    /// Every metric is ≥ 0 but a growth rate: a shrinking heap's is negative.
+    const fn signed(self) -> bool {
+        matches!(self, Metric::HeapLiveGrowth)
+    }
 }
 
 const METRICS: &[(&str, Metric, Kind)] = &[
@@ -53,6 +68,9 @@ const METRICS: &[(&str, Metric, Kind)] = &[
     ("alloc.per_s", Metric::AllocPerS, Kind::Rate),
     ("alloc.bytes_per_s", Metric::AllocBytesPerS, Kind::ByteRate),
     ("growslice.share", Metric::GrowsliceShare, Kind::Share),
+    ("maps.likely_leaks", Metric::MapsLikelyLeaks, Kind::Count),
+    ("heap.live_growth", Metric::HeapLiveGrowth, Kind::ByteRate),
+    ("heap.live_max", Metric::HeapLiveMax, Kind::Bytes),
 ];
 
 /// The metric names a rule may use, in the order help texts list them.
@@ -76,6 +94,7 @@ fn expects(metric: &str) -> &'static str {
         Kind::Count => "a plain number without a unit, e.g. 10",
         Kind::Rate => "a plain number per second, e.g. 10 or 10/s",
         Kind::ByteRate => "a byte unit: 100MB/s, 64MiB/s, 1GB (B, KB, KiB, MB, MiB, GB, GiB, optional /s)",
+        Kind::Bytes => "a byte unit without /s: 512MiB, 1GB (B, KB, KiB, MB, MiB, GB, GiB)",
         Kind::Share => "a percentage, e.g. 30%",
     }
 }
@@ -86,6 +105,7 @@ fn example(metric: &str) -> String {
         Kind::Count => "10",
         Kind::Rate => "10/s",
         Kind::ByteRate => "100MB/s",
+        Kind::Bytes => "512MiB",
         Kind::Share => "30%",
     };
     format!("{metric} > {threshold}")
@@ -205,10 +225,24 @@ fn first_word(s: &str) -> &str {
     &s[..s.find(char::is_whitespace).unwrap_or(s.len())]
 }
 
+/// Bytes in one `unit`; None for anything else.
+fn byte_scale(unit: &str) -> Option<f64> {
+    const KIB: f64 = 1024.0;
+    Some(match unit {
+        "B" => 1.0,
+        "KB" => 1e3,
+        "KiB" => KIB,
+        "MB" => 1e6,
+        "MiB" => KIB * KIB,
+        "GB" => 1e9,
+        "GiB" => KIB * KIB * KIB,
+        _ => return None,
+    })
+}
+
 /// `value` written with `unit` in the metric's base unit; None when the
 /// metric does not take that unit.
 fn to_base(kind: Kind, value: f64, unit: &str) -> Option<f64> {
-    const KIB: f64 = 1024.0;
     let scale = match kind {
         Kind::Duration => match unit {
             "ns" => 1.0,
@@ -226,16 +260,8 @@ fn to_base(kind: Kind, value: f64, unit: &str) -> Option<f64> {
             "" | "/s" => 1.0,
             _ => return None,
         },
-        Kind::ByteRate => match unit.strip_suffix("/s").unwrap_or(unit) {
-            "B" => 1.0,
-            "KB" => 1e3,
-            "KiB" => KIB,
-            "MB" => 1e6,
-            "MiB" => KIB * KIB,
-            "GB" => 1e9,
-            "GiB" => KIB * KIB * KIB,
-            _ => return None,
-        },
+        Kind::ByteRate => byte_scale(unit.strip_suffix("/s").unwrap_or(unit))?,
+        Kind::Bytes => byte_scale(unit)?,
         // Divided, not multiplied by 0.01, so 36% is the same f64 as 0.36.
         Kind::Share => return (unit == "%").then_some(value / 100.0),
     };
@@ -293,8 +319,8 @@ impl FromStr for Rule {
         if !threshold.is_finite() {
             return Err(RuleError::NonFiniteThreshold { text: format!("{num}{unit}") });
         }
-        // Every metric is ≥ 0: a negative threshold makes the rule a constant.
-        if value < 0.0 {
+        // A metric that is never negative makes a rule on a negative threshold a constant.
+        if value < 0.0 && !metric.signed() {
             return Err(RuleError::NegativeThreshold { metric: metric_name, text: format!("{num}{unit}") });
         }
         if kind == Kind::Share && threshold > 1.0 {
@@ -361,7 +387,7 @@ impl Rule {
 }
 
 /// The metric's value in its base unit, or why there is none.
-fn measure(metric: Metric, r: &Report) -> Result<f64, &'static str> {
+fn measure(metric: Metric, r: &Report) -> Result<f64, &str> {
     let stw = &r.gc.stw;
     // The report's *_us and total_ms come from whole nanoseconds: rounding
     // undoes the float division, so `>= 5ms` holds at exactly 5 ms.
@@ -382,6 +408,10 @@ fn measure(metric: Metric, r: &Report) -> Result<f64, &'static str> {
         Metric::AllocBytesPerS => alloc_rates(r).map(|(_, b)| b),
         Metric::GrowsliceShare if r.callsites.iter().any(|c| c.bytes > 0) => Ok(culprits::growslice_share(&r.callsites)),
         Metric::GrowsliceShare => Err("no allocated bytes seen"),
+        Metric::MapsLikelyLeaks => r.likely_leaks.map(|n| n as f64).ok_or(r.likely_leaks_unavailable.as_deref().unwrap_or("no map was watched")),
+        // GROWTH_MIN_CYCLES is the 3.
+        Metric::HeapLiveGrowth => culprits::live_growth(&r.gc.heap_live).ok_or(r.gc.heap_unavailable.as_deref().unwrap_or("fewer than 3 GC cycles with a live heap")),
+        Metric::HeapLiveMax => culprits::live_max(&r.gc.heap_live).map(|b| b as f64).ok_or(r.gc.heap_unavailable.as_deref().unwrap_or("no GC cycle's live heap was read")),
     }
 }
 
@@ -424,7 +454,8 @@ fn show(kind: Kind, v: f64) -> String {
         }
         Kind::Count => format!("{v:.0}"),
         Kind::Rate => format!("{}/s", number(v)),
-        Kind::ByteRate => format!("{}/s", crate::units::bytes(v.round() as u64)),
+        Kind::ByteRate => format!("{}{}/s", if v < 0.0 { "-" } else { "" }, crate::units::bytes(v.abs().round() as u64)),
+        Kind::Bytes => crate::units::bytes(v.round() as u64),
         Kind::Share => format!("{}%", number(v * 100.0)),
     }
 }
@@ -471,6 +502,9 @@ mod tests {
             ("alloc.per_s > 1e6", Metric::AllocPerS, 1e6),
             ("alloc.bytes_per_s > 100MB/s", Metric::AllocBytesPerS, 100e6),
             ("growslice.share > 30%", Metric::GrowsliceShare, 0.3),
+            ("maps.likely_leaks > 0", Metric::MapsLikelyLeaks, 0.0),
+            ("heap.live_growth > 1MB/s", Metric::HeapLiveGrowth, 1e6),
+            ("heap.live_max > 512MiB", Metric::HeapLiveMax, 536870912.0),
         ];
         assert_eq!(cases.len(), METRICS.len());
         for (s, metric, threshold) in cases {
@@ -507,6 +541,16 @@ mod tests {
         assert_eq!(parse("alloc.per_s >= 2.5 /s").threshold, 2.5);
         assert_eq!(parse("growslice.share > 12.5 %").threshold, 0.125);
         assert_eq!(parse("growslice.share <= 100%").threshold, 1.0);
+        for (t, b) in bytes {
+            assert_eq!(parse(&format!("heap.live_growth > {t}")).threshold, b, "{t}");
+        }
+        let plain = [("1B", 1.0), ("2KB", 2e3), ("2KiB", 2048.0), ("3MB", 3e6), ("1MiB", 1048576.0), ("1.5GB", 1.5e9), ("2 GiB", 2147483648.0)];
+        for (t, b) in plain {
+            assert_eq!(parse(&format!("heap.live_max > {t}")).threshold, b, "{t}");
+        }
+        // A shrinking heap grows at a negative rate: a gate on it is meaningful.
+        assert_eq!(parse("heap.live_growth < -1MiB/s").threshold, -1048576.0);
+        assert_eq!(parse("maps.likely_leaks >= 1").threshold, 1.0);
     }
 
     #[test]
@@ -555,6 +599,18 @@ mod tests {
             ("stw.p99 > 1e999ms", RuleError::NonFiniteThreshold { text: "1e999ms".into() }),
             ("alloc.bytes_per_s > 1e300GiB", RuleError::NonFiniteThreshold { text: "1e300GiB".into() }),
             ("growslice.share > 130%", RuleError::ShareAbove100 { metric: "growslice.share", text: "130".into() }),
+            ("maps.likely_leaks > 0%", RuleError::BadUnit { metric: "maps.likely_leaks", unit: "%".into() }),
+            ("maps.likely_leaks > -1", RuleError::NegativeThreshold { metric: "maps.likely_leaks", text: "-1".into() }),
+            ("maps.likely_leak > 0", RuleError::UnknownMetric { name: "maps.likely_leak".into(), suggestion: Some("maps.likely_leaks") }),
+            ("likely_leaks > 0", RuleError::UnknownMetric { name: "likely_leaks".into(), suggestion: Some("maps.likely_leaks") }),
+            ("heap.live_growth > 1", RuleError::MissingUnit { metric: "heap.live_growth" }),
+            ("heap.live_growth > 1MB/min", RuleError::BadUnit { metric: "heap.live_growth", unit: "MB/min".into() }),
+            ("heap.live_max > 512", RuleError::MissingUnit { metric: "heap.live_max" }),
+            ("heap.live_max > 512MiB/s", RuleError::BadUnit { metric: "heap.live_max", unit: "MiB/s".into() }),
+            ("heap.live_max > 512mib", RuleError::BadUnit { metric: "heap.live_max", unit: "mib".into() }),
+            ("heap.live_max > -1MB", RuleError::NegativeThreshold { metric: "heap.live_max", text: "-1MB".into() }),
+            ("heap.live_max > 1e300GiB", RuleError::NonFiniteThreshold { text: "1e300GiB".into() }),
+            ("heap.livemax > 1GB", RuleError::UnknownMetric { name: "heap.livemax".into(), suggestion: Some("heap.live_max") }),
         ];
         for (s, want) in cases {
             assert_eq!(err(s), want, "{s:?}");
@@ -565,8 +621,12 @@ mod tests {
     fn error_messages_help() {
         assert_eq!(
             err("stw.p9 > 5ms").to_string(),
-            "unknown metric \"stw.p9\"; did you mean stw.p99? (known: stw.p50, stw.p99, stw.max, stw.total, stw.count, gc.cycles, assist.count, gc.cycles_per_s, alloc.per_s, alloc.bytes_per_s, growslice.share)"
+            "unknown metric \"stw.p9\"; did you mean stw.p99? (known: stw.p50, stw.p99, stw.max, stw.total, stw.count, gc.cycles, assist.count, gc.cycles_per_s, alloc.per_s, alloc.bytes_per_s, growslice.share, maps.likely_leaks, heap.live_growth, heap.live_max)"
         );
+        assert_eq!(err("heap.live_max > 512").to_string(), "heap.live_max needs a byte unit without /s: 512MiB, 1GB (B, KB, KiB, MB, MiB, GB, GiB)");
+        assert_eq!(err("heap.live_max > 1GB/s").to_string(), "\"GB/s\" is not a unit heap.live_max takes: it needs a byte unit without /s: 512MiB, 1GB (B, KB, KiB, MB, MiB, GB, GiB)");
+        assert_eq!(err("heap.live_max >").to_string(), "no threshold after the operator, e.g. heap.live_max > 512MiB");
+        assert_eq!(err("heap.live_growth > 5").to_string(), "heap.live_growth needs a byte unit: 100MB/s, 64MiB/s, 1GB (B, KB, KiB, MB, MiB, GB, GiB, optional /s)");
         assert_eq!(err("stw.p99 > 5").to_string(), "stw.p99 needs a duration unit: 5ms, 500us, 1s (ns, us, µs, ms, s)");
         assert_eq!(err("growslice.share > 30").to_string(), "growslice.share needs a percentage, e.g. 30%");
         assert_eq!(err("stw.count > 3ms").to_string(), "\"ms\" is not a unit stw.count takes: it needs a plain number without a unit, e.g. 10");
@@ -583,7 +643,7 @@ mod tests {
             "stw.p99 > e", "stw.p99 > 1e", "stw.p99 > --5ms", "stw.p99 > 5e+ms", ".", "stw.", "é > 5ms", "stw.p99 > 5мс", "stw.p99 ＞ 5ms", "🦀 > 🦀", "stw.p99\u{0}>5ms",
             "stw.p99 > 5ms\n", "\u{200b}stw.p99 > 5ms", "stw.p99 >\u{a0}5ms", "growslice.share > 100.0000001%", "alloc.bytes_per_s > 1/s/s",
         ];
-        let cut = ["stw.p99 ≥ 5µs", "alloc.bytes_per_s <= 1.5 GiB/s", "growslice.share>=30%"];
+        let cut = ["stw.p99 ≥ 5µs", "alloc.bytes_per_s <= 1.5 GiB/s", "growslice.share>=30%", "heap.live_growth < -1.5 MiB/s", "heap.live_max>=2GiB"];
         let prefixes = cut.iter().flat_map(|s| s.char_indices().map(move |(i, _)| &s[..i]));
         for s in odd.into_iter().chain(prefixes) {
             if let Err(e) = s.parse::<Rule>() {
@@ -712,6 +772,71 @@ mod tests {
         assert_eq!(verdicts(&["gc.cycles_per_s < 1"], &r), [(None, "gc.cycles_per_s: no time observed".to_owned(), false)]);
     }
 
+    /// Cycles `t_s` seconds in, each marking `marked` bytes (None: not read).
+    fn heap(cycles: &[(f64, Option<u64>)]) -> Vec<HeapSample> {
+        cycles.iter().map(|&(t_s, marked)| HeapSample { t_s, bytes: 8 << 20, goal: Some(16 << 20), marked }).collect()
+    }
+
+    #[test]
+    fn leak_gates_evaluate_against_a_report() {
+        let mut r = report();
+        r.likely_leaks = Some(2);
+        // +1 MiB a second, with a cycle whose marked bytes were not read (the last may still be marking).
+        r.gc.heap_live = heap(&[(0.0, Some(4 << 20)), (1.0, Some(5 << 20)), (2.0, Some(6 << 20)), (3.0, Some(7 << 20)), (3.5, None)]);
+        let rules = ["maps.likely_leaks > 0", "maps.likely_leaks > 2", "heap.live_growth > 1000KB/s", "heap.live_growth >= 1MiB/s", "heap.live_growth > 1.1MB/s", "heap.live_max > 7MiB", "heap.live_max >= 7MiB"];
+        let want = [
+            (Some(2.0), "maps.likely_leaks = 2", true),
+            (Some(2.0), "maps.likely_leaks = 2", false),
+            (Some(1048576.0), "heap.live_growth = 1.0 MiB/s", true),
+            (Some(1048576.0), "heap.live_growth = 1.0 MiB/s", true),
+            (Some(1048576.0), "heap.live_growth = 1.0 MiB/s", false),
+            (Some(7340032.0), "heap.live_max = 7.0 MiB", false),
+            (Some(7340032.0), "heap.live_max = 7.0 MiB", true),
+        ];
+        let want: Vec<_> = want.into_iter().map(|(v, s, h)| (v, s.to_owned(), h)).collect();
+        assert_eq!(verdicts(&rules, &r), want);
+
+        // A shrinking heap is a negative rate: `>` does not hold, a gate on shrinking does.
+        r.gc.heap_live = heap(&[(0.0, Some(9000)), (2.0, Some(5000)), (4.0, Some(1000))]);
+        let got = verdicts(&["heap.live_growth > 0B/s", "heap.live_growth < -1KB/s", "heap.live_max <= 9000B"], &r);
+        assert_eq!(
+            got,
+            [(Some(-2000.0), "heap.live_growth = -2.0 KiB/s".to_owned(), false), (Some(-2000.0), "heap.live_growth = -2.0 KiB/s".to_owned(), true), (Some(9000.0), "heap.live_max = 8.8 KiB".to_owned(), true)]
+        );
+        // A level heap: a real zero.
+        r.gc.heap_live = heap(&[(0.0, Some(9000)), (1.0, Some(9000)), (2.0, Some(9000))]);
+        assert_eq!(verdicts(&["heap.live_growth <= 0B/s"], &r), [(Some(0.0), "heap.live_growth = 0 B/s".to_owned(), true)]);
+    }
+
+    #[test]
+    fn leak_gates_unmeasured_never_hold() {
+        let mut r = report();
+        r.likely_leaks = None;
+        r.likely_leaks_unavailable = Some("no allocation burst ran, so no map was watched".into());
+        // Two cycles with marked bytes (and a third without) are no trend.
+        r.gc.heap_live = heap(&[(0.0, Some(1000)), (1.0, None), (2.0, Some(3000))]);
+        let rules = ["maps.likely_leaks >= 0", "heap.live_growth >= 0B/s", "heap.live_max >= 0B"];
+        let got = verdicts(&rules, &r);
+        let want = [
+            (None, "maps.likely_leaks: no allocation burst ran, so no map was watched", false),
+            (None, "heap.live_growth: fewer than 3 GC cycles with a live heap", false),
+            (Some(3000.0), "heap.live_max = 2.9 KiB", true),
+        ];
+        assert_eq!(got, want.map(|(v, s, h)| (v, s.to_owned(), h)));
+        // No marked bytes at all, and the reason the heap could not be read.
+        r.gc.heap_live = heap(&[(0.0, None), (1.0, None), (2.0, None), (3.0, None)]);
+        assert_eq!(verdicts(&["heap.live_max >= 0B"], &r), [(None, "heap.live_max: no GC cycle's live heap was read".to_owned(), false)]);
+        r.gc.heap_live.clear();
+        r.gc.heap_unavailable = Some("runtime.gcController not found".into());
+        let got = verdicts(&["heap.live_growth > 1MB/s", "heap.live_max > 1MB"], &r);
+        let want = [(None, "heap.live_growth: runtime.gcController not found", false), (None, "heap.live_max: runtime.gcController not found", false)];
+        assert_eq!(got, want.map(|(v, s, h)| (v, s.to_owned(), h)));
+        // Zero leaks found by watched maps is a value.
+        r.likely_leaks = Some(0);
+        r.likely_leaks_unavailable = None;
+        assert_eq!(verdicts(&["maps.likely_leaks > 0"], &r), [(Some(0.0), "maps.likely_leaks = 0".to_owned(), false)]);
+    }
+
     #[test]
     fn shows_values_in_readable_units() {
         assert_eq!(show(Kind::Duration, 850.0), "850ns");
@@ -720,5 +845,7 @@ mod tests {
         assert_eq!(show(Kind::Rate, 0.004), "4.0e-3/s");
         assert_eq!(show(Kind::Share, 0.0), "0%");
         assert_eq!(show(Kind::ByteRate, 3.0 * 1048576.0), "3.0 MiB/s");
+        assert_eq!(show(Kind::ByteRate, -1536.0), "-1.5 KiB/s");
+        assert_eq!(show(Kind::Bytes, 600.0 * 1048576.0), "600.0 MiB");
     }
 }
