@@ -105,6 +105,108 @@ fn prometheus_scraping_itself() {
     assert_eq!(r["events"]["lost"], 0);
 }
 
+/// Debian's caddy serving a directory listing of `files` files, under load
+/// from `clients` threads until dropped.
+struct Caddy {
+    t: Target,
+    dir: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    clients: Vec<std::thread::JoinHandle<u64>>,
+}
+
+impl Caddy {
+    fn start(files: usize, clients: usize) -> Self {
+        let dir = std::env::temp_dir().join(format!("gcprobe-caddy-{}", std::process::id()));
+        let root = dir.join("www");
+        std::fs::create_dir_all(&root).unwrap();
+        for i in 0..files {
+            std::fs::write(root.join(format!("report-{i:04}.txt")), format!("{i}\n")).unwrap();
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let listen = format!("127.0.0.1:{port}");
+        // Caddy keeps its state under HOME / XDG dirs: the test's own.
+        let home = dir.to_str().unwrap().to_owned();
+        let t = Target::start(
+            &PathBuf::from("/usr/bin/caddy"),
+            &["file-server", "--browse", "--root", root.to_str().unwrap(), "--listen", &listen],
+            &[("HOME", &home), ("XDG_DATA_HOME", &home), ("XDG_CONFIG_HOME", &home)],
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "caddy did not start listening");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let clients = (0..clients)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    use std::io::{Read as _, Write as _};
+                    let mut pages = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { continue };
+                        let mut body = Vec::new();
+                        if s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n").is_ok() && s.read_to_end(&mut body).is_ok() && body.starts_with(b"HTTP/1.0 200") {
+                            pages += 1;
+                        }
+                    }
+                    pages
+                })
+            })
+            .collect();
+        Self { t, dir, stop, clients }
+    }
+
+    /// Listings served; stops the load.
+    fn pages(&mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.clients.drain(..).map(|c| c.join().unwrap()).sum()
+    }
+}
+
+impl Drop for Caddy {
+    fn drop(&mut self) {
+        self.pages();
+        let _ = self.t.child.kill();
+        let _ = self.t.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Caddy's top allocations are the standard library's (os.(*File).readdir,
+/// reflect, text/template): the report ranks caddy's own functions by the
+/// bytes they cause and names the one behind each top callsite. Debian's
+/// build records no module: caddy's code is known by its main package's path.
+#[test]
+fn caddy_directory_listing_is_traced_to_caddys_own_functions() {
+    if !privileged("caddy_directory_listing_is_traced_to_caddys_own_functions") {
+        return;
+    }
+    let mut c = Caddy::start(300, 2);
+    let r = attach_json_with(c.t.pid(), "8s", &[]);
+    let pages = c.pages();
+    drop(c);
+    assert!(pages > 20, "{pages} listings served");
+    const CADDY: &str = "github.com/caddyserver/caddy/v2";
+    assert_eq!(r["app"]["scope"][1], format!("{CADDY} (main package's repository: the binary records no module)"));
+    let apps = r["app_callsites"].as_array().unwrap();
+    assert!(!apps.is_empty(), "{:#}", r["app"]);
+    for a in apps {
+        let f = str_of(a, "function");
+        assert!(f.starts_with(&format!("{CADDY}/")) || f.starts_with(&format!("{CADDY}.")) || f.starts_with("main."), "{f} is not caddy's");
+    }
+    // Each byte is caused by one function of caddy's at most.
+    let caused: f64 = apps.iter().map(|a| a["share_of_bytes"].as_f64().unwrap()).sum::<f64>() + r["app"]["unowned_share"].as_f64().unwrap();
+    assert!(caused <= 1.0 + 1e-9, "{caused}");
+    // The listing's code leads.
+    let fileserver = format!("{CADDY}/modules/caddyhttp/fileserver.");
+    assert!(apps.iter().take(3).any(|a| str_of(a, "function").starts_with(&fileserver)), "{apps:#?}");
+    // The top callsite is the standard library's, and names caddy's function behind it.
+    let top = &r["callsites"][0];
+    assert!(!str_of(top, "function").starts_with(CADDY), "{top:#}");
+    assert!(str_of(&top["app_frame"], "function").starts_with(CADDY), "{top:#}");
+}
+
 #[test]
 fn restic_backup_until_it_exits() {
     if !privileged("restic_backup_until_it_exits") {

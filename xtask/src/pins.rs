@@ -14,8 +14,9 @@ pub const GO_DEBIAN: &str = "1.19";
 pub const GO_DEBIAN_PACKAGE: &str = "golang-1.19";
 
 /// Debian's own Go programs the integration tests attach to.
-/// (`prometheus` also ships `promtool`, which checks our OpenMetrics output.)
-pub const DEBIAN_GO_PROGRAMS: &[&str] = &["prometheus", "restic"];
+/// (`prometheus` also ships `promtool`, which checks our OpenMetrics output;
+/// `caddy` serves directory listings, as a user's service would.)
+pub const DEBIAN_GO_PROGRAMS: &[&str] = &["prometheus", "restic", "caddy"];
 /// Debian tools the tests use: bpftool counts the BPF links and maps left behind.
 pub const DEBIAN_TOOLS: &[&str] = &["bpftool"];
 
