@@ -3,7 +3,14 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand};
 
-use crate::{plan::Mode, render::Format, report::rules::Rule};
+use crate::{
+    plan::Mode,
+    render::Format,
+    report::{
+        diff::{ChangeRule, Format as DiffFormat},
+        rules::Rule,
+    },
+};
 
 #[derive(Debug, Parser)]
 #[command(name = "gcprobe", version, about = "Live eBPF probe for Go programs: which loop fills the heap, and how long GC stops the world", after_help = crate::error::EXIT_HELP)]
@@ -20,6 +27,8 @@ pub enum Command {
     Record(RecordArgs),
     /// Report on a recording: no root and no target binary needed.
     Report(ReportArgs),
+    /// Compare two sessions (recordings or JSON reports) to prove a fix: per callsite, culprits, pauses, GC.
+    Diff(DiffArgs),
     /// Start a Go program under probes from its first instruction; report at its exit, and fail on rules.
     #[command(after_help = crate::error::EXIT_HELP)]
     Run(RunArgs),
@@ -139,6 +148,24 @@ pub struct ReportArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct DiffArgs {
+    /// The session before the change: a recording or a JSON report (told apart by content).
+    pub before: PathBuf,
+    /// The session after it.
+    pub after: PathBuf,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = DiffFormat::Text)]
+    pub format: DiffFormat,
+    /// Write the comparison here instead of stdout.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Exit 10 when AFTER exceeds BEFORE by more than N% of this metric,
+    /// e.g. 'stw.p99 +20%', 'alloc.bytes_per_s +10%' (repeatable).
+    #[arg(long = "fail-on", value_name = "METRIC +N%", value_parser = parse_change_rule)]
+    pub fail_on: Vec<ChangeRule>,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Exit 10 when this holds of the report, e.g. 'stw.p99 > 5ms',
     /// 'growslice.share > 30%', 'gc.cycles_per_s > 10' (repeatable).
@@ -246,6 +273,10 @@ fn parse_filter(s: &str) -> Result<crate::node::filter::Rule, String> {
 
 fn parse_rule(s: &str) -> Result<Rule, String> {
     s.parse().map_err(|e: crate::report::rules::RuleError| e.to_string())
+}
+
+fn parse_change_rule(s: &str) -> Result<ChangeRule, String> {
+    s.parse().map_err(|e: crate::report::diff::ChangeRuleError| e.to_string())
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -22,12 +22,15 @@ enum Kind {
     Rate,
     /// Bytes per second; the threshold needs a byte unit.
     ByteRate,
+    /// Bytes; the threshold needs a byte unit.
+    Bytes,
     /// A fraction of 1, written as a percentage.
     Share,
 }
 
+/// A figure of a report that rules judge and `gcprobe diff` compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Metric {
+pub enum Metric {
     StwP50,
     StwP99,
     StwMax,
@@ -39,6 +42,8 @@ enum Metric {
     AllocPerS,
     AllocBytesPerS,
     GrowsliceShare,
+    HeapLiveMedian,
+    HeapLiveMax,
 }
 
 const METRICS: &[(&str, Metric, Kind)] = &[
@@ -53,6 +58,8 @@ const METRICS: &[(&str, Metric, Kind)] = &[
     ("alloc.per_s", Metric::AllocPerS, Kind::Rate),
     ("alloc.bytes_per_s", Metric::AllocBytesPerS, Kind::ByteRate),
     ("growslice.share", Metric::GrowsliceShare, Kind::Share),
+    ("heap.live_median", Metric::HeapLiveMedian, Kind::Bytes),
+    ("heap.live_max", Metric::HeapLiveMax, Kind::Bytes),
 ];
 
 /// The metric names a rule may use, in the order help texts list them.
@@ -62,6 +69,56 @@ pub fn metrics() -> impl Iterator<Item = &'static str> {
 
 fn by_name(name: &str) -> Option<(&'static str, Metric, Kind)> {
     METRICS.iter().find(|m| m.0 == name).copied()
+}
+
+impl Metric {
+    /// Every metric, in the order help texts list them.
+    pub fn all() -> impl Iterator<Item = Metric> {
+        METRICS.iter().map(|m| m.1)
+    }
+
+    /// The metric called `name`, or an error that suggests the one meant.
+    pub fn named(name: &str) -> Result<Metric, RuleError> {
+        by_name(name).map(|m| m.1).ok_or_else(|| RuleError::UnknownMetric { name: name.into(), suggestion: closest(name) })
+    }
+
+    pub fn name(self) -> &'static str {
+        self.entry().0
+    }
+
+    fn kind(self) -> Kind {
+        self.entry().2
+    }
+
+    fn entry(self) -> (&'static str, Metric, Kind) {
+        *METRICS.iter().find(|m| m.1 == self).expect("every metric is in METRICS")
+    }
+
+    /// The metric's value in `report`, in its base unit (nanoseconds,
+    /// bytes, bytes per second, a fraction of 1 for shares, else the plain
+    /// number), or why the session could not measure it.
+    pub fn value(self, report: &Report) -> Result<f64, String> {
+        match measure(self, report) {
+            Ok(v) if v.is_finite() => Ok(v),
+            Ok(_) => Err("not a finite value".into()),
+            Err(why) => Err(why),
+        }
+    }
+
+    /// `v` for people, in the metric's unit: `3.21ms`, `19.5 KiB/s`, `36%`.
+    pub fn show(self, v: f64) -> String {
+        show(self.kind(), v)
+    }
+
+    /// A change `d` of the metric, signed: `+28.8us`; a share's in
+    /// percentage points (`-94.25 pts`), not in percent of a percentage.
+    pub fn show_change(self, d: f64) -> String {
+        let sign = if d < 0.0 { '-' } else { '+' };
+        match self.kind() {
+            Kind::Share => format!("{sign}{} pts", number(d.abs() * 100.0)),
+            kind => format!("{sign}{}", show(kind, d.abs())),
+        }
+    }
 }
 
 /// Errors only ever name metrics from METRICS, so the lookup cannot miss;
@@ -76,6 +133,7 @@ fn expects(metric: &str) -> &'static str {
         Kind::Count => "a plain number without a unit, e.g. 10",
         Kind::Rate => "a plain number per second, e.g. 10 or 10/s",
         Kind::ByteRate => "a byte unit: 100MB/s, 64MiB/s, 1GB (B, KB, KiB, MB, MiB, GB, GiB, optional /s)",
+        Kind::Bytes => "a byte unit: 512MiB, 1GB (B, KB, KiB, MB, MiB, GB, GiB)",
         Kind::Share => "a percentage, e.g. 30%",
     }
 }
@@ -86,6 +144,7 @@ fn example(metric: &str) -> String {
         Kind::Count => "10",
         Kind::Rate => "10/s",
         Kind::ByteRate => "100MB/s",
+        Kind::Bytes => "512MiB",
         Kind::Share => "30%",
     };
     format!("{metric} > {threshold}")
@@ -205,10 +264,23 @@ fn first_word(s: &str) -> &str {
     &s[..s.find(char::is_whitespace).unwrap_or(s.len())]
 }
 
+fn byte_scale(unit: &str) -> Option<f64> {
+    const KIB: f64 = 1024.0;
+    Some(match unit {
+        "B" => 1.0,
+        "KB" => 1e3,
+        "KiB" => KIB,
+        "MB" => 1e6,
+        "MiB" => KIB * KIB,
+        "GB" => 1e9,
+        "GiB" => KIB * KIB * KIB,
+        _ => return None,
+    })
+}
+
 /// `value` written with `unit` in the metric's base unit; None when the
 /// metric does not take that unit.
 fn to_base(kind: Kind, value: f64, unit: &str) -> Option<f64> {
-    const KIB: f64 = 1024.0;
     let scale = match kind {
         Kind::Duration => match unit {
             "ns" => 1.0,
@@ -226,16 +298,8 @@ fn to_base(kind: Kind, value: f64, unit: &str) -> Option<f64> {
             "" | "/s" => 1.0,
             _ => return None,
         },
-        Kind::ByteRate => match unit.strip_suffix("/s").unwrap_or(unit) {
-            "B" => 1.0,
-            "KB" => 1e3,
-            "KiB" => KIB,
-            "MB" => 1e6,
-            "MiB" => KIB * KIB,
-            "GB" => 1e9,
-            "GiB" => KIB * KIB * KIB,
-            _ => return None,
-        },
+        Kind::ByteRate => byte_scale(unit.strip_suffix("/s").unwrap_or(unit))?,
+        Kind::Bytes => byte_scale(unit)?,
         // Divided, not multiplied by 0.01, so 36% is the same f64 as 0.36.
         Kind::Share => return (unit == "%").then_some(value / 100.0),
     };
@@ -255,7 +319,7 @@ impl FromStr for Rule {
         if name.is_empty() {
             return Err(RuleError::MissingMetric);
         }
-        let (metric_name, metric, kind) = by_name(name).ok_or_else(|| RuleError::UnknownMetric { name: name.into(), suggestion: closest(name) })?;
+        let (metric_name, metric, kind) = Metric::named(name)?.entry();
 
         let rest = text[name_end..].trim_start();
         let op_len = operator_len(rest);
@@ -351,9 +415,8 @@ pub fn evaluate(rules: &[Rule], report: &Report) -> Vec<Verdict> {
 
 impl Rule {
     fn evaluate(&self, report: &Report) -> Verdict {
-        let (value, shown) = match measure(self.metric, report) {
-            Ok(v) if v.is_finite() => (Some(v), format!("{} = {}", self.name, show(self.kind, v))),
-            Ok(_) => (None, format!("{}: not a finite value", self.name)),
+        let (value, shown) = match self.metric.value(report) {
+            Ok(v) => (Some(v), format!("{} = {}", self.name, show(self.kind, v))),
             Err(why) => (None, format!("{}: {why}", self.name)),
         };
         Verdict { rule: self.text.clone(), held: value.is_some_and(|v| self.op.holds(v, self.threshold)), value, shown }
@@ -361,11 +424,11 @@ impl Rule {
 }
 
 /// The metric's value in its base unit, or why there is none.
-fn measure(metric: Metric, r: &Report) -> Result<f64, &'static str> {
+fn measure(metric: Metric, r: &Report) -> Result<f64, String> {
     let stw = &r.gc.stw;
     // The report's *_us and total_ms come from whole nanoseconds: rounding
     // undoes the float division, so `>= 5ms` holds at exactly 5 ms.
-    let pause = |us: f64| if stw.count == 0 { Err("no pauses seen") } else { Ok((us * 1e3).round()) };
+    let pause = |us: f64| if stw.count == 0 { Err("no pauses seen".into()) } else { Ok((us * 1e3).round()) };
     match metric {
         Metric::StwP50 => pause(stw.p50_us),
         Metric::StwP99 => pause(stw.p99_us),
@@ -375,13 +438,25 @@ fn measure(metric: Metric, r: &Report) -> Result<f64, &'static str> {
         Metric::GcCycles => Ok(r.gc.cycles as f64),
         // An optional probe: without it, zero assists would be a guess.
         Metric::AssistCount if r.probes.iter().any(|p| p.name == "gcAssistAlloc" && p.attached) => Ok(r.events.assist as f64),
-        Metric::AssistCount => Err("gcAssistAlloc was not probed"),
+        Metric::AssistCount => Err("gcAssistAlloc was not probed".into()),
         Metric::GcCyclesPerS if r.window.duration_s > 0.0 => Ok(r.gc.cycles as f64 / r.window.duration_s),
-        Metric::GcCyclesPerS => Err("no time observed"),
-        Metric::AllocPerS => alloc_rates(r).map(|(n, _)| n),
-        Metric::AllocBytesPerS => alloc_rates(r).map(|(_, b)| b),
+        Metric::GcCyclesPerS => Err("no time observed".into()),
+        Metric::AllocPerS => alloc_rates(r).map(|(n, _)| n).map_err(Into::into),
+        Metric::AllocBytesPerS => alloc_rates(r).map(|(_, b)| b).map_err(Into::into),
         Metric::GrowsliceShare if r.callsites.iter().any(|c| c.bytes > 0) => Ok(culprits::growslice_share(&r.callsites)),
-        Metric::GrowsliceShare => Err("no allocated bytes seen"),
+        Metric::GrowsliceShare => Err("no allocated bytes seen".into()),
+        Metric::HeapLiveMedian => r.gc.heap_medians.marked.map(|b| b as f64).ok_or_else(|| no_marked_heap(r)),
+        // Of the cycles `heap_live` keeps: every one up to 4,096, evenly thinned past that.
+        Metric::HeapLiveMax => r.gc.heap_live.iter().filter_map(|s| s.marked).max().map(|b| b as f64).ok_or_else(|| no_marked_heap(r)),
+    }
+}
+
+/// Why no cycle's marked heap is in the report.
+fn no_marked_heap(r: &Report) -> String {
+    match &r.gc.heap_unavailable {
+        Some(why) => why.clone(),
+        None if r.gc.cycles == 0 => "no GC cycle completed".into(),
+        None => "no cycle's marked heap was read".into(),
     }
 }
 
@@ -425,6 +500,7 @@ fn show(kind: Kind, v: f64) -> String {
         Kind::Count => format!("{v:.0}"),
         Kind::Rate => format!("{}/s", number(v)),
         Kind::ByteRate => format!("{}/s", crate::units::bytes(v.round() as u64)),
+        Kind::Bytes => crate::units::bytes(v.round() as u64),
         Kind::Share => format!("{}%", number(v * 100.0)),
     }
 }
@@ -471,6 +547,8 @@ mod tests {
             ("alloc.per_s > 1e6", Metric::AllocPerS, 1e6),
             ("alloc.bytes_per_s > 100MB/s", Metric::AllocBytesPerS, 100e6),
             ("growslice.share > 30%", Metric::GrowsliceShare, 0.3),
+            ("heap.live_median > 64MiB", Metric::HeapLiveMedian, 64.0 * 1048576.0),
+            ("heap.live_max > 1GB", Metric::HeapLiveMax, 1e9),
         ];
         assert_eq!(cases.len(), METRICS.len());
         for (s, metric, threshold) in cases {
@@ -565,7 +643,7 @@ mod tests {
     fn error_messages_help() {
         assert_eq!(
             err("stw.p9 > 5ms").to_string(),
-            "unknown metric \"stw.p9\"; did you mean stw.p99? (known: stw.p50, stw.p99, stw.max, stw.total, stw.count, gc.cycles, assist.count, gc.cycles_per_s, alloc.per_s, alloc.bytes_per_s, growslice.share)"
+            "unknown metric \"stw.p9\"; did you mean stw.p99? (known: stw.p50, stw.p99, stw.max, stw.total, stw.count, gc.cycles, assist.count, gc.cycles_per_s, alloc.per_s, alloc.bytes_per_s, growslice.share, heap.live_median, heap.live_max)"
         );
         assert_eq!(err("stw.p99 > 5").to_string(), "stw.p99 needs a duration unit: 5ms, 500us, 1s (ns, us, µs, ms, s)");
         assert_eq!(err("growslice.share > 30").to_string(), "growslice.share needs a percentage, e.g. 30%");
@@ -642,6 +720,11 @@ mod tests {
 
     #[test]
     fn evaluates_against_a_report() {
+        let mut r = busy();
+        r.gc.heap_medians.marked = Some(3 << 20);
+        r.gc.heap_live = [1u64 << 20, 5 << 20, 3 << 20].map(|m| HeapSample { t_s: 1.0, bytes: 2 * m, goal: None, marked: Some(m) }).to_vec();
+        let got = verdicts(&["heap.live_median > 3MiB", "heap.live_max >= 5MiB"], &r);
+        assert_eq!(got, [(Some(3145728.0), "heap.live_median = 3.0 MiB".to_owned(), false), (Some(5242880.0), "heap.live_max = 5.0 MiB".to_owned(), true)]);
         let rules = [
             "stw.p50 > 300us",
             "stw.p99 > 5ms",
@@ -685,7 +768,7 @@ mod tests {
     fn unmeasured_metrics_never_hold() {
         let mut r = report();
         // No pause, no allocation, no assist probe: nothing to compare, not a pass by zero.
-        let always = ["stw.p50 >= 0ns", "stw.p99 < 5ms", "stw.max <= 1s", "growslice.share >= 0%", "assist.count >= 0"];
+        let always = ["stw.p50 >= 0ns", "stw.p99 < 5ms", "stw.max <= 1s", "growslice.share >= 0%", "assist.count >= 0", "heap.live_max >= 0B"];
         let got = verdicts(&always, &r);
         let shown: Vec<_> = got.iter().map(|(v, s, h)| (*v, s.as_str(), *h)).collect();
         assert_eq!(
@@ -696,8 +779,14 @@ mod tests {
                 (None, "stw.max: no pauses seen", false),
                 (None, "growslice.share: no allocated bytes seen", false),
                 (None, "assist.count: gcAssistAlloc was not probed", false),
+                (None, "heap.live_max: no GC cycle completed", false),
             ]
         );
+        r.gc.cycles = 3;
+        r.gc.heap_unavailable = Some("runtime.gcController was not found".into());
+        assert_eq!(verdicts(&["heap.live_median < 1GB"], &r), [(None, "heap.live_median: runtime.gcController was not found".to_owned(), false)]);
+        r.gc.cycles = 0;
+        r.gc.heap_unavailable = None;
         // Real zeros: a session without GC or allocations measured them.
         let zeros = ["gc.cycles < 1", "stw.count <= 0", "stw.total < 1ns", "gc.cycles_per_s < 1", "alloc.per_s < 1", "alloc.bytes_per_s < 1B/s"];
         for (rule, (v, shown, held)) in zeros.iter().zip(verdicts(&zeros, &r)) {
