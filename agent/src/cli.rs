@@ -332,6 +332,15 @@ mod tests {
     }
 
     #[test]
+    fn parses_diff() {
+        let Command::Diff(d) = Cli::try_parse_from(["gcprobe", "diff", "a.gcprobe", "b.json", "--format", "json", "--fail-on", "stw.p99 +20%"]).unwrap().command else { panic!() };
+        assert_eq!((d.before.to_str(), d.after.to_str(), d.format, d.fail_on.len()), (Some("a.gcprobe"), Some("b.json"), DiffFormat::Json, 1));
+        assert!(Cli::try_parse_from(["gcprobe", "diff", "a"]).is_err());
+        assert!(Cli::try_parse_from(["gcprobe", "diff", "a", "b", "--format", "pprof"]).is_err());
+        assert!(Cli::try_parse_from(["gcprobe", "diff", "a", "b", "--fail-on", "stw.p99 > 5ms"]).is_err());
+    }
+
+    #[test]
     fn parses_node() {
         let Command::Node(n) = Cli::try_parse_from(["gcprobe", "node"]).unwrap().command else { panic!() };
         assert_eq!((n.listen.port(), n.mode, n.overhead_budget, n.top_callsites, n.grace, n.sweep), (9466, Mode::Sampled, 0.01, 20, Duration::from_secs(60), Duration::from_secs(10)));

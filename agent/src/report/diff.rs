@@ -478,3 +478,174 @@ pub fn bytes(d: &Diff, format: Format) -> Vec<u8> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{empty_report, Stw};
+
+    fn rule(s: &str) -> ChangeRule {
+        s.parse().unwrap_or_else(|e| panic!("{s:?}: {e}"))
+    }
+
+    fn err(s: &str) -> ChangeRuleError {
+        s.parse::<ChangeRule>().err().unwrap_or_else(|| panic!("{s:?} parsed"))
+    }
+
+    #[test]
+    fn parses_change_rules() {
+        for (s, metric, pct) in [("stw.p99 +20%", Metric::StwP99, 20.0), ("alloc.bytes_per_s+10%", Metric::AllocBytesPerS, 10.0), ("  heap.live_max + 2.5 % ", Metric::HeapLiveMax, 2.5), ("gc.cycles_per_s +0%", Metric::GcCyclesPerS, 0.0)] {
+            let r = rule(s);
+            assert_eq!((r.metric, r.pct, r.text.as_str()), (metric, pct, s.trim()), "{s}");
+        }
+    }
+
+    #[test]
+    fn rejects_each_change_rule_error() {
+        let m = "stw.p99";
+        let cases = [
+            ("", ChangeRuleError::Empty),
+            ("+20%", ChangeRuleError::MissingMetric),
+            ("stw.p9 +20%", ChangeRuleError::Metric(RuleError::UnknownMetric { name: "stw.p9".into(), suggestion: Some("stw.p99") })),
+            ("stw.p99", ChangeRuleError::MissingChange { metric: m }),
+            ("stw.p99 20%", ChangeRuleError::MissingChange { metric: m }),
+            ("stw.p99 -20%", ChangeRuleError::Fall { metric: m }),
+            ("stw.p99 > 5ms", ChangeRuleError::Absolute { metric: m }),
+            ("stw.p99 +", ChangeRuleError::BadNumber { metric: m, text: "".into() }),
+            ("stw.p99 +x%", ChangeRuleError::BadNumber { metric: m, text: "x%".into() }),
+            ("stw.p99 +1.2.3%", ChangeRuleError::BadNumber { metric: m, text: "1.2.3%".into() }),
+            ("stw.p99 +20", ChangeRuleError::MissingPercent { metric: m, text: "20".into() }),
+            ("stw.p99 +20ms", ChangeRuleError::MissingPercent { metric: m, text: "20".into() }),
+            ("stw.p99 +20% or so", ChangeRuleError::TrailingGarbage { text: "or so".into() }),
+        ];
+        for (s, want) in cases {
+            assert_eq!(err(s), want, "{s:?}");
+            assert!(!err(s).to_string().contains('\n'));
+        }
+        assert_eq!(err("stw.p99 -20%").to_string(), "a fall is not a gate: write stw.p99 +N%, which fails when after exceeds before by more than N%");
+    }
+
+    fn row(probe: RowProbe, function: &str, line: u32, bytes_per_s: f64) -> Callsite {
+        Callsite {
+            probe,
+            function: function.into(),
+            file: Some("/src/main.go".into()),
+            line: Some(line),
+            frames: vec![],
+            count: 10,
+            allocs: 20,
+            bytes: (bytes_per_s * 10.0) as u64,
+            per_s: 1.0,
+            bytes_per_s,
+            share_of_bytes: 0.5,
+            share_of_allocs: 0.5,
+            bytes_per_s_ci95: None,
+            runtime_sampled_bytes_per_s: None,
+            mean_new_len: None,
+            evidence: None,
+        }
+    }
+
+    fn side(name: &str, callsites: Vec<Callsite>) -> Side {
+        let mut report = empty_report();
+        report.callsites = callsites;
+        Side { name: name.into(), source: Source::JsonReport, report }
+    }
+
+    /// Rows match on their exact key; one that moved lines or changed probe is gone and new.
+    #[test]
+    fn matches_rows_on_probe_function_file_and_line() {
+        use RowProbe::{Growslice as G, Mallocgc as M};
+        let before = side("b", vec![row(G, "main.f", 22, 1000.0), row(M, "main.g", 5, 100.0), row(M, "main.h", 9, 50.0)]);
+        let after = side("a", vec![row(G, "main.f", 23, 400.0), row(M, "main.g", 5, 300.0), row(G, "main.h", 9, 10.0)]);
+        let d = compare(&before, &after, &[]);
+        let got: Vec<_> = d.callsites.iter().map(|c| (c.probe, c.function.as_str(), c.line, c.presence, c.bytes_per_s.before, c.bytes_per_s.after)).collect();
+        assert_eq!(
+            got,
+            [
+                (G, "main.f", Some(22), Presence::Gone, Some(1000.0), Some(0.0)),
+                (G, "main.f", Some(23), Presence::New, Some(0.0), Some(400.0)),
+                (M, "main.g", Some(5), Presence::Both, Some(100.0), Some(300.0)),
+                (M, "main.h", Some(9), Presence::Gone, Some(50.0), Some(0.0)),
+                (G, "main.h", Some(9), Presence::New, Some(0.0), Some(10.0)),
+            ]
+        );
+        let g = &d.callsites[2];
+        assert_eq!((g.bytes_per_s.change, g.bytes_per_s.change_pct), (Some(200.0), Some(200.0)));
+        // 20 allocations over 10 calls at 1 call/s.
+        assert_eq!((g.allocs_per_s.before, g.allocs_per_s.after), (Some(2.0), Some(2.0)));
+        assert_eq!(d.callsites[1].bytes_per_s.change_pct, None, "no percentage from 0");
+    }
+
+    /// A side that never observed allocations has no row figures: unavailable, not 0.
+    #[test]
+    fn a_row_missing_where_nothing_was_observed_is_unavailable() {
+        let before = side("b", vec![row(RowProbe::Growslice, "main.f", 22, 1000.0)]);
+        let mut after = side("a", vec![]);
+        after.report.sampling.mode = crate::plan::Mode::Sampled;
+        let d = compare(&before, &after, &[rule("alloc.bytes_per_s +10%")]);
+        let c = &d.callsites[0].bytes_per_s;
+        assert_eq!((c.before, c.after, c.change), (Some(1000.0), None, None));
+        assert_eq!(c.unavailable, ["after: allocations were not observed"]);
+        assert_eq!(change_text(Metric::AllocBytesPerS, c), "after: allocations were not observed");
+        let v = &d.rules[0];
+        assert_eq!((v.held, v.shown.as_str()), (false, "alloc.bytes_per_s: unavailable after: allocations were not observed"));
+        assert_eq!(d.warnings, ["before ran in exact mode and after in sampled mode: their allocation rates are measured differently"]);
+    }
+
+    #[test]
+    fn gates_hold_only_past_the_allowed_rise() {
+        let with_p99 = |us: f64| {
+            let mut s = side("x", vec![]);
+            s.report.gc.stw = Stw { count: 3, p99_us: us, ..Stw::default() };
+            s
+        };
+        let r = [rule("stw.p99 +20%")];
+        let cases = [(100.0, 119.0, false), (100.0, 120.0, false), (100.0, 121.0, true), (100.0, 50.0, false), (0.0, 1.0, true), (0.0, 0.0, false)];
+        for (b, a, held) in cases {
+            let d = compare(&with_p99(b), &with_p99(a), &r);
+            assert_eq!(d.rules[0].held, held, "{b} -> {a}: {}", d.rules[0].shown);
+        }
+        let d = compare(&with_p99(100.0), &with_p99(121.0), &r);
+        assert_eq!(d.rules[0].shown, "stw.p99: 100us -> 121us (+21.0%), allowed +20%");
+        let mut none = with_p99(0.0);
+        none.report.gc.stw.count = 0;
+        let d = compare(&none, &with_p99(500.0), &r);
+        assert_eq!((d.rules[0].held, d.rules[0].shown.as_str()), (false, "stw.p99: unavailable before: no pauses seen"));
+        let m = d.metrics.iter().find(|m| m.metric == "stw.p99").unwrap();
+        assert_eq!((m.change.before, m.change.after, m.change.unavailable.as_slice()), (None, Some(500e3), &["before: no pauses seen".to_owned()][..]));
+    }
+
+    #[test]
+    fn culprits_are_gone_new_or_kept() {
+        let culprit = |function: &str, line: u32, rank: u32| Culprit {
+            rank,
+            function: function.into(),
+            file: Some("/src/main.go".into()),
+            line: Some(line),
+            kind: "append-growth".into(),
+            share_of_bytes: 0.6,
+            share_of_allocs: 0.1,
+            evidence: String::new(),
+            suggestion: String::new(),
+            summary: String::new(),
+            loop_: None,
+            elem_type: None,
+            per_call: None,
+            expected_saving: None,
+        };
+        let mut before = side("b", vec![row(RowProbe::Growslice, "main.f", 22, 1000.0)]);
+        before.report.culprits = vec![culprit("main.f", 22, 1), culprit("main.k", 7, 2)];
+        let mut after = side("a", vec![row(RowProbe::Mallocgc, "main.f", 22, 10.0)]);
+        after.report.culprits = vec![culprit("main.k", 7, 1), culprit("main.n", 3, 2)];
+        let d = compare(&before, &after, &[]);
+        let names = |l: &[CulpritChange]| l.iter().map(|c| (c.function.clone(), c.rank_before, c.rank_after)).collect::<Vec<_>>();
+        assert_eq!(names(&d.culprits_gone), [("main.f".to_owned(), Some(1), None)]);
+        assert_eq!(names(&d.culprits_new), [("main.n".to_owned(), None, Some(2))]);
+        assert_eq!(names(&d.culprits_kept), [("main.k".to_owned(), Some(2), Some(1))]);
+        // Gone: after has no growslice row there, and measured allocations.
+        assert_eq!((d.culprits_gone[0].share_of_bytes.before, d.culprits_gone[0].share_of_bytes.after), (Some(0.6), Some(0.0)));
+        let text = render(&d);
+        assert!(text.contains("culprits gone:\n  main.f main.go:22 (append-growth), share of bytes 60% -> 0%"), "{text}");
+    }
+}

@@ -54,7 +54,7 @@ mod tests {
             (b"{\"schema\": \"gcprobe.diff/v1\"}", "schema \"gcprobe.diff/v1\" is not gcprobe.report/v1"),
             (b"{\"schema\": \"gcprobe.reports/v1\", \"reports\": []}", "holds several reports (gcprobe.reports/v1): give one target's gcprobe.report/v1"),
             (b"{\"schema\": \"gcprobe.report/v1\"}", "not a valid gcprobe.report/v1 report: missing field `target`"),
-            (b"{\"schema\": \"gcprobe.report/v1\"", "not JSON: EOF while parsing an object at line 1 column 31"),
+            (b"{\"schema\": \"gcprobe.report/v1\"", "not JSON: EOF while parsing an object at line 1 column 30"),
         ];
         for (data, says) in cases {
             let e = from_json(data).err().unwrap_or_else(|| panic!("{says}: read"));
