@@ -416,7 +416,7 @@ fn where_text(function: &str, file: Option<&str>, line: Option<u32>) -> String {
 }
 
 /// Callsite rows the text shows; JSON has them all.
-const TEXT_ROWS: usize = 15;
+const TEXT_ROWS: usize = 12;
 
 /// The comparison for people: session figures, then callsites by change, then culprits.
 pub fn render(d: &Diff) -> String {
@@ -436,7 +436,8 @@ pub fn render(d: &Diff) -> String {
         let m = Metric::named(mc.metric).expect("metrics come from the table");
         let _ = writeln!(o, "{:<18} {:>12} {:>12}  {}", mc.metric, side_text(m, mc.change.before), side_text(m, mc.change.after), change_text(m, &mc.change));
     }
-    let _ = writeln!(o, "\ncallsites, biggest change in bytes/s first (- gone, + new):");
+    let _ = writeln!(o, "\ncallsites, the biggest change in bytes/s first (- gone, + new; rows match on probe, function, file and line)");
+    let _ = writeln!(o, "  {:<9} {:<40} {:>11} {:>11}  {:<24} {:>11} {:>11}", "probe", "callsite", "bytes/s", "(after)", "change", "allocs/s", "(after)");
     let (bytes, allocs) = (Metric::AllocBytesPerS, Metric::AllocPerS);
     for c in d.callsites.iter().take(TEXT_ROWS) {
         let mark = match c.presence {
@@ -445,14 +446,14 @@ pub fn render(d: &Diff) -> String {
             Presence::New => '+',
         };
         let (b, a) = (&c.bytes_per_s, &c.allocs_per_s);
-        let _ = writeln!(o, "{mark} {:<9} {}", c.probe.name(), where_text(&c.function, c.file.as_deref(), c.line));
-        let _ = writeln!(o, "    bytes  {} -> {}  {}", side_text(bytes, b.before), side_text(bytes, b.after), change_text(bytes, b));
-        let _ = writeln!(o, "    allocs {} -> {}  {}", side_text(allocs, a.before), side_text(allocs, a.after), change_text(allocs, a));
+        let change = b.change.map_or("-".into(), |d| format!("{} ({})", bytes.show_change(d), pct_text(b.change_pct)));
+        let why = b.unavailable.iter().chain(&a.unavailable).next().map(|w| format!("  {w}")).unwrap_or_default();
+        let place = where_text(&c.function, c.file.as_deref(), c.line);
+        let _ = writeln!(o, "{mark} {:<9} {place:<40} {:>11} {:>11}  {change:<24} {:>11} {:>11}{why}", c.probe.name(), side_text(bytes, b.before), side_text(bytes, b.after), side_text(allocs, a.before), side_text(allocs, a.after));
     }
     if d.callsites.len() > TEXT_ROWS {
         let _ = writeln!(o, "  ... {} more rows (--format json lists every one)", d.callsites.len() - TEXT_ROWS);
     }
-    let _ = writeln!(o, "  (rows match on probe, function, file and line: one that moved lines is listed as gone and new)");
     for (what, list) in [("gone", &d.culprits_gone), ("new", &d.culprits_new), ("kept", &d.culprits_kept)] {
         let _ = write!(o, "\nculprits {what}:");
         if list.is_empty() {
