@@ -90,6 +90,8 @@ pub enum Presence {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MetricChange {
     pub metric: &'static str,
+    /// What `before`, `after` and `change` count: ns, count, per_s, bytes_per_s, bytes or fraction.
+    pub unit: &'static str,
     #[serde(flatten)]
     pub change: Change,
 }
@@ -284,7 +286,7 @@ pub fn compare(before: &Side, after: &Side, rules: &[ChangeRule]) -> Diff {
         schema: SCHEMA,
         before: side_info(before),
         after: side_info(after),
-        metrics: Metric::all().map(|m| MetricChange { metric: m.name(), change: Change::new(m.value(b), m.value(a)) }).collect(),
+        metrics: Metric::all().map(|m| MetricChange { metric: m.name(), unit: m.unit(), change: Change::new(m.value(b), m.value(a)) }).collect(),
         callsites: callsites(b, a),
         culprits_gone,
         culprits_new,

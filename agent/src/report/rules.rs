@@ -105,6 +105,18 @@ impl Metric {
         }
     }
 
+    /// The base unit of [`Metric::value`], as JSON names it.
+    pub fn unit(self) -> &'static str {
+        match self.kind() {
+            Kind::Duration => "ns",
+            Kind::Count => "count",
+            Kind::Rate => "per_s",
+            Kind::ByteRate => "bytes_per_s",
+            Kind::Bytes => "bytes",
+            Kind::Share => "fraction",
+        }
+    }
+
     /// `v` for people, in the metric's unit: `3.21ms`, `19.5 KiB/s`, `36%`.
     pub fn show(self, v: f64) -> String {
         show(self.kind(), v)
