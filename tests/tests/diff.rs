@@ -67,7 +67,10 @@ fn diff_proves_the_appendloop_fix() {
     assert!(d["culprits_new"].as_array().unwrap().is_empty() && d["culprits_kept"].as_array().unwrap().is_empty(), "{d:#}");
 
     // A JSON report reads as its recording does: mixed, the figures are the same.
-    let mixed = diff_json(&grow_json, &fixed_rec);
+    let written = dir.join("diff.json");
+    let out = diff(&grow_json, &fixed_rec, &["--format", "json", "-o", written.to_str().unwrap()]);
+    assert!(out.status.success() && out.stdout.is_empty(), "{}", stderr_text(&out));
+    let mixed: serde_json::Value = serde_json::from_slice(&std::fs::read(&written).unwrap()).unwrap();
     assert_eq!(mixed["before"]["source"], "json_report");
     assert_eq!((&mixed["metrics"], &mixed["callsites"], &mixed["culprits_gone"]), (&d["metrics"], &d["callsites"], &d["culprits_gone"]));
     // And a session against its own JSON report changes nothing.
