@@ -438,10 +438,17 @@ pub fn render(d: &Diff) -> String {
         let m = Metric::named(mc.metric).expect("metrics come from the table");
         let _ = writeln!(o, "{:<18} {:>12} {:>12}  {}", mc.metric, side_text(m, mc.change.before), side_text(m, mc.change.after), change_text(m, &mc.change));
     }
+    callsite_rows(&mut o, &d.callsites);
+    culprit_lists(&mut o, d);
+    super::text::printable(o)
+}
+
+/// The first TEXT_ROWS callsites, one line each.
+fn callsite_rows(o: &mut String, rows: &[CallsiteChange]) {
     let _ = writeln!(o, "\ncallsites, the biggest change in bytes/s first (- gone, + new; rows match on probe, function, file and line)");
     let _ = writeln!(o, "  {:<9} {:<40} {:>11} {:>11}  {:<24} {:>11} {:>11}", "probe", "callsite", "bytes/s", "(after)", "change", "allocs/s", "(after)");
     let (bytes, allocs) = (Metric::AllocBytesPerS, Metric::AllocPerS);
-    for c in d.callsites.iter().take(TEXT_ROWS) {
+    for c in rows.iter().take(TEXT_ROWS) {
         let mark = match c.presence {
             Presence::Both => ' ',
             Presence::Gone => '-',
@@ -453,9 +460,12 @@ pub fn render(d: &Diff) -> String {
         let place = where_text(&c.function, c.file.as_deref(), c.line);
         let _ = writeln!(o, "{mark} {:<9} {place:<40} {:>11} {:>11}  {change:<24} {:>11} {:>11}{why}", c.probe.name(), side_text(bytes, b.before), side_text(bytes, b.after), side_text(allocs, a.before), side_text(allocs, a.after));
     }
-    if d.callsites.len() > TEXT_ROWS {
-        let _ = writeln!(o, "  ... {} more rows (--format json lists every one)", d.callsites.len() - TEXT_ROWS);
+    if rows.len() > TEXT_ROWS {
+        let _ = writeln!(o, "  ... {} more rows (--format json lists every one)", rows.len() - TEXT_ROWS);
     }
+}
+
+fn culprit_lists(o: &mut String, d: &Diff) {
     for (what, list) in [("gone", &d.culprits_gone), ("new", &d.culprits_new), ("kept", &d.culprits_kept)] {
         let _ = write!(o, "\nculprits {what}:");
         if list.is_empty() {
@@ -467,7 +477,6 @@ pub fn render(d: &Diff) -> String {
         }
     }
     o.push('\n');
-    super::text::printable(o)
 }
 
 /// The diff as `--format` asks.
