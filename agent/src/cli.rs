@@ -3,7 +3,14 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand};
 
-use crate::{plan::Mode, render::Format, report::rules::Rule};
+use crate::{
+    plan::Mode,
+    render::Format,
+    report::{
+        diff::{ChangeRule, Format as DiffFormat},
+        rules::Rule,
+    },
+};
 
 #[derive(Debug, Parser)]
 #[command(name = "gcprobe", version, about = "Live eBPF probe for Go programs: which loop fills the heap, and how long GC stops the world", after_help = crate::error::EXIT_HELP)]
@@ -20,6 +27,8 @@ pub enum Command {
     Record(RecordArgs),
     /// Report on a recording: no root and no target binary needed.
     Report(ReportArgs),
+    /// Compare two sessions (recordings or JSON reports) to prove a fix: per callsite, culprits, pauses, GC.
+    Diff(DiffArgs),
     /// Start a Go program under probes from its first instruction; report at its exit, and fail on rules.
     #[command(after_help = crate::error::EXIT_HELP)]
     Run(RunArgs),
@@ -149,6 +158,24 @@ pub struct ReportArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct DiffArgs {
+    /// The session before the change: a recording or a JSON report (told apart by content).
+    pub before: PathBuf,
+    /// The session after it.
+    pub after: PathBuf,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = DiffFormat::Text)]
+    pub format: DiffFormat,
+    /// Write the comparison here instead of stdout.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Exit 10 when AFTER exceeds BEFORE by more than N% of this metric,
+    /// e.g. 'stw.p99 +20%', 'alloc.bytes_per_s +10%' (repeatable).
+    #[arg(long = "fail-on", value_name = "METRIC +N%", value_parser = parse_change_rule)]
+    pub fail_on: Vec<ChangeRule>,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Exit 10 when this holds of the report, e.g. 'stw.p99 > 5ms',
     /// 'growslice.share > 30%', 'gc.cycles_per_s > 10', 'maps.likely_leaks > 0',
@@ -263,6 +290,10 @@ fn parse_rule(s: &str) -> Result<Rule, String> {
     s.parse().map_err(|e: crate::report::rules::RuleError| e.to_string())
 }
 
+fn parse_change_rule(s: &str) -> Result<ChangeRule, String> {
+    s.parse().map_err(|e: crate::report::diff::ChangeRuleError| e.to_string())
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| format!("{e} (try 10s, 500ms or 2m)"))?;
     if d.is_zero() {
@@ -313,6 +344,15 @@ mod tests {
             assert!(Cli::try_parse_from(["gcprobe", "attach", "-p", "1", "--overhead-budget", bad]).is_err(), "{bad}");
         }
         assert!(Cli::try_parse_from(["gcprobe", "attach", "-p", "1", "--mode", "fast"]).is_err());
+    }
+
+    #[test]
+    fn parses_diff() {
+        let Command::Diff(d) = Cli::try_parse_from(["gcprobe", "diff", "a.gcprobe", "b.json", "--format", "json", "--fail-on", "stw.p99 +20%"]).unwrap().command else { panic!() };
+        assert_eq!((d.before.to_str(), d.after.to_str(), d.format, d.fail_on.len()), (Some("a.gcprobe"), Some("b.json"), DiffFormat::Json, 1));
+        assert!(Cli::try_parse_from(["gcprobe", "diff", "a"]).is_err());
+        assert!(Cli::try_parse_from(["gcprobe", "diff", "a", "b", "--format", "pprof"]).is_err());
+        assert!(Cli::try_parse_from(["gcprobe", "diff", "a", "b", "--fail-on", "stw.p99 > 5ms"]).is_err());
     }
 
     #[test]

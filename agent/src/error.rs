@@ -40,7 +40,7 @@ Exit status:
    5  the target exited before gcprobe could attach
    6  not a Go binary (or a Go older than 1.19)
    7  a required runtime symbol is missing
-  10  a --fail-on rule held (run, report)
+  10  a --fail-on rule held (run, report, diff)
   11  run: the program exited non-zero or was killed (its status is on stderr and in the JSON
       report's window.program_exit; --exit-with-program passes it through instead)
 A gcprobe error comes first, then the program's failure, then a rule that held.";

@@ -31,10 +31,13 @@ fn main() -> ExitCode {
 /// Prints each rule's verdict on stderr; true when any held.
 fn judge(rules: &[Rule], report: &Report) -> bool {
     let verdicts = rules::evaluate(rules, report);
-    for v in &verdicts {
-        eprintln!("gcprobe: {} {}: {}", if v.held { "FAIL" } else { "ok  " }, v.rule, v.shown);
-    }
-    verdicts.iter().any(|v| v.held)
+    verdicts.iter().map(|v| say_verdict(v.held, &v.rule, &v.shown)).fold(false, |any, held| any || held)
+}
+
+/// One rule's verdict on stderr; gives back whether it held.
+fn say_verdict(held: bool, rule: &str, shown: &str) -> bool {
+    eprintln!("gcprobe: {} {rule}: {shown}", if held { "FAIL" } else { "ok  " });
+    held
 }
 
 /// The overhead budget unless one is given: 1% for a program in service;
@@ -110,6 +113,12 @@ fn run(cli: Cli, invoked: std::time::Instant) -> Result<ExitCode, Failed> {
         Command::Report(r) => {
             let report = session::report_recording(&r.file, r.format, r.render.stack_depth.into(), &r.app_prefix, r.output.as_deref())?;
             if judge(&r.fail_on, &report) {
+                return Ok(Exit::RuleHeld.into());
+            }
+        }
+        Command::Diff(d) => {
+            let diff = session::compare::diff(&d.before, &d.after, &d.fail_on, d.format, d.output.as_deref())?;
+            if diff.rules.iter().map(|v| say_verdict(v.held, &v.rule, &v.shown)).fold(false, |any, held| any || held) {
                 return Ok(Exit::RuleHeld.into());
             }
         }

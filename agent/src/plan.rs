@@ -149,11 +149,12 @@ impl TryFrom<u32> for ProbeKind {
 /// drops the result (runtime/proc.go, runtime/mgc.go). The function's entry
 /// comes before the restart's work, which on a busy machine is a good part
 /// of the pause.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PauseEnd {
     /// At each call's return site ([`ProbeKind::StwResumed`]), from the
     /// function's result: the `now` Go itself took.
+    #[default]
     Return,
     /// At `startTheWorldWithSema`'s entry (its `now` argument when the
     /// caller passed one, else the probe's clock): no return site was

@@ -75,7 +75,12 @@ impl Target {
 
     /// Starts `exe` without waiting for a ready line.
     pub fn spawn(exe: &PathBuf, args: &[&str]) -> Self {
-        let child = Command::new(exe).args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn()
+        Self::spawn_with(exe, args, &[])
+    }
+
+    /// The same, with `env` added to its environment.
+    pub fn spawn_with(exe: &PathBuf, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let child = Command::new(exe).args(args).envs(env.iter().copied()).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", exe.display()));
         Self { child, lines: None }
     }

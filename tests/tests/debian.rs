@@ -126,7 +126,7 @@ impl Caddy {
         let listen = format!("127.0.0.1:{port}");
         // Caddy keeps its state under HOME / XDG dirs: the test's own.
         let home = dir.to_str().unwrap().to_owned();
-        let t = Target::start(
+        let t = Target::spawn_with(
             &PathBuf::from("/usr/bin/caddy"),
             &["file-server", "--browse", "--root", root.to_str().unwrap(), "--listen", &listen],
             &[("HOME", &home), ("XDG_DATA_HOME", &home), ("XDG_CONFIG_HOME", &home)],

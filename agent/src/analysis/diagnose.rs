@@ -1,7 +1,7 @@
 //! Turns a hot append callsite into a diagnosis: the `for` that drives it, the
 //! loop's kind and what it ranges over, the element type, what one call costs,
 //! and the fix with its expected saving.
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::analysis::appendloop::{LoopKind, LoopReport};
 use crate::{
@@ -31,7 +31,7 @@ pub struct GrowEvidence {
 /// The share of calls whose final length a suggested size covers.
 pub const SIZE_QUANTILE: f64 = 0.9;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PerCall {
     /// Calls observed (appends starting from an empty slice).
     pub calls: u64,
@@ -49,7 +49,7 @@ pub struct PerCall {
     pub copied_bytes: Option<f64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Saving {
     pub bytes_per_s: f64,
     pub share_of_bytes: f64,

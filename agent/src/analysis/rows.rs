@@ -1,6 +1,6 @@
 //! The rows of a report that analysis makes and ranks: allocation
 //! callsites, culprits, maps, and the heap at each GC cycle.
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     analysis::{
@@ -11,7 +11,7 @@ use crate::{
 };
 
 /// Which allocations a callsite row counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RowProbe {
     /// The bytes come from growing a slice at this line (`append`).
@@ -35,7 +35,7 @@ impl std::fmt::Display for RowProbe {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HeapSample {
     pub t_s: f64,
     /// `heapLive` as the cycle started: the heap that triggered it.
@@ -46,7 +46,7 @@ pub struct HeapSample {
     pub marked: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MapReport {
     /// The map's address in the target.
     pub map: String,
@@ -92,7 +92,7 @@ pub struct MapReport {
     pub summary: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Callsite {
     /// `growslice` when the bytes come from growing a slice at this line,
     /// `mallocgc` for every other allocation.
@@ -127,7 +127,7 @@ pub struct Callsite {
 }
 
 /// A function of the owner's code, by the bytes it causes.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AppCallsite {
     pub rank: u32,
     pub function: String,
@@ -152,7 +152,7 @@ pub struct AppCallsite {
     pub via: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Culprit {
     pub rank: u32,
     pub function: String,

@@ -93,7 +93,7 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
     let (app, app_callsites) = app_rows(agg, sym, inp.app, rate_time);
 
     let (mut stw, cycles, spans) = stw_section(agg, sym);
-    stw.ends_at = inp.plan.pause_end.name();
+    stw.ends_at = inp.plan.pause_end;
     if inp.plan.pause_end == crate::plan::PauseEnd::Entry {
         stw.note = Some("each pause ends at startTheWorldWithSema's entry, before the world restarts: totals run short of Go's PauseTotalNs".into());
     }
@@ -131,7 +131,7 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
     warnings.extend(health_warnings(inp, agg, sym, lost, est_slowdown));
 
     Report {
-        schema: SCHEMA,
+        schema: Schema::ReportV1,
         target: inp.target.clone(),
         window: Window { start_unix_ns: inp.start_unix_ns, duration_s: inp.duration_s, ended_by: inp.ended_by, program_exit: inp.program_exit },
         probes,
@@ -192,7 +192,7 @@ pub fn build(inp: &Inputs<'_>, sym: &mut dyn Facts) -> Report {
             bursts: agg.bursts().n,
             observed_s: observed,
             duty: observed / dur,
-            alloc_rate_source: if heap_rate.is_some() { "runtime_total_alloc" } else if sampled { "bursts" } else { "exact" },
+            alloc_rate_source: if heap_rate.is_some() { AllocRateSource::RuntimeTotalAlloc } else if sampled { AllocRateSource::Bursts } else { AllocRateSource::Exact },
             heap_alloc_bytes_per_s: runtime_alloc,
             burst_alloc_bytes_per_s: sampled.then(|| agg.alloc_bytes() as f64 / observed),
             alloc_rate_ci95: (sampled && total_var > 0.0).then(|| 1.96 * total_var.sqrt() / agg.alloc_bytes().max(1) as f64),
@@ -362,11 +362,11 @@ fn size_rows(inp: &Inputs<'_>, agg: &Aggregator) -> BTreeMap<String, SizeStats> 
     let mut sizes = BTreeMap::new();
     for (id, h) in agg.alloc_sizes() {
         if let Some(p) = inp.plan.probe(*id) {
-            sizes.insert(p.name.clone(), size_stats("bytes", h));
+            sizes.insert(p.name.clone(), size_stats(SizeUnit::Bytes, h));
         }
     }
     if !agg.grow_lens().is_empty() {
-        sizes.insert("growslice".into(), size_stats("elements", agg.grow_lens()));
+        sizes.insert("growslice".into(), size_stats(SizeUnit::Elements, agg.grow_lens()));
     }
     sizes
 }
@@ -560,7 +560,7 @@ pub fn growslice_loop(facts: &mut dyn Facts, stack: &[u64]) -> Option<crate::ana
     facts.append_loop(&callsite_fn, stack)
 }
 
-fn size_stats(unit: &'static str, h: &hdrhistogram::Histogram<u64>) -> SizeStats {
+fn size_stats(unit: SizeUnit, h: &hdrhistogram::Histogram<u64>) -> SizeStats {
     SizeStats { unit, count: h.len(), mean: h.mean(), p50: h.value_at_quantile(0.5), p99: h.value_at_quantile(0.99), max: h.max() }
 }
 

@@ -1,12 +1,12 @@
 //! Why the GC runs as often as it does, from the runtime's own figures: the
 //! live heap each cycle marked, the goal it was paced toward, GOGC, the
 //! memory limit and the allocation rate (runtime/mgcpacer.go).
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{ingest::aggregate::Aggregator, units::bytes};
 
 /// GOGC and GOMEMLIMIT as the runtime held them at the end of the window.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GcSettings {
     /// GOGC; -1 is off (`GOGC=off` or `debug.SetGCPercent(-1)`).
     pub gogc: i32,
@@ -34,7 +34,7 @@ impl GcSettings {
 }
 
 /// Medians over the cycles that have each figure.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeapMedians {
     pub marked: Option<u64>,
     pub goal: Option<u64>,

@@ -3,7 +3,9 @@
 //! Built once from the aggregator and the symbolizer; rendered as text for
 //! people (`text`) or JSON for tools. Fields may be added, never removed.
 mod build;
+pub mod diff;
 pub mod gc;
+pub mod json;
 pub mod rules;
 pub mod text;
 
@@ -19,9 +21,61 @@ use crate::tracee::frame::Frame;
 
 pub const SCHEMA: &str = "gcprobe.report/v1";
 
-#[derive(Debug, Clone, Serialize)]
+/// The report's `schema`: a JSON report of another schema does not read as this one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Schema {
+    #[serde(rename = "gcprobe.report/v1")]
+    ReportV1,
+}
+
+/// Where the report's allocation rates come from (`sampling.alloc_rate_source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AllocRateSource {
+    /// Every allocation was probed.
+    Exact,
+    /// Callsite shares from the bursts, paced by the runtime's own allocation total.
+    RuntimeTotalAlloc,
+    /// Bytes seen in the bursts over the seconds they were open.
+    Bursts,
+}
+
+/// What a size distribution counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SizeUnit {
+    Bytes,
+    Elements,
+}
+
+impl std::fmt::Display for SizeUnit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            SizeUnit::Bytes => "bytes",
+            SizeUnit::Elements => "elements",
+        })
+    }
+}
+
+/// `gc.stw.ends_at` as reports name it (`PauseEnd::name`), not as plans and recordings spell the enum.
+mod pause_end_name {
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    use crate::plan::PauseEnd;
+
+    pub fn serialize<S: Serializer>(p: &PauseEnd, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(p.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PauseEnd, D::Error> {
+        let name = String::deserialize(d)?;
+        [PauseEnd::Return, PauseEnd::Entry].into_iter().find(|p| p.name() == name).ok_or_else(|| serde::de::Error::unknown_variant(&name, &["restart-return", "restart-entry"]))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
-    pub schema: &'static str,
+    pub schema: Schema,
     pub target: Target,
     pub window: Window,
     pub probes: Vec<ProbeReport>,
@@ -29,9 +83,11 @@ pub struct Report {
     pub gc: Gc,
     pub callsites: Vec<Callsite>,
     /// What counts as the owner's code, and how much of the bytes it reaches.
+    #[serde(default)]
     pub app: App,
-    /// The owner's functions ranked by the bytes allocated under them
-    /// (inclusive), the most first: "BY YOUR CODE".
+    /// The owner's functions ranked by the bytes they cause (their own
+    /// lines and the library code they call), the most first: "BY YOUR CODE".
+    #[serde(default)]
     pub app_callsites: Vec<AppCallsite>,
     /// Size distributions: bytes requested per allocator entry point, and
     /// `growslice` requested lengths (elements), keyed by probe name.
@@ -54,7 +110,7 @@ pub struct Report {
     pub agent: AgentReport,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct App {
     /// Whose code counts as the owner's: package main, the main module
     /// (from `.go.buildinfo`) and each `--app-prefix`.
@@ -64,7 +120,7 @@ pub struct App {
     pub unowned_share: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KernelReport {
     /// How the uprobes were attached.
     pub mechanism: crate::kernel::probes::Mechanism,
@@ -95,7 +151,7 @@ pub struct KernelReport {
     pub record_bytes: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SamplingReport {
     pub mode: crate::plan::Mode,
     /// Allowed slowdown, percent (sampled mode).
@@ -114,7 +170,7 @@ pub struct SamplingReport {
     /// Where allocation rates come from: "exact" (every allocation),
     /// "runtime_total_alloc" (callsite shares from the bursts, paced by the
     /// runtime's own allocation total) or "bursts" (bytes over observed_s).
-    pub alloc_rate_source: &'static str,
+    pub alloc_rate_source: AllocRateSource,
     /// The runtime's allocation rate over the window (`gc.alloc_bytes_per_s`;
     /// None when runtime.gcController could not be read).
     pub heap_alloc_bytes_per_s: Option<f64>,
@@ -200,7 +256,7 @@ impl std::fmt::Display for EndedBy {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Window {
     pub start_unix_ns: u64,
     pub duration_s: f64,
@@ -212,7 +268,7 @@ pub struct Window {
     pub program_exit: Option<crate::tracee::launch::ProgramExit>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProbeReport {
     pub name: String,
     pub symbol: String,
@@ -222,7 +278,7 @@ pub struct ProbeReport {
     pub note: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Events {
     pub mallocgc: u64,
     pub growslice: u64,
@@ -238,7 +294,7 @@ pub struct Events {
     pub nested_skipped: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Gc {
     /// Completed sweep-termination pauses: one per GC cycle that started.
     pub cycles: u64,
@@ -273,14 +329,15 @@ pub struct Gc {
     pub diagnosis: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Stw {
     pub count: u64,
     pub total_ms: f64,
     /// Where each pause ends: `restart-return` (the `now` startTheWorldWithSema
     /// returns, Go's own end) or `restart-entry` (its entry, before the
     /// world restarts: no return site was found or attached).
-    pub ends_at: &'static str,
+    #[serde(with = "pause_end_name")]
+    pub ends_at: crate::plan::PauseEnd,
     /// What `ends_at` means for the figures, when it is not Go's own end.
     pub note: Option<String>,
     pub p50_us: f64,
@@ -289,7 +346,7 @@ pub struct Stw {
     pub by_reason: BTreeMap<String, ReasonStat>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ReasonStat {
     /// The collector's own pause (sweep or mark termination); false for
     /// every other stop: ReadMemStats, GOMAXPROCS, traces, profiles, ...
@@ -299,9 +356,9 @@ pub struct ReasonStat {
     pub max_us: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SizeStats {
-    pub unit: &'static str,
+    pub unit: SizeUnit,
     pub count: u64,
     pub mean: f64,
     pub p50: u64,
@@ -314,7 +371,7 @@ pub struct SizeStats {
 #[cfg(test)]
 pub(crate) fn empty_report() -> Report {
     Report {
-        schema: SCHEMA,
+        schema: Schema::ReportV1,
         target: Target { pid: 1, exe: "/bin/app".into(), go_version: "go1.22.0".into(), arch: "x86_64".into(), build_id: None },
         window: Window { start_unix_ns: 0, duration_s: 10.0, ended_by: crate::report::EndedBy::TargetExited, program_exit: None },
         probes: vec![],
@@ -352,7 +409,7 @@ pub(crate) fn empty_report() -> Report {
             bursts: 0,
             observed_s: 10.0,
             duty: 1.0,
-            alloc_rate_source: "exact",
+            alloc_rate_source: AllocRateSource::Exact,
             heap_alloc_bytes_per_s: None,
             burst_alloc_bytes_per_s: None,
             alloc_rate_ci95: None,

@@ -31,8 +31,9 @@ enum Kind {
     Share,
 }
 
+/// A figure of a report that rules judge and `gcprobe diff` compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Metric {
+pub enum Metric {
     StwP50,
     StwP99,
     StwMax,
@@ -46,6 +47,7 @@ enum Metric {
     GrowsliceShare,
     MapsLikelyLeaks,
     HeapLiveGrowth,
+    HeapLiveMedian,
     HeapLiveMax,
 }
 
@@ -70,6 +72,7 @@ const METRICS: &[(&str, Metric, Kind)] = &[
     ("growslice.share", Metric::GrowsliceShare, Kind::Share),
     ("maps.likely_leaks", Metric::MapsLikelyLeaks, Kind::Count),
     ("heap.live_growth", Metric::HeapLiveGrowth, Kind::ByteRate),
+    ("heap.live_median", Metric::HeapLiveMedian, Kind::Bytes),
     ("heap.live_max", Metric::HeapLiveMax, Kind::Bytes),
 ];
 
@@ -80,6 +83,68 @@ pub fn metrics() -> impl Iterator<Item = &'static str> {
 
 fn by_name(name: &str) -> Option<(&'static str, Metric, Kind)> {
     METRICS.iter().find(|m| m.0 == name).copied()
+}
+
+impl Metric {
+    /// Every metric, in the order help texts list them.
+    pub fn all() -> impl Iterator<Item = Metric> {
+        METRICS.iter().map(|m| m.1)
+    }
+
+    /// The metric called `name`, or an error that suggests the one meant.
+    pub fn named(name: &str) -> Result<Metric, RuleError> {
+        by_name(name).map(|m| m.1).ok_or_else(|| RuleError::UnknownMetric { name: name.into(), suggestion: closest(name) })
+    }
+
+    pub fn name(self) -> &'static str {
+        self.entry().0
+    }
+
+    fn kind(self) -> Kind {
+        self.entry().2
+    }
+
+    fn entry(self) -> (&'static str, Metric, Kind) {
+        *METRICS.iter().find(|m| m.1 == self).expect("every metric is in METRICS")
+    }
+
+    /// The metric's value in `report`, in its base unit (nanoseconds,
+    /// bytes, bytes per second, a fraction of 1 for shares, else the plain
+    /// number), or why the session could not measure it.
+    pub fn value(self, report: &Report) -> Result<f64, String> {
+        match measure(self, report) {
+            Ok(v) if v.is_finite() => Ok(v),
+            Ok(_) => Err("not a finite value".into()),
+            Err(why) => Err(why),
+        }
+    }
+
+    /// The base unit of [`Metric::value`], as JSON names it.
+    pub fn unit(self) -> &'static str {
+        match self.kind() {
+            Kind::Duration => "ns",
+            Kind::Count => "count",
+            Kind::Rate => "per_s",
+            Kind::ByteRate => "bytes_per_s",
+            Kind::Bytes => "bytes",
+            Kind::Share => "fraction",
+        }
+    }
+
+    /// `v` for people, in the metric's unit: `3.21ms`, `19.5 KiB/s`, `36%`.
+    pub fn show(self, v: f64) -> String {
+        show(self.kind(), v)
+    }
+
+    /// A change `d` of the metric, signed: `+28.8us`; a share's in
+    /// percentage points (`-94.25 pts`), not in percent of a percentage.
+    pub fn show_change(self, d: f64) -> String {
+        let sign = if d < 0.0 { '-' } else { '+' };
+        match self.kind() {
+            Kind::Share => format!("{sign}{} pts", number(d.abs() * 100.0)),
+            kind => format!("{sign}{}", show(kind, d.abs())),
+        }
+    }
 }
 
 /// Errors only ever name metrics from METRICS, so the lookup cannot miss;
@@ -281,7 +346,7 @@ impl FromStr for Rule {
         if name.is_empty() {
             return Err(RuleError::MissingMetric);
         }
-        let (metric_name, metric, kind) = by_name(name).ok_or_else(|| RuleError::UnknownMetric { name: name.into(), suggestion: closest(name) })?;
+        let (metric_name, metric, kind) = Metric::named(name)?.entry();
 
         let rest = text[name_end..].trim_start();
         let op_len = operator_len(rest);
@@ -377,9 +442,8 @@ pub fn evaluate(rules: &[Rule], report: &Report) -> Vec<Verdict> {
 
 impl Rule {
     fn evaluate(&self, report: &Report) -> Verdict {
-        let (value, shown) = match measure(self.metric, report) {
-            Ok(v) if v.is_finite() => (Some(v), format!("{} = {}", self.name, show(self.kind, v))),
-            Ok(_) => (None, format!("{}: not a finite value", self.name)),
+        let (value, shown) = match self.metric.value(report) {
+            Ok(v) => (Some(v), format!("{} = {}", self.name, show(self.kind, v))),
             Err(why) => (None, format!("{}: {why}", self.name)),
         };
         Verdict { rule: self.text.clone(), held: value.is_some_and(|v| self.op.holds(v, self.threshold)), value, shown }
@@ -387,11 +451,11 @@ impl Rule {
 }
 
 /// The metric's value in its base unit, or why there is none.
-fn measure(metric: Metric, r: &Report) -> Result<f64, &str> {
+fn measure(metric: Metric, r: &Report) -> Result<f64, String> {
     let stw = &r.gc.stw;
     // The report's *_us and total_ms come from whole nanoseconds: rounding
     // undoes the float division, so `>= 5ms` holds at exactly 5 ms.
-    let pause = |us: f64| if stw.count == 0 { Err("no pauses seen") } else { Ok((us * 1e3).round()) };
+    let pause = |us: f64| if stw.count == 0 { Err("no pauses seen".into()) } else { Ok((us * 1e3).round()) };
     match metric {
         Metric::StwP50 => pause(stw.p50_us),
         Metric::StwP99 => pause(stw.p99_us),
@@ -401,17 +465,28 @@ fn measure(metric: Metric, r: &Report) -> Result<f64, &str> {
         Metric::GcCycles => Ok(r.gc.cycles as f64),
         // An optional probe: without it, zero assists would be a guess.
         Metric::AssistCount if r.probes.iter().any(|p| p.name == "gcAssistAlloc" && p.attached) => Ok(r.events.assist as f64),
-        Metric::AssistCount => Err("gcAssistAlloc was not probed"),
+        Metric::AssistCount => Err("gcAssistAlloc was not probed".into()),
         Metric::GcCyclesPerS if r.window.duration_s > 0.0 => Ok(r.gc.cycles as f64 / r.window.duration_s),
-        Metric::GcCyclesPerS => Err("no time observed"),
-        Metric::AllocPerS => alloc_rates(r).map(|(n, _)| n),
-        Metric::AllocBytesPerS => alloc_rates(r).map(|(_, b)| b),
+        Metric::GcCyclesPerS => Err("no time observed".into()),
+        Metric::AllocPerS => alloc_rates(r).map(|(n, _)| n).map_err(Into::into),
+        Metric::AllocBytesPerS => alloc_rates(r).map(|(_, b)| b).map_err(Into::into),
         Metric::GrowsliceShare if r.callsites.iter().any(|c| c.bytes > 0) => Ok(culprits::growslice_share(&r.callsites)),
-        Metric::GrowsliceShare => Err("no allocated bytes seen"),
-        Metric::MapsLikelyLeaks => r.likely_leaks.map(|n| n as f64).ok_or(r.likely_leaks_unavailable.as_deref().unwrap_or("no map was watched")),
+        Metric::GrowsliceShare => Err("no allocated bytes seen".into()),
+        Metric::MapsLikelyLeaks => r.likely_leaks.map(|n| n as f64).ok_or_else(|| r.likely_leaks_unavailable.clone().unwrap_or_else(|| "no map was watched".into())),
         // GROWTH_MIN_CYCLES is the 3.
-        Metric::HeapLiveGrowth => culprits::live_growth(&r.gc.heap_live).ok_or(r.gc.heap_unavailable.as_deref().unwrap_or("fewer than 3 GC cycles with a live heap")),
-        Metric::HeapLiveMax => culprits::live_max(&r.gc.heap_live).map(|b| b as f64).ok_or(r.gc.heap_unavailable.as_deref().unwrap_or("no GC cycle's live heap was read")),
+        Metric::HeapLiveGrowth => culprits::live_growth(&r.gc.heap_live).ok_or_else(|| r.gc.heap_unavailable.clone().unwrap_or_else(|| "fewer than 3 GC cycles with a live heap".into())),
+        Metric::HeapLiveMedian => r.gc.heap_medians.marked.map(|b| b as f64).ok_or_else(|| no_marked_heap(r)),
+        // Of the cycles `heap_live` keeps: every one up to 4,096, evenly thinned past that.
+        Metric::HeapLiveMax => culprits::live_max(&r.gc.heap_live).map(|b| b as f64).ok_or_else(|| no_marked_heap(r)),
+    }
+}
+
+/// Why no cycle's marked heap is in the report.
+fn no_marked_heap(r: &Report) -> String {
+    match &r.gc.heap_unavailable {
+        Some(why) => why.clone(),
+        None if r.gc.cycles == 0 => "no GC cycle completed".into(),
+        None => "no cycle's marked heap was read".into(),
     }
 }
 
@@ -504,6 +579,7 @@ mod tests {
             ("growslice.share > 30%", Metric::GrowsliceShare, 0.3),
             ("maps.likely_leaks > 0", Metric::MapsLikelyLeaks, 0.0),
             ("heap.live_growth > 1MB/s", Metric::HeapLiveGrowth, 1e6),
+            ("heap.live_median > 64MiB", Metric::HeapLiveMedian, 64.0 * 1048576.0),
             ("heap.live_max > 512MiB", Metric::HeapLiveMax, 536870912.0),
         ];
         assert_eq!(cases.len(), METRICS.len());
@@ -621,7 +697,7 @@ mod tests {
     fn error_messages_help() {
         assert_eq!(
             err("stw.p9 > 5ms").to_string(),
-            "unknown metric \"stw.p9\"; did you mean stw.p99? (known: stw.p50, stw.p99, stw.max, stw.total, stw.count, gc.cycles, assist.count, gc.cycles_per_s, alloc.per_s, alloc.bytes_per_s, growslice.share, maps.likely_leaks, heap.live_growth, heap.live_max)"
+            "unknown metric \"stw.p9\"; did you mean stw.p99? (known: stw.p50, stw.p99, stw.max, stw.total, stw.count, gc.cycles, assist.count, gc.cycles_per_s, alloc.per_s, alloc.bytes_per_s, growslice.share, maps.likely_leaks, heap.live_growth, heap.live_median, heap.live_max)"
         );
         assert_eq!(err("heap.live_max > 512").to_string(), "heap.live_max needs a byte unit without /s: 512MiB, 1GB (B, KB, KiB, MB, MiB, GB, GiB)");
         assert_eq!(err("heap.live_max > 1GB/s").to_string(), "\"GB/s\" is not a unit heap.live_max takes: it needs a byte unit without /s: 512MiB, 1GB (B, KB, KiB, MB, MiB, GB, GiB)");
@@ -703,6 +779,11 @@ mod tests {
 
     #[test]
     fn evaluates_against_a_report() {
+        let mut r = busy();
+        r.gc.heap_medians.marked = Some(3 << 20);
+        r.gc.heap_live = [1u64 << 20, 5 << 20, 3 << 20].map(|m| HeapSample { t_s: 1.0, bytes: 2 * m, goal: None, marked: Some(m) }).to_vec();
+        let got = verdicts(&["heap.live_median > 3MiB", "heap.live_max >= 5MiB"], &r);
+        assert_eq!(got, [(Some(3145728.0), "heap.live_median = 3.0 MiB".to_owned(), false), (Some(5242880.0), "heap.live_max = 5.0 MiB".to_owned(), true)]);
         let rules = [
             "stw.p50 > 300us",
             "stw.p99 > 5ms",
@@ -746,7 +827,7 @@ mod tests {
     fn unmeasured_metrics_never_hold() {
         let mut r = report();
         // No pause, no allocation, no assist probe: nothing to compare, not a pass by zero.
-        let always = ["stw.p50 >= 0ns", "stw.p99 < 5ms", "stw.max <= 1s", "growslice.share >= 0%", "assist.count >= 0"];
+        let always = ["stw.p50 >= 0ns", "stw.p99 < 5ms", "stw.max <= 1s", "growslice.share >= 0%", "assist.count >= 0", "heap.live_max >= 0B"];
         let got = verdicts(&always, &r);
         let shown: Vec<_> = got.iter().map(|(v, s, h)| (*v, s.as_str(), *h)).collect();
         assert_eq!(
@@ -757,8 +838,14 @@ mod tests {
                 (None, "stw.max: no pauses seen", false),
                 (None, "growslice.share: no allocated bytes seen", false),
                 (None, "assist.count: gcAssistAlloc was not probed", false),
+                (None, "heap.live_max: no GC cycle completed", false),
             ]
         );
+        r.gc.cycles = 3;
+        r.gc.heap_unavailable = Some("runtime.gcController was not found".into());
+        assert_eq!(verdicts(&["heap.live_median < 1GB"], &r), [(None, "heap.live_median: runtime.gcController was not found".to_owned(), false)]);
+        r.gc.cycles = 0;
+        r.gc.heap_unavailable = None;
         // Real zeros: a session without GC or allocations measured them.
         let zeros = ["gc.cycles < 1", "stw.count <= 0", "stw.total < 1ns", "gc.cycles_per_s < 1", "alloc.per_s < 1", "alloc.bytes_per_s < 1B/s"];
         for (rule, (v, shown, held)) in zeros.iter().zip(verdicts(&zeros, &r)) {
@@ -825,7 +912,9 @@ mod tests {
         assert_eq!(got, want.map(|(v, s, h)| (v, s.to_owned(), h)));
         // No marked bytes at all, and the reason the heap could not be read.
         r.gc.heap_live = heap(&[(0.0, None), (1.0, None), (2.0, None), (3.0, None)]);
-        assert_eq!(verdicts(&["heap.live_max >= 0B"], &r), [(None, "heap.live_max: no GC cycle's live heap was read".to_owned(), false)]);
+        assert_eq!(verdicts(&["heap.live_max >= 0B"], &r), [(None, "heap.live_max: no GC cycle completed".to_owned(), false)]);
+        r.gc.cycles = 4;
+        assert_eq!(verdicts(&["heap.live_max >= 0B"], &r), [(None, "heap.live_max: no cycle's marked heap was read".to_owned(), false)]);
         r.gc.heap_live.clear();
         r.gc.heap_unavailable = Some("runtime.gcController not found".into());
         let got = verdicts(&["heap.live_growth > 1MB/s", "heap.live_max > 1MB"], &r);

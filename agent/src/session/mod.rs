@@ -7,6 +7,7 @@
 //! everything, [`live`] streams until the session ends (`--duration`,
 //! Ctrl-C, SIGTERM, or the last target's exit), and `finish` writes the
 //! reports: one, or one per target.
+pub mod compare;
 mod inspect;
 pub mod fleet;
 mod live;
@@ -97,6 +98,8 @@ pub enum SessionError {
     OneTargetOnly { what: &'static str },
     #[error(transparent)]
     Caps(#[from] crate::tracee::caps::CapsError),
+    #[error(transparent)]
+    Load(#[from] compare::LoadError),
 }
 
 #[derive(Debug, thiserror::Error)]
