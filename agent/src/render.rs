@@ -24,6 +24,8 @@ pub enum Format {
     Perfetto,
     /// The report's figures as Prometheus metrics (text format 0.0.4): the families node mode serves, for node_exporter's textfile collector or promtool.
     Prometheus,
+    /// One self-contained HTML page (nothing loaded from the network): headline figures, culprit cards with their fixes, an allocation flame graph, pauses and the live heap over time.
+    Html,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +123,7 @@ pub fn bytes(format: Format, stack_depth: usize, report: &Report, meta: &Meta, e
         }
         Format::Text => report::text::render(report, stack_depth).into_bytes(),
         Format::Prometheus => report::text::printable(export::report_metrics(report, agg, facts)).into_bytes(),
+        Format::Html => export::report_page(report, agg, facts).into_bytes(),
         Format::Json => {
             let mut s = serde_json::to_string_pretty(report).expect("report serializes");
             s.push('\n');
