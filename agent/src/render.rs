@@ -282,7 +282,7 @@ mod tests {
         let symbols = Symbols { frames: vec![(0x700, vec![Frame { function: "main.\x1b[2Jwipe\u{9b}31m".into(), file: Some("a.go".into()), line: Some(3), inlined: false }])], ..Symbols::default() };
         let alloc = encode_full(ev::MALLOC, 1, 5, [64, 0, 1, 0, 0], &[0x20, 0x700], 0, 0);
         let mut r = RecordedReport::from_bytes("hostile", &recording(&meta, &symbols, &[Op::Ring(&alloc)])).unwrap();
-        for format in [Format::Text, Format::Prometheus] {
+        for format in [Format::Text, Format::Prometheus, Format::Html] {
             let out = String::from_utf8(r.render(format, 8)).unwrap();
             assert!(!out.contains(['\x1b', '\x07', '\u{9b}']), "{format:?}: {out}");
             assert!(out.contains("/bin/\u{fffd}]0;owned\u{fffd}x"), "{format:?}: {out}");

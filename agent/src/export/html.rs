@@ -531,3 +531,113 @@ pub fn warnings(ws: &[String]) -> String {
     o.push_str("</ul>\n</section>");
     o
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        analysis::appendloop::{LoopKind, LoopReport},
+        report::{empty_report, HeapSample},
+        tracee::gotypes::TypeInfo,
+    };
+
+    const HOSTILE: &str = "main.<script>alert(\"x\")</script>&'";
+
+    fn culprit(function: &str) -> Culprit {
+        Culprit {
+            rank: 1,
+            function: function.into(),
+            file: Some("/src/a&b/main.go".into()),
+            line: Some(23),
+            kind: "append-growth".into(),
+            share_of_bytes: 0.9,
+            share_of_allocs: 0.1,
+            evidence: format!("evidence of {function}"),
+            suggestion: format!("preallocate in {function}"),
+            summary: format!("{function} grows"),
+            loop_: Some(LoopReport { file: Some("/src/main.go".into()), line: Some(22), kind: LoopKind::Map, over: Some("m[<k>]".into()) }),
+            elem_type: Some(TypeInfo { name: "map[string]<T>".into(), size: 16 }),
+            per_call: None,
+            expected_saving: None,
+        }
+    }
+
+    fn pause(t_s: f64, duration_ns: u64, reason: &str) -> Pause {
+        Pause { t_s, duration_ns, reason: reason.into() }
+    }
+
+    /// Names from the target reach the page as text, never as markup: the
+    /// only script on the page is inferno's own.
+    #[test]
+    fn names_from_the_target_are_escaped_in_every_section() {
+        let mut r = empty_report();
+        r.target.exe = format!("/bin/{HOSTILE}");
+        r.culprits = vec![culprit(HOSTILE)];
+        r.warnings = vec![HOSTILE.into()];
+        let d = Drawn { stacks: vec![Stack { frames: vec!["main.main".into(), HOSTILE.into()], bytes: 100 }], pauses: vec![pause(0.5, 50_000, HOSTILE)], pauses_dropped: 0 };
+        let page = report_page(&r, &d);
+        assert!(!page.contains("<script>alert"), "{page}");
+        assert_eq!(page.matches("<script").count(), 1, "inferno's script only");
+        // Card, title, warning, legend: each escaped the same way.
+        assert!(page.matches("main.&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;&#39;").count() >= 5, "{page}");
+        assert!(page.contains("ranging over <code>m[&lt;k&gt;]</code>") && page.contains("<code>map[string]&lt;T&gt;</code> (16 B each)"), "{page}");
+        // inferno escapes the frame's name in its SVG itself.
+        assert!(page.contains("main.&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;&apos; (100 bytes, 100.00%)"), "{page}");
+        assert_eq!(escape("a\x1b[2J\u{9b}b\n"), "a\u{fffd}[2J\u{fffd}b\n");
+    }
+
+    #[test]
+    fn folded_stacks_keep_frames_whole_merge_and_fit_inferno() {
+        let s = |frames: &[&str], bytes| Stack { frames: frames.iter().map(|f| f.to_string()).collect(), bytes };
+        let lines = folded(&[s(&["main.main", "main.F[go.shape.struct { a int; b int }]"], 10), s(&["main.main", "main.g\nx"], 5), s(&["main.main", "main.g\nx"], 7), s(&[], 3)]);
+        assert_eq!(lines, ["main.main;main.F[go.shape.struct { a int\u{37e} b int }] 10", "main.main;main.g\u{fffd}x 12"]);
+        // A recording's totals may be anything: the sum stays within what inferno adds up.
+        let huge = folded(&[s(&["a"], u64::MAX), s(&["b"], u64::MAX)]);
+        let weights: Vec<u128> = huge.iter().map(|l| l.rsplit(' ').next().unwrap().parse().unwrap()).collect();
+        assert_eq!(weights[0], weights[1]);
+        assert!(weights.iter().sum::<u128>() <= MAX_TOTAL && weights[0] > MAX_TOTAL / 4, "{weights:?}");
+        assert!(flame_graph("t", &[], Mode::Exact).contains("No allocation stacks were seen"));
+    }
+
+    /// Power-of-two bins from the shortest pause to the longest, stacked by reason.
+    #[test]
+    fn the_pause_histogram_counts_every_pause_in_its_bin() {
+        let pauses = [pause(0.1, 1_000, "GC sweep termination"), pause(0.2, 1_500, "GC mark termination"), pause(0.3, 3_000, "GC sweep termination"), pause(0.4, 100_000, "ReadMemStats")];
+        let stw = Stw { count: 4, ..Stw::default() };
+        let h = pause_histogram(&pauses, &stw, 0);
+        // 1000 ns is in 512..1024, 1500 in 1024..2048, 3000 in 2048..4096, 100 µs in 65536..131072.
+        let bars: Vec<&str> = h.match_indices("data-n=\"").map(|(i, m)| &h[i + m.len()..i + m.len() + 1]).collect();
+        assert_eq!(bars, ["1", "1", "1", "1"]);
+        assert_eq!(pause_bins(&pauses), (9, 8), "2^9 ns to 2^16 ns");
+        assert!(h.contains("data-count=\"4\""), "{h}");
+        assert!(pause_histogram(&pauses, &stw, 10).contains("The charts show the last 4 of them; 10 older pauses"));
+        let t = pause_timeline(&pauses, 1.0, 0);
+        assert_eq!(t.matches("class=\"pause\"").count(), 4);
+        assert!(pause_histogram(&[], &Stw::default(), 0).contains("No pause in this window"));
+    }
+
+    #[test]
+    fn the_heap_series_has_a_point_per_sample_or_says_why_not() {
+        let mut r = empty_report();
+        r.gc.heap_unavailable = Some("the kernel could not read runtime.gcController at the pauses".into());
+        assert!(heap_series(&r.gc).contains("Unavailable: the kernel could not read runtime.gcController at the pauses."));
+        r.gc.heap_unavailable = None;
+        r.gc.heap_live = (0..7).map(|i| HeapSample { t_s: i as f64, bytes: 4 << 20, goal: (i > 0).then_some(4 << 20), marked: Some(1 << 20) }).collect();
+        let h = heap_series(&r.gc);
+        assert_eq!(h.matches("class=\"heap-point\"").count(), 7);
+        let points = |class: &str| h[h.find(&format!("class=\"{class}\"")).unwrap()..].split("points=\"").nth(1).unwrap().split('"').next().unwrap().split(' ').count();
+        assert_eq!((points("heap-start"), points("heap-goal"), points("heap-marked")), (7, 6, 7));
+    }
+
+    #[test]
+    fn axis_marks_fall_on_round_values() {
+        let values = |t: Ticks| t.into_iter().map(|(v, _)| v).collect::<Vec<_>>();
+        let (t, end) = ticks(6.0, 1.0, &|v| v.to_string());
+        assert_eq!((values(t), end), (vec![0.0, 2.0, 4.0, 6.0], 6.0));
+        let mib = (1u64 << 20) as f64;
+        let (t, end) = ticks(4.2 * mib, byte_unit(4.2 * mib), &|b| bytes(b as u64));
+        assert_eq!(t.last().map(|(_, l)| l.as_str()), Some("5.0 MiB"));
+        assert_eq!(end, 5.0 * mib);
+        assert_eq!(values(ticks(0.37, 1.0, &|v| v.to_string()).0).len(), 5, "0 to 0.4 by 0.1");
+    }
+}
