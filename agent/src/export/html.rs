@@ -436,7 +436,9 @@ pub fn pause_histogram(pauses: &[Pause], stw: &Stw, dropped: u64) -> String {
             let (x, w) = (plot.x(i as f64) + 1.0, plot.x(1.0) - plot.x(0.0) - 2.0);
             let (name, color) = colors[k];
             let what = format!("{c} {name} pauses of {} to {}", duration_text(bin_ns(i as f64)), duration_text(bin_ns(i as f64 + 1.0)));
-            let _ = writeln!(o, "<rect class=\"bar\" data-n=\"{c}\" x=\"{x:.1}\" y=\"{y_top:.1}\" width=\"{w:.1}\" height=\"{:.1}\" fill=\"{color}\"><title>{}</title></rect>", y_bot - y_top, escape(&what));
+            // At least 2 px: a single pause beside hundreds still shows.
+            let height = (y_bot - y_top).max(2.0);
+            let _ = writeln!(o, "<rect class=\"bar\" data-n=\"{c}\" x=\"{x:.1}\" y=\"{:.1}\" width=\"{w:.1}\" height=\"{height:.1}\" fill=\"{color}\"><title>{}</title></rect>", y_bot - height, escape(&what));
             acc += c;
         }
     }
