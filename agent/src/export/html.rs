@@ -132,27 +132,32 @@ pub fn headline(r: &Report) -> String {
         (None, None) => ("unavailable".into(), "runtime.gcController was not read in this window".into()),
     };
     figure(&mut o, "Allocation rate", &alloc, Some(&alloc_note));
-    figure(&mut o, "GC cycles", &format!("{} ({:.1}/s)", r.gc.cycles, r.gc.cycles_per_s), r.gc.diagnosis.as_deref());
+    gc_figures(&mut o, r);
+    figure(&mut o, "Events", &format!("{} mallocgc, {} growslice", si(r.events.mallocgc as f64), si(r.events.growslice as f64)), Some(&format!("{} lost", r.events.lost)));
+    o.push_str("</div>\n</section>");
+    o
+}
+
+/// Cycles, pauses, GC's CPU share, the live heap and the settings.
+fn gc_figures(o: &mut String, r: &Report) {
+    figure(o, "GC cycles", &format!("{} ({:.1}/s)", r.gc.cycles, r.gc.cycles_per_s), r.gc.diagnosis.as_deref());
     let s = &r.gc.stw;
-    figure(&mut o, "Stop-the-world pauses", &format!("{} pauses, {:.3} ms", s.count, s.total_ms), Some(&format!("p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs", s.p50_us, s.p99_us, s.max_us)));
+    figure(o, "Stop-the-world pauses", &format!("{} pauses, {:.3} ms", s.count, s.total_ms), Some(&format!("p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs", s.p50_us, s.p99_us, s.max_us)));
     let cpu = match (r.gc.cpu_share, &r.gc.cpu_share_unavailable) {
         (Some(c), _) => (format!("{:.1}%", c * 100.0), None),
         (None, why) => ("unavailable".into(), Some(why.clone().unwrap_or_else(|| "not measured".into()))),
     };
-    figure(&mut o, "GC CPU share", &cpu.0, cpu.1.as_deref());
+    figure(o, "GC CPU share", &cpu.0, cpu.1.as_deref());
     let m = &r.gc.heap_medians;
     let live = match (m.marked, &r.gc.heap_unavailable) {
         (Some(b), _) => (bytes(b), m.goal.map(|g| format!("median per cycle; goal {}", bytes(g)))),
         (None, Some(why)) => ("unavailable".into(), Some(why.clone())),
         (None, None) => ("unavailable".into(), Some("no GC cycle ended in the window".into())),
     };
-    figure(&mut o, "Live heap", &live.0, live.1.as_deref());
+    figure(o, "Live heap", &live.0, live.1.as_deref());
     if let Some(st) = &r.gc.settings {
-        figure(&mut o, "GOGC / GOMEMLIMIT", &format!("{} / {}", st.gogc_text(), st.limit_text()), None);
+        figure(o, "GOGC / GOMEMLIMIT", &format!("{} / {}", st.gogc_text(), st.limit_text()), None);
     }
-    figure(&mut o, "Events", &format!("{} mallocgc, {} growslice", si(r.events.mallocgc as f64), si(r.events.growslice as f64)), Some(&format!("{} lost", r.events.lost)));
-    o.push_str("</div>\n</section>");
-    o
 }
 
 fn slowdown(r: &Report) -> String {
@@ -371,6 +376,8 @@ fn nice_step(max: f64, unit: f64) -> f64 {
 /// Marks at every step from 0 up to `max`, and the axis end (a whole step
 /// at or past `max`, so the data fits under the last mark).
 fn ticks(max: f64, unit: f64, label: &dyn Fn(f64) -> String) -> (Ticks, f64) {
+    // One sample, or pauses all at 0 s: an axis of one unit rather than of nothing.
+    let max = if max > 0.0 { max } else { unit };
     let step = nice_step(max, unit);
     let end = (max / step).ceil().max(1.0) * step;
     let n = (end / step).round() as usize;
@@ -422,6 +429,15 @@ pub fn pause_histogram(pauses: &[Pause], stw: &Stw, dropped: u64) -> String {
         let b = (63 - p.duration_ns.max(1).leading_zeros() - lo) as usize;
         counts[b][colors.iter().position(|(r, _)| *r == p.reason).unwrap_or(0)] += 1;
     }
+    histogram_chart(&mut o, &counts, lo, &colors);
+    o.push_str(&legend(&colors));
+    o.push_str("\n</section>");
+    o
+}
+
+/// The histogram's SVG: `counts[bin][reason]`, bin i holding 2^(lo+i) to 2^(lo+i+1) ns.
+fn histogram_chart(o: &mut String, counts: &[Vec<u64>], lo: u32, colors: &[(&str, &str)]) {
+    let n = counts.len();
     let tallest = counts.iter().map(|c| c.iter().sum::<u64>()).max().unwrap_or(1) as f64;
     let (y_ticks, y_max) = ticks(tallest, 1.0, &|v| format!("{v:.0}"));
     let y_ticks = y_ticks.into_iter().filter(|(v, _)| v.fract() == 0.0).collect();
@@ -443,9 +459,6 @@ pub fn pause_histogram(pauses: &[Pause], stw: &Stw, dropped: u64) -> String {
         }
     }
     o.push_str("</svg>\n");
-    o.push_str(&legend(&colors));
-    o.push_str("\n</section>");
-    o
 }
 
 fn kept_note(pauses: &[Pause], dropped: u64) -> String {
@@ -495,6 +508,17 @@ pub fn heap_series(gc: &Gc) -> String {
     if gc.heap_live_every > 1 {
         let _ = writeln!(o, "<p class=\"note\">One cycle in {} is kept: the series is thinned evenly past 4,096 cycles.</p>", gc.heap_live_every);
     }
+    heap_chart(&mut o, h);
+    o.push_str("<div class=\"legend\"><span><i style=\"background:#1f77b4\"></i>heap at the cycle's start</span><span><i style=\"background:#ff7f0e\"></i>goal (GOGC)</span><span><i style=\"background:#2ca02c\"></i>marked live</span></div>\n");
+    if gc.heap_climbing {
+        o.push_str("<p><strong>The live heap rose across most cycles: a likely leak.</strong></p>\n");
+    }
+    o.push_str("</section>");
+    o
+}
+
+/// The heap series' SVG: a line each for the goal, the marked bytes and the heap at the cycle's start, with a point per sample on the last.
+fn heap_chart(o: &mut String, h: &[crate::report::HeapSample]) {
     let (x_ticks, x_max) = ticks(h.iter().map(|s| s.t_s).fold(0.0, f64::max), 1.0, &seconds_text);
     let highest = h.iter().flat_map(|s| [Some(s.bytes), s.goal, s.marked]).flatten().max().unwrap_or(1) as f64;
     let (y_ticks, y_max) = ticks(highest, byte_unit(highest), &|b| bytes(b as u64));
@@ -513,12 +537,7 @@ pub fn heap_series(gc: &Gc) -> String {
         let what = format!("{:.3} s: heap {} at the cycle's start, goal {}, marked {}", s.t_s, bytes(s.bytes), fig(s.goal), fig(s.marked));
         let _ = writeln!(o, "<circle class=\"heap-point\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\" fill=\"#1f77b4\"><title>{}</title></circle>", plot.x(s.t_s), plot.y(s.bytes as f64), escape(&what));
     }
-    o.push_str("</svg>\n<div class=\"legend\"><span><i style=\"background:#1f77b4\"></i>heap at the cycle's start</span><span><i style=\"background:#ff7f0e\"></i>goal (GOGC)</span><span><i style=\"background:#2ca02c\"></i>marked live</span></div>\n");
-    if gc.heap_climbing {
-        o.push_str("<p><strong>The live heap rose across most cycles: a likely leak.</strong></p>\n");
-    }
-    o.push_str("</section>");
-    o
+    o.push_str("</svg>\n");
 }
 
 /// The report's warnings, or nothing.
@@ -641,5 +660,7 @@ mod tests {
         assert_eq!(t.last().map(|(_, l)| l.as_str()), Some("5.0 MiB"));
         assert_eq!(end, 5.0 * mib);
         assert_eq!(values(ticks(0.37, 1.0, &|v| v.to_string()).0).len(), 5, "0 to 0.4 by 0.1");
+        let (t, end) = ticks(0.0, 1.0, &seconds_text);
+        assert_eq!((t.len(), t[1].1.as_str(), end), (6, "0.2 s", 1.0), "one heap sample: an axis of one unit");
     }
 }
