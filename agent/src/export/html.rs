@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 
 use crate::{
     plan::Mode,
-    report::{Culprit, Gc, Report, Stw},
+    report::{text::loc, Culprit, Gc, Report, Stw},
     units::{bytes, si},
 };
 
@@ -166,14 +166,6 @@ fn slowdown(r: &Report) -> String {
     match sm.mode {
         Mode::Sampled => format!("allocation probes attached {:.2} s in {} bursts; estimated slowdown {est}", sm.observed_s, sm.bursts),
         Mode::Exact => format!("every allocation probed; estimated slowdown {est}"),
-    }
-}
-
-fn loc(file: &Option<String>, line: Option<u32>) -> String {
-    match (file, line) {
-        (Some(f), Some(l)) => format!("{f}:{l}"),
-        (Some(f), None) => f.clone(),
-        _ => "?".into(),
     }
 }
 
