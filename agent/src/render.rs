@@ -24,6 +24,8 @@ pub enum Format {
     Perfetto,
     /// The report's figures as Prometheus metrics (text format 0.0.4): the families node mode serves, for node_exporter's textfile collector or promtool.
     Prometheus,
+    /// One self-contained HTML page (nothing loaded from the network): headline figures, culprit cards with their fixes, an allocation flame graph, pauses and the live heap over time.
+    Html,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +130,7 @@ pub fn bytes(format: Format, stack_depth: usize, report: &Report, meta: &Meta, e
         }
         Format::Text => report::text::render(report, stack_depth).into_bytes(),
         Format::Prometheus => report::text::printable(export::report_metrics(report, agg, facts)).into_bytes(),
+        Format::Html => export::report_page(report, agg, facts).into_bytes(),
         Format::Json => {
             let mut s = serde_json::to_string_pretty(report).expect("report serializes");
             s.push('\n');
@@ -286,7 +289,7 @@ mod tests {
         let symbols = Symbols { frames: vec![(0x700, vec![Frame { function: "main.\x1b[2Jwipe\u{9b}31m".into(), file: Some("a.go".into()), line: Some(3), inlined: false }])], ..Symbols::default() };
         let alloc = encode_full(ev::MALLOC, 1, 5, [64, 0, 1, 0, 0], &[0x20, 0x700], 0, 0);
         let mut r = RecordedReport::from_bytes("hostile", &recording(&meta, &symbols, &[Op::Ring(&alloc)])).unwrap();
-        for format in [Format::Text, Format::Prometheus] {
+        for format in [Format::Text, Format::Prometheus, Format::Html] {
             let out = String::from_utf8(r.render(format, 8)).unwrap();
             assert!(!out.contains(['\x1b', '\x07', '\u{9b}']), "{format:?}: {out}");
             assert!(out.contains("/bin/\u{fffd}]0;owned\u{fffd}x"), "{format:?}: {out}");

@@ -23,7 +23,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install what is missing: nightly rust-src, bpf-linker, Go toolchains.
+    /// Install what is missing: nightly rust-src, bpf-linker, Go toolchains, Chromium.
     Setup {
         /// Also install every Go toolchain of the test matrix.
         #[arg(long)]
@@ -73,6 +73,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
         Cmd::Setup { all_go } => {
             setup(all_go)?;
+            tools::ensure_debian_packages(pins::DEBIAN_BROWSER)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Build { target } => {
@@ -149,6 +150,7 @@ fn test(extra: &[String]) -> Result<ExitCode> {
     setup(true)?;
     tools::ensure_debian_packages(pins::DEBIAN_GO_PROGRAMS)?;
     tools::ensure_debian_packages(pins::DEBIAN_TOOLS)?;
+    tools::ensure_debian_packages(pins::DEBIAN_BROWSER)?;
     tools::ensure_py_tools()?;
     let gcprobe = build_release()?;
     // The arm64 tests run this one in an emulated arm64 machine.

@@ -19,6 +19,8 @@ pub const GO_DEBIAN_PACKAGE: &str = "golang-1.19";
 pub const DEBIAN_GO_PROGRAMS: &[&str] = &["prometheus", "restic", "caddy"];
 /// Debian tools the tests use: bpftool counts the BPF links and maps left behind.
 pub const DEBIAN_TOOLS: &[&str] = &["bpftool"];
+/// The browser the HTML report's test opens pages in (headless), and a font for their text.
+pub const DEBIAN_BROWSER: &[&str] = &["chromium", "fonts-dejavu-core"];
 
 /// Fuzzing driver for the parsers (`cargo xtask fuzz`).
 pub const CARGO_FUZZ_VERSION: &str = "0.13.2";

@@ -1,9 +1,10 @@
 //! Writers for formats other tools open: pprof's profile.proto for `go tool pprof`,
 //! Chrome trace-event JSON for ui.perfetto.dev and chrome://tracing, OpenMetrics
-//! text for Prometheus.
+//! text for Prometheus, and a self-contained HTML page for a browser.
 //!
 //! Each takes neutral inputs (PCs, values, spans in ktime) and knows nothing of
 //! sessions or aggregation, so either side can change without the other.
+pub mod html;
 pub mod openmetrics;
 pub mod perfetto;
 pub mod pprof;
@@ -46,6 +47,48 @@ pub fn allocation_profile(meta: &Meta, end: &End, agg: &Aggregator, facts: &mut 
         comments,
     };
     pprof::write(&p, |pc| facts.frames(pc), out)
+}
+
+/// The report as one self-contained HTML page: its figures and culprits,
+/// a flame graph of allocated bytes, and the pauses and live heap over time.
+pub fn report_page(report: &report::Report, agg: &Aggregator, facts: &mut dyn Facts) -> String {
+    html::report_page(report, &html::Drawn { stacks: allocation_stacks(agg, facts), pauses: pause_list(agg, facts), pauses_dropped: agg.pauses().dropped() })
+}
+
+/// Each allocation stack by its bytes, outermost frame first, inlined frames
+/// included. The runtime's own leaf frames are cut as pprof cuts them, so each
+/// stack ends at the user's allocation site, and frames are named as the text
+/// report names them: function, then file:line (the file by its base name,
+/// as beside a culprit's line).
+fn allocation_stacks(agg: &Aggregator, facts: &mut dyn Facts) -> Vec<html::Stack> {
+    let mut named = std::collections::HashMap::new();
+    let mut frames_of = |pc: u64| named.entry(pc).or_insert_with(|| facts.frames(pc)).clone();
+    agg.alloc_stacks()
+        .iter()
+        .map(|(stack, s)| {
+            let pcs = pprof::trim_runtime_leaf(stack, &mut frames_of).to_vec();
+            let frames = pcs.iter().rev().flat_map(|&pc| frames_of(pc).iter().rev().map(frame_name).collect::<Vec<_>>()).collect();
+            html::Stack { frames, bytes: s.bytes }
+        })
+        .collect()
+}
+
+/// `function file:line`, with ` (inlined)` after a frame inlined into its
+/// caller (after, not before as the text report has it, so a narrow frame
+/// still shows its function first).
+fn frame_name(f: &crate::tracee::frame::Frame) -> String {
+    let at = match (&f.file, f.line) {
+        (Some(file), Some(l)) => format!(" {}:{l}", crate::units::short(file)),
+        (Some(file), None) => format!(" {}", crate::units::short(file)),
+        _ => String::new(),
+    };
+    format!("{}{at}{}", f.function, if f.inlined { " (inlined)" } else { "" })
+}
+
+/// The pauses kept one by one, timed from the first event as the report's heap samples are.
+fn pause_list(agg: &Aggregator, facts: &mut dyn Facts) -> Vec<html::Pause> {
+    let t0 = agg.first_ktime().unwrap_or(0);
+    agg.pauses().recent().map(|s| html::Pause { t_s: s.start_ktime.saturating_sub(t0) as f64 / 1e9, duration_ns: s.duration_ns, reason: report::cause_name(facts, s.cause) }).collect()
 }
 
 /// The report's figures in the Prometheus text format (see `openmetrics`),

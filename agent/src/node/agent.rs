@@ -450,7 +450,8 @@ impl Agent {
             "pprof" => Format::Pprof,
             "perfetto" => Format::Perfetto,
             "prometheus" => Format::Prometheus,
-            other => return Answer::error(StatusCode::BAD_REQUEST, format!("format {other:?}: text, json, pprof, perfetto or prometheus")),
+            "html" => Format::Html,
+            other => return Answer::error(StatusCode::BAD_REQUEST, format!("format {other:?}: text, json, pprof, perfetto, prometheus or html")),
         };
         let window = match params.get("window").map(|w| humantime::parse_duration(w)) {
             None => None,
@@ -469,6 +470,7 @@ impl Agent {
             Format::Pprof => "application/octet-stream",
             Format::Text => "text/plain; charset=utf-8",
             Format::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+            Format::Html => "text/html; charset=utf-8",
         };
         Answer::ok(content_type, body)
     }

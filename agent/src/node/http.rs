@@ -118,7 +118,7 @@ fn route(req: &Request<Incoming>) -> Result<Ask, Answer> {
     }
 }
 
-const INDEX: &str = "gcprobe node\n\n/metrics                      Prometheus metrics of every Go process watched\n/targets                      the processes watched, as JSON\n/report?pid=N&format=F        one process's report since it was first watched (F: text, json, pprof, perfetto, prometheus)\n/report?pid=N&window=60s      the same over the last 60 s (at most 10 minutes back)\n";
+const INDEX: &str = "gcprobe node\n\n/metrics                      Prometheus metrics of every Go process watched\n/targets                      the processes watched, as JSON\n/report?pid=N&format=F        one process's report since it was first watched (F: text, json, pprof, perfetto, prometheus, html)\n/report?pid=N&window=60s      the same over the last 60 s (at most 10 minutes back)\n";
 
 /// `a=1&b=2`, percent-decoded; a key given twice keeps its last value.
 fn query_params(q: &str) -> HashMap<String, String> {

@@ -9,7 +9,8 @@ use crate::{
 
 const TOP: usize = 10;
 
-fn loc(file: &Option<String>, line: Option<u32>) -> String {
+/// `file:line`, as every report format shows a place in the source.
+pub(crate) fn loc(file: &Option<String>, line: Option<u32>) -> String {
     match (file, line) {
         (Some(f), Some(l)) => format!("{f}:{l}"),
         (Some(f), None) => f.clone(),

@@ -291,6 +291,7 @@ fn check_target_count(opts: &AttachOptions, pids: &[u32]) -> Result<(), SessionE
             Format::Pprof => Some("--format pprof"),
             Format::Perfetto => Some("--format perfetto"),
             Format::Prometheus => Some("--format prometheus"),
+            Format::Html => Some("--format html"),
             Format::Text | Format::Json => None,
         };
         if let Some(what) = what {
