@@ -108,6 +108,12 @@ impl RecordedReport {
         Ok(Self { report, damage, replayed })
     }
 
+    /// Its stacks and pauses, as the HTML pages draw them.
+    pub fn drawn(&mut self) -> export::html::Drawn {
+        let Replayed { agg, facts, .. } = &mut self.replayed;
+        export::drawn(agg, facts)
+    }
+
     /// The report in `format`, as `gcprobe report --format` writes it.
     pub fn render(&mut self, format: Format, stack_depth: usize) -> Vec<u8> {
         let Replayed { meta, end, agg, facts, .. } = &mut self.replayed;

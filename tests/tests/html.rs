@@ -168,3 +168,69 @@ fn the_html_report_renders_in_chromium_with_the_reports_figures() {
     assert!(colours > MIN_COLOURS, "{colours} colours: a blank page?");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `gcprobe run --mode exact --record` of appendloop in `mode` for 3 s.
+fn run_recorded(dir: &Path, mode: &str) -> PathBuf {
+    let rec = dir.join(format!("{mode}.gcprobe"));
+    let exe = fixture("appendloop");
+    let out = gcprobe(&["run", "--mode", "exact", "--quiet", "--record", rec.to_str().unwrap(), "--format", "json", "-o", "/dev/null", "--", exe.to_str().unwrap(), "-mode", mode, "-for", "3s"]);
+    assert!(out.status.success(), "run -mode {mode}: {}\n{}", out.status, stderr_text(&out));
+    rec
+}
+
+/// `gcprobe diff --format html` of the culprit and its fix: the page's
+/// differential flame graph is as wide as BEFORE and shows the culprit's
+/// tower fallen (blue, its whole share gone), beside the figures the JSON
+/// diff gives.
+#[test]
+fn the_diff_page_shows_the_fixed_culprit_fallen_in_chromium() {
+    if !privileged("the_diff_page_shows_the_fixed_culprit_fallen_in_chromium") {
+        return;
+    }
+    let Some(chromium) = chromium("the_diff_page_shows_the_fixed_culprit_fallen_in_chromium") else { return };
+    let dir = scratch_dir("html", "diff");
+    let (before, after) = (run_recorded(&dir, "grow"), run_recorded(&dir, "prealloc"));
+    let (page, json) = (dir.join("diff.html"), dir.join("diff.json"));
+    for (format, out) in [("html", &page), ("json", &json)] {
+        let o = gcprobe(&["diff", before.to_str().unwrap(), after.to_str().unwrap(), "--format", format, "-o", out.to_str().unwrap()]);
+        assert!(o.status.success(), "diff --format {format}: {}", stderr_text(&o));
+    }
+    let d: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert_eq!(external_references(&html), Vec::<String>::new());
+    let dom = String::from_utf8(headless(&chromium, &dir, &page, &["--dump-dom".into()]).stdout).unwrap();
+    let written = "<svg version=\"1.1\" width=\"";
+    assert!(html.contains(written) && !dom.contains(written), "the flame graph's script did not run");
+
+    // The culprit's frame: its width is its share of BEFORE's bytes, its
+    // change all of it, its colour blue (fell).
+    let line = fixtures::marker_line("appendloop", "gcprobe:culprit");
+    let frame = format!("<title>main.(*Index).Names main.go:{line} (");
+    let at = dom.find(&frame).unwrap_or_else(|| panic!("no frame {frame:?} in the flame graph"));
+    let title = &dom[at..at + dom[at..].find("</title>").unwrap()];
+    let (share, delta) = title.rsplit_once(", ").unwrap().1.trim_end_matches(')').split_once("%; ").unwrap();
+    let (share, delta): (f64, f64) = (share.parse().unwrap(), delta.trim_end_matches('%').parse().unwrap());
+    let gone = d["culprits_gone"].as_array().unwrap();
+    assert_eq!(gone.len(), 1, "{:#}", d["culprits_gone"]);
+    let before_share = gone[0]["share_of_bytes"]["before"].as_f64().unwrap() * 100.0;
+    eprintln!("culprit frame: {share}% of before, change {delta}%; diff: {before_share:.2}% of before's bytes");
+    assert!((share - before_share).abs() <= SHARE_TOLERANCE * 100.0, "{title}");
+    assert!((delta + share).abs() <= SHARE_TOLERANCE * 100.0, "the frame fell by all of its share: {title}");
+    assert_eq!(attr(&dom[at..], "<rect", "fill"), "rgb(100,100,255)", "a frame that fell this much is deep blue");
+
+    // The figures table is the JSON diff's.
+    for m in ["gc.cycles_per_s", "alloc.bytes_per_s"] {
+        let row = &dom[dom.find(&format!("data-metric=\"{m}\"")).unwrap_or_else(|| panic!("no row {m}"))..];
+        let fell = d["metrics"].as_array().unwrap().iter().find(|x| x["metric"] == m).unwrap()["change"].as_f64().unwrap() < 0.0;
+        assert!(fell, "{m} fell after the fix");
+        let tr_start = dom[..dom.len() - row.len()].rfind("<tr").unwrap();
+        assert!(dom[tr_start..].starts_with("<tr class=\"fell\""), "{m}'s row is marked as fallen");
+    }
+    assert!(dom.contains("class=\"culprit-gone\""), "the culprit is listed as gone");
+    let shot = dir.join("diff.png");
+    headless(&chromium, &dir, &page, &[format!("--screenshot={}", shot.display()), format!("--window-size={},{}", WINDOW.0, WINDOW.1)]);
+    let (size, colours) = png_colours(&shot);
+    assert_eq!(size, WINDOW);
+    assert!(colours > MIN_COLOURS, "{colours} colours: a blank page?");
+    let _ = std::fs::remove_dir_all(&dir);
+}

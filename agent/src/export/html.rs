@@ -49,6 +49,7 @@ pub fn report_page(r: &Report, d: &Drawn) -> String {
     let sections = [
         headline(r),
         culprit_cards(&r.culprits),
+        by_your_code(r),
         flame_graph("Allocation flame graph", &d.stacks, r.sampling.mode),
         pause_histogram(&d.pauses, &r.gc.stw, d.pauses_dropped),
         pause_timeline(&d.pauses, r.window.duration_s, d.pauses_dropped),
@@ -183,6 +184,32 @@ pub fn culprit_cards(culprits: &[Culprit]) -> String {
     o
 }
 
+/// The owner's functions by the bytes they cause (report `app_callsites`).
+pub fn by_your_code(r: &Report) -> String {
+    let mut o = String::from("<section id=\"by-your-code\">\n<h2>By your code</h2>\n");
+    let _ = writeln!(o, "<p>Bytes each of your functions allocates, itself or through the libraries it calls. Yours: {}.</p>", escape(&r.app.scope.join(", ")));
+    if r.app_callsites.is_empty() {
+        o.push_str("<p>None: no allocation stack reached a function of yours (within the frames walked).</p>\n</section>");
+        return o;
+    }
+    o.push_str("<table>\n<tr><th>share</th><th>bytes/s</th><th>growing slices</th><th>with it on the stack</th><th>function</th><th>via</th></tr>\n");
+    for a in r.app_callsites.iter().take(10) {
+        let _ = writeln!(
+            o,
+            "<tr><td>{:.1}%</td><td>{}/s</td><td>{:.1}%</td><td>{:.1}%</td><td><code>{}</code> <code>{}</code></td><td>{}</td></tr>",
+            a.share_of_bytes * 100.0,
+            bytes(a.bytes_per_s as u64),
+            a.growslice_share * 100.0,
+            a.inclusive_share * 100.0,
+            escape(&a.function),
+            escape(&loc(&a.file, a.line)),
+            a.via.as_deref().map(|v| format!("<code>{}</code>", escape(v))).unwrap_or_default()
+        );
+    }
+    let _ = writeln!(o, "</table>\n<p>{:.1}% of bytes had no frame of yours.</p>\n</section>", r.app.unowned_share * 100.0);
+    o
+}
+
 fn row(o: &mut String, term: &str, html: &str) {
     let _ = writeln!(o, "<dt>{term}</dt><dd>{html}</dd>");
 }
@@ -195,6 +222,13 @@ fn culprit_card(o: &mut String, c: &Culprit) {
         format!("{} at <code>{}</code>{over}", escape(l.kind.name()), escape(&loc(&l.file, l.line)))
     });
     row(o, "Loop", &lp);
+    if let Some(f) = &c.app_frame {
+        row(o, "Your code", &format!("<code>{}</code> at <code>{}</code>", escape(&f.function), escape(&loc(&f.file, f.line))));
+    }
+    if let Some(l) = c.app_loop.as_ref().filter(|l| c.loop_.as_ref() != Some(*l)) {
+        let over = l.over.as_ref().map(|v| format!(", ranging over <code>{}</code>", escape(v))).unwrap_or_default();
+        row(o, "Your loop", &format!("{} at <code>{}</code>{over}", escape(l.kind.name()), escape(&loc(&l.file, l.line))));
+    }
     let ty = c.elem_type.as_ref().map_or("unknown: the type descriptor could not be read".into(), |t| format!("<code>{}</code> ({} B each)", escape(&t.name), t.size));
     row(o, "Element type", &ty);
     row(o, "Share", &format!("{:.1}% of allocated bytes, {:.1}% of allocations", c.share_of_bytes * 100.0, c.share_of_allocs * 100.0));
@@ -268,6 +302,11 @@ pub fn flame_graph(title: &str, stacks: &[Stack], mode: Mode) -> String {
 /// inferno's SVG without its XML declaration and DOCTYPE, which mean nothing
 /// inside HTML. None when there is nothing to draw.
 fn flame_svg(title: &str, lines: &[String]) -> Option<String> {
+    flame_svg_with(title, lines, |_| {})
+}
+
+/// inferno's SVG for folded `lines`, with `tune` changing the page's options.
+pub(super) fn flame_svg_with(title: &str, lines: &[String], tune: impl FnOnce(&mut inferno::flamegraph::Options)) -> Option<String> {
     if lines.is_empty() {
         return None;
     }
@@ -280,6 +319,7 @@ fn flame_svg(title: &str, lines: &[String]) -> Option<String> {
     opt.deterministic = true;
     // Cut a long name at its end, so a narrow frame still shows its function.
     opt.text_truncate_direction = inferno::flamegraph::TextTruncateDirection::Right;
+    tune(&mut opt);
     let mut svg = Vec::new();
     inferno::flamegraph::from_lines(&mut opt, lines.iter().map(String::as_str), &mut svg).ok()?;
     let svg = String::from_utf8(svg).ok()?;
@@ -572,6 +612,8 @@ mod tests {
             elem_type: Some(TypeInfo { name: "map[string]<T>".into(), size: 16 }),
             per_call: None,
             expected_saving: None,
+            app_frame: Some(crate::tracee::frame::Frame { function: format!("{function}.caller"), file: Some("/src/<app>.go".into()), line: Some(9), inlined: false }),
+            app_loop: None,
         }
     }
 
@@ -586,13 +628,29 @@ mod tests {
         let mut r = empty_report();
         r.target.exe = format!("/bin/{HOSTILE}");
         r.culprits = vec![culprit(HOSTILE)];
+        r.app_callsites = vec![crate::report::AppCallsite {
+            rank: 1,
+            function: HOSTILE.into(),
+            file: None,
+            line: None,
+            bytes: 1,
+            allocs: 1,
+            bytes_per_s: 1.0,
+            share_of_bytes: 1.0,
+            growslice_bytes: 0,
+            growslice_share: 0.0,
+            inclusive_bytes: 1,
+            inclusive_share: 1.0,
+            via: Some(HOSTILE.into()),
+        }];
         r.warnings = vec![HOSTILE.into()];
         let d = Drawn { stacks: vec![Stack { frames: vec!["main.main".into(), HOSTILE.into()], bytes: 100 }], pauses: vec![pause(0.5, 50_000, HOSTILE)], pauses_dropped: 0 };
         let page = report_page(&r, &d);
         assert!(!page.contains("<script>alert"), "{page}");
         assert_eq!(page.matches("<script").count(), 1, "inferno's script only");
         // Card, title, warning, legend: each escaped the same way.
-        assert!(page.matches("main.&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;&#39;").count() >= 5, "{page}");
+        assert!(page.matches("main.&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;&#39;").count() >= 8, "{page}");
+        assert!(page.contains("<code>/src/&lt;app&gt;.go:9</code>"), "{page}");
         assert!(page.contains("ranging over <code>m[&lt;k&gt;]</code>") && page.contains("<code>map[string]&lt;T&gt;</code> (16 B each)"), "{page}");
         // inferno escapes the frame's name in its SVG itself.
         assert!(page.contains("main.&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;&apos; (100 bytes, 100.00%)"), "{page}");

@@ -4,6 +4,7 @@
 //!
 //! Each takes neutral inputs (PCs, values, spans in ktime) and knows nothing of
 //! sessions or aggregation, so either side can change without the other.
+pub mod diffpage;
 pub mod html;
 pub mod openmetrics;
 pub mod perfetto;
@@ -52,7 +53,12 @@ pub fn allocation_profile(meta: &Meta, end: &End, agg: &Aggregator, facts: &mut 
 /// The report as one self-contained HTML page: its figures and culprits,
 /// a flame graph of allocated bytes, and the pauses and live heap over time.
 pub fn report_page(report: &report::Report, agg: &Aggregator, facts: &mut dyn Facts) -> String {
-    html::report_page(report, &html::Drawn { stacks: allocation_stacks(agg, facts), pauses: pause_list(agg, facts), pauses_dropped: agg.pauses().dropped() })
+    html::report_page(report, &drawn(agg, facts))
+}
+
+/// What the pages draw beyond a report: its stacks and pauses.
+pub fn drawn(agg: &Aggregator, facts: &mut dyn Facts) -> html::Drawn {
+    html::Drawn { stacks: allocation_stacks(agg, facts), pauses: pause_list(agg, facts), pauses_dropped: agg.pauses().dropped() }
 }
 
 /// Each allocation stack by its bytes, outermost frame first, inlined frames

@@ -26,6 +26,8 @@ pub enum Format {
     Text,
     /// The comparison as JSON (gcprobe.diff/v1).
     Json,
+    /// One self-contained page: the figures, a differential flame graph (two recordings), pauses and heap.
+    Html,
 }
 
 /// What a side was read from.
@@ -394,22 +396,22 @@ impl ChangeRule {
     }
 }
 
-fn pct_text(pct: Option<f64>) -> String {
+pub fn pct_text(pct: Option<f64>) -> String {
     pct.map_or("from 0".into(), |p| format!("{p:+.1}%"))
 }
 
-fn change_text(m: Metric, c: &Change) -> String {
+pub fn change_text(m: Metric, c: &Change) -> String {
     match c.change {
         Some(d) => format!("{} ({})", m.show_change(d), pct_text(c.change_pct)),
         None => c.unavailable.join("; "),
     }
 }
 
-fn side_text(m: Metric, v: Option<f64>) -> String {
+pub fn side_text(m: Metric, v: Option<f64>) -> String {
     v.map_or("unavailable".into(), |v| m.show(v))
 }
 
-fn where_text(function: &str, file: Option<&str>, line: Option<u32>) -> String {
+pub fn where_text(function: &str, file: Option<&str>, line: Option<u32>) -> String {
     match (file, line) {
         (Some(f), Some(l)) => format!("{function} {}:{l}", crate::units::short(f)),
         (Some(f), None) => format!("{function} {}", crate::units::short(f)),
@@ -479,15 +481,17 @@ fn culprit_lists(o: &mut String, d: &Diff) {
     o.push('\n');
 }
 
-/// The diff as `--format` asks.
-pub fn bytes(d: &Diff, format: Format) -> Vec<u8> {
+/// The diff as `--format` asks; None for HTML, which draws the sides'
+/// stacks and pauses too (export::diffpage).
+pub fn bytes(d: &Diff, format: Format) -> Option<Vec<u8>> {
     match format {
-        Format::Text => render(d).into_bytes(),
+        Format::Text => Some(render(d).into_bytes()),
         Format::Json => {
             let mut s = serde_json::to_string_pretty(d).expect("diff serializes");
             s.push('\n');
-            s.into_bytes()
+            Some(s.into_bytes())
         }
+        Format::Html => None,
     }
 }
 
