@@ -69,6 +69,27 @@ fn report(file: &Path, format: &str, output: &Path) {
     assert!(out.status.success(), "gcprobe report --format {format} failed: {}\n{}", out.status, stderr_text(&out));
 }
 
+/// `page`'s DOM after Chromium ran its scripts, once the page is checked
+/// to load nothing from outside itself.
+fn rendered(chromium: &Path, dir: &Path, page: &Path) -> String {
+    let html = std::fs::read_to_string(page).unwrap();
+    assert_eq!(external_references(&html), Vec::<String>::new(), "the page loads resources from outside itself");
+    assert!(!html.contains("src=\"http") && !html.contains("href=\"http"));
+    assert!(html.contains("default-src 'none'"), "the page's policy forbids fetches");
+    let dom = String::from_utf8(headless(chromium, dir, page, &["--dump-dom".into()]).stdout).unwrap();
+    // inferno's script ran: fluid drawing removed the width it was written with.
+    let written = "<svg version=\"1.1\" width=\"";
+    assert!(html.contains(written) && !dom.contains(written), "the flame graph's script did not run");
+    dom
+}
+
+/// The culprit's line in appendloop, and where its flame graph frame's title starts in `dom`.
+fn culprit_frame(dom: &str) -> (u32, usize) {
+    let line = fixtures::marker_line("appendloop", "gcprobe:culprit");
+    let frame = format!("<title>main.(*Index).Names main.go:{line} (");
+    (line, dom.find(&frame).unwrap_or_else(|| panic!("no frame {frame:?} in the flame graph")))
+}
+
 /// The value of attribute `name` in the first tag of `html` that holds `anchor`.
 fn attr<'a>(html: &'a str, anchor: &str, name: &str) -> &'a str {
     let at = html.find(anchor).unwrap_or_else(|| panic!("no {anchor:?} in the page"));
@@ -127,20 +148,10 @@ fn the_html_report_renders_in_chromium_with_the_reports_figures() {
     report(&rec, "html", &page);
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
     assert_appendloop_culprit(&r);
-    let html = std::fs::read_to_string(&page).unwrap();
-    assert_eq!(external_references(&html), Vec::<String>::new(), "the page loads resources from outside itself");
-    assert!(!html.contains("src=\"http") && !html.contains("href=\"http"));
-    assert!(html.contains("default-src 'none'"), "the page's policy forbids fetches");
-
-    let dom = String::from_utf8(headless(&chromium, &dir, &page, &["--dump-dom".into()]).stdout).unwrap();
-    // inferno's script ran: fluid drawing removed the width it was written with.
-    let written = "<svg version=\"1.1\" width=\"";
-    assert!(html.contains(written) && !dom.contains(written), "the flame graph's script did not run");
+    let dom = rendered(&chromium, &dir, &page);
 
     // The culprit's frame, as wide as its share of bytes.
-    let line = fixtures::marker_line("appendloop", "gcprobe:culprit");
-    let frame = format!("<title>main.(*Index).Names main.go:{line} (");
-    let at = dom.find(&frame).unwrap_or_else(|| panic!("no frame {frame:?} in the flame graph"));
+    let (line, at) = culprit_frame(&dom);
     let width: f64 = attr(&dom[at..], "<rect", "fg:w").parse().unwrap();
     let total: f64 = attr(&dom, "<svg id=\"frames\"", "total_samples").parse().unwrap();
     let share = r["culprits"][0]["share_of_bytes"].as_f64().unwrap();
@@ -196,17 +207,11 @@ fn the_diff_page_shows_the_fixed_culprit_fallen_in_chromium() {
         assert!(o.status.success(), "diff --format {format}: {}", stderr_text(&o));
     }
     let d: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    let html = std::fs::read_to_string(&page).unwrap();
-    assert_eq!(external_references(&html), Vec::<String>::new());
-    let dom = String::from_utf8(headless(&chromium, &dir, &page, &["--dump-dom".into()]).stdout).unwrap();
-    let written = "<svg version=\"1.1\" width=\"";
-    assert!(html.contains(written) && !dom.contains(written), "the flame graph's script did not run");
+    let dom = rendered(&chromium, &dir, &page);
 
     // The culprit's frame: its width is its share of BEFORE's bytes, its
     // change all of it, its colour blue (fell).
-    let line = fixtures::marker_line("appendloop", "gcprobe:culprit");
-    let frame = format!("<title>main.(*Index).Names main.go:{line} (");
-    let at = dom.find(&frame).unwrap_or_else(|| panic!("no frame {frame:?} in the flame graph"));
+    let (_, at) = culprit_frame(&dom);
     let title = &dom[at..at + dom[at..].find("</title>").unwrap()];
     let (share, delta) = title.rsplit_once(", ").unwrap().1.trim_end_matches(')').split_once("%; ").unwrap();
     let (share, delta): (f64, f64) = (share.parse().unwrap(), delta.trim_end_matches('%').parse().unwrap());
