@@ -183,7 +183,8 @@ fn caddy_directory_listing_is_traced_to_caddys_own_functions() {
         return;
     }
     let mut c = Caddy::start(300, 2);
-    let r = attach_json_with(c.t.pid(), "8s", &[]);
+    // Exact: every allocation, so the ranking below is the program's, not a burst's draw.
+    let r = attach_json(c.t.pid(), "6s");
     let pages = c.pages();
     drop(c);
     assert!(pages > 20, "{pages} listings served");
@@ -201,10 +202,10 @@ fn caddy_directory_listing_is_traced_to_caddys_own_functions() {
     // The listing's code leads.
     let fileserver = format!("{CADDY}/modules/caddyhttp/fileserver.");
     assert!(apps.iter().take(3).any(|a| str_of(a, "function").starts_with(&fileserver)), "{apps:#?}");
-    // The top callsite is the standard library's, and names caddy's function behind it.
-    let top = &r["callsites"][0];
-    assert!(!str_of(top, "function").starts_with(CADDY), "{top:#}");
-    assert!(str_of(&top["app_frame"], "function").starts_with(CADDY), "{top:#}");
+    // The heaviest of the top callsites in library code names caddy's function behind it.
+    let top: Vec<&serde_json::Value> = r["callsites"].as_array().unwrap().iter().take(3).collect();
+    let lib = top.iter().find(|c| !str_of(c, "function").starts_with(CADDY)).unwrap_or_else(|| panic!("{top:#?}"));
+    assert!(str_of(&lib["app_frame"], "function").starts_with(CADDY), "{lib:#}");
 }
 
 #[test]
