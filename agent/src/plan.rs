@@ -385,7 +385,11 @@ pub struct PlannedProbe {
     pub kind: ProbeKind,
     /// Link-time virtual address of the function entry.
     pub vaddr: u64,
-    /// Offset in the ELF file, for the uprobe PMU.
+    /// How far past `vaddr` the uprobe sits: past the prologue's stack
+    /// check ([`crate::tracee::staticrefs::past_stack_check`]), or 0.
+    #[serde(default)]
+    pub past_entry: u64,
+    /// Offset in the ELF file of the uprobe, for the uprobe PMU.
     pub file_offset: u64,
     pub size: u64,
     pub flags: u64,
@@ -656,12 +660,13 @@ impl ProbePlan {
         self.add_at(syms, short, &sym, kind, flags, required)
     }
 
-    /// A probe at `at.addr`: a function's entry, or (`StwResumed`) an
-    /// instruction inside one, named `at.name`.
+    /// A probe on the function `at` (past its stack check), or
+    /// (`StwResumed`) on the instruction at `at.addr`, named `at.name`.
     fn add_at(&mut self, syms: &Symbols<'_>, short: &str, at: &Symbol, kind: ProbeKind, flags: u64, required: bool) -> bool {
         let (symbol, vaddr, size) = (at.name.as_str(), at.addr, at.size);
-        let Some(file_offset) = syms.bin.file_offset(vaddr) else {
-            self.skipped.push(SkippedProbe { name: short.into(), symbol: symbol.into(), reason: format!("address {vaddr:#x} is in no loadable segment") });
+        let past_entry = if kind == ProbeKind::StwResumed { 0 } else { past_stack_check(syms, at) };
+        let Some(file_offset) = syms.bin.file_offset(vaddr + past_entry) else {
+            self.skipped.push(SkippedProbe { name: short.into(), symbol: symbol.into(), reason: format!("address {:#x} is in no loadable segment", vaddr + past_entry) });
             return false;
         };
         let id = self.probes.len() as u32;
@@ -670,7 +675,7 @@ impl ProbePlan {
             self.skipped.push(SkippedProbe { name: short.into(), symbol: symbol.into(), reason: format!("the plan is full ({} probes)", id) });
             return false;
         }
-        self.probes.push(PlannedProbe { id, name: short.into(), symbol: symbol.into(), kind, vaddr, file_offset, size, flags, required, map_arg: None });
+        self.probes.push(PlannedProbe { id, name: short.into(), symbol: symbol.into(), kind, vaddr, past_entry, file_offset, size, flags, required, map_arg: None });
         true
     }
 
@@ -684,6 +689,15 @@ impl ProbePlan {
             self.warnings.push("a return site of runtime.startTheWorldWithSema did not attach: stop-the-world pauses end at its entry, before the world restarts".into());
         }
     }
+}
+
+/// How far past the entry of the function `at` a probe fires once per
+/// call: past the stack check of its prologue, whose morestack path runs the
+/// entry again ([`crate::tracee::staticrefs::past_stack_check`]); 0 where it
+/// has none or its code is not in the file.
+fn past_stack_check(syms: &Symbols<'_>, at: &Symbol) -> u64 {
+    let code = usize::try_from(at.size).ok().and_then(|n| syms.bin.bytes_at(at.addr, n));
+    code.and_then(|code| crate::tracee::staticrefs::past_stack_check(syms.bin.arch, code, at.addr)).map_or(0, |past| past - at.addr)
 }
 
 /// The instruction after every call of `runtime.startTheWorldWithSema`,
@@ -822,7 +836,7 @@ mod tests {
 
     #[test]
     fn a_return_site_left_unattached_ends_every_pause_at_the_entry() {
-        let probe = |id, kind| PlannedProbe { id, name: "p".into(), symbol: "s".into(), kind, vaddr: 0, file_offset: 0, size: 0, flags: 0, required: false, map_arg: None };
+        let probe = |id, kind| PlannedProbe { id, name: "p".into(), symbol: "s".into(), kind, vaddr: 0, past_entry: 0, file_offset: 0, size: 0, flags: 0, required: false, map_arg: None };
         let mut plan = ProbePlan { pause_end: PauseEnd::Return, ..ProbePlan::for_test(GoVersion::new(1, 24, 0)) };
         plan.probes = vec![probe(0, ProbeKind::StwStart), probe(1, ProbeKind::StwResumed), probe(2, ProbeKind::StwResumed)];
         plan.settle_pause_end(&[0, 1, 2]);

@@ -23,8 +23,15 @@ fn minor(version: &str) -> u32 {
 }
 
 /// `MOVD 16(R28), R16`: every Go function that may grow its stack starts by
-/// loading g.stackguard0, so a probe's file offset must hold this word.
+/// loading g.stackguard0, so each probed function's entry holds this word.
 const STACK_CHECK: u32 = 0xf9400b90;
+
+/// `BLS` (B.cond, LS): the stack check's branch to runtime.morestack. The
+/// probe sits on the instruction after it, so that a call whose prologue
+/// grows the stack, and runs again from the entry, fires it once.
+fn is_bls(word: u32) -> bool {
+    word & 0xff00_001f == 0x5400_0009
+}
 
 /// The growslice ABI line `plan` prints for Go `version`.
 fn abi_line(version: &str) -> &'static str {
@@ -35,11 +42,16 @@ fn abi_line(version: &str) -> &'static str {
     }
 }
 
-/// (vaddr, file offset) of `symbol`'s probe line.
-fn probe(plan: &str, symbol: &str) -> Option<(u64, u64)> {
+/// (vaddr, bytes past the entry, file offset) of `symbol`'s probe line.
+fn probe(plan: &str, symbol: &str) -> Option<(u64, u64, u64)> {
     let line = plan.lines().find(|l| l.trim_start().strip_prefix("probe ").is_some_and(|r| r.split_whitespace().next() == Some(symbol)))?;
     let hex = |key: &str| u64::from_str_radix(line.split(key).nth(1)?.split_whitespace().next()?.strip_prefix("0x")?, 16).ok();
-    Some((hex(" vaddr ")?, hex(" file offset ")?))
+    // `vaddr 0x839b0 +0xc past its stack check file offset 0x739bc`
+    let past = match line.split_once(" past its stack check") {
+        Some((head, _)) => u64::from_str_radix(head.rsplit(" +0x").next()?, 16).ok()?,
+        None => 0,
+    };
+    Some((hex(" vaddr ")?, past, hex(" file offset ")?))
 }
 
 fn plan(exe: &std::path::Path) -> String {
@@ -89,7 +101,7 @@ fn plan_of_arm64_builds_agrees_with_their_elf_headers() {
             }
             let own = object::File::parse(&*data).unwrap();
             for sym in probed(version) {
-                let Some((vaddr, off)) = probe(&out, sym) else {
+                let Some((vaddr, past, off)) = probe(&out, sym) else {
                     failures.push(format!("{at}: no probe on {sym} in\n{out}"));
                     continue;
                 };
@@ -97,9 +109,11 @@ fn plan_of_arm64_builds_agrees_with_their_elf_headers() {
                     Flavor::Stripped => addr_of(sym),
                     _ => own.symbols().find(|s| s.name() == Ok(sym)).map(|s| s.address()),
                 };
-                let word = data.get(off as usize..off as usize + 4).map(|w| u32::from_le_bytes(w.try_into().unwrap()));
-                if Some(vaddr) != want_vaddr || off != vaddr - load_vaddr + load_offset || off + 4 > load_offset + load_size || word != Some(STACK_CHECK) {
-                    failures.push(format!("{at} {sym}: vaddr {vaddr:#x} (symbol {want_vaddr:x?}), file offset {off:#x}, first word {word:x?}"));
+                let word = |at: u64| data.get(at as usize..at as usize + 4).map(|w| u32::from_le_bytes(w.try_into().unwrap()));
+                let entry = vaddr - load_vaddr + load_offset;
+                let (first, before) = (word(entry), off.checked_sub(4).and_then(word));
+                if Some(vaddr) != want_vaddr || off != entry + past || off + 4 > load_offset + load_size || first != Some(STACK_CHECK) || !before.is_some_and(is_bls) {
+                    failures.push(format!("{at} {sym}: vaddr {vaddr:#x} (symbol {want_vaddr:x?}), file offset {off:#x} ({past:#x} past the entry), first word {first:x?}, word before the probe {before:x?}"));
                 }
             }
         }

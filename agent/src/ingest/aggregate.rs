@@ -1283,7 +1283,7 @@ mod tests {
         let mut p = plan(GoVersion::new(1, 21, 0));
         p.probes.push(crate::plan::PlannedProbe {
             id: 0, name: "hashGrow".into(), symbol: "runtime.hashGrow".into(), kind: ProbeKind::MapGrow,
-            vaddr: 0, file_offset: 0, size: 0, flags: 0, required: false, map_arg: Some(1),
+            vaddr: 0, past_entry: 0, file_offset: 0, size: 0, flags: 0, required: false, map_arg: Some(1),
         });
         let mut a = Aggregator::new(42, &p);
         for cycle in 0..4u64 {
@@ -1316,7 +1316,7 @@ mod tests {
         let mut p = plan(GoVersion::new(1, 24, 0));
         for (id, kind, arg) in [(0, ProbeKind::MapGrow, 0), (1, ProbeKind::MapInsert, 1)] {
             p.probes.push(crate::plan::PlannedProbe {
-                id, name: "m".into(), symbol: "m".into(), kind, vaddr: 0, file_offset: 0, size: 0, flags: 0, required: false, map_arg: Some(arg),
+                id, name: "m".into(), symbol: "m".into(), kind, vaddr: 0, past_entry: 0, file_offset: 0, size: 0, flags: 0, required: false, map_arg: Some(arg),
             });
         }
         let mut a = Aggregator::new(42, &p);
@@ -1344,7 +1344,7 @@ mod tests {
     fn a_full_map_table_drops_its_quietest_eighth_and_counts_them() {
         let mut p = plan(GoVersion::new(1, 24, 0));
         p.probes.push(crate::plan::PlannedProbe {
-            id: 0, name: "m".into(), symbol: "m".into(), kind: ProbeKind::MapInsert, vaddr: 0, file_offset: 0, size: 0, flags: 0, required: false, map_arg: Some(1),
+            id: 0, name: "m".into(), symbol: "m".into(), kind: ProbeKind::MapInsert, vaddr: 0, past_entry: 0, file_offset: 0, size: 0, flags: 0, required: false, map_arg: Some(1),
         });
         let mut a = Aggregator::new(42, &p);
         let insert = |t: u64, map: u64| Event::decode(&events::encode(kind::MAP_INSERT, 0, t, [0x7a, map, 0, 0, 0], &[2, 0x700])).unwrap();

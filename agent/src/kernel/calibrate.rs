@@ -1,7 +1,8 @@
 //! What one probe hit costs on this host, measured at start: the same uprobe
 //! with our program, with the empty program, and with none, on a function in
 //! gcprobe's own process. A uprobe hit costs ~0.3 µs on bare metal and
-//! 5–16 µs in some VMs, so no constant could stand in for the measurement.
+//! 0.8–25 µs in this project's VMs, by host and by the probed instruction,
+//! so no constant could stand in for the measurement.
 //!
 //! The probed function is called with a synthetic frame-pointer chain as deep
 //! as a typical Go allocation stack, so our program's walk does the same work
@@ -190,24 +191,33 @@ fn time_calls(chain: &FrameChain, f: extern "C" fn(u64) -> u64, calls: u64) -> D
 }
 
 
-// The probed functions: trivial, never inlined, distinct (so the linker
-// cannot fold them into one address), real code in our text.
-#[inline(never)]
-extern "C" fn point_agg(x: u64) -> u64 {
-    std::hint::black_box(x).wrapping_mul(3)
+// The probed functions: trivial, distinct (so the linker cannot fold them
+// into one address), real code in our text. Each begins with the instruction
+// a Go probe sits on, past its function's stack check (plan.rs): the kernel
+// emulates some instructions at a uprobe and single-steps the rest out of
+// line, a second trap that cost ~25 µs a hit on this project's VMs against
+// ~0.8 µs for an emulated `push rbp` (BENCHMARKS.md), so the calibration
+// must trap on the same kind of instruction as the target. amd64: `PUSHQ
+// BP` (arch/x86/kernel/uprobes.c emulates push); arm64: `MOVD.W R30,
+// -N(RSP)`, a store stepped out of line (arch/arm64/kernel/probes/decode-insn.c).
+macro_rules! point {
+    ($name:ident, $k:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        #[unsafe(naked)]
+        extern "C" fn $name(_x: u64) -> u64 {
+            std::arch::naked_asm!("push rbp", "mov rbp, rsp", concat!("imul rax, rdi, ", $k), "pop rbp", "ret")
+        }
+        #[cfg(target_arch = "aarch64")]
+        #[unsafe(naked)]
+        extern "C" fn $name(_x: u64) -> u64 {
+            std::arch::naked_asm!("str x30, [sp, #-16]!", concat!("mov x1, #", $k), "mul x0, x0, x1", "ldr x30, [sp], #16", "ret")
+        }
+    };
 }
-#[inline(never)]
-extern "C" fn point_event(x: u64) -> u64 {
-    std::hint::black_box(x).wrapping_mul(5)
-}
-#[inline(never)]
-extern "C" fn point_empty(x: u64) -> u64 {
-    std::hint::black_box(x).wrapping_mul(7)
-}
-#[inline(never)]
-extern "C" fn point_bare(x: u64) -> u64 {
-    std::hint::black_box(x).wrapping_mul(11)
-}
+point!(point_agg, 3);
+point!(point_event, 5);
+point!(point_empty, 7);
+point!(point_bare, 11);
 
 /// Words the deepest chain takes: MAX_FRAMES records at the widest gap.
 const CHAIN_WORDS: usize = gcprobe_common::MAX_FRAMES * 224 / 8 + 2;

@@ -191,7 +191,7 @@ pub(crate) fn test_meta() -> Meta {
     use crate::{plan::{PlannedProbe, ProbeKind}, tracee::buildinfo::GoVersion};
     let mut plan = ProbePlan::for_test(GoVersion::new(1, 24, 0));
     for (id, kind, map_arg) in [(0, ProbeKind::Growslice, None), (1, ProbeKind::Malloc, None), (2, ProbeKind::MapInsert, Some(1))] {
-        plan.probes.push(PlannedProbe { id, name: format!("p{id}"), symbol: format!("s{id}"), kind, vaddr: 0, file_offset: 0, size: 0, flags: 0, required: false, map_arg });
+        plan.probes.push(PlannedProbe { id, name: format!("p{id}"), symbol: format!("s{id}"), kind, vaddr: 0, past_entry: 0, file_offset: 0, size: 0, flags: 0, required: false, map_arg });
     }
     Meta {
         gcprobe_version: "test".into(),

@@ -677,7 +677,7 @@ mod tests {
     fn map_leaks_are_unavailable_until_a_map_probe_watched() {
         use crate::plan::{Mode, PlannedProbe, ProbeKind};
         let mut plan = ProbePlan::for_test(crate::tracee::buildinfo::GoVersion::new(1, 24, 0));
-        let probe = |id, kind| PlannedProbe { id, name: format!("{kind:?}"), symbol: String::new(), kind, vaddr: 0, file_offset: 0, size: 0, flags: 0, required: false, map_arg: None };
+        let probe = |id, kind| PlannedProbe { id, name: format!("{kind:?}"), symbol: String::new(), kind, vaddr: 0, past_entry: 0, file_offset: 0, size: 0, flags: 0, required: false, map_arg: None };
         plan.probes = vec![probe(0, ProbeKind::StwStop), probe(1, ProbeKind::MapInsert)];
         let none = Some("no map probe was attached".to_owned());
         assert_eq!(map_leaks_unavailable(&plan, &[0], Mode::Exact, 0), none, "placed but not attached");

@@ -93,7 +93,8 @@ pub fn print_plan(pid: Option<u32>, exe: Option<PathBuf>) -> Result<(), SessionE
         None => println!("runtime.MemProfileRate not found: runtime samples would be weighted for the default 512 KiB"),
     }
     for p in &plan.probes {
-        println!("  probe {:<40} {:<14} vaddr {:#x} file offset {:#x}{}", p.symbol, format!("{:?}", p.kind), p.vaddr, p.file_offset, if p.required { "" } else { " (optional)" });
+        let past = if p.past_entry > 0 { format!(" +{:#x} past its stack check", p.past_entry) } else { String::new() };
+        println!("  probe {:<40} {:<14} vaddr {:#x}{past} file offset {:#x}{}", p.symbol, format!("{:?}", p.kind), p.vaddr, p.file_offset, if p.required { "" } else { " (optional)" });
     }
     for s in plan.skipped.iter().chain(&plan.not_needed) {
         println!("  skip  {:<40} {}", s.symbol, s.reason);

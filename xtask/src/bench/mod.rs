@@ -60,6 +60,10 @@ pub struct Args {
     /// per-hit: rounds of 64 appends plus one 128-byte make.
     #[arg(long, default_value_t = 20000)]
     iters: u32,
+    /// per-hit and unseen: another gcprobe build (an earlier commit's)
+    /// measured in the same rounds, beside this build.
+    #[arg(long)]
+    baseline: Option<std::path::PathBuf>,
     /// curves: target allocation rates, per second.
     #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000,10000000")]
     rates: Vec<u64>,
@@ -80,7 +84,7 @@ pub struct Args {
 pub fn run(gcprobe: &Path, args: &Args) -> Result<()> {
     let want = |p: Part| args.only.is_empty() || args.only.contains(&p);
     if want(Part::PerHit) {
-        per_hit::run(gcprobe, args.rounds, args.iters)?;
+        per_hit::run(gcprobe, args.baseline.as_deref(), args.rounds, args.iters)?;
     }
     if want(Part::PerFrame) {
         per_frame::run(gcprobe, args.rounds.max(3))?;
@@ -92,7 +96,7 @@ pub fn run(gcprobe: &Path, args: &Args) -> Result<()> {
         accuracy::run(gcprobe, &args.duration)?;
     }
     if want(Part::Unseen) {
-        unseen::run(gcprobe, args.rounds.max(3), &args.unseen_duration)?;
+        unseen::run(gcprobe, args.baseline.as_deref(), args.rounds.max(3), &args.unseen_duration)?;
     }
     if want(Part::Agent) {
         agent::run(gcprobe, args.idle_for)?;

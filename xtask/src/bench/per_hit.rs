@@ -15,6 +15,15 @@ enum Mode {
     Bare,
     Empty,
     Real,
+    /// `--baseline`'s build: its empty program, and its own.
+    BaselineEmpty,
+    BaselineReal,
+}
+
+impl Mode {
+    fn is_empty(self) -> bool {
+        matches!(self, Mode::Empty | Mode::BaselineEmpty)
+    }
 }
 
 struct Sample {
@@ -28,14 +37,19 @@ struct Sample {
     prog_ns: Option<f64>,
 }
 
-pub fn run(gcprobe: &Path, rounds: usize, iters: u32) -> Result<()> {
+pub fn run(gcprobe: &Path, baseline: Option<&Path>, rounds: usize, iters: u32) -> Result<()> {
     let exe = fixtures::build("allocbench", pins::GO_DEFAULT, fixtures::Flavor::Default)?;
     let mut samples: Vec<(Mode, Sample)> = Vec::new();
     // Both programs pay the stats' clock reads alike; wall times include them.
     let _stats = BpfStats::enable();
+    let modes: &[Mode] = if baseline.is_some() { &[Mode::Bare, Mode::BaselineEmpty, Mode::Empty, Mode::BaselineReal, Mode::Real] } else { &[Mode::Bare, Mode::Empty, Mode::Real] };
     for round in 0..rounds {
-        for mode in [Mode::Bare, Mode::Empty, Mode::Real] {
-            let s = sample(gcprobe, &exe, iters, mode).with_context(|| format!("per-hit round {round} {mode:?}"))?;
+        for &mode in modes {
+            let bin = match (mode, baseline) {
+                (Mode::BaselineEmpty | Mode::BaselineReal, Some(b)) => b,
+                _ => gcprobe,
+            };
+            let s = sample(bin, &exe, iters, mode).with_context(|| format!("per-hit round {round} {mode:?}"))?;
             eprintln!("xtask bench: per-hit round {} {:?}: {:.1} ms, {} hits", round + 1, mode, s.elapsed_ns / 1e6, s.hits);
             samples.push((mode, s));
         }
@@ -74,6 +88,12 @@ pub fn run(gcprobe: &Path, rounds: usize, iters: u32) -> Result<()> {
     }
     println!();
     println!("- gcprobe's cost per hit / the empty program's: **{:.2}x**", cost_real / cost_empty.max(1.0));
+    if let Some(b) = baseline {
+        let cost = |m: Mode| (med(m, &|s| s.elapsed_ns) - t_bare) / med(m, &|s| s.hits).max(1.0);
+        let (be, br) = (cost(Mode::BaselineEmpty), cost(Mode::BaselineReal));
+        println!("- baseline `{}` in the same rounds: empty program {be:.0} ns per hit ({:.0} hits), its own {br:.0} ns per hit ({:.0} hits)", b.display(), med(Mode::BaselineEmpty, &|s| s.hits), med(Mode::BaselineReal, &|s| s.hits));
+        println!("- this build / the baseline, per hit: empty program **{:.2}x**, gcprobe **{:.2}x**", cost_empty / be.max(1.0), cost_real / br.max(1.0));
+    }
     println!("- Go-counted allocations per run (runtime.MemStats.Mallocs): {mallocs:.0}");
     println!("- agent CPU per event: {:.2} us ({events:.0} events, {:.3} s CPU per run)", cpu / events.max(1.0) * 1e6, cpu);
     println!("- lost events, all gcprobe runs: {lost:.0}\n");
@@ -84,8 +104,8 @@ fn sample(gcprobe: &Path, exe: &Path, iters: u32, mode: Mode) -> Result<Sample> 
     // Exact mode: this table is the per-hit cost of every probe firing.
     let attach: Option<&[&str]> = match mode {
         Mode::Bare => None,
-        Mode::Empty => Some(&["--mode", "exact", "--empty-probes"]),
-        Mode::Real => Some(&["--mode", "exact"]),
+        Mode::Empty | Mode::BaselineEmpty => Some(&["--mode", "exact", "--empty-probes"]),
+        Mode::Real | Mode::BaselineReal => Some(&["--mode", "exact"]),
     };
     let r = once(gcprobe, exe, &[format!("-iters={iters}")], attach)?;
     let mut f = r.out.split_whitespace();
@@ -95,7 +115,7 @@ fn sample(gcprobe: &Path, exe: &Path, iters: u32, mode: Mode) -> Result<Sample> 
     Ok(Sample {
         elapsed_ns: ns.parse()?,
         go_mallocs: m.parse()?,
-        hits: if mode == Mode::Empty { r.n("/kernel/empty_hits") } else { r.n("/kernel/hits") },
+        hits: if mode.is_empty() { r.n("/kernel/empty_hits") } else { r.n("/kernel/hits") },
         events: ["mallocgc", "growslice", "stw", "assist"].iter().map(|k| r.n(&format!("/events/{k}"))).sum(),
         lost: r.n("/events/lost"),
         agent_cpu_s: r.n("/agent/cpu_s"),

@@ -10,7 +10,7 @@ use xtask::{fixtures, pins};
 
 use super::{median, run::once};
 
-pub fn run(gcprobe: &Path, rounds: usize, duration: &str) -> Result<()> {
+pub fn run(gcprobe: &Path, baseline: Option<&Path>, rounds: usize, duration: &str) -> Result<()> {
     let exe = fixtures::build("logsummary", pins::GO_DEFAULT, fixtures::Flavor::Default)?;
     let culprit_line = fixtures::marker_line("logsummary", "gcprobe:culprit");
     let args = [format!("-duration={duration}")];
@@ -21,9 +21,14 @@ pub fn run(gcprobe: &Path, rounds: usize, duration: &str) -> Result<()> {
     println!("## Default mode on a program it has never seen: logsummary, Go {}, {duration} per run\n", pins::GO_DEFAULT);
     println!("| pair | throughput with gcprobe / alone | est. slowdown (report) | pause probe hits | gated hits | bursts | culprit line |");
     println!("|---|---|---|---|---|---|---|");
-    let mut ratios = Vec::new();
+    let (mut ratios, mut baseline_ratios) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         let bare = once(gcprobe, &exe, &args, None).with_context(|| format!("unseen round {round} bare"))?;
+        // The baseline build between the two, its own ratio to the same bare run.
+        if let Some(b) = baseline {
+            let other = once(b, &exe, &args, Some(&[])).with_context(|| format!("unseen round {round} baseline"))?;
+            baseline_ratios.push(rate(&other.out)? / rate(&bare.out)?);
+        }
         let probed = once(gcprobe, &exe, &args, Some(&[])).with_context(|| format!("unseen round {round} gcprobe"))?;
         let ratio = rate(&probed.out)? / rate(&bare.out)?;
         ratios.push(ratio);
@@ -43,5 +48,9 @@ pub fn run(gcprobe: &Path, rounds: usize, duration: &str) -> Result<()> {
         );
     }
     println!("\nMedian ratio: **{:.3}**\n", median(ratios));
+    if let Some(b) = baseline {
+        let each: Vec<String> = baseline_ratios.iter().map(|r| format!("{r:.3}")).collect();
+        println!("Baseline `{}` in the same rounds: median ratio **{:.3}** ({})\n", b.display(), median(baseline_ratios.clone()), each.join(", "));
+    }
     Ok(())
 }
