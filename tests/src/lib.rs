@@ -564,13 +564,17 @@ pub fn resident_bytes(pid: u32) -> u64 {
     status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()).map_or(0, |k| k * 1024)
 }
 
-/// Link-time address of `symbol`'s entry, from `gcprobe plan --exe` (non-PIE: also its address in the process).
-pub fn probe_vaddr(exe: &std::path::Path, symbol: &str) -> u64 {
+/// Link-time address of the instruction `symbol`'s uprobe sits on, from `gcprobe plan --exe`
+/// (`vaddr 0x478c20 +0xa past its stack check`; non-PIE: also its address in the process).
+pub fn probe_site(exe: &std::path::Path, symbol: &str) -> u64 {
     let out = gcprobe(&["plan", "--exe", exe.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().find(|l| l.trim_start().starts_with(&format!("probe {symbol} "))).unwrap_or_else(|| panic!("no {symbol} in\n{text}"));
-    let v = line.split_whitespace().skip_while(|w| *w != "vaddr").nth(1).unwrap();
-    u64::from_str_radix(v.trim_start_matches("0x"), 16).unwrap()
+    let mut after = line.split_whitespace().skip_while(|w| *w != "vaddr").skip(1);
+    let hex = |w: Option<&str>| u64::from_str_radix(w.unwrap().trim_start_matches('+').trim_start_matches("0x"), 16).unwrap();
+    let vaddr = hex(after.next());
+    let past = if line.contains(" past its stack check") { hex(after.next()) } else { 0 };
+    vaddr + past
 }
 
 /// The first byte of the target's code at `addr`: 0xcc while a uprobe's breakpoint is there (x86_64).

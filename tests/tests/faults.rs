@@ -47,7 +47,7 @@ fn gcprobe_killed_mid_burst_leaves_the_target_running_unprobed() {
         return;
     }
     let exe = workload();
-    let malloc = probe_vaddr(&exe, "runtime.mallocgc");
+    let malloc = probe_site(&exe, "runtime.mallocgc");
     let mut t = Target::start(&exe, &["-every", "100ms"], &[]);
     let pid = t.pid();
     let original = code_byte(pid, malloc);

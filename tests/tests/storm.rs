@@ -304,7 +304,7 @@ fn a_storm_of_short_sessions_leaves_the_target_right_and_nothing_behind() {
     }
     let cycles = std::env::var("GCPROBE_STORM_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(CYCLES);
     let exe = fixture("workload");
-    let malloc = probe_vaddr(&exe, "runtime.mallocgc");
+    let malloc = probe_site(&exe, "runtime.mallocgc");
     let objects = BpfObjects::now();
     let uprobes = tracefs_uprobes();
     let t = Target::start(&exe, &["-every", "100ms", "-check", "100000"], &[]);
