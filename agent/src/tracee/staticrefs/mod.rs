@@ -85,7 +85,7 @@ pub fn may_call(arch: Arch, code: &[u8], entry: u64, targets: &HashSet<u64>) -> 
         }),
         Arch::Aarch64 => code.chunks_exact(4).enumerate().any(|(i, w)| {
             let insn = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
-            insn & 0xfc00_0000 == 0x9400_0000 && targets.contains(&(entry + 4 * i as u64).wrapping_add((((insn & 0x03ff_ffff) << 6) as i32 >> 4) as i64 as u64))
+            insn & 0xfc00_0000 == 0x9400_0000 && targets.contains(&(entry + 4 * i as u64).wrapping_add(arm64::imm26_offset(insn)))
         }),
     }
 }
@@ -190,6 +190,11 @@ mod arm64 {
 
     use super::Access;
 
+    /// The byte offset a `B` or `BL` jumps by: imm26 words, signed.
+    pub(super) fn imm26_offset(insn: u32) -> u64 {
+        (((insn & 0x03ff_ffff) << 6) as i32 >> 4) as i64 as u64
+    }
+
     /// What one instruction does with static addresses.
     enum Step {
         /// An 8-byte load or store at a known address.
@@ -229,7 +234,7 @@ mod arm64 {
                     out.push(Step::Ref(b.wrapping_add(8 * imm12), Access::Store));
                 }
             } else if insn & 0xfc00_0000 == 0x9400_0000 {
-                let off = (((insn & 0x03ff_ffff) << 6) as i32 >> 4) as i64 as u64;
+                let off = imm26_offset(insn);
                 out.push(Step::Call { pc, target: pc.wrapping_add(off), x0: regs[0] });
                 regs = [None; 32];
             } else {
@@ -252,9 +257,11 @@ mod arm64 {
             if insn & 0xff00_0010 == 0x5400_0000 {
                 // B.cond: imm19 words from here.
                 let target = pc.wrapping_add(((((insn >> 5) & 0x7_ffff) << 13) as i32 >> 11) as i64 as u64);
-                if returns_to(code, entry, target) {
-                    past = Some(pc + 4);
+                // Any other branch this early is not Go's prologue.
+                if !returns_to(code, entry, target) {
+                    break;
                 }
+                past = Some(pc + 4);
                 continue;
             }
             // The check's own instructions, each writing R16/R17 or only the
@@ -282,7 +289,7 @@ mod arm64 {
             .enumerate()
             .map(|(i, w)| (stub + 4 * i as u64, u32::from_le_bytes(w.try_into().expect("4-byte chunk"))))
             .find(|&(_, insn)| insn & 0xfc00_0000 == 0x1400_0000 || insn & 0xfffffc1f == 0xd65f_0000)
-            .is_some_and(|(pc, insn)| insn & 0xfc00_0000 == 0x1400_0000 && pc.wrapping_add((((insn & 0x03ff_ffff) << 6) as i32 >> 4) as i64 as u64) == entry)
+            .is_some_and(|(pc, insn)| insn & 0xfc00_0000 == 0x1400_0000 && pc.wrapping_add(imm26_offset(insn)) == entry)
     }
 
     pub fn return_sites(code: &[u8], entry: u64, target: u64) -> Vec<u64> {
