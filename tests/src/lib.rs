@@ -564,17 +564,34 @@ pub fn resident_bytes(pid: u32) -> u64 {
     status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()).map_or(0, |k| k * 1024)
 }
 
+/// One `probe` line of `gcprobe plan`:
+/// `probe runtime.mallocgc Malloc vaddr 0x478c20 +0xa past its stack check file offset 0x78c2a`.
+pub struct PlannedAt {
+    /// Link-time address of the function's entry.
+    pub vaddr: u64,
+    /// How far past the entry the uprobe sits (0: at the entry).
+    pub past_entry: u64,
+    pub file_offset: u64,
+}
+
+/// `symbol`'s probe line in `plan` (the output of `gcprobe plan`).
+pub fn planned_at(plan: &str, symbol: &str) -> Option<PlannedAt> {
+    let line = plan.lines().find(|l| l.trim_start().strip_prefix("probe ").is_some_and(|r| r.split_whitespace().next() == Some(symbol)))?;
+    let hex = |key: &str| u64::from_str_radix(line.split(key).nth(1)?.split_whitespace().next()?.strip_prefix("0x")?, 16).ok();
+    let past_entry = match line.split_once(" past its stack check") {
+        Some((head, _)) => u64::from_str_radix(head.rsplit(" +0x").next()?, 16).ok()?,
+        None => 0,
+    };
+    Some(PlannedAt { vaddr: hex(" vaddr ")?, past_entry, file_offset: hex(" file offset ")? })
+}
+
 /// Link-time address of the instruction `symbol`'s uprobe sits on, from `gcprobe plan --exe`
-/// (`vaddr 0x478c20 +0xa past its stack check`; non-PIE: also its address in the process).
+/// (non-PIE: also its address in the process).
 pub fn probe_site(exe: &std::path::Path, symbol: &str) -> u64 {
     let out = gcprobe(&["plan", "--exe", exe.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().find(|l| l.trim_start().starts_with(&format!("probe {symbol} "))).unwrap_or_else(|| panic!("no {symbol} in\n{text}"));
-    let mut after = line.split_whitespace().skip_while(|w| *w != "vaddr").skip(1);
-    let hex = |w: Option<&str>| u64::from_str_radix(w.unwrap().trim_start_matches('+').trim_start_matches("0x"), 16).unwrap();
-    let vaddr = hex(after.next());
-    let past = if line.contains(" past its stack check") { hex(after.next()) } else { 0 };
-    vaddr + past
+    let p = planned_at(&text, symbol).unwrap_or_else(|| panic!("no {symbol} in\n{text}"));
+    p.vaddr + p.past_entry
 }
 
 /// The first byte of the target's code at `addr`: 0xcc while a uprobe's breakpoint is there (x86_64).

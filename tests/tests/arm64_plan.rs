@@ -42,18 +42,6 @@ fn abi_line(version: &str) -> &'static str {
     }
 }
 
-/// (vaddr, bytes past the entry, file offset) of `symbol`'s probe line.
-fn probe(plan: &str, symbol: &str) -> Option<(u64, u64, u64)> {
-    let line = plan.lines().find(|l| l.trim_start().strip_prefix("probe ").is_some_and(|r| r.split_whitespace().next() == Some(symbol)))?;
-    let hex = |key: &str| u64::from_str_radix(line.split(key).nth(1)?.split_whitespace().next()?.strip_prefix("0x")?, 16).ok();
-    // `vaddr 0x839b0 +0xc past its stack check file offset 0x739bc`
-    let past = match line.split_once(" past its stack check") {
-        Some((head, _)) => u64::from_str_radix(head.rsplit(" +0x").next()?, 16).ok()?,
-        None => 0,
-    };
-    Some((hex(" vaddr ")?, past, hex(" file offset ")?))
-}
-
 fn plan(exe: &std::path::Path) -> String {
     let out = gcprobe(&["plan", "--exe", exe.to_str().unwrap()]);
     assert!(out.status.success(), "plan --exe {}: {}", exe.display(), String::from_utf8_lossy(&out.stderr));
@@ -101,7 +89,7 @@ fn plan_of_arm64_builds_agrees_with_their_elf_headers() {
             }
             let own = object::File::parse(&*data).unwrap();
             for sym in probed(version) {
-                let Some((vaddr, past, off)) = probe(&out, sym) else {
+                let Some(PlannedAt { vaddr, past_entry: past, file_offset: off }) = planned_at(&out, sym) else {
                     failures.push(format!("{at}: no probe on {sym} in\n{out}"));
                     continue;
                 };

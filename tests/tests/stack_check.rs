@@ -24,7 +24,7 @@ impl EntryCounter {
     fn place(exe: &Path, offset: u64) -> Self {
         let event = format!("gcprobe_test_{}", std::process::id());
         let define = format!("p:gcprobe_tests/{event} {}:{offset:#x}\n", exe.display());
-        append(&format!("{TRACING}/uprobe_events"), &define);
+        append(&format!("{TRACING}/uprobe_events"), &define).unwrap_or_else(|e| panic!("{TRACING}/uprobe_events: {define:?}: {e}"));
         let c = EntryCounter { event };
         std::fs::write(c.control("enable"), "1").unwrap();
         c
@@ -45,14 +45,14 @@ impl EntryCounter {
 impl Drop for EntryCounter {
     fn drop(&mut self) {
         let _ = std::fs::write(self.control("enable"), "0");
-        let _ = std::fs::OpenOptions::new().append(true).open(format!("{TRACING}/uprobe_events")).and_then(|mut f| std::io::Write::write_all(&mut f, format!("-:gcprobe_tests/{}\n", self.event).as_bytes()));
+        let _ = append(&format!("{TRACING}/uprobe_events"), &format!("-:gcprobe_tests/{}\n", self.event));
     }
 }
 
-fn append(path: &str, text: &str) {
+/// Appends `text` to a tracefs file, which takes one definition per write.
+fn append(path: &str, text: &str) -> std::io::Result<()> {
     use std::io::Write as _;
-    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    f.write_all(text.as_bytes()).unwrap_or_else(|e| panic!("{path}: {text:?}: {e}"));
+    std::fs::OpenOptions::new().append(true).open(path)?.write_all(text.as_bytes())
 }
 
 /// The file offset of `symbol`'s entry, from the ELF's own symbol table and
